@@ -1,0 +1,147 @@
+//! A typed store client for internal actors. Every write passes the same admission code
+//! in `schema/` as the gateway's, so no writer of any origin can store an invalid object.
+
+use crate::{Bus, BusError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
+use schema::admission::{self, AdmissionError};
+use schema::registry::{self, ResourceInfo};
+use schema::store::{ReadOp, ReadResult, Revision, StoreError, WriteOp};
+use schema::{keys, object};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+
+/// What an actor's objects must be: a typed Kubernetes object that round-trips.
+pub trait Object: Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+impl<T> Object for T where T: Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Admission(#[from] AdmissionError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ClientError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::NotFound(_))))
+    }
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::Conflict { .. } | StoreError::AlreadyExists(_))))
+    }
+}
+
+pub fn info<K: Resource>() -> Result<&'static ResourceInfo, ClientError> {
+    registry::by_kind(K::API_VERSION, K::KIND).ok_or_else(|| ClientError::Other(format!("{} is not a registered resource", K::KIND)))
+}
+
+fn other(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Other(e.to_string())
+}
+
+fn typed<K: Object>(s: &schema::store::Stored) -> Result<K, ClientError> {
+    let v = object::from_stored(s).map_err(other)?;
+    object::from_value(v).map_err(other)
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub bus: Bus,
+}
+
+impl Client {
+    pub fn new(bus: Bus) -> Client {
+        Client { bus }
+    }
+
+    pub async fn get<K: Object>(&self, ns: Option<&str>, name: &str) -> Result<Option<K>, ClientError> {
+        let res = info::<K>()?;
+        let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
+        match self.bus.read(&ReadOp::Get { key }).await? {
+            ReadResult::Get { item: Some(s), .. } => Ok(Some(typed(&s)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every object of kind K (in one namespace, or all), and the revision to watch from.
+    pub async fn list<K: Object>(&self, ns: Option<&str>) -> Result<(Vec<K>, Revision), ClientError> {
+        let res = info::<K>()?;
+        let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
+        let mut out = Vec::new();
+        let mut start_after = None;
+        loop {
+            let r = self.bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 1000 }).await?;
+            let ReadResult::List { items, rev, more } = r else {
+                return Err(other("store answered a list with something else"));
+            };
+            start_after = items.last().map(|s| s.key.clone());
+            for s in &items {
+                out.push(typed(s)?);
+            }
+            // Pages after the first may come from a later revision; the watch starts from
+            // the last page's revision, so nothing between pages is missed.
+            if !more {
+                return Ok((out, rev));
+            }
+        }
+    }
+
+    pub async fn create<K: Object>(&self, obj: &K) -> Result<K, ClientError> {
+        let res = info::<K>()?;
+        let mut v = object::to_value(obj).map_err(other)?;
+        admission::admit_create(res, &mut v)?;
+        let op = WriteOp::Create {
+            key: object::key_of(res, &v).map_err(other)?,
+            subject: object::subject_of(res, &v).map_err(other)?,
+            value: object::to_store_bytes(&v).map_err(other)?,
+        };
+        let r = self.bus.write(&op).await?;
+        typed(&r.stored)
+    }
+
+    /// Compare-and-swap on the object's resourceVersion (unconditional when it has none).
+    pub async fn update<K: Object>(&self, obj: &K) -> Result<K, ClientError> {
+        let res = info::<K>()?;
+        let mut v = object::to_value(obj).map_err(other)?;
+        let expected_rev = object::resource_version(&v);
+        let key = object::key_of(res, &v).map_err(other)?;
+        let old = match self.bus.read(&ReadOp::Get { key: key.clone() }).await? {
+            ReadResult::Get { item: Some(s), .. } => object::from_stored(&s).map_err(other)?,
+            _ => return Err(BusError::Store(StoreError::NotFound(key)).into()),
+        };
+        admission::admit_update(res, &mut v, &old)?;
+        let op = WriteOp::Update {
+            key,
+            subject: object::subject_of(res, &v).map_err(other)?,
+            value: object::to_store_bytes(&v).map_err(other)?,
+            expected_rev,
+        };
+        let r = self.bus.write(&op).await?;
+        typed(&r.stored)
+    }
+
+    /// Removes the object from the store now (graceful pod deletion is the caller's job).
+    pub async fn delete<K: Object>(&self, ns: Option<&str>, name: &str, expected_rev: Option<Revision>) -> Result<K, ClientError> {
+        let res = info::<K>()?;
+        let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
+        let r = self.bus.write(&WriteOp::Delete { key, expected_rev }).await?;
+        typed(&r.stored)
+    }
+
+    /// Creates unless present; for bootstrap objects (default namespaces, RuntimeClass).
+    pub async fn ensure<K: Object>(&self, obj: &K) -> Result<(), ClientError> {
+        match self.create(obj).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Bus(BusError::Store(StoreError::AlreadyExists(_)))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Untyped form of [`Client::update`]'s conversion, for callers holding `Value`s.
+pub fn value_of<K: Object>(obj: &K) -> Result<Value, ClientError> {
+    object::to_value(obj).map_err(other)
+}

@@ -1,0 +1,139 @@
+//! The bus: flotilla's NATS connection, the store client every component writes through,
+//! the watch on the events stream, and the informer (list, then watch from the list's
+//! revision, re-list when expired) that every actor is fed by.
+
+pub mod client;
+pub mod informer;
+pub mod metrics;
+
+use futures::{Stream, StreamExt};
+use schema::codec;
+use schema::store::{Event, ReadOp, ReadResult, Revision, StoreError, WriteOp, WriteResult};
+use schema::subjects;
+use std::time::Duration;
+
+pub use client::Client;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error("codec: {0}")]
+    Codec(#[from] codec::CodecError),
+    /// The requested revision is older than the retained history: re-list.
+    #[error("resource version {0} is too old")]
+    Expired(Revision),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+impl BusError {
+    fn nats(e: impl std::fmt::Display) -> Self {
+        BusError::Nats(e.to_string())
+    }
+}
+
+/// How long a store request may retry while the state group elects a leader or starts.
+const STORE_RETRY_FOR: Duration = Duration::from_secs(15);
+
+#[derive(Clone)]
+pub struct Bus {
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+}
+
+impl Bus {
+    pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(BusError::nats)?;
+        Ok(Bus::from_client(nats))
+    }
+
+    pub fn from_client(nats: async_nats::Client) -> Bus {
+        let js = async_nats::jetstream::new(nats.clone());
+        Bus { nats, js }
+    }
+
+    async fn request<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        subject: &'static str,
+        req: &Req,
+    ) -> Result<Resp, BusError> {
+        let payload = codec::encode(req)?;
+        let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request(subject, payload.clone().into())).await;
+            let retry_reason = match attempt {
+                Ok(Ok(msg)) => {
+                    let r: Result<Resp, StoreError> = codec::decode(&msg.payload)?;
+                    match r {
+                        Err(e) if e.is_retryable() => e.to_string(),
+                        other => return other.map_err(BusError::Store),
+                    }
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer within 10s".to_string(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::Store(StoreError::Unavailable(retry_reason)));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends one write to the state group's leader; retries while no leader answers.
+    pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, BusError> {
+        self.request(subjects::STATE_WRITE, op).await
+    }
+
+    pub async fn read(&self, op: &ReadOp) -> Result<ReadResult, BusError> {
+        self.request(subjects::STATE_READ, op).await
+    }
+
+    /// Every event matching `filter` committed after revision `after`, in revision order.
+    /// Built on an ordered JetStream consumer, which re-creates itself after a reconnect
+    /// and resumes from the last sequence it delivered, so nothing is skipped or repeated.
+    pub async fn watch(
+        &self,
+        filter: String,
+        after: Revision,
+    ) -> Result<impl Stream<Item = Result<Event, BusError>> + Send + 'static, BusError> {
+        use async_nats::jetstream::consumer::{push, DeliverPolicy};
+        let stream = self.events_stream().await?;
+        let info = stream.cached_info();
+        if after > 0 && after + 1 < info.state.first_sequence {
+            return Err(BusError::Expired(after));
+        }
+        let cfg = push::OrderedConfig {
+            filter_subject: filter,
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(cfg).await.map_err(BusError::nats)?;
+        let messages = consumer.messages().await.map_err(BusError::nats)?;
+        Ok(messages.map(|m| match m {
+            Ok(msg) => codec::decode::<Event>(&msg.payload).map_err(BusError::from),
+            Err(e) => Err(BusError::nats(e)),
+        }))
+    }
+
+    /// The events stream, waiting for the state group to create it.
+    async fn events_stream(&self) -> Result<async_nats::jetstream::stream::Stream, BusError> {
+        let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
+        loop {
+            match self.js.get_stream(subjects::EVENTS_STREAM).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(BusError::nats(e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+}

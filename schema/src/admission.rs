@@ -1,0 +1,299 @@
+//! Admission shared by every writer (gateway and internal actors): server-owned metadata,
+//! defaulting, then validation. An object that fails here is never stored.
+
+use crate::object;
+use crate::registry::ResourceInfo;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cause {
+    /// e.g. "FieldValueRequired", "FieldValueInvalid".
+    pub reason: String,
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum AdmissionError {
+    /// 422: `<Kind> "<name>" is invalid: <causes>`.
+    #[error("{kind} \"{name}\" is invalid: {}", causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect::<Vec<_>>().join(", "))]
+    Invalid { kind: String, group: String, name: String, causes: Vec<Cause> },
+    /// 400: the body is not a well-formed object of this kind.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn required(field: &str) -> Cause {
+    Cause { reason: "FieldValueRequired".into(), field: field.into(), message: "Required value".into() }
+}
+
+fn invalid(field: &str, value: &str, why: &str) -> Cause {
+    Cause { reason: "FieldValueInvalid".into(), field: field.into(), message: format!("Invalid value: \"{value}\": {why}") }
+}
+
+/// RFC 1123 label: what namespaces and most names must be.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+/// Sets what the server owns on a new object (uid, creationTimestamp, generation), fills
+/// a `generateName`, applies defaults and validates.
+pub fn admit_create(res: &ResourceInfo, v: &mut Value) -> Result<(), AdmissionError> {
+    if !v.is_object() {
+        return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
+    }
+    if object::name(v).is_none() {
+        if let Some(gen) = v.pointer("/metadata/generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            let name = format!("{gen}{}", random_suffix(5));
+            object::set_meta(v, "name", Value::String(name));
+        }
+    }
+    object::set_meta(v, "uid", Value::String(uuid::Uuid::new_v4().to_string()));
+    object::set_meta(v, "creationTimestamp", Value::String(object::now_string()));
+    object::remove_meta(v, "resourceVersion");
+    object::remove_meta(v, "deletionTimestamp");
+    if v.get("spec").is_some() {
+        object::set_meta(v, "generation", json!(1));
+    }
+    set_type_meta(res, v);
+    if res.kind == "Namespace" {
+        default_namespace(v);
+    }
+    crate::defaults::apply(res, v);
+    validate(res, v)
+}
+
+/// Carries server-owned metadata over from the stored object, bumps generation when the
+/// spec changed, applies defaults and validates, including immutable fields.
+pub fn admit_update(res: &ResourceInfo, v: &mut Value, old: &Value) -> Result<(), AdmissionError> {
+    if !v.is_object() {
+        return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
+    }
+    set_type_meta(res, v);
+    for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        match old.pointer(&format!("/metadata/{f}")) {
+            Some(x) => object::set_meta(v, f, x.clone()),
+            None => object::remove_meta(v, f),
+        }
+    }
+    crate::defaults::apply(res, v);
+    let old_gen = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    if v.get("spec").is_some() {
+        let changed = v.get("spec") != old.get("spec");
+        object::set_meta(v, "generation", json!(if changed { old_gen + 1 } else { old_gen.max(1) }));
+    }
+    if res.kind == "Namespace" {
+        default_namespace(v);
+    }
+    validate(res, v)?;
+    let mut causes = Vec::new();
+    if res.kind == "Deployment" || res.kind == "ReplicaSet" {
+        if v.pointer("/spec/selector") != old.pointer("/spec/selector") {
+            causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.selector".into(), message: "Invalid value: field is immutable".into() });
+        }
+    }
+    if res.kind == "Pod" {
+        let (o, n) = (object::node_name(old), object::node_name(v));
+        if o.is_some() && o != n {
+            causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.nodeName".into(), message: "Invalid value: field is immutable once set".into() });
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_err(res, v, causes))
+    }
+}
+
+fn default_namespace(v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        let spec = o.entry("spec").or_insert_with(|| json!({}));
+        if spec.get("finalizers").is_none() {
+            spec["finalizers"] = json!(["kubernetes"]);
+        }
+        let status = o.entry("status").or_insert_with(|| json!({}));
+        if status.get("phase").is_none() {
+            status["phase"] = json!("Active");
+        }
+    }
+}
+
+fn set_type_meta(res: &ResourceInfo, v: &mut Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), Value::String(res.api_version()));
+        o.insert("kind".into(), Value::String(res.kind.into()));
+    }
+}
+
+fn invalid_err(res: &ResourceInfo, v: &Value, causes: Vec<Cause>) -> AdmissionError {
+    AdmissionError::Invalid {
+        kind: res.kind.into(),
+        group: res.group.into(),
+        name: object::name(v).unwrap_or("").into(),
+        causes,
+    }
+}
+
+fn random_suffix(n: usize) -> String {
+    // Kubernetes' alphabet for generated names: no vowels, no confusable characters.
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let u = uuid::Uuid::new_v4();
+    u.as_bytes().iter().take(n).map(|b| ALPHA[*b as usize % ALPHA.len()] as char).collect()
+}
+
+/// Validates the fields kubectl users set; every problem is reported, not just the first.
+pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
+    let mut causes = Vec::new();
+    match object::name(v) {
+        None => causes.push(Cause { reason: "FieldValueRequired".into(), field: "metadata.name".into(), message: "Required value: name or generateName is required".into() }),
+        Some(n) => {
+            let label_only = matches!(res.kind, "Namespace");
+            let ok = if label_only { is_dns1123_label(n) } else { is_dns1123_subdomain(n) };
+            if !ok {
+                causes.push(invalid("metadata.name", n, if label_only { LABEL_MSG } else { SUBDOMAIN_MSG }));
+            }
+        }
+    }
+    if res.namespaced && object::namespace(v).is_none() {
+        causes.push(required("metadata.namespace"));
+    }
+    // Shape check: the object must decode as its typed form.
+    let typed = typed_check(res, v);
+    if let Err(e) = typed {
+        return Err(AdmissionError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)));
+    }
+    match res.kind {
+        "Pod" => validate_pod_spec(v.get("spec"), "spec", &mut causes),
+        "Deployment" | "ReplicaSet" => validate_workload(v, &mut causes),
+        _ => {}
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_err(res, v, causes))
+    }
+}
+
+fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, node::v1 as node};
+    let v = v.clone();
+    match res.kind {
+        "Namespace" => serde_json::from_value::<core::Namespace>(v).map(drop),
+        "Node" => serde_json::from_value::<core::Node>(v).map(drop),
+        "Pod" => serde_json::from_value::<core::Pod>(v).map(drop),
+        "Event" => serde_json::from_value::<core::Event>(v).map(drop),
+        "Deployment" => serde_json::from_value::<apps::Deployment>(v).map(drop),
+        "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v).map(drop),
+        "RuntimeClass" => serde_json::from_value::<node::RuntimeClass>(v).map(drop),
+        _ => Ok(()),
+    }
+}
+
+fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
+    match containers {
+        None => causes.push(required(&format!("{path}.containers"))),
+        Some(cs) if cs.is_empty() => causes.push(required(&format!("{path}.containers"))),
+        Some(cs) => {
+            let mut seen = std::collections::HashSet::new();
+            for (i, c) in cs.iter().enumerate() {
+                let p = format!("{path}.containers[{i}]");
+                match c.get("name").and_then(Value::as_str) {
+                    None | Some("") => causes.push(required(&format!("{p}.name"))),
+                    Some(n) if !is_dns1123_label(n) => causes.push(invalid(&format!("{p}.name"), n, LABEL_MSG)),
+                    Some(n) => {
+                        if !seen.insert(n.to_string()) {
+                            causes.push(Cause { reason: "FieldValueDuplicate".into(), field: format!("{p}.name"), message: format!("Duplicate value: \"{n}\"") });
+                        }
+                    }
+                }
+                if c.get("image").and_then(Value::as_str).map(str::is_empty).unwrap_or(true) {
+                    causes.push(required(&format!("{p}.image")));
+                }
+            }
+        }
+    }
+    if let Some(rp) = spec.and_then(|s| s.get("restartPolicy")).and_then(Value::as_str) {
+        if !["Always", "OnFailure", "Never"].contains(&rp) {
+            causes.push(Cause { reason: "FieldValueNotSupported".into(), field: format!("{path}.restartPolicy"), message: format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\"") });
+        }
+    }
+}
+
+fn validate_workload(v: &Value, causes: &mut Vec<Cause>) {
+    if let Some(r) = v.pointer("/spec/replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.replicas".into(), message: format!("Invalid value: {r}: must be greater than or equal to 0") });
+        }
+    }
+    let selector = v.pointer("/spec/selector");
+    let match_labels = selector.and_then(|s| s.get("matchLabels")).and_then(Value::as_object);
+    let match_expr = selector.and_then(|s| s.get("matchExpressions")).and_then(Value::as_array);
+    if match_labels.map(|m| m.is_empty()).unwrap_or(true) && match_expr.map(|m| m.is_empty()).unwrap_or(true) {
+        causes.push(required("spec.selector"));
+    }
+    let tpl_labels = v.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+    if let Some(ml) = match_labels {
+        let ok = ml.iter().all(|(k, val)| tpl_labels.and_then(|t| t.get(k)) == Some(val));
+        if !ok {
+            causes.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                field: "spec.template.metadata.labels".into(),
+                message: format!("Invalid value: {}: `selector` does not match template `labels`", serde_json::to_string(&tpl_labels).unwrap_or_default()),
+            });
+        }
+    }
+    validate_pod_spec(v.pointer("/spec/template/spec"), "spec.template.spec", causes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::by_plural;
+
+    fn deploy(name: &str, selector: Value) -> Value {
+        json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":name,"namespace":"demo"},
+          "spec":{"replicas":3,"selector":selector,"template":{"metadata":{"labels":{"app":"web"}},
+          "spec":{"containers":[{"name":"c","image":"busybox","command":["sh","-c","sleep 1000"]}]}}}})
+    }
+
+    #[test]
+    fn valid_deployment_is_admitted_and_defaulted() {
+        let res = by_plural("apps", "v1", "deployments").unwrap();
+        let mut d = deploy("web", json!({"matchLabels":{"app":"web"}}));
+        admit_create(res, &mut d).unwrap();
+        assert_eq!(d.pointer("/metadata/generation"), Some(&json!(1)));
+        assert!(d.pointer("/metadata/uid").is_some());
+    }
+
+    #[test]
+    fn bad_name_and_missing_selector_are_invalid() {
+        let res = by_plural("apps", "v1", "deployments").unwrap();
+        let mut d = deploy("Bad_Name", Value::Null);
+        let e = admit_create(res, &mut d).unwrap_err();
+        let AdmissionError::Invalid { causes, .. } = e else { panic!("expected Invalid") };
+        let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert!(fields.contains(&"metadata.name"));
+        assert!(fields.contains(&"spec.selector"));
+    }
+
+    #[test]
+    fn labels() {
+        assert!(is_dns1123_label("demo-1"));
+        assert!(!is_dns1123_label("-demo"));
+        assert!(!is_dns1123_label("Demo"));
+        assert!(is_dns1123_subdomain("a.b-c"));
+    }
+}

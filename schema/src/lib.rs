@@ -1,0 +1,11 @@
+//! flotilla's API machinery: object keys, subjects, the bus codec, the store contract,
+//! the resource registry, defaulting and validation. No I/O, no actix, no NATS here.
+
+pub mod admission;
+pub mod codec;
+pub mod defaults;
+pub mod keys;
+pub mod object;
+pub mod registry;
+pub mod store;
+pub mod subjects;

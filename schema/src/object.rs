@@ -1,0 +1,110 @@
+//! Helpers on objects as `serde_json::Value`: the form the gateway, the store and the
+//! admission chain share. Typed k8s-openapi structs convert to and from it losslessly.
+
+use crate::registry::ResourceInfo;
+use crate::store::{Revision, Stored};
+use crate::{codec, keys, subjects};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("{0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("object has no metadata.name")]
+    NoName,
+}
+
+pub fn name(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/name").and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+pub fn namespace(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/namespace").and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+pub fn resource_version(v: &Value) -> Option<Revision> {
+    v.pointer("/metadata/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok())
+}
+
+/// The node a pod is bound to, if any.
+pub fn node_name(v: &Value) -> Option<&str> {
+    v.pointer("/spec/nodeName").and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn metadata_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Default::default());
+    }
+    if let Value::Object(o) = v {
+        let m = o.entry("metadata").or_insert_with(|| Value::Object(Default::default()));
+        if !m.is_object() {
+            *m = Value::Object(Default::default());
+        }
+        if let Value::Object(m) = m {
+            return m;
+        }
+    }
+    unreachable!("both levels were made objects above")
+}
+
+pub fn set_meta(v: &mut Value, field: &str, val: Value) {
+    metadata_mut(v).insert(field.to_string(), val);
+}
+
+pub fn remove_meta(v: &mut Value, field: &str) {
+    metadata_mut(v).remove(field);
+}
+
+/// Decodes a stored value and stamps the revision it was stored at as its resourceVersion.
+pub fn from_stored(s: &Stored) -> Result<Value, ObjectError> {
+    let mut v: Value = codec::decode(&s.value)?;
+    set_meta(&mut v, "resourceVersion", Value::String(s.rev.to_string()));
+    Ok(v)
+}
+
+/// Encodes an object for the store; the resourceVersion is not stored (the store owns it).
+pub fn to_store_bytes(v: &Value) -> Result<Vec<u8>, ObjectError> {
+    let mut v = v.clone();
+    remove_meta(&mut v, "resourceVersion");
+    Ok(codec::encode(&v)?)
+}
+
+pub fn key_of(res: &ResourceInfo, v: &Value) -> Result<String, ObjectError> {
+    let name = name(v).ok_or(ObjectError::NoName)?;
+    Ok(keys::object(res.plural, if res.namespaced { namespace(v) } else { None }, name))
+}
+
+pub fn subject_of(res: &ResourceInfo, v: &Value) -> Result<String, ObjectError> {
+    let name = name(v).ok_or(ObjectError::NoName)?;
+    let ns = if res.namespaced { namespace(v) } else { None };
+    Ok(subjects::object_event(res.plural, ns, name, node_name(v)))
+}
+
+/// Converts a typed k8s-openapi object to the shared form, setting apiVersion and kind.
+pub fn to_value<K>(obj: &K) -> Result<Value, serde_json::Error>
+where
+    K: k8s_openapi::Resource + serde::Serialize,
+{
+    let mut v = serde_json::to_value(obj)?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("apiVersion".into(), Value::String(K::API_VERSION.into()));
+        o.insert("kind".into(), Value::String(K::KIND.into()));
+    }
+    Ok(v)
+}
+
+pub fn from_value<K: serde::de::DeserializeOwned>(v: Value) -> Result<K, serde_json::Error> {
+    serde_json::from_value(v)
+}
+
+pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    // Kubernetes keeps whole seconds in Time.
+    let secs = jiff::Timestamp::now().as_second();
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    )
+}
+
+pub fn now_string() -> String {
+    serde_json::to_value(now()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}

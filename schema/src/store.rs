@@ -1,0 +1,106 @@
+//! The state group's request and answer types: the one contract between every writer
+//! (gateway, controllers, scheduler, node agents) and the replicated store. Values are
+//! opaque bytes (MessagePack of a Kubernetes object); the store owns revisions.
+
+use serde::{Deserialize, Serialize};
+
+/// A revision of the whole store; an object's `resourceVersion` is the revision at which
+/// it was last written. Revision 0 means "nothing written yet".
+pub type Revision = u64;
+
+/// One mutation, applied atomically through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// Fails with `AlreadyExists` when the key is present.
+    Create { key: String, subject: String, value: Vec<u8> },
+    /// Fails with `NotFound` when absent, and with `Conflict` when `expected_rev` is set
+    /// and differs from the stored revision.
+    Update { key: String, subject: String, value: Vec<u8>, expected_rev: Option<Revision> },
+    /// Fails with `NotFound` when absent, `Conflict` on a revision mismatch.
+    Delete { key: String, expected_rev: Option<Revision> },
+}
+
+impl WriteOp {
+    pub fn key(&self) -> &str {
+        match self {
+            WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
+        }
+    }
+}
+
+/// A stored value with the revision it was last modified at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub key: String,
+    pub rev: Revision,
+    pub value: Vec<u8>,
+}
+
+/// The answer to a successful write: the revision it was committed at and what is stored
+/// now (for a delete, the value that was removed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteResult {
+    pub rev: Revision,
+    pub stored: Stored,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadOp {
+    Get { key: String },
+    /// Every key starting with `prefix`, in key order, starting after `start_after` when
+    /// given, at most `limit` items (0 = no limit).
+    List { prefix: String, start_after: Option<String>, limit: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ReadResult {
+    Get { item: Option<Stored>, rev: Revision },
+    /// `rev` is the store's revision the list was taken at: a watch from `rev` sees every
+    /// later change. `more` is true when `limit` cut the list short.
+    List { items: Vec<Stored>, rev: Revision, more: bool },
+}
+
+/// Why a store request failed. Retryable ones (`NotLeader`, `Unavailable`) say so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {0} not found")]
+    NotFound(String),
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    #[error("conflict on {key}: stored revision is {current}")]
+    Conflict { key: String, current: Revision },
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("state group unavailable: {0}")]
+    Unavailable(String),
+    #[error("value too large: {size} bytes, the limit is {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::NotLeader { .. } | StoreError::Unavailable(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One committed change, as published on the bus. `rev` is also the JetStream sequence
+/// of the message in the events stream: revision N is stream message N, so resuming a
+/// watch from revision R means reading from stream sequence R + 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub rev: Revision,
+    pub typ: EventType,
+    pub key: String,
+    pub subject: String,
+    /// For `Deleted`, the last stored value.
+    pub value: Vec<u8>,
+}

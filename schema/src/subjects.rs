@@ -1,0 +1,107 @@
+//! Every NATS subject and stream name flotilla uses is built here, and nowhere else.
+//! One token per level; cluster-scoped objects use `_` for the namespace, and a pod's
+//! subject carries its node (`_` while unscheduled) so that a node agent subscribes to
+//! its own pods only and the scheduler to unscheduled ones.
+
+/// JetStream stream that carries every committed change, in revision order.
+pub const EVENTS_STREAM: &str = "FLOTILLA_EVENTS";
+/// Subjects captured by [`EVENTS_STREAM`].
+pub const EVENTS_ALL: &str = "ev.>";
+/// Requests that mutate the store (answered by the leader).
+pub const STATE_WRITE: &str = "flotilla.state.write";
+/// Requests that read the store.
+pub const STATE_READ: &str = "flotilla.state.read";
+/// A node agent's log service: `flotilla.logs.<node>`.
+const LOGS_PREFIX: &str = "flotilla.logs";
+/// Placeholder token for "no namespace" or "no node".
+pub const NONE: &str = "_";
+
+/// Makes any string usable as one subject token: NATS splits on `.` and treats `*`,
+/// `>` and whitespace specially, and Kubernetes names may contain dots.
+pub fn token(s: &str) -> String {
+    if s.is_empty() {
+        return NONE.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '.' => out.push_str("%2E"),
+            '*' => out.push_str("%2A"),
+            '>' => out.push_str("%3E"),
+            '%' => out.push_str("%25"),
+            c if c.is_whitespace() => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Subject of one object's events. `node` matters for pods only (None = unscheduled).
+pub fn object_event(plural: &str, namespace: Option<&str>, name: &str, node: Option<&str>) -> String {
+    let ns = namespace.map(token).unwrap_or_else(|| NONE.to_string());
+    if plural == "pods" {
+        let node = node.map(token).unwrap_or_else(|| NONE.to_string());
+        format!("ev.pods.{ns}.{node}.{}", token(name))
+    } else {
+        format!("ev.{plural}.{ns}.{}", token(name))
+    }
+}
+
+/// Which events a watcher wants: all of a resource, one namespace, and for pods one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter<'a> {
+    pub namespace: Option<&'a str>,
+    /// For pods: `Some("_")`-like filtering is expressed with [`NodeFilter`].
+    pub node: NodeFilter<'a>,
+    pub name: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NodeFilter<'a> {
+    #[default]
+    Any,
+    Unscheduled,
+    Node(&'a str),
+}
+
+/// Subject filter for a watch on `plural` (namespaced tells whether a namespace token exists).
+pub fn event_filter(plural: &str, f: &EventFilter<'_>) -> String {
+    let ns = f.namespace.map(token).unwrap_or_else(|| "*".to_string());
+    let name = f.name.map(token).unwrap_or_else(|| "*".to_string());
+    if plural == "pods" {
+        let node = match f.node {
+            NodeFilter::Any => "*".to_string(),
+            NodeFilter::Unscheduled => NONE.to_string(),
+            NodeFilter::Node(n) => token(n),
+        };
+        format!("ev.pods.{ns}.{node}.{name}")
+    } else {
+        format!("ev.{plural}.{ns}.{name}")
+    }
+}
+
+/// Where a node agent answers log requests for its pods.
+pub fn node_logs(node: &str) -> String {
+    format!("{LOGS_PREFIX}.{}", token(node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dots_are_escaped() {
+        assert_eq!(token("a.b"), "a%2Eb");
+        assert_eq!(object_event("nodes", None, "n.1", None), "ev.nodes._.n%2E1");
+    }
+
+    #[test]
+    fn pod_subjects_carry_the_node() {
+        assert_eq!(object_event("pods", Some("demo"), "p", None), "ev.pods.demo._.p");
+        assert_eq!(object_event("pods", Some("demo"), "p", Some("n1")), "ev.pods.demo.n1.p");
+        let f = EventFilter { node: NodeFilter::Node("n1"), ..Default::default() };
+        assert_eq!(event_filter("pods", &f), "ev.pods.*.n1.*");
+        let f = EventFilter { namespace: Some("demo"), ..Default::default() };
+        assert_eq!(event_filter("deployments", &f), "ev.deployments.demo.*");
+    }
+}
