@@ -5,6 +5,7 @@ pub mod admission;
 pub mod codec;
 pub mod defaults;
 pub mod keys;
+pub mod logs;
 pub mod object;
 pub mod registry;
 pub mod store;

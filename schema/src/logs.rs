@@ -1,0 +1,27 @@
+//! The log request a gateway sends to a node agent (on `subjects::node_logs(node)`), and
+//! the answer: the container's log bytes, or a reason it has none.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRequest {
+    pub namespace: String,
+    pub pod: String,
+    /// None: the pod's only (or first) container.
+    pub container: Option<String>,
+    /// Only the last N lines.
+    pub tail_lines: Option<u64>,
+    /// The previous (terminated) instance's log.
+    pub previous: bool,
+    /// Streaming follow: when set, the node publishes further chunks to this inbox
+    /// subject until the requester stops answering (reserved for `logs -f`).
+    pub follow_inbox: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogResponse {
+    Data(Vec<u8>),
+    /// e.g. `container "x" in pod "y" is waiting to start: ContainerCreating`
+    NotFound(String),
+    BadRequest(String),
+}
