@@ -1,1 +1,196 @@
-fn main(){}
+//! The `flotilla` command: one binary for the local cluster (`up`) and for running each
+//! component as its own process (`state`, `gateway`, `scheduler`, `controllers`, `node`).
+
+mod bootstrap;
+mod certs;
+mod health;
+mod natsd;
+mod up;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "flotilla", version, about = "A Kubernetes-compatible control plane whose components are actors on NATS")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a whole local cluster in the foreground (state group, gateway, controllers,
+    /// scheduler and node agents), starting nats-server unless --nats-url is given.
+    Up(up::UpArgs),
+    /// Run one state-group member.
+    State(StateArgs),
+    /// Run the API gateway.
+    Gateway(GatewayArgs),
+    /// Run the scheduler.
+    Scheduler(Common),
+    /// Run the controllers (deployment, replicaset, garbage collector).
+    Controllers(Common),
+    /// Run one node agent.
+    Node(NodeArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Where /healthz, /readyz and /metrics are served.
+    #[arg(long)]
+    health_addr: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct StateArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    #[arg(long, default_value = "./.flotilla/state")]
+    data_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    addr: SocketAddr,
+    /// Directory holding ca.crt, gateway.crt, gateway.key and admin.token (made if absent).
+    #[arg(long, default_value = "./.flotilla/pki")]
+    pki_dir: PathBuf,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value = "./.flotilla/nodes")]
+    data_dir: PathBuf,
+    /// CPU capacity in millicores (default: the host's).
+    #[arg(long)]
+    cpu_millis: Option<u64>,
+    /// Memory capacity in bytes (default: the host's).
+    #[arg(long)]
+    memory_bytes: Option<u64>,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,openraft=warn,h2=warn,hyper=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    let system = actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| {
+            eprintln!("cannot build the tokio runtime: {e}");
+            std::process::exit(1)
+        })
+    });
+    system.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Up(a) => up::run(a).await,
+        Cmd::State(a) => {
+            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let h = actors::state::start(actors::state::StateConfig { data_dir: a.data_dir, node_id: a.id }, bus.nats.clone()).await?;
+            h.wait_ready().await;
+            component(&a.common, "state member", || async move { h.shutdown().await }).await
+        }
+        Cmd::Gateway(a) => {
+            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let c = certs::ensure(&a.pki_dir, &[a.addr.ip()])?;
+            let token = certs::admin_token(&a.pki_dir)?;
+            let shutdown = CancellationToken::new();
+            let cfg = actors::gateway::GatewayConfig {
+                addr: a.addr,
+                tls: Some(actors::gateway::TlsFiles { cert_pem: c.serving_cert_pem, key_pem: c.serving_key_pem }),
+                admin_token: token,
+            };
+            let s2 = shutdown.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                s2.cancel();
+            });
+            actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
+        }
+        Cmd::Scheduler(c) => {
+            let bus = bus::Bus::connect(&c.nats_url).await?;
+            let h = actors::scheduler::start(bus).await?;
+            component(&c, "scheduler", || async move { h.shutdown().await }).await
+        }
+        Cmd::Controllers(c) => {
+            let bus = bus::Bus::connect(&c.nats_url).await?;
+            let h = actors::controllers::start(bus).await?;
+            component(&c, "controllers", || async move { h.shutdown().await }).await
+        }
+        Cmd::Node(a) => {
+            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let mut cfg = node_agent::NodeConfig::from_host(a.name.clone(), a.data_dir.join(&a.name));
+            if let Some(c) = a.cpu_millis {
+                cfg.cpu_millis = c;
+            }
+            if let Some(m) = a.memory_bytes {
+                cfg.memory_bytes = m;
+            }
+            let h = node_agent::start(cfg, bus).await?;
+            component(&a.common, "node agent", || async move { h.shutdown().await }).await
+        }
+    }
+}
+
+/// Serves health endpoints for a standalone component until SIGTERM/Ctrl-C, then stops it.
+async fn component<F, Fut>(c: &Common, what: &str, stop: F) -> Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ready = Arc::new(AtomicBool::new(true));
+    let token = CancellationToken::new();
+    if let Some(addr) = c.health_addr {
+        let (r, t) = (ready.clone(), token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = health::serve(addr, r, t).await {
+                tracing::error!(error = %e, "health server failed");
+            }
+        });
+    }
+    eprintln!("flotilla {what} running; Ctrl-C or SIGTERM stops it");
+    wait_for_signal().await;
+    ready.store(false, Ordering::SeqCst);
+    stop().await;
+    token.cancel();
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler");
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "falling back to Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what flotilla needs on Debian 12 and is missing: a C toolchain (for crates
+# that build C), nats-server, kubectl (for the tests), and Rust through rustup.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+[ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  # kubectl 1.32 comes from the Kubernetes (or Google Cloud) apt repository; Debian's own
+  # kubernetes-client is 1.20 and too old for what the tests check.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq kubectl || {
+    echo "kubectl is missing: add the Kubernetes apt repository (pkgs.k8s.io, v1.32) and re-run" >&2
+    exit 1
+  }
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "installing Rust with rustup"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi

@@ -1,0 +1,156 @@
+//! `flotilla up`: a whole local cluster in one foreground command. Starts in dependency
+//! order (NATS, state group, bootstrap objects, controllers, scheduler, node agents,
+//! gateway) and stops in the reverse order on SIGTERM or Ctrl-C, pod processes included.
+
+use crate::{bootstrap, certs, natsd};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    /// Where everything the cluster keeps lives (state, NATS store, certificates, pods).
+    #[arg(long, default_value = "./.flotilla")]
+    pub data_dir: PathBuf,
+    /// How many node agents to run in this process.
+    #[arg(long, default_value_t = 2)]
+    pub nodes: u32,
+    /// Use this NATS server instead of starting one.
+    #[arg(long)]
+    pub nats_url: Option<String>,
+    /// Where the gateway serves HTTPS.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub gateway_addr: SocketAddr,
+}
+
+fn step(msg: &str) {
+    eprintln!("[flotilla up] {msg}");
+}
+
+pub async fn run(a: UpArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.data_dir).with_context(|| format!("creating {}", a.data_dir.display()))?;
+    let data_dir = a.data_dir.canonicalize()?;
+    let pki = data_dir.join("pki");
+    let certs = certs::ensure(&pki, &[a.gateway_addr.ip()])?;
+    let token = certs::admin_token(&pki)?;
+
+    let mut nats_child = None;
+    let nats_url = match &a.nats_url {
+        Some(u) => u.clone(),
+        None => {
+            step("starting nats-server (JetStream)");
+            let c = natsd::NatsChild::start(&data_dir.join("nats"))?;
+            let url = c.url.clone();
+            step(&format!("nats-server pid {} on {url}", c.pid()));
+            nats_child = Some(c);
+            url
+        }
+    };
+    let result = run_cluster(&a, &data_dir, &nats_url, certs, token).await;
+    if let Some(mut c) = nats_child {
+        step("stopping nats-server");
+        c.stop();
+    }
+    if result.is_ok() {
+        step("stopped");
+    }
+    result
+}
+
+async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, certs: certs::ClusterCerts, token: String) -> Result<()> {
+    let bus = bus::Bus::connect(nats_url).await.context("connecting to NATS")?;
+
+    step("starting the state group (1 member)");
+    let state = actors::state::start(actors::state::StateConfig { data_dir: data_dir.join("state"), node_id: 1 }, bus.nats.clone()).await?;
+    state.wait_ready().await;
+    let client = bus::Client::new(bus.clone());
+    bootstrap::run(&client).await?;
+
+    // The gateway listens from the start so that /readyz can say "not yet".
+    let ready = Arc::new(AtomicBool::new(false));
+    let shutdown = CancellationToken::new();
+    let gw_cfg = actors::gateway::GatewayConfig {
+        addr: a.gateway_addr,
+        tls: Some(actors::gateway::TlsFiles { cert_pem: certs.serving_cert_pem.clone(), key_pem: certs.serving_key_pem.clone() }),
+        admin_token: token.clone(),
+    };
+    let r = ready.clone();
+    let gw_bus = bus.clone();
+    let gw_stop = shutdown.clone();
+    let gateway = tokio::spawn(async move { actors::gateway::serve(gw_cfg, gw_bus, Arc::new(move || r.load(Ordering::SeqCst)), gw_stop).await });
+    step(&format!("gateway on https://{}", a.gateway_addr));
+
+    step("starting controllers and scheduler");
+    let controllers = actors::controllers::start(bus.clone()).await?;
+    let scheduler = actors::scheduler::start(bus.clone()).await?;
+
+    let mut nodes = Vec::new();
+    for i in 1..=a.nodes {
+        let name = format!("node-{i}");
+        step(&format!("starting node agent {name}"));
+        let cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
+        nodes.push(node_agent::start(cfg, bus.clone()).await?);
+    }
+    wait_nodes_ready(&client, a.nodes).await;
+
+    let kubeconfig = data_dir.join("kubeconfig");
+    let server = format!("https://{}", a.gateway_addr);
+    certs::write_kubeconfig(&kubeconfig, &server, &certs.ca_pem, &token)?;
+    ready.store(true, Ordering::SeqCst);
+    step("ready");
+    println!("export KUBECONFIG={}", kubeconfig.display());
+
+    tokio::select! {
+        _ = crate::wait_for_signal() => {}
+        r = gateway => {
+            match r {
+                Ok(Ok(())) => step("gateway stopped"),
+                Ok(Err(e)) => step(&format!("gateway failed: {e:#}")),
+                Err(e) => step(&format!("gateway task failed: {e}")),
+            }
+        }
+    }
+    step("shutting down");
+    ready.store(false, Ordering::SeqCst);
+    shutdown.cancel();
+    for n in nodes {
+        n.shutdown().await;
+    }
+    scheduler.shutdown().await;
+    controllers.shutdown().await;
+    state.shutdown().await;
+    Ok(())
+}
+
+/// Waits (bounded) until `n` nodes report Ready, so `ready` means pods can be scheduled.
+async fn wait_nodes_ready(client: &bus::Client, n: u32) {
+    use k8s_openapi::api::core::v1::Node;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((nodes, _)) = client.list::<Node>(None).await {
+            let ready = nodes
+                .iter()
+                .filter(|node| {
+                    node.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .map(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                        .unwrap_or(false)
+                })
+                .count();
+            if ready as u32 >= n {
+                return;
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            step("warning: not every node reported Ready within 30 s");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
