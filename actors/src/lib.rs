@@ -1,1 +1,3 @@
 
+pub mod state;
+pub mod gateway;

@@ -1,0 +1,483 @@
+//! The generic resource verbs (get, list, create, update, patch, delete) for every entry
+//! of the registry, namespaced and cluster-scoped. Every write runs schema admission and
+//! goes to the state group as a CAS write; read-modify-writes retry on conflict.
+
+use super::patch::{self, PatchType};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{self, ApiError};
+use super::{json_response, protobuf, subresources, table, watch, AppState, Req};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use base64::Engine;
+use schema::admission;
+use schema::registry::{self, ResourceInfo};
+use schema::store::{ReadOp, ReadResult, Revision, WriteOp};
+use schema::{keys, object};
+use serde_json::{json, Value};
+
+/// How often a read-modify-write retries after losing a CAS race.
+pub const CAS_RETRIES: usize = 5;
+
+/// What a request path names below `/api/v1` or `/apis/<g>/<v>`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `ns` None: cluster-scoped, or all namespaces for a namespaced resource.
+    Collection { res: &'static ResourceInfo, ns: Option<String> },
+    Object { res: &'static ResourceInfo, ns: Option<String>, name: String },
+    Sub { res: &'static ResourceInfo, ns: Option<String>, name: String, sub: String },
+}
+
+pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
+    let res = |p: &str| registry::by_plural(group, version, p);
+    let nf = ApiError::no_resource;
+    let namespaced = |p: &str| res(p).filter(|r| r.namespaced);
+    let cluster = |p: &str| res(p).filter(|r| !r.namespaced);
+    let has_sub = |r: &ResourceInfo, s: &str| r.subresources.contains(&s);
+    let t = match rest {
+        [p] => Target::Collection { res: res(p).ok_or_else(nf)?, ns: None },
+        [p, name] => Target::Object { res: cluster(p).ok_or_else(nf)?, ns: None, name: name.to_string() },
+        ["namespaces", ns, p] if namespaced(p).is_some() => Target::Collection { res: namespaced(p).ok_or_else(nf)?, ns: Some(ns.to_string()) },
+        [p, name, sub] => {
+            let r = cluster(p).filter(|r| has_sub(r, sub)).ok_or_else(nf)?;
+            Target::Sub { res: r, ns: None, name: name.to_string(), sub: sub.to_string() }
+        }
+        ["namespaces", ns, p, name] => Target::Object { res: namespaced(p).ok_or_else(nf)?, ns: Some(ns.to_string()), name: name.to_string() },
+        ["namespaces", ns, p, name, sub] => {
+            let r = namespaced(p).filter(|r| has_sub(r, sub)).ok_or_else(nf)?;
+            Target::Sub { res: r, ns: Some(ns.to_string()), name: name.to_string(), sub: sub.to_string() }
+        }
+        _ => return Err(nf()),
+    };
+    Ok(t)
+}
+
+pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], req: &Req) -> Result<Response, ApiError> {
+    let target = parse_target(group, version, rest)?;
+    let m = &req.method;
+    match target {
+        Target::Collection { res, ns } => match *m {
+            Method::GET if is_watch(req) => watch::serve(st, res, ns, req).await,
+            Method::GET => list(st, res, ns.as_deref(), req).await,
+            Method::POST if ns.is_some() || !res.namespaced => create(st, res, ns.as_deref(), req).await,
+            _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
+        },
+        Target::Object { res, ns, name } => match *m {
+            Method::GET => get(st, res, ns.as_deref(), &name, req).await,
+            Method::PUT => update(st, res, ns.as_deref(), &name, req).await,
+            Method::PATCH => patch(st, res, ns.as_deref(), &name, req).await,
+            Method::DELETE => delete(st, res, ns.as_deref(), &name, req).await,
+            _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
+        },
+        Target::Sub { res, ns, name, sub } => subresources::handle(st, res, ns.as_deref(), &name, &sub, req).await,
+    }
+}
+
+fn is_watch(req: &Req) -> bool {
+    matches!(req.q("watch"), Some("true") | Some("1"))
+}
+
+/// Reads one object with its revision stamped as resourceVersion.
+pub async fn read(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Option<(Value, Revision)>, ApiError> {
+    let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
+    match st.bus.read(&ReadOp::Get { key }).await.map_err(|e| ApiError::store(res, name, e))? {
+        ReadResult::Get { item: Some(s), .. } => {
+            let v = object::from_stored(&s).map_err(|e| ApiError::internal(e.to_string()))?;
+            Ok(Some((v, s.rev)))
+        }
+        _ => Ok(None),
+    }
+}
+
+pub async fn read_existing(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<(Value, Revision), ApiError> {
+    read(st, res, ns, name).await?.ok_or_else(|| ApiError::not_found(res, name))
+}
+
+pub fn update_op(res: &ResourceInfo, v: &Value, expected_rev: Option<Revision>) -> Result<WriteOp, ApiError> {
+    let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
+    Ok(WriteOp::Update { key: object::key_of(res, v).map_err(bad)?, subject: object::subject_of(res, v).map_err(bad)?, value: object::to_store_bytes(v).map_err(bad)?, expected_rev })
+}
+
+/// Writes `op` and answers the stored object (resourceVersion = the write's revision).
+pub async fn write(st: &AppState, res: &ResourceInfo, name: &str, op: &WriteOp) -> Result<Value, ApiError> {
+    let wr = st.bus.write(op).await.map_err(|e| ApiError::store(res, name, e))?;
+    object::from_stored(&wr.stored).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Kinds whose main resource ignores status changes (the status subresource owns them).
+pub fn status_is_separate(res: &ResourceInfo) -> bool {
+    matches!(res.kind, "Pod" | "Deployment" | "ReplicaSet" | "Node" | "Namespace")
+}
+
+pub fn copy_status(from: &Value, to: &mut Value) {
+    if let Some(o) = to.as_object_mut() {
+        match from.get("status") {
+            Some(s) => o.insert("status".into(), s.clone()),
+            None => o.remove("status"),
+        };
+    }
+}
+
+/// JSON, YAML or Kubernetes protobuf, by Content-Type.
+pub fn decode_body(req: &Req) -> Result<Value, ApiError> {
+    let ct = req.content_type().split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let v: Value = match ct.as_str() {
+        "" | "application/json" | "*/*" => serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))?,
+        protobuf::CONTENT_TYPE => protobuf::decode(&req.body).map_err(|e| match e {
+            protobuf::ProtoError::Bad(m) => ApiError::bad_request(m),
+            protobuf::ProtoError::Unsupported(m) => ApiError::unsupported_media(m),
+        })?,
+        other => {
+            return Err(ApiError::unsupported_media(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf"
+            )))
+        }
+    };
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+/// Checks apiVersion/kind in a body against the resource, when the body sets them.
+fn check_type(res: &ResourceInfo, v: &Value) -> Result<(), ApiError> {
+    if let Some(k) = v.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+        if k != res.kind {
+            return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", res.kind)));
+        }
+    }
+    if let Some(a) = v.get("apiVersion").and_then(Value::as_str).filter(|a| !a.is_empty()) {
+        if a != res.api_version() {
+            return Err(ApiError::bad_request(format!("the API version in the data ({a}) does not match the expected API version ({})", res.api_version())));
+        }
+    }
+    Ok(())
+}
+
+/// Makes the body's namespace agree with the path's (or clears it for cluster scope).
+fn set_namespace(res: &ResourceInfo, ns: Option<&str>, v: &mut Value) -> Result<(), ApiError> {
+    if !res.namespaced {
+        object::remove_meta(v, "namespace");
+        return Ok(());
+    }
+    let Some(ns) = ns else { return Err(ApiError::bad_request("a namespace is required for this resource")) };
+    if let Some(b) = object::namespace(v) {
+        if b != ns {
+            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+        }
+    }
+    object::set_meta(v, "namespace", json!(ns));
+    Ok(())
+}
+
+fn table_or_json(res: &ResourceInfo, req: &Req, code: StatusCode, obj: &Value) -> Response {
+    if table::wants_table(req.accept()) {
+        let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+        return json_response(code, &table::table(res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), true));
+    }
+    json_response(code, obj)
+}
+
+async fn get(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
+    let (v, _) = read_existing(st, res, ns, name).await?;
+    Ok(table_or_json(res, req, StatusCode::OK, &v))
+}
+
+pub struct ListPage {
+    pub items: Vec<Value>,
+    pub rev: Revision,
+    pub cont: Option<String>,
+}
+
+/// A page of objects matching the selectors, `limit` 0 meaning all. The continue token
+/// is the base64 of the last key returned.
+pub async fn list_objects(st: &AppState, res: &ResourceInfo, ns: Option<&str>, ls: &LabelSelector, fs: &FieldSelector, limit: usize, cont: Option<&str>) -> Result<ListPage, ApiError> {
+    let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
+    let mut start_after = match cont.filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => {
+            let raw = base64::engine::general_purpose::STANDARD.decode(c).map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+            let key = String::from_utf8(raw).map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+            if !key.starts_with(&prefix) {
+                return Err(ApiError::bad_request("continue key is not valid for this list"));
+            }
+            Some(key)
+        }
+    };
+    let mut out = Vec::new();
+    let mut list_rev: Option<Revision> = None;
+    loop {
+        let r = st.bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 500 }).await.map_err(|e| ApiError::store(res, "", e))?;
+        let ReadResult::List { items, rev, more } = r else { return Err(ApiError::internal("the store answered a list with something else")) };
+        let rev = *list_rev.get_or_insert(rev);
+        let n = items.len();
+        for (idx, s) in items.iter().enumerate() {
+            let v = match object::from_stored(s) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(key = %s.key, error = %e, "gateway: undecodable stored object skipped");
+                    continue;
+                }
+            };
+            if ls.matches(&v) && fs.matches(&v) {
+                out.push(v);
+                if limit > 0 && out.len() == limit {
+                    let remaining = idx + 1 < n || more;
+                    let cont = remaining.then(|| base64::engine::general_purpose::STANDARD.encode(s.key.as_bytes()));
+                    return Ok(ListPage { items: out, rev, cont });
+                }
+            }
+        }
+        match items.last() {
+            Some(last) if more => start_after = Some(last.key.clone()),
+            _ => return Ok(ListPage { items: out, rev, cont: None }),
+        }
+    }
+}
+
+pub fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let ls = LabelSelector::parse(req.q("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    let fs = FieldSelector::parse(req.q("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+    Ok((ls, fs))
+}
+
+async fn list(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
+    let (ls, fs) = selectors(req)?;
+    let limit = req.q("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0).max(0) as usize;
+    let page = list_objects(st, res, ns, &ls, &fs, limit, req.q("continue")).await?;
+    let mut meta = json!({"resourceVersion": page.rev.to_string()});
+    if let Some(c) = &page.cont {
+        meta["continue"] = json!(c);
+    }
+    if table::wants_table(req.accept()) {
+        return Ok(json_response(StatusCode::OK, &table::table(res, &page.items, meta, true)));
+    }
+    Ok(json_response(StatusCode::OK, &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": page.items})))
+}
+
+pub async fn namespace_exists(st: &AppState, ns: &str) -> Result<bool, ApiError> {
+    let nsres = registry::by_plural("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
+    Ok(read(st, nsres, None, ns).await?.is_some())
+}
+
+/// Create, shared by POST and by server-side apply of an absent object.
+pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, mut v: Value, dry_run: bool) -> Result<Value, ApiError> {
+    check_type(res, &v)?;
+    set_namespace(res, ns, &mut v)?;
+    if let Some(ns) = ns.filter(|_| res.namespaced) {
+        if !namespace_exists(st, ns).await? {
+            return Err(ApiError::namespace_not_found(ns));
+        }
+    }
+    if matches!(res.kind, "Pod" | "Deployment" | "ReplicaSet") {
+        // As the apiserver does: a new object's status is the server's to fill.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+    }
+    admission::admit_create(res, &mut v).map_err(ApiError::admission)?;
+    if dry_run {
+        return Ok(v);
+    }
+    let name = object::name(&v).unwrap_or("").to_string();
+    let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
+    let op = WriteOp::Create { key: object::key_of(res, &v).map_err(bad)?, subject: object::subject_of(res, &v).map_err(bad)?, value: object::to_store_bytes(&v).map_err(bad)? };
+    write(st, res, &name, &op).await
+}
+
+async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
+    let v = decode_body(req)?;
+    let created = create_value(st, res, ns, v, req.dry_run()).await?;
+    Ok(json_response(StatusCode::CREATED, &created))
+}
+
+fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
+    match object::name(v) {
+        Some(n) if n != name => Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})"))),
+        _ => Ok(()),
+    }
+}
+
+/// The resourceVersion a body pins, if any; a malformed one is a 400.
+pub fn pinned_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
+    match v.pointer("/metadata/resourceVersion").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}"))),
+    }
+}
+
+async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
+    let mut v = decode_body(req)?;
+    check_type(res, &v)?;
+    check_name(&v, name)?;
+    object::set_meta(&mut v, "name", json!(name));
+    set_namespace(res, ns, &mut v)?;
+    let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
+    let pinned = pinned_rv(&v)?;
+    if pinned.is_some_and(|p| p != cur_rev) {
+        return Err(ApiError::conflict(res, name));
+    }
+    if status_is_separate(res) {
+        copy_status(&cur, &mut v);
+    }
+    admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
+    if req.dry_run() {
+        return Ok(json_response(StatusCode::OK, &v));
+    }
+    let out = write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await?;
+    Ok(json_response(StatusCode::OK, &out))
+}
+
+/// Parses a patch body by its Content-Type.
+pub fn patch_body(req: &Req) -> Result<(PatchType, Value), ApiError> {
+    let kind = PatchType::from_content_type(req.content_type()).ok_or_else(|| {
+        ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format ({}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
+            req.content_type()
+        ))
+    })?;
+    let body: Value = if kind == PatchType::Apply {
+        serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+    };
+    Ok((kind, body))
+}
+
+/// Applies a patch to the current object and checks what a patch may not change.
+pub fn patched(res: &ResourceInfo, cur: &Value, cur_rev: Revision, kind: PatchType, body: &Value) -> Result<Value, ApiError> {
+    let mut v = cur.clone();
+    patch::apply(kind, &mut v, body).map_err(|m| if kind == PatchType::Json { ApiError::new(422, "Invalid", m) } else { ApiError::bad_request(m) })?;
+    if pinned_rv(&v)?.is_some_and(|p| p != cur_rev) {
+        return Err(ApiError::conflict(res, object::name(cur).unwrap_or("")));
+    }
+    if object::name(&v) != object::name(cur) || (res.namespaced && object::namespace(&v) != object::namespace(cur)) {
+        return Err(ApiError::bad_request("metadata.name and metadata.namespace cannot be changed by a patch"));
+    }
+    Ok(v)
+}
+
+async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
+    let (kind, body) = patch_body(req)?;
+    for _ in 0..CAS_RETRIES {
+        let Some((cur, cur_rev)) = read(st, res, ns, name).await? else {
+            if kind == PatchType::Apply {
+                let mut v = body.clone();
+                check_name(&v, name)?;
+                object::set_meta(&mut v, "name", json!(name));
+                let created = create_value(st, res, ns, v, req.dry_run()).await?;
+                return Ok(json_response(StatusCode::CREATED, &created));
+            }
+            return Err(ApiError::not_found(res, name));
+        };
+        let mut v = patched(res, &cur, cur_rev, kind, &body)?;
+        if status_is_separate(res) {
+            copy_status(&cur, &mut v);
+        }
+        admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
+        if req.dry_run() {
+            return Ok(json_response(StatusCode::OK, &v));
+        }
+        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+            Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+fn precondition_failed(res: &ResourceInfo, name: &str, what: &str, want: &str, have: &str) -> ApiError {
+    ApiError::conflict_msg(res, name, &format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"))
+}
+
+async fn delete(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
+    let opts = if req.body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_body(req)? };
+    let dry_run = req.dry_run() || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
+    let grace_opt = opts.get("gracePeriodSeconds").and_then(Value::as_i64).or_else(|| req.q("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    // propagationPolicy is accepted; cascading to owned objects is the garbage collector's job (later).
+    for _ in 0..CAS_RETRIES {
+        let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
+        let uid = cur.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        if let Some(want) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
+            if want != uid {
+                return Err(precondition_failed(res, name, "UID", want, uid));
+            }
+        }
+        if let Some(want) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            if want != cur_rev.to_string() {
+                return Err(precondition_failed(res, name, "ResourceVersion", want, &cur_rev.to_string()));
+            }
+        }
+        if res.kind == "Pod" {
+            let grace = grace_opt.or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30);
+            let phase = cur.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+            let graceful = object::node_name(&cur).is_some() && grace > 0 && !matches!(phase, "Succeeded" | "Failed");
+            if graceful {
+                // The node agent stops the containers, then deletes the object itself.
+                if cur.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) || dry_run {
+                    return Ok(json_response(StatusCode::OK, &cur));
+                }
+                let mut v = cur.clone();
+                let at = jiff::Timestamp::now().as_second().saturating_add(grace);
+                let at = jiff::Timestamp::from_second(at).map(|t| t.to_string()).unwrap_or_else(|_| object::now_string());
+                object::set_meta(&mut v, "deletionTimestamp", json!(at));
+                object::set_meta(&mut v, "deletionGracePeriodSeconds", json!(grace));
+                match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+                    Err(e) if e.reason == "Conflict" => continue,
+                    Err(e) => return Err(e),
+                    Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
+                }
+            }
+        }
+        // Namespaces are removed at once; deleting their contents comes with the namespace controller.
+        if dry_run {
+            return Ok(json_response(StatusCode::OK, &status::success(res, name, Some(uid), None)));
+        }
+        let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
+        match st.bus.write(&WriteOp::Delete { key, expected_rev: Some(cur_rev) }).await {
+            Ok(_) => return Ok(json_response(StatusCode::OK, &status::success(res, name, Some(uid), None))),
+            Err(e) => {
+                let e = ApiError::store(res, name, e);
+                if e.reason != "Conflict" {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        let t = parse_target("", "v1", &["namespaces", "demo", "pods", "p", "log"]).unwrap();
+        assert!(matches!(t, Target::Sub { res, ref sub, .. } if res.plural == "pods" && sub == "log"));
+        assert!(matches!(parse_target("", "v1", &["pods"]).unwrap(), Target::Collection { ns: None, .. }));
+        assert!(matches!(parse_target("", "v1", &["namespaces", "demo"]).unwrap(), Target::Object { res, .. } if res.plural == "namespaces"));
+        assert!(matches!(parse_target("", "v1", &["namespaces", "demo", "status"]).unwrap(), Target::Sub { res, .. } if res.plural == "namespaces"));
+        assert!(matches!(parse_target("", "v1", &["namespaces", "demo", "pods"]).unwrap(), Target::Collection { ns: Some(_), .. }));
+        assert!(matches!(parse_target("", "v1", &["nodes", "n1"]).unwrap(), Target::Object { .. }));
+        assert!(matches!(parse_target("apps", "v1", &["namespaces", "d", "deployments", "w", "scale"]).unwrap(), Target::Sub { .. }));
+        assert!(parse_target("", "v1", &["pods", "p"]).is_err());
+        assert!(parse_target("", "v1", &["namespaces", "d", "nodes"]).is_err());
+        assert!(parse_target("", "v1", &["namespaces", "d", "pods", "p", "exec"]).is_err());
+        assert!(parse_target("", "v1", &["nope"]).is_err());
+        assert!(parse_target("", "v1", &["a", "b", "c", "d", "e", "f"]).is_err());
+    }
+
+    #[test]
+    fn patched_rejects_stale_rv_and_renames() {
+        let res = registry::by_plural("apps", "v1", "deployments").unwrap();
+        let cur = json!({"metadata":{"name":"web","namespace":"d","resourceVersion":"7"},"spec":{"replicas":1}});
+        let ok = patched(res, &cur, 7, PatchType::Merge, &json!({"spec":{"replicas":2}})).unwrap();
+        assert_eq!(ok["spec"]["replicas"], 2);
+        let e = patched(res, &cur, 7, PatchType::Json, &json!([{"op":"replace","path":"/metadata/resourceVersion","value":"6"}])).unwrap_err();
+        assert_eq!(e.code, 409);
+        let e = patched(res, &cur, 7, PatchType::Merge, &json!({"metadata":{"name":"x"}})).unwrap_err();
+        assert_eq!(e.code, 400);
+    }
+}

@@ -1,0 +1,255 @@
+//! The gateway: flotilla's kube-apiserver. It speaks the Kubernetes REST API to kubectl
+//! over HTTPS, authenticates the admin bearer token, and turns every request into reads,
+//! CAS writes and watches on the bus. This file holds the config, `serve` and the router.
+
+mod discovery;
+mod handlers;
+mod logs;
+mod openapi;
+mod patch;
+mod protobuf;
+mod selectors;
+mod status;
+mod subresources;
+mod table;
+mod tls;
+mod watch;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use status::ApiError;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub struct GatewayConfig {
+    pub addr: std::net::SocketAddr,
+    /// None: plain HTTP (tests). kubectl sends no credentials over plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// The bearer token that authenticates as "admin". Empty disables authentication
+    /// (every caller is admin); only tests on plain HTTP should do that.
+    pub admin_token: String,
+}
+
+/// PEM contents (serving certificate chain + private key).
+pub struct TlsFiles {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Largest request body accepted: Kubernetes objects may be 1.5 MiB.
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub(crate) struct AppState {
+    pub bus: bus::Bus,
+    pub admin_token: String,
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    pub shutdown: CancellationToken,
+}
+
+/// One parsed request, as the handlers see it.
+pub(crate) struct Req {
+    pub method: Method,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Req {
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+    pub fn header(&self, h: header::HeaderName) -> &str {
+        self.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+    pub fn accept(&self) -> &str {
+        self.header(header::ACCEPT)
+    }
+    pub fn content_type(&self) -> &str {
+        self.header(header::CONTENT_TYPE)
+    }
+    pub fn dry_run(&self) -> bool {
+        self.query.iter().any(|(k, v)| k == "dryRun" && v == "All")
+    }
+}
+
+/// Serves until `shutdown` fires. `ready` is consulted by /readyz.
+pub async fn serve(
+    cfg: GatewayConfig,
+    bus: bus::Bus,
+    ready: Arc<dyn Fn() -> bool + Send + Sync>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(cfg.addr).await.map_err(|e| anyhow::anyhow!("gateway: binding {}: {e}", cfg.addr))?;
+    let acceptor = match &cfg.tls {
+        Some(files) => Some(tls::acceptor(files)?),
+        None => None,
+    };
+    let state = Arc::new(AppState { bus, admin_token: cfg.admin_token, ready, shutdown: shutdown.clone() });
+    tracing::info!(addr = %cfg.addr, tls = acceptor.is_some(), "gateway listening");
+    tls::accept_loop(listener, acceptor, router(state), shutdown).await;
+    Ok(())
+}
+
+pub(crate) fn router(state: Arc<AppState>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(state)
+}
+
+pub(crate) fn json_response(code: StatusCode, v: &Value) -> Response {
+    let mut r = (code, serde_json::to_vec(v).unwrap_or_default()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn text(code: StatusCode, s: impl Into<String>) -> Response {
+    let mut r = (code, s.into()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn is_open_path(path: &str) -> bool {
+    ["/healthz", "/livez", "/readyz", "/version", "/metrics"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    if token.is_empty() {
+        return true;
+    }
+    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    // Compare without early exit so timing says nothing about the token.
+    got.len() == token.len() && got.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(x) => {
+                        out.push(x);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let method = parts.method.clone();
+    let resp = if !is_open_path(&path) && !authorized(&parts.headers, &st.admin_token) {
+        ApiError::unauthorized().into_response()
+    } else {
+        match axum::body::to_bytes(body, MAX_BODY).await {
+            Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {MAX_BODY} bytes")).into_response(),
+            Ok(bytes) => {
+                let req = Req { method: parts.method, query: parse_query(parts.uri.query().unwrap_or("")), headers: parts.headers, body: bytes };
+                route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
+            }
+        }
+    };
+    bus::metrics::count(&format!("flotilla_gateway_requests_total{{verb=\"{method}\",code=\"{}\"}}", resp.status().as_u16()), 1.0);
+    resp
+}
+
+async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiError> {
+    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let get = req.method == Method::GET;
+    match segs.as_slice() {
+        ["healthz"] | ["livez"] => Ok(text(StatusCode::OK, "ok")),
+        ["readyz"] => Ok(if (st.ready)() { text(StatusCode::OK, "ok") } else { text(StatusCode::INTERNAL_SERVER_ERROR, "[-]flotilla-ready failed: the cluster is still starting\nreadyz check failed") }),
+        ["version"] => Ok(json_response(StatusCode::OK, &discovery::version())),
+        ["metrics"] => Ok(text(StatusCode::OK, bus::metrics::render())),
+        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
+        ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["api"] if get => Ok(discovery_doc(req, true)),
+        ["apis"] if get => Ok(discovery_doc(req, false)),
+        ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["apis", g] if get => discovery::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["apis", g, v] if get => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["api", v, rest @ ..] if !rest.is_empty() => handlers::handle(st, "", v, rest, req).await,
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => handlers::handle(st, g, v, rest, req).await,
+        _ => Err(ApiError::no_resource()),
+    }
+}
+
+fn discovery_doc(req: &Req, core: bool) -> Response {
+    if discovery::wants_aggregated(req.accept()) {
+        let mut r = json_response(StatusCode::OK, &discovery::aggregated(core));
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE));
+        r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+        return r;
+    }
+    let host = req.header(header::HOST).to_string();
+    let v = if core { discovery::legacy_api(&host) } else { discovery::legacy_apis() };
+    let mut r = json_response(StatusCode::OK, &v);
+    r.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+    r
+}
+
+/// A streaming response body fed by a channel (watch events, followed logs).
+pub(crate) fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    let s = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<Bytes, std::convert::Infallible>(b), rx)) });
+    Body::from_stream(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_percent_decoding() {
+        let q = parse_query("fieldSelector=metadata.name%3Dweb&limit=500&watch&x=a+b&bad=%zz%");
+        assert_eq!(q[0], ("fieldSelector".into(), "metadata.name=web".into()));
+        assert_eq!(q[2], ("watch".into(), "".into()));
+        assert_eq!(q[3].1, "a b");
+        assert_eq!(q[4].1, "%zz%");
+        assert_eq!(percent_decode("%", false), "%");
+        assert_eq!(percent_decode("a%2", false), "a%2");
+        assert_eq!(percent_decode("%e2%82%ac", false), "€");
+    }
+
+    #[test]
+    fn auth() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "t0k"));
+        assert!(authorized(&h, ""));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0k"));
+        assert!(authorized(&h, "t0k"));
+        assert!(!authorized(&h, "t0kk"));
+        assert!(is_open_path("/readyz"));
+        assert!(!is_open_path("/api"));
+    }
+}

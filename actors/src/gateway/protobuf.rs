@@ -1,0 +1,238 @@
+//! Decodes `application/vnd.kubernetes.protobuf` request bodies (typed client-go calls
+//! such as `kubectl create namespace` send them) into the JSON form the rest of the
+//! gateway uses. Only the kinds kubectl sends in our flows are known; others get 415.
+
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
+const MAGIC: &[u8] = b"k8s\0";
+
+/// runtime.Unknown: the envelope every protobuf body travels in.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Unknown {
+    #[prost(message, optional, tag = "1")]
+    pub type_meta: Option<TypeMeta>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub raw: Option<Vec<u8>>,
+    #[prost(string, optional, tag = "3")]
+    pub content_encoding: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub content_type: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TypeMeta {
+    #[prost(string, optional, tag = "1")]
+    pub api_version: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub kind: Option<String>,
+}
+
+/// The ObjectMeta fields a client may set on create; server-owned ones are skipped.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ObjectMeta {
+    #[prost(string, optional, tag = "1")]
+    pub name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub generate_name: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub namespace: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    pub resource_version: Option<String>,
+    #[prost(btree_map = "string, string", tag = "11")]
+    pub labels: BTreeMap<String, String>,
+    #[prost(btree_map = "string, string", tag = "12")]
+    pub annotations: BTreeMap<String, String>,
+    #[prost(string, repeated, tag = "14")]
+    pub finalizers: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Namespace {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    pub spec: Option<NamespaceSpec>,
+    #[prost(message, optional, tag = "3")]
+    pub status: Option<NamespaceStatus>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NamespaceSpec {
+    #[prost(string, repeated, tag = "1")]
+    pub finalizers: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NamespaceStatus {
+    #[prost(string, optional, tag = "1")]
+    pub phase: Option<String>,
+}
+
+/// Sent by `kubectl drain` when eviction is not offered.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeleteOptions {
+    #[prost(int64, optional, tag = "1")]
+    pub grace_period_seconds: Option<i64>,
+    #[prost(message, optional, tag = "2")]
+    pub preconditions: Option<Preconditions>,
+    #[prost(string, optional, tag = "4")]
+    pub propagation_policy: Option<String>,
+    #[prost(string, repeated, tag = "5")]
+    pub dry_run: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Preconditions {
+    #[prost(string, optional, tag = "1")]
+    pub uid: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub resource_version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProtoError {
+    /// 400: not a well-formed envelope or message.
+    Bad(String),
+    /// 415: a kind the gateway cannot decode from protobuf.
+    Unsupported(String),
+}
+
+fn nonempty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+fn meta_json(m: &ObjectMeta) -> Value {
+    let mut o = Map::new();
+    if let Some(v) = nonempty(&m.name) {
+        o.insert("name".into(), json!(v));
+    }
+    if let Some(v) = nonempty(&m.generate_name) {
+        o.insert("generateName".into(), json!(v));
+    }
+    if let Some(v) = nonempty(&m.namespace) {
+        o.insert("namespace".into(), json!(v));
+    }
+    if let Some(v) = nonempty(&m.resource_version) {
+        o.insert("resourceVersion".into(), json!(v));
+    }
+    if !m.labels.is_empty() {
+        o.insert("labels".into(), json!(m.labels));
+    }
+    if !m.annotations.is_empty() {
+        o.insert("annotations".into(), json!(m.annotations));
+    }
+    if !m.finalizers.is_empty() {
+        o.insert("finalizers".into(), json!(m.finalizers));
+    }
+    Value::Object(o)
+}
+
+/// Decodes a protobuf body into the JSON object it stands for (apiVersion and kind set).
+pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
+    use prost::Message;
+    let rest = body.strip_prefix(MAGIC).ok_or_else(|| ProtoError::Bad("the protobuf body does not start with the k8s magic prefix".into()))?;
+    let unknown = Unknown::decode(rest).map_err(|e| ProtoError::Bad(format!("the protobuf envelope could not be decoded: {e}")))?;
+    let tm = unknown.type_meta.unwrap_or_default();
+    let api_version = tm.api_version.unwrap_or_default();
+    let kind = tm.kind.unwrap_or_default();
+    if nonempty(&unknown.content_encoding).is_some() {
+        return Err(ProtoError::Unsupported(format!("content encoding {:?} is not supported", unknown.content_encoding.unwrap_or_default())));
+    }
+    let raw = unknown.raw.unwrap_or_default();
+    let bad = |e: prost::DecodeError| ProtoError::Bad(format!("{kind} in version \"{api_version}\" cannot be decoded from protobuf: {e}"));
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") => {
+            let ns = Namespace::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta_json(&ns.metadata.unwrap_or_default())});
+            if let Some(spec) = ns.spec.filter(|s| !s.finalizers.is_empty()) {
+                v["spec"] = json!({"finalizers": spec.finalizers});
+            }
+            Ok(v)
+        }
+        (_, "DeleteOptions") => {
+            let d = DeleteOptions::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"apiVersion": api_version, "kind": "DeleteOptions"});
+            if let Some(g) = d.grace_period_seconds {
+                v["gracePeriodSeconds"] = json!(g);
+            }
+            if let Some(p) = d.preconditions {
+                let mut pc = Map::new();
+                if let Some(u) = nonempty(&p.uid) {
+                    pc.insert("uid".into(), json!(u));
+                }
+                if let Some(r) = nonempty(&p.resource_version) {
+                    pc.insert("resourceVersion".into(), json!(r));
+                }
+                v["preconditions"] = Value::Object(pc);
+            }
+            if let Some(pp) = nonempty(&d.propagation_policy) {
+                v["propagationPolicy"] = json!(pp);
+            }
+            if !d.dry_run.is_empty() {
+                v["dryRun"] = json!(d.dry_run);
+            }
+            Ok(v)
+        }
+        _ => Err(ProtoError::Unsupported(format!(
+            "the protobuf encoding of {kind} ({api_version}) is not supported by this server; send it as application/json"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        let u = Unknown {
+            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+            raw: Some(raw),
+            content_encoding: Some(String::new()),
+            content_type: Some(String::new()),
+        };
+        let mut out = MAGIC.to_vec();
+        out.extend(u.encode_to_vec());
+        out
+    }
+
+    #[test]
+    fn namespace_from_our_structs() {
+        let ns = Namespace {
+            metadata: Some(ObjectMeta {
+                name: Some("demo".into()),
+                generate_name: Some(String::new()),
+                labels: [("team".to_string(), "a".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(NamespaceSpec::default()),
+            status: Some(NamespaceStatus { phase: Some(String::new()) }),
+        };
+        let v = decode(&envelope("v1", "Namespace", ns.encode_to_vec())).unwrap();
+        assert_eq!(v, json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo","labels":{"team":"a"}}}));
+    }
+
+    #[test]
+    fn namespace_bytes_kubectl_sent() {
+        // `kubectl create namespace demo`, captured (kubectl-protocol.md §5.2).
+        let hex = "6b3873000a0f0a02763112094e616d657370616365121c0a140a0464656d6f12001a0022002a0032003800420012001a020a001a002200";
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let v = decode(&bytes).unwrap();
+        assert_eq!(v["metadata"]["name"], "demo");
+        assert_eq!(v["kind"], "Namespace");
+    }
+
+    #[test]
+    fn delete_options_and_errors() {
+        let hex = "6b3873000a130a027631120d44656c6574654f7074696f6e7312001a002200";
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        assert_eq!(decode(&bytes).unwrap()["kind"], "DeleteOptions");
+        let d = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
+        assert_eq!(decode(&envelope("v1", "DeleteOptions", d.encode_to_vec())).unwrap()["gracePeriodSeconds"], 0);
+        assert!(matches!(decode(&envelope("apps/v1", "Deployment", vec![])), Err(ProtoError::Unsupported(m)) if m.contains("Deployment")));
+        assert!(matches!(decode(b"nope"), Err(ProtoError::Bad(_))));
+        assert!(matches!(decode(b"k8s\0\xff\xff\xff"), Err(ProtoError::Bad(_))));
+    }
+}

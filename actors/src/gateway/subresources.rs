@@ -1,0 +1,146 @@
+//! Subresources: `status` (only status changes), `scale` (autoscaling/v1 Scale over
+//! spec.replicas), `pods/binding` (the scheduler's CAS bind) and `pods/log`. Each is a
+//! read-modify-write with CAS, retried when another writer got there first.
+
+use super::handlers::{self, copy_status, patch_body, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
+use super::selectors::label_selector_string;
+use super::status::{self, ApiError};
+use super::{json_response, logs, AppState, Req};
+use axum::http::{Method, StatusCode};
+use axum::response::Response;
+use schema::admission;
+use schema::registry::ResourceInfo;
+use schema::store::Revision;
+use serde_json::{json, Value};
+
+pub async fn handle(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, sub: &str, req: &Req) -> Result<Response, ApiError> {
+    let m = &req.method;
+    match (sub, m.clone()) {
+        ("log", Method::GET) if res.kind == "Pod" => logs::pod_log(st, res, ns, name, req).await,
+        ("binding", Method::POST) if res.kind == "Pod" => bind(st, res, ns, name, req).await,
+        ("status" | "scale", Method::GET) => {
+            let (v, _) = read_existing(st, res, ns, name).await?;
+            Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }))
+        }
+        ("status" | "scale", Method::PUT | Method::PATCH) => modify(st, res, ns, name, sub, req).await,
+        _ => Err(ApiError::method_not_allowed(m.as_str(), &format!("{}/{sub}", res.plural))),
+    }
+}
+
+/// The autoscaling/v1 Scale view of a Deployment or ReplicaSet.
+pub fn scale_of(v: &Value) -> Value {
+    let mut meta = json!({});
+    for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+        if let Some(x) = v.pointer(&format!("/metadata/{f}")) {
+            meta[f] = x.clone();
+        }
+    }
+    json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
+           "spec": {"replicas": v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+           "status": {"replicas": v.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+                      "selector": label_selector_string(v.pointer("/spec/selector"))}})
+}
+
+/// Sets `spec.<field>` without assuming the stored object's shape.
+fn set_spec_field(v: &mut Value, field: &str, val: Value) -> Result<(), ApiError> {
+    match v.as_object_mut().map(|o| o.entry("spec").or_insert_with(|| json!({}))) {
+        Some(Value::Object(spec)) => {
+            spec.insert(field.to_string(), val);
+            Ok(())
+        }
+        _ => Err(ApiError::internal("the stored object has no usable spec")),
+    }
+}
+
+/// What the client sent, turned into the new full object (not yet admitted).
+fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req: &Req) -> Result<Value, ApiError> {
+    let name = schema::object::name(cur).unwrap_or("");
+    let stale = || ApiError::conflict(res, name);
+    let sent: Value = if req.method == Method::PUT {
+        let body = handlers::decode_body(req)?;
+        if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
+            return Err(stale());
+        }
+        body
+    } else {
+        let (kind, body) = patch_body(req)?;
+        let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
+        patched(res, &base, cur_rev, kind, &body)?
+    };
+    let mut v = cur.clone();
+    if sub == "scale" {
+        let replicas = match sent.pointer("/spec/replicas") {
+            None | Some(Value::Null) => 0,
+            Some(r) => r.as_i64().filter(|r| *r >= 0 && *r <= i32::MAX as i64).ok_or_else(|| {
+                let cause = schema::admission::Cause { reason: "FieldValueInvalid".into(), field: "spec.replicas".into(), message: format!("Invalid value: {r}: must be greater than or equal to 0") };
+                ApiError::invalid("Scale", "autoscaling", name, &[cause])
+            })?,
+        };
+        set_spec_field(&mut v, "replicas", json!(replicas))?;
+    } else {
+        copy_status(&sent, &mut v);
+    }
+    Ok(v)
+}
+
+async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, sub: &str, req: &Req) -> Result<Response, ApiError> {
+    for _ in 0..CAS_RETRIES {
+        let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
+        let mut v = apply_sub(res, sub, &cur, cur_rev, req)?;
+        admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
+        if req.dry_run() {
+            return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }));
+        }
+        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+            Err(e) if e.reason == "Conflict" => {
+                // A PUT that pinned its resourceVersion must not be retried against a newer one.
+                if req.method == Method::PUT {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+            Ok(out) => return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&out) } else { out })),
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+/// POST pods/<name>/binding: sets spec.nodeName once, with CAS.
+async fn bind(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
+    let b = handlers::decode_body(req)?;
+    let node = b.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("the Binding has no target.name"))?.to_string();
+    if let Some(kind) = b.pointer("/target/kind").and_then(Value::as_str).filter(|k| !k.is_empty() && *k != "Node") {
+        return Err(ApiError::bad_request(format!("a pod can only be bound to a Node, not a {kind}")));
+    }
+    for _ in 0..CAS_RETRIES {
+        let Some((cur, cur_rev)) = read(st, res, ns, name).await? else { return Err(ApiError::not_found(res, name)) };
+        if let Some(n) = schema::object::node_name(&cur) {
+            return Err(ApiError::conflict_msg(res, name, &format!("pod {name} is already assigned to node \"{n}\"")));
+        }
+        if cur.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) {
+            return Err(ApiError::conflict_msg(res, name, &format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        let mut v = cur.clone();
+        set_spec_field(&mut v, "nodeName", json!(node))?;
+        admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
+        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &status::success(res, name, None, Some(201)))),
+        }
+    }
+    Err(ApiError::conflict(res, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_view() {
+        let d = json!({"metadata":{"name":"nginx","namespace":"default","uid":"u","resourceVersion":"1255","creationTimestamp":"2026-11-22T20:15:18Z","labels":{"a":"b"}},
+            "spec":{"replicas":5,"selector":{"matchLabels":{"app":"nginx"}}},"status":{"replicas":3}});
+        let sample: Value = serde_json::from_str(r#"{"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "nginx", "namespace": "default", "uid": "u", "resourceVersion": "1255", "creationTimestamp": "2026-11-22T20:15:18Z"}, "spec": {"replicas": 5}, "status": {"replicas": 3, "selector": "app=nginx"}}"#).unwrap();
+        assert_eq!(scale_of(&d), sample);
+    }
+}

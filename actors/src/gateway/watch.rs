@@ -1,0 +1,226 @@
+//! `?watch=true`: a chunked stream of `{"type":…,"object":…}` lines fed by the bus's
+//! ordered watch on the resource's subjects, with selectors applied per event (an object
+//! that leaves a selector is sent as DELETED, one that enters it as ADDED).
+
+use super::handlers::{list_objects, selectors};
+use super::status::ApiError;
+use super::{channel_body, table, AppState, Req};
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bus::BusError;
+use futures::StreamExt;
+use schema::registry::ResourceInfo;
+use schema::store::{EventType, Revision, Stored};
+use schema::subjects::{self, EventFilter, NodeFilter};
+use schema::{keys, object};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// Default watch length when the client sets no timeoutSeconds: kubectl `get -w` exits
+/// when the server ends the stream, so keep it long, as the apiserver does.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// What one event becomes, given whether the object matched before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    Added,
+    Modified,
+    Deleted,
+    Skip,
+}
+
+/// The per-event selector decision: `was` tells whether the key matched before.
+pub fn decide(typ: EventType, was: bool, matches_now: bool) -> Emit {
+    match (typ, was, matches_now) {
+        (EventType::Deleted, true, _) | (EventType::Deleted, false, true) => Emit::Deleted,
+        (EventType::Deleted, false, false) => Emit::Skip,
+        (_, false, true) => Emit::Added,
+        (_, true, true) => Emit::Modified,
+        (_, true, false) => Emit::Deleted,
+        (_, false, false) => Emit::Skip,
+    }
+}
+
+fn type_name(e: Emit) -> &'static str {
+    match e {
+        Emit::Added => "ADDED",
+        Emit::Modified => "MODIFIED",
+        Emit::Deleted => "DELETED",
+        Emit::Skip => "",
+    }
+}
+
+struct Encoder {
+    res: &'static ResourceInfo,
+    table: bool,
+    first: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, typ: &str, obj: &Value) -> Bytes {
+        let object = if self.table && typ != "ERROR" {
+            let t = table::table(self.res, std::slice::from_ref(obj), json!({}), self.first);
+            self.first = false;
+            t
+        } else {
+            obj.clone()
+        };
+        let mut b = serde_json::to_vec(&json!({"type": typ, "object": object})).unwrap_or_default();
+        b.push(b'\n');
+        Bytes::from(b)
+    }
+}
+
+fn streaming(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
+    let mut r = (StatusCode::OK, channel_body(rx)).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    r
+}
+
+pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>, req: &Req) -> Result<Response, ApiError> {
+    let (ls, fs) = selectors(req)?;
+    let timeout = match req.q("timeoutSeconds") {
+        Some(t) if !t.is_empty() => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?.min(86_400)),
+        _ => DEFAULT_TIMEOUT,
+    };
+    let from: Option<Revision> = match req.q("resourceVersion") {
+        None | Some("") | Some("0") => None,
+        Some(r) => Some(r.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))?),
+    };
+    let filtered = !ls.is_empty() || !fs.is_empty();
+    // Synthetic ADDED events when no revision was given; otherwise (with selectors) the
+    // current matches, to know which later events leave the selector.
+    let (initial, after) = if from.is_none() || filtered {
+        let page = list_objects(st, res, ns.as_deref(), &ls, &fs, 0, None).await?;
+        (page.items, from.unwrap_or(page.rev))
+    } else {
+        (Vec::new(), from.unwrap_or(0))
+    };
+    let mut enc = Encoder { res, table: table::wants_table(req.accept()), first: true };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let node = fs.exact("spec.nodeName").map(|n| if n.is_empty() { NodeFilter::Unscheduled } else { NodeFilter::Node(n) }).unwrap_or_default();
+    let filter = subjects::event_filter(
+        res.plural,
+        &EventFilter { namespace: if res.namespaced { ns.as_deref() } else { None }, node: if res.plural == "pods" { node } else { NodeFilter::Any }, name: fs.exact("metadata.name") },
+    );
+    let events = match st.bus.watch(filter, after).await {
+        Ok(s) => s,
+        Err(BusError::Expired(rev)) => {
+            let status = ApiError::expired(format!("too old resource version: {rev} ({rev})")).status_json();
+            let _ = tx.try_send(enc.line("ERROR", &status));
+            drop(tx);
+            return Ok(streaming(rx));
+        }
+        Err(e) => return Err(ApiError::store(res, "", e)),
+    };
+    let mut matching: HashSet<String> = HashSet::new();
+    let mut first_lines = Vec::new();
+    for obj in &initial {
+        if let Ok(k) = object::key_of(res, obj) {
+            matching.insert(k);
+        }
+        if from.is_none() {
+            first_lines.push(enc.line("ADDED", obj));
+        }
+    }
+    let stop = st.shutdown.clone();
+    let prefix = keys::prefix(res.plural, if res.namespaced { ns.as_deref() } else { None });
+    tokio::spawn(async move {
+        for l in first_lines {
+            if tx.send(l).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        tokio::pin!(events);
+        loop {
+            let ev = tokio::select! {
+                _ = &mut deadline => return,
+                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
+                ev = events.next() => ev,
+            };
+            let ev = match ev {
+                None => return,
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    let status = match e {
+                        BusError::Expired(rev) => ApiError::expired(format!("too old resource version: {rev} ({rev})")),
+                        other => ApiError::internal(format!("the watch failed: {other}")),
+                    };
+                    let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
+                    return;
+                }
+            };
+            if !ev.key.starts_with(&prefix) {
+                continue;
+            }
+            let obj = match object::from_stored(&Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value }) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(key = %ev.key, error = %e, "gateway: undecodable event skipped");
+                    continue;
+                }
+            };
+            let emit = if filtered {
+                let was = matching.contains(&ev.key);
+                let now = ls.matches(&obj) && fs.matches(&obj);
+                let e = decide(ev.typ, was, now);
+                if now && ev.typ != EventType::Deleted {
+                    matching.insert(ev.key.clone());
+                } else {
+                    matching.remove(&ev.key);
+                }
+                e
+            } else {
+                match ev.typ {
+                    EventType::Added => Emit::Added,
+                    EventType::Modified => Emit::Modified,
+                    EventType::Deleted => Emit::Deleted,
+                }
+            };
+            if emit == Emit::Skip {
+                continue;
+            }
+            if tx.send(enc.line(type_name(emit), &obj)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(streaming(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selector_transitions() {
+        assert_eq!(decide(EventType::Modified, true, false), Emit::Deleted);
+        assert_eq!(decide(EventType::Modified, false, true), Emit::Added);
+        assert_eq!(decide(EventType::Modified, true, true), Emit::Modified);
+        assert_eq!(decide(EventType::Modified, false, false), Emit::Skip);
+        assert_eq!(decide(EventType::Added, false, true), Emit::Added);
+        assert_eq!(decide(EventType::Deleted, true, false), Emit::Deleted);
+        assert_eq!(decide(EventType::Deleted, false, false), Emit::Skip);
+    }
+
+    #[test]
+    fn table_events_carry_columns_once() {
+        let res = schema::registry::by_plural("", "v1", "namespaces").unwrap();
+        let mut enc = Encoder { res, table: true, first: true };
+        let obj = json!({"metadata":{"name":"a"},"status":{"phase":"Active"}});
+        let l1: Value = serde_json::from_slice(&enc.line("ADDED", &obj)).unwrap();
+        let l2: Value = serde_json::from_slice(&enc.line("MODIFIED", &obj)).unwrap();
+        assert_eq!(l1["object"]["kind"], "Table");
+        assert!(l1["object"]["columnDefinitions"].is_array());
+        assert!(l2["object"]["columnDefinitions"].is_null());
+        assert_eq!(l2["object"]["rows"][0]["cells"][0], "a");
+        let e: Value = serde_json::from_slice(&enc.line("ERROR", &json!({"kind":"Status"}))).unwrap();
+        assert_eq!(e["object"]["kind"], "Status");
+    }
+}
