@@ -1,0 +1,193 @@
+//! The state machine's decision for one write, as a pure function of the write, the
+//! key's current entry and the store's last revision. Kept apart from redb so that the
+//! rules every replica must agree on (preconditions, revision numbering) are unit-tested.
+
+use schema::store::{Event, EventType, Revision, StoreError, Stored, WriteOp, WriteResult};
+use serde::{Deserialize, Serialize};
+
+/// Largest value the store accepts (Kubernetes' own object limit).
+pub const MAX_VALUE_BYTES: usize = 1_572_864;
+
+/// What the `kv` table holds per key. The subject is kept so a delete can be published
+/// on the same subject the object's earlier events went to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub rev: Revision,
+    pub subject: String,
+    pub value: Vec<u8>,
+}
+
+/// How the key's entry changes when a write succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Put(KvEntry),
+    Remove,
+}
+
+/// A successful write: its revision, the change to `kv`, the event to append and the
+/// answer for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub rev: Revision,
+    pub change: Change,
+    pub event: Event,
+    pub result: WriteResult,
+}
+
+/// Refuses values over the limit; checked before proposing, and again on apply so that
+/// every replica decides the same even if a proposer skipped the check.
+pub fn check_size(op: &WriteOp) -> Result<(), StoreError> {
+    let size = match op {
+        WriteOp::Create { value, .. } | WriteOp::Update { value, .. } => value.len(),
+        WriteOp::Delete { .. } => 0,
+    };
+    if size > MAX_VALUE_BYTES {
+        return Err(StoreError::TooLarge { size, limit: MAX_VALUE_BYTES });
+    }
+    Ok(())
+}
+
+fn check_rev(key: &str, expected: Option<Revision>, current: &KvEntry) -> Result<(), StoreError> {
+    match expected {
+        Some(want) if want != current.rev => Err(StoreError::Conflict { key: key.to_string(), current: current.rev }),
+        _ => Ok(()),
+    }
+}
+
+/// Decides one write. An `Err` consumes no revision and must change nothing.
+pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Result<Outcome, StoreError> {
+    check_size(op)?;
+    let rev = last_rev + 1;
+    match (op, current) {
+        (WriteOp::Create { key, .. }, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
+        (WriteOp::Create { key, subject, value }, None) => Ok(put(key, subject, value, rev, EventType::Added)),
+        (WriteOp::Update { key, .. }, None) | (WriteOp::Delete { key, .. }, None) => Err(StoreError::NotFound(key.clone())),
+        (WriteOp::Update { key, subject, value, expected_rev }, Some(cur)) => {
+            check_rev(key, *expected_rev, cur)?;
+            Ok(put(key, subject, value, rev, EventType::Modified))
+        }
+        (WriteOp::Delete { key, expected_rev }, Some(cur)) => {
+            check_rev(key, *expected_rev, cur)?;
+            Ok(Outcome {
+                rev,
+                change: Change::Remove,
+                event: Event {
+                    rev,
+                    typ: EventType::Deleted,
+                    key: key.clone(),
+                    subject: cur.subject.clone(),
+                    value: cur.value.clone(),
+                },
+                // The removed value, at the revision of the delete, so a client can
+                // resume a watch right after its own change.
+                result: WriteResult { rev, stored: Stored { key: key.clone(), rev, value: cur.value.clone() } },
+            })
+        }
+    }
+}
+
+fn put(key: &str, subject: &str, value: &[u8], rev: Revision, typ: EventType) -> Outcome {
+    Outcome {
+        rev,
+        change: Change::Put(KvEntry { rev, subject: subject.to_string(), value: value.to_vec() }),
+        event: Event { rev, typ, key: key.to_string(), subject: subject.to_string(), value: value.to_vec() },
+        result: WriteResult { rev, stored: Stored { key: key.to_string(), rev, value: value.to_vec() } },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// The same bookkeeping the redb state machine does, over a map.
+    #[derive(Default)]
+    struct Mem {
+        kv: BTreeMap<String, KvEntry>,
+        events: Vec<Event>,
+        last_rev: Revision,
+    }
+
+    impl Mem {
+        fn apply(&mut self, op: WriteOp) -> Result<WriteResult, StoreError> {
+            let out = decide(&op, self.kv.get(op.key()), self.last_rev)?;
+            match out.change {
+                Change::Put(e) => {
+                    self.kv.insert(op.key().to_string(), e);
+                }
+                Change::Remove => {
+                    self.kv.remove(op.key());
+                }
+            }
+            self.last_rev = out.rev;
+            self.events.push(out.event);
+            Ok(out.result)
+        }
+    }
+
+    fn create(k: &str, v: u8) -> WriteOp {
+        WriteOp::Create { key: k.into(), subject: format!("ev.{k}"), value: vec![v] }
+    }
+    fn update(k: &str, v: u8, expected_rev: Option<Revision>) -> WriteOp {
+        WriteOp::Update { key: k.into(), subject: format!("ev.{k}.u"), value: vec![v], expected_rev }
+    }
+    fn delete(k: &str, expected_rev: Option<Revision>) -> WriteOp {
+        WriteOp::Delete { key: k.into(), expected_rev }
+    }
+
+    #[test]
+    fn revisions_increment_and_events_follow() {
+        let mut m = Mem::default();
+        assert_eq!(m.apply(create("a", 1)).map(|r| r.rev), Ok(1));
+        assert_eq!(m.apply(create("b", 1)).map(|r| r.rev), Ok(2));
+        assert_eq!(m.apply(update("a", 2, Some(1))).map(|r| r.rev), Ok(3));
+        assert_eq!(m.apply(update("a", 3, None)).map(|r| r.rev), Ok(4));
+        let d = m.apply(delete("a", Some(4))).expect("delete");
+        assert_eq!(d.rev, 5);
+        assert_eq!(d.stored.value, vec![3]);
+        let typs: Vec<_> = m.events.iter().map(|e| (e.rev, e.typ)).collect();
+        assert_eq!(
+            typs,
+            vec![(1, EventType::Added), (2, EventType::Added), (3, EventType::Modified), (4, EventType::Modified), (5, EventType::Deleted)]
+        );
+        // A delete is published where the object's last write said, with its last value.
+        assert_eq!(m.events[4].subject, "ev.a.u");
+        assert_eq!(m.events[4].value, vec![3]);
+        assert!(!m.kv.contains_key("a"));
+    }
+
+    #[test]
+    fn failed_preconditions_consume_no_revision() {
+        let mut m = Mem::default();
+        m.apply(create("a", 1)).expect("create");
+        assert_eq!(m.apply(create("a", 2)), Err(StoreError::AlreadyExists("a".into())));
+        assert_eq!(m.apply(update("x", 2, None)), Err(StoreError::NotFound("x".into())));
+        assert_eq!(m.apply(delete("x", None)), Err(StoreError::NotFound("x".into())));
+        assert_eq!(m.apply(update("a", 2, Some(7))), Err(StoreError::Conflict { key: "a".into(), current: 1 }));
+        assert_eq!(m.apply(delete("a", Some(7))), Err(StoreError::Conflict { key: "a".into(), current: 1 }));
+        assert_eq!(m.last_rev, 1);
+        assert_eq!(m.events.len(), 1);
+        assert_eq!(m.kv.get("a").map(|e| e.value.clone()), Some(vec![1]));
+        // The next success takes the very next revision.
+        assert_eq!(m.apply(update("a", 2, Some(1))).map(|r| r.rev), Ok(2));
+    }
+
+    #[test]
+    fn recreate_after_delete_is_added() {
+        let mut m = Mem::default();
+        m.apply(create("a", 1)).expect("create");
+        m.apply(delete("a", None)).expect("delete");
+        assert_eq!(m.apply(create("a", 9)).map(|r| r.rev), Ok(3));
+        assert_eq!(m.events[2].typ, EventType::Added);
+    }
+
+    #[test]
+    fn too_large_is_refused() {
+        let mut m = Mem::default();
+        let op = WriteOp::Create { key: "big".into(), subject: "ev.big".into(), value: vec![0; MAX_VALUE_BYTES + 1] };
+        assert_eq!(m.apply(op), Err(StoreError::TooLarge { size: MAX_VALUE_BYTES + 1, limit: MAX_VALUE_BYTES }));
+        assert_eq!(m.last_rev, 0);
+        let ok = WriteOp::Create { key: "big".into(), subject: "ev.big".into(), value: vec![0; MAX_VALUE_BYTES] };
+        assert!(m.apply(ok).is_ok());
+    }
+}

@@ -1,0 +1,580 @@
+//! The state group's disk: one redb file holding the Raft log, vote, committed and purged
+//! ids, and the state machine (kv, revision counter, event history, snapshot). openraft
+//! drives it through the storage-v2 traits; the request servers and the publisher read it.
+
+use super::apply::{self, Change, KvEntry};
+use super::TypeConfig;
+use anyhow::{anyhow, Context as _};
+use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership, Vote,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use schema::codec;
+use schema::store::{Event, Revision, StoreError, Stored, WriteResult};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+type NodeId = u64;
+type Node = openraft::BasicNode;
+type StoResult<T> = Result<T, StorageError<NodeId>>;
+pub type Db = Arc<Database>;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// vote, committed, purged.
+const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
+const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// last_rev, applied, membership, snapshot.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+const K_VOTE: &str = "vote";
+const K_COMMITTED: &str = "committed";
+const K_PURGED: &str = "purged";
+const K_LAST_REV: &str = "last_rev";
+const K_APPLIED: &str = "applied";
+const K_MEMBERSHIP: &str = "membership";
+const K_SNAPSHOT: &str = "snapshot";
+
+/// Opens (or creates) the store file and makes sure every table exists, so that read
+/// transactions never trip over a missing table.
+pub fn open(path: &Path) -> anyhow::Result<Db> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A state group shut down a moment ago may still be dropping its last handle (openraft
+    // drops the storage from its own tasks); redb refuses a second open meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = loop {
+        match Database::create(path) {
+            Ok(db) => break db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => return Err(anyhow!("opening {}: {e}", path.display())),
+        }
+    };
+    let tx = db.begin_write()?;
+    {
+        tx.open_table(LOG)?;
+        tx.open_table(RAFT)?;
+        tx.open_table(KV)?;
+        tx.open_table(META)?;
+        tx.open_table(EVENTS)?;
+    }
+    tx.commit()?;
+    Ok(Arc::new(db))
+}
+
+fn enc<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<Vec<u8>> {
+    Ok(codec::encode(v)?)
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> anyhow::Result<T> {
+    Ok(codec::decode(b)?)
+}
+
+fn durable_write(db: &Database) -> anyhow::Result<redb::WriteTransaction> {
+    let mut tx = db.begin_write()?;
+    // The default already, but the log's correctness depends on it: say so.
+    tx.set_durability(Durability::Immediate)?;
+    Ok(tx)
+}
+
+fn get_in<T: DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> anyhow::Result<Option<T>> {
+    match t.get(key)? {
+        Some(v) => Ok(Some(dec(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn read_meta<T: DeserializeOwned>(db: &Database, table: TableDefinition<&str, &[u8]>, key: &str) -> anyhow::Result<Option<T>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(table)?;
+    get_in(&t, key)
+}
+
+fn write_meta<T: Serialize>(db: &Database, table: TableDefinition<&str, &[u8]>, key: &str, v: &T) -> anyhow::Result<()> {
+    let bytes = enc(v)?;
+    let tx = durable_write(db)?;
+    tx.open_table(table)?.insert(key, bytes.as_slice())?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Runs disk work off the async workers: redb commits fsync.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| anyhow!("disk task failed: {e}"))?
+}
+
+fn io_err(e: anyhow::Error, kind: impl FnOnce(AnyError) -> StorageIOError<NodeId>) -> StorageError<NodeId> {
+    StorageError::from(kind(AnyError::error(format!("{e:#}"))))
+}
+
+// ---------------------------------------------------------------------------------------
+// Raft log
+
+/// The Raft log and its bookkeeping. Cloned as its own log reader: redb read
+/// transactions run concurrently with the writer.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Db,
+}
+
+impl LogStore {
+    pub fn new(db: Db) -> Self {
+        LogStore { db }
+    }
+
+    fn entries(&self, range: (Bound<u64>, Bound<u64>)) -> anyhow::Result<Vec<Entry<TypeConfig>>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LOG)?;
+        let mut out = Vec::new();
+        for item in t.range(range)? {
+            let (_, v) = item?;
+            out.push(dec(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn log_state(&self) -> anyhow::Result<LogState<TypeConfig>> {
+        let tx = self.db.begin_read()?;
+        let purged: Option<LogId<NodeId>> = get_in(&tx.open_table(RAFT)?, K_PURGED)?;
+        let log = tx.open_table(LOG)?;
+        let last = match log.last()? {
+            Some((_, v)) => Some(dec::<Entry<TypeConfig>>(v.value())?.log_id),
+            None => purged,
+        };
+        Ok(LogState { last_purged_log_id: purged, last_log_id: last })
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> StoResult<Vec<Entry<TypeConfig>>> {
+        let bounds = (range.start_bound().cloned(), range.end_bound().cloned());
+        self.entries(bounds).map_err(|e| io_err(e, StorageIOError::read_logs))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> StoResult<LogState<TypeConfig>> {
+        self.log_state().map_err(|e| io_err(e, StorageIOError::read_logs))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoResult<()> {
+        let (db, vote) = (self.db.clone(), *vote);
+        blocking(move || write_meta(&db, RAFT, K_VOTE, &vote)).await.map_err(|e| io_err(e, StorageIOError::write_vote))
+    }
+
+    async fn read_vote(&mut self) -> StoResult<Option<Vote<NodeId>>> {
+        read_meta(&self.db, RAFT, K_VOTE).map_err(|e| io_err(e, StorageIOError::read_vote))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let bytes = enc(&committed)?;
+            let mut tx = db.begin_write()?;
+            // Advisory only (openraft re-derives it when lost), so it spares an fsync; the
+            // next durable commit, an append or an apply, persists it anyway.
+            tx.set_durability(Durability::None)?;
+            tx.open_table(RAFT)?.insert(K_COMMITTED, bytes.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(e, StorageIOError::write))
+    }
+
+    async fn read_committed(&mut self) -> StoResult<Option<LogId<NodeId>>> {
+        let c: Option<Option<LogId<NodeId>>> = read_meta(&self.db, RAFT, K_COMMITTED).map_err(|e| io_err(e, StorageIOError::read))?;
+        Ok(c.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoResult<()>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut rows = Vec::new();
+        for e in entries {
+            rows.push((e.log_id.index, enc(&e).map_err(|e| io_err(e, StorageIOError::write_logs))?));
+        }
+        let db = self.db.clone();
+        let res = blocking(move || {
+            let tx = durable_write(&db)?;
+            {
+                let mut t = tx.open_table(LOG)?;
+                for (idx, bytes) in &rows {
+                    t.insert(*idx, bytes.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await;
+        // Only now, after the commit's fsync, may openraft count these entries as stored.
+        match res {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(format!("{e:#}"))));
+                Err(io_err(e, StorageIOError::write_logs))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = durable_write(&db)?;
+            tx.open_table(LOG)?.retain_in(log_id.index.., |_, _| false)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(e, StorageIOError::write_logs))
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoResult<()> {
+        let db = self.db.clone();
+        blocking(move || {
+            let bytes = enc(&log_id)?;
+            let tx = durable_write(&db)?;
+            tx.open_table(RAFT)?.insert(K_PURGED, bytes.as_slice())?;
+            tx.open_table(LOG)?.retain_in(..=log_id.index, |_, _| false)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| io_err(e, StorageIOError::write_logs))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// State machine
+
+/// What a snapshot carries: the whole kv table, the revision counter and the event
+/// history (the publisher reads events by revision, so a follower that catches up by
+/// snapshot must have them too).
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    last_rev: Revision,
+    kv: Vec<(String, KvEntry)>,
+    events: Vec<Event>,
+}
+
+/// The latest snapshot, kept in the meta table so it survives a restart.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+}
+
+pub struct StateMachine {
+    db: Db,
+    /// Last applied revision, for the publisher.
+    applied: watch::Sender<Revision>,
+}
+
+impl StateMachine {
+    pub fn new(db: Db, applied: watch::Sender<Revision>) -> Self {
+        StateMachine { db, applied }
+    }
+}
+
+type Applied = (Option<LogId<NodeId>>, StoredMembership<NodeId, Node>);
+
+fn applied_state(db: &Database) -> anyhow::Result<Applied> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(META)?;
+    let applied = get_in::<Option<LogId<NodeId>>>(&t, K_APPLIED)?.flatten();
+    let membership = get_in(&t, K_MEMBERSHIP)?.unwrap_or_default();
+    Ok((applied, membership))
+}
+
+/// Applies a batch of entries in one durable transaction; returns the answers and the
+/// revision reached.
+fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Result<WriteResult, StoreError>>, Revision)> {
+    let tx = durable_write(db)?;
+    let mut answers = Vec::with_capacity(entries.len());
+    let mut last_rev;
+    {
+        let mut meta = tx.open_table(META)?;
+        let mut kv = tx.open_table(KV)?;
+        let mut events = tx.open_table(EVENTS)?;
+        last_rev = get_in::<Revision>(&meta, K_LAST_REV)?.unwrap_or(0);
+        let (mut applied, mut membership) = (None, None);
+        for entry in entries {
+            applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => answers.push(Err(StoreError::Internal("no application data".into()))),
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m));
+                    answers.push(Err(StoreError::Internal("no application data".into())));
+                }
+                EntryPayload::Normal(op) => {
+                    let current: Option<KvEntry> = get_in(&kv, op.key())?;
+                    match apply::decide(&op, current.as_ref(), last_rev) {
+                        Ok(out) => {
+                            match &out.change {
+                                Change::Put(e) => {
+                                    kv.insert(op.key(), enc(e)?.as_slice())?;
+                                }
+                                Change::Remove => {
+                                    kv.remove(op.key())?;
+                                }
+                            }
+                            events.insert(out.rev, enc(&out.event)?.as_slice())?;
+                            last_rev = out.rev;
+                            answers.push(Ok(out.result));
+                        }
+                        Err(e) => answers.push(Err(e)),
+                    }
+                }
+            }
+        }
+        meta.insert(K_LAST_REV, enc(&last_rev)?.as_slice())?;
+        meta.insert(K_APPLIED, enc(&applied)?.as_slice())?;
+        if let Some(m) = membership {
+            meta.insert(K_MEMBERSHIP, enc(&m)?.as_slice())?;
+        }
+    }
+    tx.commit()?;
+    Ok((answers, last_rev))
+}
+
+fn build_snapshot(db: &Database) -> anyhow::Result<StoredSnapshot> {
+    // One read transaction: the data and the applied id it claims are consistent.
+    let (bytes, applied, membership) = {
+        let tx = db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let applied = get_in::<Option<LogId<NodeId>>>(&meta, K_APPLIED)?.flatten();
+        let membership: StoredMembership<NodeId, Node> = get_in(&meta, K_MEMBERSHIP)?.unwrap_or_default();
+        let last_rev = get_in::<Revision>(&meta, K_LAST_REV)?.unwrap_or(0);
+        let mut kv = Vec::new();
+        for item in tx.open_table(KV)?.iter()? {
+            let (k, v) = item?;
+            kv.push((k.value().to_string(), dec::<KvEntry>(v.value())?));
+        }
+        let mut events = Vec::new();
+        for item in tx.open_table(EVENTS)?.iter()? {
+            let (_, v) = item?;
+            events.push(dec::<Event>(v.value())?);
+        }
+        (enc(&SnapshotData { last_rev, kv, events })?, applied, membership)
+    };
+    let snapshot_id = match applied {
+        Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, uuid::Uuid::new_v4().simple()),
+        None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
+    };
+    let stored = StoredSnapshot { meta: SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id }, data: bytes };
+    write_meta(db, META, K_SNAPSHOT, &stored)?;
+    Ok(stored)
+}
+
+fn install_snapshot(db: &Database, stored: &StoredSnapshot) -> anyhow::Result<Revision> {
+    let data: SnapshotData = dec(&stored.data)?;
+    let tx = durable_write(db)?;
+    {
+        let mut kv = tx.open_table(KV)?;
+        kv.retain(|_, _| false)?;
+        for (k, e) in &data.kv {
+            kv.insert(k.as_str(), enc(e)?.as_slice())?;
+        }
+        let mut events = tx.open_table(EVENTS)?;
+        events.retain(|_, _| false)?;
+        for ev in &data.events {
+            events.insert(ev.rev, enc(ev)?.as_slice())?;
+        }
+        let mut meta = tx.open_table(META)?;
+        meta.insert(K_LAST_REV, enc(&data.last_rev)?.as_slice())?;
+        meta.insert(K_APPLIED, enc(&stored.meta.last_log_id)?.as_slice())?;
+        meta.insert(K_MEMBERSHIP, enc(&stored.meta.last_membership)?.as_slice())?;
+        meta.insert(K_SNAPSHOT, enc(stored)?.as_slice())?;
+    }
+    tx.commit()?;
+    Ok(data.last_rev)
+}
+
+pub struct SnapshotBuilder {
+    db: Db,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> StoResult<Snapshot<TypeConfig>> {
+        let db = self.db.clone();
+        let s = blocking(move || build_snapshot(&db)).await.map_err(|e| io_err(e, |a| StorageIOError::write_snapshot(None, a)))?;
+        Ok(Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> StoResult<Applied> {
+        applied_state(&self.db).map_err(|e| io_err(e, StorageIOError::read_state_machine))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StoResult<Vec<Result<WriteResult, StoreError>>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let (answers, rev) = blocking(move || apply_batch(&db, entries))
+            .await
+            .map_err(|e| io_err(e, StorageIOError::write_state_machine))?;
+        self.applied.send_replace(rev);
+        Ok(answers)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { db: self.db.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StoResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, Node>, snapshot: Box<Cursor<Vec<u8>>>) -> StoResult<()> {
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot.into_inner() };
+        let db = self.db.clone();
+        let rev = blocking(move || install_snapshot(&db, &stored))
+            .await
+            .map_err(|e| io_err(e, |a| StorageIOError::write_snapshot(None, a)))?;
+        self.applied.send_replace(rev);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StoResult<Option<Snapshot<TypeConfig>>> {
+        let s: Option<StoredSnapshot> =
+            read_meta(&self.db, META, K_SNAPSHOT).map_err(|e| io_err(e, |a| StorageIOError::read_snapshot(None, a)))?;
+        Ok(s.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Reads for the request servers and the publisher
+
+/// The state machine's revision now.
+pub fn last_rev(db: &Database) -> anyhow::Result<Revision> {
+    Ok(read_meta(db, META, K_LAST_REV)?.unwrap_or(0))
+}
+
+pub fn get(db: &Database, key: &str) -> anyhow::Result<(Option<Stored>, Revision)> {
+    let tx = db.begin_read()?;
+    let rev = get_in(&tx.open_table(META)?, K_LAST_REV)?.unwrap_or(0);
+    let item = get_in::<KvEntry>(&tx.open_table(KV)?, key)?.map(|e| Stored { key: key.to_string(), rev: e.rev, value: e.value });
+    Ok((item, rev))
+}
+
+/// Keys under `prefix`, in key order, after `start_after`, at most `limit` (0 = all);
+/// the flag says whether more remained.
+pub fn list(db: &Database, prefix: &str, start_after: Option<&str>, limit: u32) -> anyhow::Result<(Vec<Stored>, Revision, bool)> {
+    let tx = db.begin_read()?;
+    let rev = get_in(&tx.open_table(META)?, K_LAST_REV)?.unwrap_or(0);
+    let kv = tx.open_table(KV)?;
+    let start = match start_after {
+        Some(s) if s >= prefix => Bound::Excluded(s),
+        _ => Bound::Included(prefix),
+    };
+    let mut items = Vec::new();
+    let mut more = false;
+    for item in kv.range::<&str>((start, Bound::Unbounded))? {
+        let (k, v) = item?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        if limit > 0 && items.len() >= limit as usize {
+            more = true;
+            break;
+        }
+        let e: KvEntry = dec(v.value())?;
+        items.push(Stored { key: key.to_string(), rev: e.rev, value: e.value });
+    }
+    Ok((items, rev, more))
+}
+
+/// The event committed at `rev`, with its encoded form (what is published).
+pub fn event(db: &Database, rev: Revision) -> anyhow::Result<Option<(Event, Vec<u8>)>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(EVENTS)?;
+    match t.get(rev)? {
+        Some(v) => {
+            let bytes = v.value().to_vec();
+            Ok(Some((dec(&bytes)?, bytes)))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::store::{EventType, WriteOp};
+
+    fn tmp_db() -> (std::path::PathBuf, Db) {
+        let dir = std::env::temp_dir().join(format!("flotilla-store-test-{}", uuid::Uuid::new_v4().simple()));
+        let db = open(&dir.join("state.redb")).expect("open");
+        (dir, db)
+    }
+
+    fn entry(index: u64, op: WriteOp) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(op) }
+    }
+
+    #[test]
+    fn apply_list_and_snapshot_roundtrip() {
+        let (dir, db) = tmp_db();
+        let ops = vec![
+            WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] },
+            WriteOp::Create { key: "a/2".into(), subject: "ev.a.2".into(), value: vec![2] },
+            WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![3] },
+            WriteOp::Create { key: "b/1".into(), subject: "ev.b.1".into(), value: vec![4] },
+            WriteOp::Delete { key: "a/2".into(), expected_rev: Some(2) },
+            WriteOp::Create { key: "a/3".into(), subject: "ev.a.3".into(), value: vec![5] },
+        ];
+        let entries = ops.into_iter().enumerate().map(|(i, op)| entry(i as u64 + 1, op)).collect();
+        let (answers, rev) = apply_batch(&db, entries).expect("apply");
+        assert_eq!(rev, 5);
+        assert_eq!(answers[2], Err(StoreError::AlreadyExists("a/1".into())));
+        let (items, at, more) = list(&db, "a/", None, 1).expect("list");
+        assert_eq!((items.len(), items[0].key.as_str(), at, more), (1, "a/1", 5, true));
+        let (items, _, more) = list(&db, "a/", Some("a/1"), 0).expect("list");
+        assert_eq!(items.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), vec!["a/3"]);
+        assert!(!more);
+        let (deleted, _) = event(&db, 4).expect("event").expect("rev 4");
+        assert_eq!((deleted.typ, deleted.subject.as_str()), (EventType::Deleted, "ev.a.2"));
+
+        let snap = build_snapshot(&db).expect("snapshot");
+        let (dir2, db2) = tmp_db();
+        assert_eq!(install_snapshot(&db2, &snap).expect("install"), 5);
+        assert_eq!(get(&db2, "b/1").expect("get").0.map(|s| s.rev), Some(3));
+        assert_eq!(applied_state(&db2).expect("applied").0.map(|l| l.index), Some(6));
+        assert!(event(&db2, 5).expect("event").is_some());
+        drop((db, db2));
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(dir2);
+    }
+}

@@ -1,0 +1,87 @@
+//! A real nats-server (with JetStream) per test, on a free port in a private directory,
+//! killed when the value is dropped. Shared by every integration test that needs the bus:
+//! `mod common;` then `let nats = common::NatsServer::start();`.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NATS_SERVER: &str = "/usr/sbin/nats-server";
+
+pub struct NatsServer {
+    /// `nats://127.0.0.1:<port>`
+    pub url: String,
+    pub port: u16,
+    /// nats-server's stdout and stderr (a pipe could fill up and stall it).
+    pub log: PathBuf,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream and a 4 MB `max_payload` (Kubernetes objects may
+    /// be 1.5 MiB); returns once the port accepts connections. Panics on failure: tests only.
+    pub fn start() -> NatsServer {
+        let dir = tempfile::tempdir().expect("temp dir for nats-server");
+        let port = free_port();
+        let store = dir.path().join("jetstream");
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!("listen: 127.0.0.1:{port}\nmax_payload: 4MB\njetstream {{\n  store_dir: \"{}\"\n}}\n", store.display()),
+        )
+        .expect("write nats.conf");
+        let log = dir.path().join("nats-server.log");
+        let out = std::fs::File::create(&log).expect("nats-server log file");
+        let err = out.try_clone().expect("nats-server log file");
+        let child = Command::new(NATS_SERVER)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
+        let mut server = NatsServer { url: format!("nats://127.0.0.1:{port}"), port, log, child, dir };
+        server.wait_accepting();
+        server
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_accepting(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nats-server exited with {status}:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("nats-server did not accept connections within 10 s:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now (the OS picks it; the listener is closed at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
