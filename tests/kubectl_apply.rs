@@ -3,10 +3,10 @@
 //! scheduler → node agents → running processes, then survive kills, scaling, a restart of
 //! the whole cluster, and deletion.
 
-mod support;
+mod common;
 
 use std::time::Duration;
-use support::cluster::{pod_pids, Cluster};
+use common::cluster::{pod_pids, Cluster};
 
 const DEPLOY: &str = r#"
 apiVersion: apps/v1

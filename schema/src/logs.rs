@@ -20,7 +20,7 @@ pub struct LogRequest {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LogResponse {
-    Data(Vec<u8>),
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// e.g. `container "x" in pod "y" is waiting to start: ContainerCreating`
     NotFound(String),
     BadRequest(String),

@@ -12,10 +12,21 @@ pub type Revision = u64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WriteOp {
     /// Fails with `AlreadyExists` when the key is present.
-    Create { key: String, subject: String, value: Vec<u8> },
+    Create {
+        key: String,
+        subject: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
     /// Fails with `NotFound` when absent, and with `Conflict` when `expected_rev` is set
     /// and differs from the stored revision.
-    Update { key: String, subject: String, value: Vec<u8>, expected_rev: Option<Revision> },
+    Update {
+        key: String,
+        subject: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        expected_rev: Option<Revision>,
+    },
     /// Fails with `NotFound` when absent, `Conflict` on a revision mismatch.
     Delete { key: String, expected_rev: Option<Revision> },
 }
@@ -33,6 +44,8 @@ impl WriteOp {
 pub struct Stored {
     pub key: String,
     pub rev: Revision,
+    // Bytes, not an array of integers: keeps a 1.5 MiB object about 1.5 MiB on the bus.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 
@@ -102,5 +115,6 @@ pub struct Event {
     pub key: String,
     pub subject: String,
     /// For `Deleted`, the last stored value.
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }

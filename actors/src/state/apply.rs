@@ -14,6 +14,7 @@ pub const MAX_VALUE_BYTES: usize = 1_572_864;
 pub struct KvEntry {
     pub rev: Revision,
     pub subject: String,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
 

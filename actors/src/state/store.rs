@@ -286,6 +286,7 @@ struct SnapshotData {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 

@@ -1,12 +1,14 @@
 //! Test fixture: a real `flotilla up` process (which starts its own nats-server on a free
 //! port inside the data dir) driven by the real kubectl. Stopped by PID on drop.
 
-#![allow(dead_code)]
+
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::free_port;
 
 pub struct Cluster {
     child: Option<Child>,
@@ -16,9 +18,6 @@ pub struct Cluster {
     pub log: PathBuf,
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
 
 pub struct Out {
     pub ok: bool,
