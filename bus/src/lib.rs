@@ -113,6 +113,7 @@ impl Bus {
             return Err(BusError::Expired(after));
         }
         let cfg = push::OrderedConfig {
+            deliver_subject: self.nats.new_inbox(),
             filter_subject: filter,
             deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
             ..Default::default()

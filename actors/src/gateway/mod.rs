@@ -165,6 +165,15 @@ pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
 }
 
 async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
+    let started = std::time::Instant::now();
+    let resp = handle(st, request).instrument(span).await;
+    bus::metrics::handled("gateway", started.elapsed());
+    resp
+}
+
+async fn handle(st: Arc<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
