@@ -169,21 +169,17 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
     if res.namespaced && object::namespace(v).is_none() {
         causes.push(required("metadata.namespace"));
     }
-    // Shape check: the object must decode as its typed form.
-    let typed = typed_check(res, v);
-    if let Err(e) = typed {
-        return Err(AdmissionError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)));
-    }
     match res.kind {
         "Pod" => validate_pod_spec(v.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(v, &mut causes),
         _ => {}
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(invalid_err(res, v, causes))
+    // Field problems first (a missing selector is Invalid, as on the real server), then
+    // the shape: the object must decode as its typed form.
+    if !causes.is_empty() {
+        return Err(invalid_err(res, v, causes));
     }
+    typed_check(res, v).map_err(|e| AdmissionError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
 }
 
 fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {

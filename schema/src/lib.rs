@@ -7,6 +7,7 @@ pub mod defaults;
 pub mod keys;
 pub mod logs;
 pub mod object;
+pub mod quantity;
 pub mod registry;
 pub mod store;
 pub mod subjects;

@@ -1,0 +1,201 @@
+//! The garbage collector: dependents whose controlling owner is gone are deleted
+//! (Background propagation). It confirms each owner's absence with a fresh read from the
+//! store before deleting, because its informers for owners and dependents are separate
+//! streams and one may lag the other.
+
+use super::{delete_pod_gracefully, owner_ref, ControllerMsg};
+use actix::prelude::*;
+use bus::informer::InformerEvent;
+use bus::Client;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::{HashMap, HashSet};
+
+const ACTOR: &str = "garbage-collector";
+
+/// A dependent: its kind, namespace, name and its controlling owner (kind, name, uid).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Dependent {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    pub owner_kind: String,
+    pub owner_name: String,
+    pub owner_uid: String,
+}
+
+/// Dependents whose owner uid is not among the live owners.
+pub fn orphans<'a>(owners: &HashSet<String>, dependents: impl IntoIterator<Item = &'a Dependent>) -> Vec<Dependent> {
+    dependents.into_iter().filter(|d| !owners.contains(&d.owner_uid)).cloned().collect()
+}
+
+pub struct GarbageCollector {
+    client: Client,
+    owners: HashSet<String>,
+    dependents: HashMap<(String, String, &'static str), Dependent>,
+    in_flight: HashSet<Dependent>,
+    listed: HashSet<&'static str>,
+}
+
+impl GarbageCollector {
+    pub fn new(client: Client) -> Self {
+        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new() }
+    }
+
+    fn track<K: bus::client::Object>(&mut self, kind: &'static str, obj: &K, present: bool) {
+        let m = obj.metadata();
+        let id = (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), kind);
+        if !present {
+            self.dependents.remove(&id);
+            return;
+        }
+        if let Some((owner_kind, owner_name, owner_uid)) = owner_ref(m) {
+            self.dependents.insert(id.clone(), Dependent { kind, namespace: id.0, name: id.1, owner_kind, owner_name, owner_uid });
+        }
+    }
+
+    fn sweep(&mut self, ctx: &mut Context<Self>) {
+        // Until every kind has been listed once, a missing owner may just not be known yet.
+        if self.listed.len() < 3 {
+            return;
+        }
+        for d in orphans(&self.owners, self.dependents.values()) {
+            if !self.in_flight.insert(d.clone()) {
+                continue;
+            }
+            let client = self.client.clone();
+            let addr = ctx.address();
+            tokio::spawn(async move {
+                collect(&client, &d).await;
+                addr.do_send(Collected(d));
+            });
+        }
+    }
+}
+
+async fn owner_exists(client: &Client, d: &Dependent) -> bool {
+    let r = match d.owner_kind.as_str() {
+        "Deployment" => client.get::<Deployment>(Some(&d.namespace), &d.owner_name).await.map(|o| o.and_then(|o| o.metadata.uid)),
+        "ReplicaSet" => client.get::<ReplicaSet>(Some(&d.namespace), &d.owner_name).await.map(|o| o.and_then(|o| o.metadata.uid)),
+        _ => return true, // owners of kinds this collector does not know are left alone
+    };
+    match r {
+        Ok(Some(uid)) => uid == d.owner_uid,
+        Ok(None) => false,
+        Err(_) => true, // unsure: keep the dependent
+    }
+}
+
+async fn collect(client: &Client, d: &Dependent) {
+    if owner_exists(client, d).await {
+        return;
+    }
+    tracing::info!(kind = d.kind, namespace = %d.namespace, name = %d.name, owner = %d.owner_name, "deleting dependent of a deleted owner");
+    let r = match d.kind {
+        "ReplicaSet" => client.delete::<ReplicaSet>(Some(&d.namespace), &d.name, None).await.map(drop),
+        "Pod" => match client.get::<Pod>(Some(&d.namespace), &d.name).await {
+            Ok(Some(p)) => delete_pod_gracefully(client, &p).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        },
+        _ => Ok(()),
+    };
+    if let Err(e) = r {
+        if !e.is_not_found() {
+            tracing::warn!(name = %d.name, error = %e, "garbage collection failed");
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Collected(Dependent);
+
+impl Actor for GarbageCollector {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(super::RESYNC, |act, ctx| act.sweep(ctx));
+    }
+}
+
+macro_rules! owner_stream {
+    ($kind:ty, $name:literal, $is_dependent:expr) => {
+        impl StreamHandler<InformerEvent<$kind>> for GarbageCollector {
+            fn handle(&mut self, ev: InformerEvent<$kind>, ctx: &mut Context<Self>) {
+                bus::metrics::handle(ACTOR, || {
+                    match ev {
+                        InformerEvent::Listed(items, _) => {
+                            self.listed.insert($name);
+                            self.dependents.retain(|k, _| k.2 != $name);
+                            for o in &items {
+                                if let Some(uid) = o.metadata.uid.clone() {
+                                    self.owners.insert(uid);
+                                }
+                                if $is_dependent {
+                                    self.track($name, o, true);
+                                }
+                            }
+                        }
+                        InformerEvent::Applied(o, _) => {
+                            if let Some(uid) = o.metadata.uid.clone() {
+                                self.owners.insert(uid);
+                            }
+                            if $is_dependent {
+                                self.track($name, &o, true);
+                            }
+                        }
+                        InformerEvent::Deleted(o, _) => {
+                            if let Some(uid) = o.metadata.uid.clone() {
+                                self.owners.remove(&uid);
+                            }
+                            if $is_dependent {
+                                self.track($name, &o, false);
+                            }
+                        }
+                    }
+                    self.sweep(ctx);
+                })
+            }
+            fn finished(&mut self, _: &mut Context<Self>) {}
+        }
+    };
+}
+
+owner_stream!(Deployment, "Deployment", false);
+owner_stream!(ReplicaSet, "ReplicaSet", true);
+owner_stream!(Pod, "Pod", true);
+
+impl Handler<Collected> for GarbageCollector {
+    type Result = ();
+    fn handle(&mut self, m: Collected, _: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            self.in_flight.remove(&m.0);
+        })
+    }
+}
+
+impl Handler<ControllerMsg> for GarbageCollector {
+    type Result = ();
+    fn handle(&mut self, m: ControllerMsg, ctx: &mut Context<Self>) {
+        if let ControllerMsg::Stop = m {
+            ctx.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dep(name: &str, owner_uid: &str) -> Dependent {
+        Dependent { kind: "Pod", namespace: "demo".into(), name: name.into(), owner_kind: "ReplicaSet".into(), owner_name: "rs".into(), owner_uid: owner_uid.into() }
+    }
+
+    #[test]
+    fn only_dependents_of_missing_owners_are_orphans() {
+        let owners: HashSet<String> = ["alive".to_string()].into();
+        let deps = [dep("a", "alive"), dep("b", "gone")];
+        let o = orphans(&owners, deps.iter());
+        assert_eq!(o, vec![dep("b", "gone")]);
+    }
+}

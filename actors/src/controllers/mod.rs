@@ -1,0 +1,134 @@
+//! The controller actors (Deployment, ReplicaSet, garbage collector) and what they share:
+//! the message that drives their queues, graceful pod deletion, and read-modify-write with
+//! compare-and-swap.
+
+pub mod deployment;
+pub mod events;
+pub mod gc;
+pub mod queue;
+pub mod replicaset;
+
+use actix::prelude::*;
+use bus::client::{ClientError, Object};
+use bus::informer::{watch_objects, Scope};
+use bus::Client;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::time::Duration;
+
+/// The safety net: every object is reconciled again this often, events or not.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ControllerMsg {
+    /// Reconcile the queued keys.
+    Process,
+    /// A key's pass has finished.
+    Done(String),
+    Stop,
+}
+
+/// The uid of the controlling owner of the given kind.
+pub fn owner_uid(meta: &ObjectMeta, kind: &str) -> Option<String> {
+    meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true) && o.kind == kind).map(|o| o.uid.clone())
+}
+
+/// (kind, name, uid) of the controlling owner, if any.
+pub fn owner_ref(meta: &ObjectMeta) -> Option<(String, String, String)> {
+    meta.owner_references.as_ref()?.iter().find(|o| o.controller == Some(true)).map(|o| (o.kind.clone(), o.name.clone(), o.uid.clone()))
+}
+
+/// Deletes a pod the Kubernetes way: a pod bound to a node gets a deletionTimestamp and
+/// its node agent stops it, then removes it; an unbound pod is removed at once.
+pub async fn delete_pod_gracefully(client: &Client, p: &Pod) -> Result<(), ClientError> {
+    let ns = p.metadata.namespace.as_deref();
+    let name = p.metadata.name.as_deref().unwrap_or("");
+    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
+        return match client.delete::<Pod>(ns, name, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        };
+    }
+    update_with_retry::<Pod, _>(client, ns, name, |cur| {
+        if cur.metadata.deletion_timestamp.is_none() {
+            let grace = cur.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+            cur.metadata.deletion_timestamp = Some(schema::object::now());
+            cur.metadata.deletion_grace_period_seconds = Some(grace);
+        }
+    })
+    .await;
+    Ok(())
+}
+
+/// Re-reads the object, applies `change`, writes it back with CAS; retries on conflict.
+/// Returns whether a write succeeded (false: the object is gone or kept conflicting).
+pub async fn update_with_retry<K: Object, F: Fn(&mut K)>(client: &Client, ns: Option<&str>, name: &str, change: F) -> bool {
+    for _ in 0..8 {
+        let mut cur = match client.get::<K>(ns, name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(kind = K::KIND, name, error = %e, "read before update failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let before = serde_json::to_value(&cur).ok();
+        change(&mut cur);
+        if serde_json::to_value(&cur).ok() == before {
+            return true;
+        }
+        match client.update(&cur).await {
+            Ok(_) => return true,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) if e.is_not_found() => return false,
+            Err(e) => {
+                tracing::warn!(kind = K::KIND, name, error = %e, "update failed");
+                return false;
+            }
+        }
+    }
+    false
+}
+
+pub struct ControllersHandle {
+    deployment: Addr<deployment::DeploymentController>,
+    replicaset: Addr<replicaset::ReplicaSetController>,
+    gc: Addr<gc::GarbageCollector>,
+}
+
+/// Starts every controller; each lists and watches what it needs over the bus.
+pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
+    let client = Client::new(bus);
+    let c = client.clone();
+    let deployment = deployment::DeploymentController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
+        deployment::DeploymentController::new(c)
+    });
+    let c = client.clone();
+    let replicaset = replicaset::ReplicaSetController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        replicaset::ReplicaSetController::new(c)
+    });
+    let c = client;
+    let gc = gc::GarbageCollector::create(move |ctx| {
+        ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        gc::GarbageCollector::new(c)
+    });
+    Ok(ControllersHandle { deployment, replicaset, gc })
+}
+
+impl ControllersHandle {
+    pub async fn shutdown(self) {
+        let _ = self.deployment.send(ControllerMsg::Stop).await;
+        let _ = self.replicaset.send(ControllerMsg::Stop).await;
+        let _ = self.gc.send(ControllerMsg::Stop).await;
+    }
+}
