@@ -118,11 +118,12 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step("shutting down");
     ready.store(false, Ordering::SeqCst);
     shutdown.cancel();
+    // Controllers and scheduler first, so that pods stopping now are not replaced.
+    controllers.shutdown().await;
+    scheduler.shutdown().await;
     for n in nodes {
         n.shutdown().await;
     }
-    scheduler.shutdown().await;
-    controllers.shutdown().await;
     state.shutdown().await;
     Ok(())
 }

@@ -41,11 +41,14 @@ pub struct Kubelet {
     pub client: Client,
     pub runtime: Arc<dyn Runtime>,
     pods: HashMap<String, PodRt>,
+    /// Set by Shutdown: nothing new starts and no status is written any more, so the store
+    /// keeps saying what should run and a restarted agent brings it back.
+    stopping: bool,
 }
 
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtime: Arc<dyn Runtime>) -> Kubelet {
-        Kubelet { node, host_ip, data_dir, client, runtime, pods: HashMap::new() }
+        Kubelet { node, host_ip, data_dir, client, runtime, pods: HashMap::new(), stopping: false }
     }
 }
 
@@ -111,6 +114,9 @@ impl StreamHandler<InformerEvent<Pod>> for Kubelet {
 
 impl Kubelet {
     fn apply(&mut self, pod: Pod, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
         if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(self.node.as_str()) {
             return;
         }
@@ -351,17 +357,10 @@ impl Handler<Shutdown> for Kubelet {
     type Result = ResponseActFuture<Self, ()>;
     fn handle(&mut self, m: Shutdown, _ctx: &mut Context<Self>) -> Self::Result {
         let _span = tracing::info_span!("kubelet", node = %self.node, op = "shutdown").entered();
-        let procs: Vec<Started> = self
-            .pods
-            .values_mut()
-            .flat_map(|rt| {
-                rt.terminating = true;
-                for c in rt.containers.iter_mut() {
-                    c.stopping = true;
-                }
-                rt.started.values().copied().collect::<Vec<_>>()
-            })
-            .collect();
+        self.stopping = true;
+        // Dropping the pods' entries ends their status writers and makes the exits that
+        // follow no-ops: the stored status stays as it was.
+        let procs: Vec<Started> = self.pods.drain().flat_map(|(_, rt)| rt.started.into_values()).collect();
         let runtime = self.runtime.clone();
         for s in &procs {
             runtime.signal(*s, libc::SIGTERM);
