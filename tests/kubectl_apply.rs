@@ -172,7 +172,7 @@ fn kubectl_apply_to_running_pods_and_back() {
     let bad = c.kubectl_stdin(&["apply", "-n", "demo", "-f", "-"], Some(BAD_NAME));
     assert!(!bad.ok && bad.stderr.contains("is invalid") && bad.stderr.contains("metadata.name"), "{}", bad.stderr);
     let nosel = c.kubectl_stdin(&["apply", "-n", "demo", "-f", "-"], Some(NO_SELECTOR));
-    assert!(!nosel.ok && nosel.stderr.contains("Invalid") && nosel.stderr.contains("spec.selector"), "{}", nosel.stderr);
+    assert!(!nosel.ok && nosel.stderr.contains("is invalid") && nosel.stderr.contains("spec.selector: Required value"), "{}", nosel.stderr);
     let deploys = c.ok(&["get", "deploy", "-n", "demo", "-o", "name"]);
     assert_eq!(deploys.trim(), "deployment.apps/ticker", "nothing invalid may be stored");
 

@@ -112,7 +112,7 @@ impl Client {
             ReadResult::Get { item: Some(s), .. } => object::from_stored(&s).map_err(other)?,
             _ => return Err(BusError::Store(StoreError::NotFound(key)).into()),
         };
-        admission::admit_update(res, &mut v, &old)?;
+        admission::admit_update_as(res, &mut v, &old, admission::Writer::Actor)?;
         let op = WriteOp::Update {
             key,
             subject: object::subject_of(res, &v).map_err(other)?,

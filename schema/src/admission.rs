@@ -78,11 +78,28 @@ pub fn admit_create(res: &ResourceInfo, v: &mut Value) -> Result<(), AdmissionEr
 /// Carries server-owned metadata over from the stored object, bumps generation when the
 /// spec changed, applies defaults and validates, including immutable fields.
 pub fn admit_update(res: &ResourceInfo, v: &mut Value, old: &Value) -> Result<(), AdmissionError> {
+    admit_update_as(res, v, old, Writer::Client)
+}
+
+/// Who writes: a client of the API, or one of flotilla's own actors. Only actors may
+/// start a graceful deletion by setting `deletionTimestamp` (clients use DELETE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer {
+    Client,
+    Actor,
+}
+
+pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: Writer) -> Result<(), AdmissionError> {
     if !v.is_object() {
         return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
     }
     set_type_meta(res, v);
+    let deleting = old.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null());
     for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+        let may_set = writer == Writer::Actor && !deleting && f.starts_with("deletion");
+        if may_set {
+            continue; // an actor marking the object for deletion: keep what it set
+        }
         match old.pointer(&format!("/metadata/{f}")) {
             Some(x) => object::set_meta(v, f, x.clone()),
             None => object::remove_meta(v, f),
@@ -283,6 +300,26 @@ mod tests {
         let fields: Vec<_> = causes.iter().map(|c| c.field.as_str()).collect();
         assert!(fields.contains(&"metadata.name"));
         assert!(fields.contains(&"spec.selector"));
+    }
+
+    #[test]
+    fn only_actors_start_a_graceful_deletion() {
+        let res = by_plural("", "v1", "pods").unwrap();
+        let mut old = json!({"metadata":{"name":"p","namespace":"demo"},"spec":{"containers":[{"name":"c","image":"i"}]}});
+        admit_create(res, &mut old).unwrap();
+        let mut marked = old.clone();
+        object::set_meta(&mut marked, "deletionTimestamp", json!("2026-01-01T00:00:00Z"));
+        let mut by_client = marked.clone();
+        admit_update(res, &mut by_client, &old).unwrap();
+        assert!(by_client.pointer("/metadata/deletionTimestamp").is_none());
+        let mut by_actor = marked.clone();
+        admit_update_as(res, &mut by_actor, &old, Writer::Actor).unwrap();
+        assert!(by_actor.pointer("/metadata/deletionTimestamp").is_some());
+        // Once set, it stays as it was.
+        let mut later = by_actor.clone();
+        object::set_meta(&mut later, "deletionTimestamp", json!("2030-01-01T00:00:00Z"));
+        admit_update_as(res, &mut later, &by_actor, Writer::Actor).unwrap();
+        assert_eq!(later.pointer("/metadata/deletionTimestamp"), Some(&json!("2026-01-01T00:00:00Z")));
     }
 
     #[test]
