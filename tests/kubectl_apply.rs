@@ -58,6 +58,15 @@ spec:
       containers: [{name: main, image: busybox, command: ["true"]}]
 "#;
 
+const NO_COMMAND: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: nocmd
+spec:
+  containers: [{name: main, image: busybox}]
+"#;
+
 /// (name, phase, node, restarts) of every pod in `demo`.
 fn pods(c: &Cluster) -> Vec<(String, String, String, u32)> {
     let out = c.ok(&[
@@ -175,6 +184,21 @@ fn kubectl_apply_to_running_pods_and_back() {
     assert!(!nosel.ok && nosel.stderr.contains("is invalid") && nosel.stderr.contains("spec.selector: Required value"), "{}", nosel.stderr);
     let deploys = c.ok(&["get", "deploy", "-n", "demo", "-o", "name"]);
     assert_eq!(deploys.trim(), "deployment.apps/ticker", "nothing invalid may be stored");
+
+    // A container without a command cannot run in host mode: a clear CreateContainerError.
+    let nocmd = c.kubectl_stdin(&["apply", "-n", "demo", "-f", "-"], Some(NO_COMMAND));
+    assert!(nocmd.ok, "{}", nocmd.stderr);
+    c.eventually(Duration::from_secs(20), "CreateContainerError", || {
+        let o = c.ok(&["get", "pod", "nocmd", "-n", "demo", "--no-headers"]);
+        if o.split_whitespace().nth(2) == Some("CreateContainerError") { Ok(()) } else { Err(o) }
+    });
+    let why = c.ok(&["get", "pod", "nocmd", "-n", "demo", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}"]);
+    assert!(why.contains("has no command"), "{why}");
+    c.ok(&["delete", "pod", "nocmd", "-n", "demo"]);
+    c.eventually(Duration::from_secs(20), "nocmd deleted", || {
+        let o = c.kubectl(&["get", "pod", "nocmd", "-n", "demo"]);
+        if o.stderr.contains("NotFound") { Ok(()) } else { Err(o.stdout + &o.stderr) }
+    });
 
     // SIGTERM: no pod process is left.
     let names: Vec<String> = p.iter().map(|x| x.0.clone()).collect();
