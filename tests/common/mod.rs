@@ -34,19 +34,19 @@ impl NatsServer {
         )
         .expect("write nats.conf");
         let log = dir.path().join("nats-server.log");
-        let out = std::fs::File::create(&log).expect("nats-server log file");
-        let err = out.try_clone().expect("nats-server log file");
-        let child = Command::new(NATS_SERVER)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"));
+        let child = spawn(&conf, &log);
         let mut server = NatsServer { url: format!("nats://127.0.0.1:{port}"), port, log, child, dir };
         server.wait_accepting();
         server
+    }
+
+    /// Stops the server (SIGKILL, as a crash would) and starts it again on the same port
+    /// and JetStream store: the fault every NATS client must ride out.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.dir.path().join("nats.conf"), &self.log);
+        self.wait_accepting();
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -79,6 +79,19 @@ impl Drop for NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(conf: &std::path::Path, log: &std::path::Path) -> Child {
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("nats-server log file");
+    let err = out.try_clone().expect("nats-server log file");
+    Command::new(NATS_SERVER)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {NATS_SERVER}: {e}"))
 }
 
 /// A port nothing listens on right now (the OS picks it; the listener is closed at once).
