@@ -210,6 +210,11 @@ fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
         "Deployment" => serde_json::from_value::<apps::Deployment>(v).map(drop),
         "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v).map(drop),
         "RuntimeClass" => serde_json::from_value::<node::RuntimeClass>(v).map(drop),
+        "ConfigMap" => serde_json::from_value::<core::ConfigMap>(v).map(drop),
+        "Secret" => serde_json::from_value::<core::Secret>(v).map(drop),
+        "ServiceAccount" => serde_json::from_value::<core::ServiceAccount>(v).map(drop),
+        "Lease" => serde_json::from_value::<k8s_openapi::api::coordination::v1::Lease>(v).map(drop),
+        "PriorityClass" => serde_json::from_value::<k8s_openapi::api::scheduling::v1::PriorityClass>(v).map(drop),
         _ => Ok(()),
     }
 }

@@ -43,6 +43,12 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short_names: &["deploy"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
     ResourceInfo { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short_names: &["rs"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
     ResourceInfo { group: "node.k8s.io", version: "v1", kind: "RuntimeClass", plural: "runtimeclasses", singular: "runtimeclass", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    // Stored and served as written; the controllers that act on them come with later issues.
+    ResourceInfo { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short_names: &["pc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
 ];
 
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
