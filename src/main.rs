@@ -5,6 +5,7 @@ mod bootstrap;
 mod certs;
 mod health;
 mod natsd;
+mod status;
 mod up;
 
 use anyhow::{Context, Result};
@@ -49,13 +50,22 @@ struct Common {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct StateArgs {
+    #[command(subcommand)]
+    action: Option<StateCmd>,
     #[command(flatten)]
     common: Common,
     #[arg(long, default_value_t = 1)]
     id: u64,
     #[arg(long, default_value = "./.flotilla/state")]
     data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// One line per member: id, pid, address, role, last applied index (`-o json` too).
+    Status(status::StatusArgs),
 }
 
 #[derive(Args)]
@@ -106,6 +116,7 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::run(a).await,
+        Cmd::State(StateArgs { action: Some(StateCmd::Status(s)), .. }) => status::run(s).await,
         Cmd::State(a) => {
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
             let h = actors::state::start(actors::state::StateConfig { data_dir: a.data_dir, node_id: a.id }, bus.nats.clone()).await?;

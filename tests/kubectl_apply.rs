@@ -104,6 +104,13 @@ fn kubectl_apply_to_running_pods_and_back() {
     let ready: Vec<&str> = nodes.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).collect();
     assert_eq!(ready.len(), 2, "{nodes}");
 
+    // The state group reports one member, the leader.
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["state", "status", "-o", "json", "--kubeconfig"]).arg(&c.kubeconfig).output().expect("state status");
+    let members: serde_json::Value = serde_json::from_slice(&st.stdout).expect("state status -o json");
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+    assert_eq!(members[0]["role"], "leader");
+    assert!(members[0]["applied"].as_u64().unwrap_or(0) > 0);
+
     // Namespaces: create, then AlreadyExists.
     assert!(c.ok(&["create", "namespace", "demo"]).contains("namespace/demo created"));
     let again = c.kubectl(&["create", "namespace", "demo"]);

@@ -118,3 +118,16 @@ pub struct Event {
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
 }
+
+/// One member's answer to a status request (`flotilla state status`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub pid: u32,
+    /// Where its Raft transport listens ("-" for a single member, which has none).
+    pub addr: String,
+    /// leader, follower, learner, candidate or shutdown.
+    pub role: String,
+    /// The last log index applied to its state machine.
+    pub applied: u64,
+}

@@ -11,6 +11,8 @@ pub const EVENTS_ALL: &str = "ev.>";
 pub const STATE_WRITE: &str = "flotilla.state.write";
 /// Requests that read the store.
 pub const STATE_READ: &str = "flotilla.state.read";
+/// Every state member answers here (no queue group): who it is, its role, its progress.
+pub const STATE_STATUS: &str = "flotilla.state.status";
 /// A node agent's log service: `flotilla.logs.<node>`.
 const LOGS_PREFIX: &str = "flotilla.logs";
 /// Placeholder token for "no namespace" or "no node".

@@ -46,10 +46,37 @@ pub async fn spawn(
         let sub = nats.queue_subscribe(subject, QUEUE_GROUP.to_string()).await?;
         tasks.push(tokio::spawn(serve(sub, kind, ctx.clone(), cancel.clone())));
     }
+    let status = nats.subscribe(subjects::STATE_STATUS).await?;
+    tasks.push(tokio::spawn(serve_status(status, ctx.clone(), cancel.clone())));
     // Make sure the server has registered the subscriptions before callers are told the
     // state group is up.
     nats.flush().await?;
     Ok(tasks)
+}
+
+/// Answers status requests from every member, so a caller hears the whole group.
+async fn serve_status(mut sub: async_nats::Subscriber, ctx: Ctx, cancel: CancellationToken) {
+    loop {
+        let msg = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = sub.next() => m,
+        };
+        let Some(msg) = msg else { break };
+        let Some(reply) = msg.reply.clone() else { continue };
+        let m = ctx.raft.metrics().borrow().clone();
+        let role = match m.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Shutdown => "shutdown",
+        };
+        let addr = m.membership_config.membership().get_node(&m.id).map(|n| n.addr.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| "-".into());
+        let status = schema::store::MemberStatus { id: m.id, pid: std::process::id(), addr, role: role.into(), applied: m.last_applied.map(|l| l.index).unwrap_or(0) };
+        if let Ok(bytes) = codec::encode(&status) {
+            let _ = ctx.nats.publish(reply, bytes.into()).await;
+        }
+    }
 }
 
 async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: CancellationToken) {
