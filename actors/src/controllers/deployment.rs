@@ -3,7 +3,8 @@
 //! status summed from its ReplicaSets. `reconcile` is pure; the actor is a shell.
 
 use super::queue::WorkQueue;
-use super::{events, owner_uid, ControllerMsg};
+use super::owned::{self, OwnedIndex};
+use super::{events, ControllerMsg};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
 use bus::Client;
@@ -11,16 +12,26 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStat
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 const ACTOR: &str = "deployment-controller";
 pub const HASH_LABEL: &str = "pod-template-hash";
+/// What `kubectl rollout history` lists: each template's ReplicaSet carries its revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     CreateReplicaSet(ReplicaSet),
     Scale { name: String, from: i32, to: i32 },
+    /// A ReplicaSet whose template came back (a rollback) becomes the newest revision.
+    SetRevision { name: String, revision: i64 },
+    /// The Deployment itself shows the revision of its current ReplicaSet.
+    DeploymentRevision(i64),
     Status(DeploymentStatus),
+}
+
+pub fn revision_of(meta: &ObjectMeta) -> i64 {
+    meta.annotations.as_ref().and_then(|a| a.get(REVISION)).and_then(|r| r.parse().ok()).unwrap_or(0)
 }
 
 /// FNV-32a of the template's JSON, spelled with Kubernetes' safe alphabet.
@@ -63,7 +74,7 @@ fn resolve(v: Option<&IntOrString>, total: i32, round_up: bool, default_pct: i32
     }
 }
 
-fn new_replica_set(d: &Deployment, hash: &str) -> ReplicaSet {
+fn new_replica_set(d: &Deployment, hash: &str, revision: i64) -> ReplicaSet {
     let spec = d.spec.clone();
     let mut template = spec.template.clone();
     let mut tmeta = template.metadata.take().unwrap_or_default();
@@ -74,6 +85,7 @@ fn new_replica_set(d: &Deployment, hash: &str) -> ReplicaSet {
     let name = format!("{}-{hash}", d.metadata.name.clone().unwrap_or_default());
     let replicas = spec.replicas.unwrap_or(1);
     let mut annotations = BTreeMap::new();
+    annotations.insert(REVISION.to_string(), revision.to_string());
     annotations.insert("deployment.kubernetes.io/desired-replicas".to_string(), replicas.to_string());
     annotations.insert("deployment.kubernetes.io/max-replicas".to_string(), (replicas + resolve(spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref()).and_then(|r| r.max_surge.as_ref()), replicas, true, 25)).to_string());
     ReplicaSet {
@@ -109,10 +121,19 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet]) -> Vec<Action> {
     if d.metadata.deletion_timestamp.is_some() {
         return actions;
     }
+    let max_old = old.iter().map(|r| revision_of(&r.metadata)).max().unwrap_or(0);
     let Some(new) = new else {
-        actions.push(Action::CreateReplicaSet(new_replica_set(d, &hash)));
+        actions.push(Action::CreateReplicaSet(new_replica_set(d, &hash, max_old + 1)));
         return actions;
     };
+    let mut revision = revision_of(&new.metadata);
+    if revision <= max_old {
+        revision = max_old + 1;
+        actions.push(Action::SetRevision { name: new_name.clone(), revision });
+    }
+    if revision_of(&d.metadata) != revision {
+        actions.push(Action::DeploymentRevision(revision));
+    }
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let ru = spec.strategy.as_ref().and_then(|s| s.rolling_update.as_ref());
     let mut surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), want, true, 25);
@@ -218,8 +239,7 @@ fn same_status(a: Option<&DeploymentStatus>, b: &DeploymentStatus) -> bool {
 pub struct DeploymentController {
     client: Client,
     deployments: HashMap<String, Deployment>,
-    sets: HashMap<String, ReplicaSet>,
-    by_owner: HashMap<String, HashSet<String>>,
+    sets: OwnedIndex<ReplicaSet>,
     queue: WorkQueue,
     scheduled: bool,
 }
@@ -230,38 +250,7 @@ fn key_of(meta: &ObjectMeta) -> String {
 
 impl DeploymentController {
     pub fn new(client: Client) -> Self {
-        DeploymentController { client, deployments: HashMap::new(), sets: HashMap::new(), by_owner: HashMap::new(), queue: WorkQueue::default(), scheduled: false }
-    }
-
-    fn owner_key(rs: &ReplicaSet) -> Option<String> {
-        let uid = owner_uid(&rs.metadata, "Deployment")?;
-        let name = rs.metadata.owner_references.as_ref()?.iter().find(|o| o.uid == uid)?.name.clone();
-        Some(format!("{}/{name}", rs.metadata.namespace.as_deref().unwrap_or("")))
-    }
-
-    fn put_rs(&mut self, rs: ReplicaSet) {
-        let key = key_of(&rs.metadata);
-        self.drop_rs(&key);
-        if let Some(uid) = owner_uid(&rs.metadata, "Deployment") {
-            self.by_owner.entry(uid).or_default().insert(key.clone());
-        }
-        if let Some(d) = Self::owner_key(&rs) {
-            self.queue.add(d);
-        }
-        self.sets.insert(key, rs);
-    }
-
-    fn drop_rs(&mut self, key: &str) {
-        if let Some(old) = self.sets.remove(key) {
-            if let Some(uid) = owner_uid(&old.metadata, "Deployment") {
-                if let Some(s) = self.by_owner.get_mut(&uid) {
-                    s.remove(key);
-                }
-            }
-            if let Some(d) = Self::owner_key(&old) {
-                self.queue.add(d);
-            }
-        }
+        DeploymentController { client, deployments: HashMap::new(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), scheduled: false }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -279,7 +268,7 @@ impl DeploymentController {
                 continue;
             };
             let uid = d.metadata.uid.clone().unwrap_or_default();
-            let owned: Vec<ReplicaSet> = self.by_owner.get(&uid).map(|ks| ks.iter().filter_map(|k| self.sets.get(k).cloned()).collect()).unwrap_or_default();
+            let owned: Vec<ReplicaSet> = self.sets.owned_by(&uid);
             let actions: Vec<Action> = reconcile(&d, &owned).into_iter().filter(|a| !matches!(a, Action::Status(s) if same_status(d.status.as_ref(), s))).collect();
             if actions.is_empty() {
                 self.queue.done(&key);
@@ -306,15 +295,34 @@ async fn execute(client: &Client, d: &Deployment, actions: Vec<Action>) {
             },
             Action::Scale { name, from, to } => {
                 let want = d.spec.replicas.unwrap_or(1);
-                let ok = super::update_with_retry::<ReplicaSet, _>(client, ns, &name, |rs| {
+                // The count this write replaced: the cache may be behind, and a pass
+                // repeated on a stale cache must not announce the same scaling twice.
+                let replaced = std::sync::Mutex::new(None);
+                let out = super::update_outcome::<ReplicaSet, _>(client, ns, &name, |rs| {
+                    *replaced.lock().unwrap_or_else(|e| e.into_inner()) = Some(rs.spec.replicas.unwrap_or(0));
                     rs.spec.replicas = Some(to);
                     rs.metadata.annotations.get_or_insert_with(BTreeMap::new).insert("deployment.kubernetes.io/desired-replicas".into(), want.to_string());
                 })
                 .await;
-                if ok {
+                let from = replaced.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or(from);
+                if out == super::Outcome::Written && from != to {
                     let verb = if to > from { "up" } else { "down" };
-                    events::record(client, events::event(events::reference(d), "Normal", "ScalingReplicaSet", &format!("Scaled {verb} replica set {name} from {from} to {to}"), "deployment-controller"));
+                    events::record(client, events::event(events::reference(d), "Normal", "ScalingReplicaSet", &format!("Scaled {verb} replica set {name} from {from} to {to}"), ACTOR));
                 }
+            }
+            Action::SetRevision { name, revision } => {
+                super::update_with_retry::<ReplicaSet, _>(client, ns, &name, |rs| {
+                    rs.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), revision.to_string());
+                })
+                .await;
+            }
+            Action::DeploymentRevision(revision) => {
+                super::update_with_retry::<Deployment, _>(client, ns, d.metadata.name.as_deref().unwrap_or(""), |cur| {
+                    if cur.metadata.uid == d.metadata.uid {
+                        cur.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), revision.to_string());
+                    }
+                })
+                .await;
             }
             Action::Status(st) => {
                 super::update_with_retry::<Deployment, _>(client, ns, d.metadata.name.as_deref().unwrap_or(""), |cur| {
@@ -367,13 +375,9 @@ impl StreamHandler<InformerEvent<ReplicaSet>> for DeploymentController {
     fn handle(&mut self, ev: InformerEvent<ReplicaSet>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
             match ev {
-                InformerEvent::Listed(items, _) => {
-                    let keys: Vec<String> = self.sets.keys().cloned().collect();
-                    keys.iter().for_each(|k| self.drop_rs(k));
-                    items.into_iter().for_each(|r| self.put_rs(r));
-                }
-                InformerEvent::Applied(r, _) => self.put_rs(r),
-                InformerEvent::Deleted(r, _) => self.drop_rs(&key_of(&r.metadata)),
+                InformerEvent::Listed(items, _) => self.sets.replace_all(items).into_iter().for_each(|d| self.queue.add(d)),
+                InformerEvent::Applied(r, _) => self.sets.put(r).into_iter().for_each(|d| self.queue.add(d)),
+                InformerEvent::Deleted(r, _) => self.sets.remove(&owned::key_of(&r)).into_iter().for_each(|d| self.queue.add(d)),
             }
             self.kick(ctx);
         })
@@ -439,7 +443,7 @@ mod tests {
     #[test]
     fn scales_the_new_replicaset_to_the_spec() {
         let d = deploy(5, "busybox");
-        let rs = with(new_replica_set(&d, &template_hash(&d.spec.template, None)), 3, 3);
+        let rs = with(new_replica_set(&d, &template_hash(&d.spec.template, None), 1), 3, 3);
         let a = reconcile(&d, &[rs]);
         assert!(a.iter().any(|x| matches!(x, Action::Scale { to: 5, from: 3, .. })), "{a:?}");
     }
@@ -447,21 +451,109 @@ mod tests {
     #[test]
     fn template_change_rolls_to_a_new_replicaset() {
         let old_d = deploy(4, "busybox:1");
-        let old = with(new_replica_set(&old_d, &template_hash(&old_d.spec.template, None)), 4, 4);
+        let old = with(new_replica_set(&old_d, &template_hash(&old_d.spec.template, None), 1), 4, 4);
         let d = deploy(4, "busybox:2");
         let a = reconcile(&d, std::slice::from_ref(&old));
-        assert!(matches!(a[0], Action::CreateReplicaSet(_)));
-        let new = with(new_replica_set(&d, &template_hash(&d.spec.template, None)), 0, 0);
+        let Action::CreateReplicaSet(created) = &a[0] else { panic!("{a:?}") };
+        assert_eq!(revision_of(&created.metadata), 2, "the next revision");
+        assert_eq!(created.spec.replicas, Some(0), "scaled up by the next pass, as the rollout allows");
+        let new = with(new_replica_set(&d, &template_hash(&d.spec.template, None), 2), 0, 0);
         let a = reconcile(&d, &[old, new]);
         // 25% surge of 4 = 1 new pod; 25% unavailable of 4 = 1 old pod may go.
         assert!(a.iter().any(|x| matches!(x, Action::Scale { to: 1, from: 0, .. })), "{a:?}");
         assert!(a.iter().any(|x| matches!(x, Action::Scale { to: 3, from: 4, .. })), "{a:?}");
     }
 
+    fn scales(a: &[Action]) -> Vec<(i32, i32)> {
+        a.iter().filter_map(|x| if let Action::Scale { from, to, .. } = x { Some((*from, *to)) } else { None }).collect()
+    }
+
+    #[test]
+    fn scales_down_when_the_spec_shrinks() {
+        let d = deploy(2, "busybox");
+        let rs = with(new_replica_set(&d, &template_hash(&d.spec.template, None), 1), 5, 5);
+        assert_eq!(scales(&reconcile(&d, &[rs])), vec![(5, 2)]);
+    }
+
+    #[test]
+    fn rolling_update_waits_for_new_pods_before_removing_more_old_ones() {
+        let old_d = deploy(4, "busybox:1");
+        let d = deploy(4, "busybox:2");
+        let hash = |d: &Deployment| template_hash(&d.spec.template, None);
+        // Mid-rollout: old at 3 (all available), new at 2 (none available yet): total 5 =
+        // 4 + 1 surge, and 3 available = 4 - 1 unavailable, so nothing may move.
+        let old = with(new_replica_set(&old_d, &hash(&old_d), 1), 3, 3);
+        let new = with(new_replica_set(&d, &hash(&d), 2), 2, 0);
+        assert!(scales(&reconcile(&d, &[old.clone(), new])).is_empty());
+        // Once the new pods are available, old ones may go as long as 3 stay available:
+        // 5 available - 3 = 2 of the old ReplicaSet's 3.
+        let new = with(new_replica_set(&d, &hash(&d), 2), 2, 2);
+        assert_eq!(scales(&reconcile(&d, &[old, new])), vec![(3, 1)]);
+    }
+
+    #[test]
+    fn recreate_empties_the_old_replicasets_first() {
+        let old_d = deploy(3, "busybox:1");
+        let mut d = deploy(3, "busybox:2");
+        d.spec.strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy { type_: Some("Recreate".into()), rolling_update: None });
+        let old = with(new_replica_set(&old_d, &template_hash(&old_d.spec.template, None), 1), 3, 3);
+        let new = with(new_replica_set(&d, &template_hash(&d.spec.template, None), 2), 0, 0);
+        assert_eq!(scales(&reconcile(&d, &[old.clone(), new.clone()])), vec![(3, 0)]);
+        // Old scaled to 0 but its pods still terminating: the new one waits.
+        let draining = with(old.clone(), 0, 0);
+        let mut draining = draining;
+        draining.status.as_mut().unwrap().replicas = 2;
+        assert!(scales(&reconcile(&d, &[draining, new.clone()])).is_empty());
+        assert_eq!(scales(&reconcile(&d, &[with(old, 0, 0), new])), vec![(0, 3)]);
+    }
+
+    #[test]
+    fn rollback_makes_the_old_replicaset_the_newest_revision() {
+        let d = deploy(2, "busybox:1");
+        let back = with(new_replica_set(&d, &template_hash(&d.spec.template, None), 1), 2, 2);
+        let d2 = deploy(2, "busybox:2");
+        let other = with(new_replica_set(&d2, &template_hash(&d2.spec.template, None), 2), 0, 0);
+        let a = reconcile(&d, &[back, other]);
+        assert!(a.contains(&Action::SetRevision { name: format!("web-{}", template_hash(&d.spec.template, None)), revision: 3 }), "{a:?}");
+        assert!(a.contains(&Action::DeploymentRevision(3)), "{a:?}");
+    }
+
+    #[test]
+    fn replicaset_carries_owner_labels_and_annotations() {
+        let d = deploy(3, "busybox");
+        let Action::CreateReplicaSet(rs) = &reconcile(&d, &[])[0] else { panic!() };
+        let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!((owner.api_version.as_str(), owner.kind.as_str(), owner.name.as_str()), ("apps/v1", "Deployment", "web"));
+        assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
+        let hash = template_hash(&d.spec.template, None);
+        let tl = rs.spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.as_ref()).unwrap();
+        assert_eq!((tl.get("app").map(String::as_str), tl.get(HASH_LABEL)), (Some("web"), Some(&hash)));
+        let ann = rs.metadata.annotations.as_ref().unwrap();
+        assert_eq!(ann.get(REVISION).map(String::as_str), Some("1"));
+        assert_eq!(ann.get("deployment.kubernetes.io/desired-replicas").map(String::as_str), Some("3"));
+        assert_eq!(ann.get("deployment.kubernetes.io/max-replicas").map(String::as_str), Some("4"));
+        assert_eq!(rs.metadata.namespace.as_deref(), Some("demo"));
+    }
+
+    #[test]
+    fn complete_rollout_reports_available_and_new_replicaset_available() {
+        let d = deploy(3, "busybox");
+        let rs = with(new_replica_set(&d, "h", 1), 3, 3);
+        let st = status(&d, std::slice::from_ref(&rs), &rs);
+        let cond = |t: &str| st.conditions.as_ref().unwrap().iter().find(|c| c.type_.as_deref() == Some(t)).cloned().unwrap();
+        assert_eq!((cond("Available").status.as_deref(), cond("Available").reason.as_deref()), (Some("True"), Some("MinimumReplicasAvailable")));
+        assert_eq!(cond("Progressing").reason.as_deref(), Some("NewReplicaSetAvailable"));
+        assert_eq!((st.observed_generation, st.unavailable_replicas), (Some(1), None));
+        // The same status again is recognised as unchanged despite fresh timestamps.
+        let mut d2 = d.clone();
+        d2.status = Some(st.clone());
+        assert!(same_status(d2.status.as_ref(), &status(&d2, std::slice::from_ref(&rs), &rs)));
+    }
+
     #[test]
     fn status_sums_the_replicasets() {
         let d = deploy(3, "busybox");
-        let rs = with(new_replica_set(&d, "h"), 3, 2);
+        let rs = with(new_replica_set(&d, "h", 1), 3, 2);
         let st = status(&d, std::slice::from_ref(&rs), &rs);
         assert_eq!((st.replicas, st.ready_replicas, st.available_replicas, st.updated_replicas), (Some(3), Some(2), Some(2), Some(3)));
         assert_eq!(st.unavailable_replicas, Some(1));

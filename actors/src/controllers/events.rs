@@ -46,7 +46,24 @@ pub fn record(client: &Client, ev: Event) {
     let client = client.clone();
     tokio::spawn(async move {
         if let Err(e) = client.create(&ev).await {
-            tracing::debug!(error = %e, "recording an event failed");
+            tracing::debug!(reason = ev.reason.as_deref().unwrap_or(""), error = %e, "recording an event failed");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_its_object_and_source() {
+        let involved = ObjectReference { kind: Some("ReplicaSet".into()), name: Some("web-abc".into()), namespace: Some("demo".into()), ..Default::default() };
+        let e = event(involved, "Normal", "SuccessfulCreate", "Created pod: web-abc-x", "replicaset-controller");
+        let name = e.metadata.name.clone().unwrap_or_default();
+        let (object, suffix) = name.rsplit_once('.').unwrap_or_default();
+        assert_eq!((object, suffix.len()), ("web-abc", 16));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("demo"));
+        assert_eq!((e.count, e.source.and_then(|s| s.component)), (Some(1), Some("replicaset-controller".into())));
+        assert_eq!(e.first_timestamp, e.last_timestamp);
+    }
 }

@@ -1,7 +1,10 @@
 //! The garbage collector: dependents whose controlling owner is gone are deleted
 //! (Background propagation). It confirms each owner's absence with a fresh read from the
 //! store before deleting, because its informers for owners and dependents are separate
-//! streams and one may lag the other.
+//! streams and one may lag the other. An owner's deletion looks only at that owner's
+//! dependents; the whole graph is swept after a (re)list and on the periodic resync.
+//! Not yet: Foreground and Orphan propagation (the `foregroundDeletion` / `orphan`
+//! finalizers) and owners of kinds other than Deployment and ReplicaSet.
 
 use super::{delete_pod_gracefully, owner_ref, ControllerMsg};
 use actix::prelude::*;
@@ -24,42 +27,84 @@ pub struct Dependent {
     pub owner_uid: String,
 }
 
+/// The owner kinds this collector can confirm gone; dependents of others are left alone.
+pub const OWNER_KINDS: &[&str] = &["Deployment", "ReplicaSet"];
+
 /// Dependents whose owner uid is not among the live owners.
 pub fn orphans<'a>(owners: &HashSet<String>, dependents: impl IntoIterator<Item = &'a Dependent>) -> Vec<Dependent> {
-    dependents.into_iter().filter(|d| !owners.contains(&d.owner_uid)).cloned().collect()
+    dependents.into_iter().filter(|d| !owners.contains(&d.owner_uid) && OWNER_KINDS.contains(&d.owner_kind.as_str())).cloned().collect()
 }
 
 pub struct GarbageCollector {
     client: Client,
     owners: HashSet<String>,
     dependents: HashMap<(String, String, &'static str), Dependent>,
+    /// Dependent ids by owner uid, so a deleted owner finds its dependents directly.
+    by_owner: HashMap<String, HashSet<(String, String, &'static str)>>,
     in_flight: HashSet<Dependent>,
     listed: HashSet<&'static str>,
 }
 
 impl GarbageCollector {
     pub fn new(client: Client) -> Self {
-        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new() }
+        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new() }
     }
 
     fn track<K: bus::client::Object>(&mut self, kind: &'static str, obj: &K, present: bool) {
         let m = obj.metadata();
         let id = (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), kind);
+        self.untrack(&id);
         if !present {
-            self.dependents.remove(&id);
+            return;
+        }
+        // A bound pod already terminating is its node agent's to finish.
+        if m.deletion_timestamp.is_some() {
             return;
         }
         if let Some((owner_kind, owner_name, owner_uid)) = owner_ref(m) {
-            self.dependents.insert(id.clone(), Dependent { kind, namespace: id.0, name: id.1, owner_kind, owner_name, owner_uid });
+            if OWNER_KINDS.contains(&owner_kind.as_str()) {
+                self.by_owner.entry(owner_uid.clone()).or_default().insert(id.clone());
+                self.dependents.insert(id.clone(), Dependent { kind, namespace: id.0, name: id.1, owner_kind, owner_name, owner_uid });
+            }
         }
     }
 
+    fn untrack(&mut self, id: &(String, String, &'static str)) {
+        if let Some(old) = self.dependents.remove(id) {
+            if let Some(s) = self.by_owner.get_mut(&old.owner_uid) {
+                s.remove(id);
+                if s.is_empty() {
+                    self.by_owner.remove(&old.owner_uid);
+                }
+            }
+        }
+    }
+
+    /// Until every kind has been listed once, a missing owner may just not be known yet.
+    fn ready(&self) -> bool {
+        self.listed.len() >= 3
+    }
+
+    /// Collects the orphans among everything tracked: after a list and on resync.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        // Until every kind has been listed once, a missing owner may just not be known yet.
-        if self.listed.len() < 3 {
+        if self.ready() {
+            let found = orphans(&self.owners, self.dependents.values());
+            self.collect_all(found, ctx);
+        }
+    }
+
+    /// Collects the orphans among one owner's dependents: when that owner is deleted.
+    fn sweep_owner(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        if !self.ready() {
             return;
         }
-        for d in orphans(&self.owners, self.dependents.values()) {
+        let deps: Vec<Dependent> = self.by_owner.get(uid).map(|ids| ids.iter().filter_map(|id| self.dependents.get(id).cloned()).collect()).unwrap_or_default();
+        let found = orphans(&self.owners, deps.iter());
+        self.collect_all(found, ctx);
+    }
+
+    fn collect_all(&mut self, found: Vec<Dependent>, ctx: &mut Context<Self>) {
+        for d in found {
             if !self.in_flight.insert(d.clone()) {
                 continue;
             }
@@ -114,7 +159,7 @@ struct Collected(Dependent);
 impl Actor for GarbageCollector {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| act.sweep(ctx));
+        ctx.run_interval(super::RESYNC, |act, ctx| bus::metrics::handle(ACTOR, || act.sweep(ctx)));
     }
 }
 
@@ -126,7 +171,8 @@ macro_rules! owner_stream {
                     match ev {
                         InformerEvent::Listed(items, _) => {
                             self.listed.insert($name);
-                            self.dependents.retain(|k, _| k.2 != $name);
+                            let stale: Vec<_> = self.dependents.keys().filter(|k| k.2 == $name).cloned().collect();
+                            stale.iter().for_each(|k| self.untrack(k));
                             for o in &items {
                                 if let Some(uid) = o.metadata.uid.clone() {
                                     self.owners.insert(uid);
@@ -135,6 +181,7 @@ macro_rules! owner_stream {
                                     self.track($name, o, true);
                                 }
                             }
+                            self.sweep(ctx);
                         }
                         InformerEvent::Applied(o, _) => {
                             if let Some(uid) = o.metadata.uid.clone() {
@@ -142,18 +189,25 @@ macro_rules! owner_stream {
                             }
                             if $is_dependent {
                                 self.track($name, &o, true);
+                                // A dependent written after its owner was deleted.
+                                let id = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default(), $name);
+                                if let Some(d) = self.dependents.get(&id).cloned() {
+                                    if self.ready() {
+                                        self.collect_all(orphans(&self.owners, [&d]), ctx);
+                                    }
+                                }
                             }
                         }
                         InformerEvent::Deleted(o, _) => {
-                            if let Some(uid) = o.metadata.uid.clone() {
-                                self.owners.remove(&uid);
-                            }
                             if $is_dependent {
                                 self.track($name, &o, false);
                             }
+                            if let Some(uid) = o.metadata.uid.clone() {
+                                self.owners.remove(&uid);
+                                self.sweep_owner(&uid, ctx);
+                            }
                         }
                     }
-                    self.sweep(ctx);
                 })
             }
             fn finished(&mut self, _: &mut Context<Self>) {}
@@ -177,9 +231,11 @@ impl Handler<Collected> for GarbageCollector {
 impl Handler<ControllerMsg> for GarbageCollector {
     type Result = ();
     fn handle(&mut self, m: ControllerMsg, ctx: &mut Context<Self>) {
-        if let ControllerMsg::Stop = m {
-            ctx.stop();
-        }
+        bus::metrics::handle(ACTOR, || {
+            if let ControllerMsg::Stop = m {
+                ctx.stop();
+            }
+        })
     }
 }
 
@@ -197,5 +253,19 @@ mod tests {
         let deps = [dep("a", "alive"), dep("b", "gone")];
         let o = orphans(&owners, deps.iter());
         assert_eq!(o, vec![dep("b", "gone")]);
+    }
+
+    #[test]
+    fn owners_of_unknown_kinds_are_never_presumed_gone() {
+        let mut by_job = dep("c", "job-uid");
+        by_job.owner_kind = "Job".into();
+        assert!(orphans(&HashSet::new(), [&by_job]).is_empty());
+    }
+
+    #[test]
+    fn replicasets_of_a_deleted_deployment_are_orphans() {
+        let rs = Dependent { kind: "ReplicaSet", namespace: "demo".into(), name: "web-5d9c7b8f6".into(), owner_kind: "Deployment".into(), owner_name: "web".into(), owner_uid: "d-uid".into() };
+        let owners: HashSet<String> = ["rs-uid".to_string()].into();
+        assert_eq!(orphans(&owners, [&rs, &dep("web-5d9c7b8f6-abcde", "rs-uid")]), vec![rs.clone()]);
     }
 }

@@ -1,10 +1,12 @@
 //! The controller actors (Deployment, ReplicaSet, garbage collector) and what they share:
-//! the message that drives their queues, graceful pod deletion, and read-modify-write with
-//! compare-and-swap.
+//! the message that drives their queues (`queue`), expectations for their own writes in
+//! flight (`expectations`), graceful pod deletion, and read-modify-write with CAS.
 
 pub mod deployment;
 pub mod events;
+pub mod expectations;
 pub mod gc;
+pub mod owned;
 pub mod queue;
 pub mod replicaset;
 
@@ -41,57 +43,96 @@ pub fn owner_ref(meta: &ObjectMeta) -> Option<(String, String, String)> {
 }
 
 /// Deletes a pod the Kubernetes way: a pod bound to a node gets a deletionTimestamp and
-/// its node agent stops it, then removes it; an unbound pod is removed at once.
+/// its node agent stops it, then removes it; an unbound pod is removed at once. The direct
+/// removal is a CAS on the revision we saw, so a pod bound meanwhile is not yanked from
+/// under its node agent: it is re-read and marked instead.
 pub async fn delete_pod_gracefully(client: &Client, p: &Pod) -> Result<(), ClientError> {
     let ns = p.metadata.namespace.as_deref();
     let name = p.metadata.name.as_deref().unwrap_or("");
-    if p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none() {
-        return match client.delete::<Pod>(ns, name, None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(e),
-        };
+    let mut seen = p.clone();
+    for _ in 0..4 {
+        if seen.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+            break;
+        }
+        let rev = seen.metadata.resource_version.as_deref().and_then(|r| r.parse::<u64>().ok());
+        match client.delete::<Pod>(ns, name, rev).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) if e.is_conflict() => match client.get::<Pod>(ns, name).await? {
+                Some(cur) if cur.metadata.uid == p.metadata.uid => seen = cur,
+                _ => return Ok(()),
+            },
+            Err(e) => return Err(e),
+        }
     }
-    update_with_retry::<Pod, _>(client, ns, name, |cur| {
-        if cur.metadata.deletion_timestamp.is_none() {
+    let uid = p.metadata.uid.clone();
+    let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
+        if cur.metadata.uid == uid && cur.metadata.deletion_timestamp.is_none() {
             let grace = cur.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
             cur.metadata.deletion_timestamp = Some(schema::object::now());
             cur.metadata.deletion_grace_period_seconds = Some(grace);
         }
     })
     .await;
-    Ok(())
+    match out {
+        Outcome::Failed(e) => Err(ClientError::Other(e)),
+        _ => Ok(()),
+    }
+}
+
+/// How a read-modify-write ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Written,
+    /// The change was already in place: nothing to write.
+    Unchanged,
+    Gone,
+    Failed(String),
+}
+
+impl Outcome {
+    /// The object now carries the change (or no longer exists to need it).
+    pub fn ok(&self) -> bool {
+        matches!(self, Outcome::Written | Outcome::Unchanged)
+    }
 }
 
 /// Re-reads the object, applies `change`, writes it back with CAS; retries on conflict.
-/// Returns whether a write succeeded (false: the object is gone or kept conflicting).
+/// Returns whether the object now carries the change (false: gone or kept failing).
 pub async fn update_with_retry<K: Object, F: Fn(&mut K)>(client: &Client, ns: Option<&str>, name: &str, change: F) -> bool {
-    for _ in 0..8 {
+    update_outcome(client, ns, name, change).await.ok()
+}
+
+/// [`update_with_retry`], telling apart a write, a no-op, a vanished object and a failure.
+pub async fn update_outcome<K: Object, F: Fn(&mut K)>(client: &Client, ns: Option<&str>, name: &str, change: F) -> Outcome {
+    let mut last = String::from("kept conflicting");
+    for attempt in 0..8u64 {
         let mut cur = match client.get::<K>(ns, name).await {
             Ok(Some(o)) => o,
-            Ok(None) => return false,
+            Ok(None) => return Outcome::Gone,
             Err(e) => {
                 tracing::warn!(kind = K::KIND, name, error = %e, "read before update failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
                 continue;
             }
         };
         let before = serde_json::to_value(&cur).ok();
         change(&mut cur);
         if serde_json::to_value(&cur).ok() == before {
-            return true;
+            return Outcome::Unchanged;
         }
         match client.update(&cur).await {
-            Ok(_) => return true,
+            Ok(_) => return Outcome::Written,
             Err(e) if e.is_conflict() => continue,
-            Err(e) if e.is_not_found() => return false,
+            Err(e) if e.is_not_found() => return Outcome::Gone,
             Err(e) => {
                 tracing::warn!(kind = K::KIND, name, error = %e, "update failed");
-                return false;
+                return Outcome::Failed(e.to_string());
             }
         }
     }
-    false
+    Outcome::Failed(last)
 }
 
 pub struct ControllersHandle {

@@ -2,20 +2,22 @@
 //! `reconcile` is pure; the actor keeps the caches (ReplicaSets, pods indexed by owner),
 //! expectations for its own in-flight creates and deletes, and carries the actions out.
 
+use super::expectations::Expectations;
 use super::queue::WorkQueue;
-use super::{delete_pod_gracefully, events, owner_uid, ControllerMsg};
+use super::owned::{self, OwnedIndex};
+use super::{delete_pod_gracefully, events, ControllerMsg};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
 use bus::Client;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::Instant;
 
 const ACTOR: &str = "replicaset-controller";
-/// Expectations older than this are dropped: the watch event was lost or the write failed.
-const EXPECTATION_TTL: Duration = Duration::from_secs(30);
+/// At most this many creates or deletes per pass (kube's burstReplicas).
+const BURST: usize = 500;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -76,21 +78,20 @@ fn deletion_rank(p: &Pod) -> (u8, u8, std::cmp::Reverse<String>) {
 }
 
 /// Decides what the ReplicaSet needs. `owned` are its pods as the cache sees them;
-/// `expected_creates` counts pods it created that the cache has not seen yet.
-pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], expected_creates: usize, new_name: &mut dyn FnMut() -> String) -> Vec<Action> {
+/// `settled` is false while its own creates or deletes are still in flight (expectations):
+/// the cache is known to lag then, so only the status is brought up to date.
+pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut dyn FnMut() -> String) -> Vec<Action> {
     let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
     let mut active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
-    let have = active.len() + expected_creates;
     let mut actions = Vec::new();
-    if rs.metadata.deletion_timestamp.is_none() {
-        if have < want {
-            // Slow start is left out: one ReplicaSet's creates are few in this cluster.
-            for _ in 0..(want - have) {
+    if settled && rs.metadata.deletion_timestamp.is_none() {
+        if active.len() < want {
+            for _ in 0..(want - active.len()).min(BURST) {
                 actions.push(Action::Create(pod_for(rs, new_name())));
             }
         } else if active.len() > want {
             active.sort_by_key(|p| deletion_rank(p));
-            for p in active.iter().take(active.len() - want) {
+            for p in active.iter().take((active.len() - want).min(BURST)) {
                 actions.push(Action::Delete((*p).clone()));
             }
         }
@@ -114,11 +115,9 @@ pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], expected_creates: usize, new_na
 pub struct ReplicaSetController {
     client: Client,
     sets: HashMap<String, ReplicaSet>,
-    pods: HashMap<String, Pod>,
-    /// Pod keys by their controlling owner's uid.
-    by_owner: HashMap<String, HashSet<String>>,
-    /// Names of pods created but not yet seen, per ReplicaSet key.
-    expected: HashMap<String, (HashSet<String>, Instant)>,
+    pods: OwnedIndex<Pod>,
+    /// Its own creates and deletes not yet seen on the watch, per ReplicaSet key.
+    expectations: Expectations,
     queue: WorkQueue,
     scheduled: bool,
 }
@@ -129,41 +128,26 @@ fn key_of(meta: &ObjectMeta) -> String {
 
 impl ReplicaSetController {
     pub fn new(client: Client) -> Self {
-        ReplicaSetController { client, sets: HashMap::new(), pods: HashMap::new(), by_owner: HashMap::new(), expected: HashMap::new(), queue: WorkQueue::default(), scheduled: false }
-    }
-
-    fn owner_key(&self, p: &Pod) -> Option<String> {
-        let uid = owner_uid(&p.metadata, "ReplicaSet")?;
-        let ns = p.metadata.namespace.as_deref().unwrap_or("");
-        let name = p.metadata.owner_references.as_ref()?.iter().find(|o| o.uid == uid)?.name.clone();
-        Some(format!("{ns}/{name}"))
+        ReplicaSetController { client, sets: HashMap::new(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default(), scheduled: false }
     }
 
     fn put_pod(&mut self, p: Pod) {
-        let key = key_of(&p.metadata);
-        self.drop_pod(&key);
-        if let Some(uid) = owner_uid(&p.metadata, "ReplicaSet") {
-            self.by_owner.entry(uid).or_default().insert(key.clone());
-        }
-        if let Some(rs) = self.owner_key(&p) {
-            if let Some((names, _)) = self.expected.get_mut(&rs) {
-                names.remove(p.metadata.name.as_deref().unwrap_or(""));
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        for rs in self.pods.put(p) {
+            // Seen: no longer an in-flight create; seen terminating: a landed delete.
+            self.expectations.created(&rs, &name);
+            if terminating {
+                self.expectations.deleted(&rs, &name);
             }
             self.queue.add(rs);
         }
-        self.pods.insert(key, p);
     }
 
-    fn drop_pod(&mut self, key: &str) {
-        if let Some(old) = self.pods.remove(key) {
-            if let Some(uid) = owner_uid(&old.metadata, "ReplicaSet") {
-                if let Some(s) = self.by_owner.get_mut(&uid) {
-                    s.remove(key);
-                }
-            }
-            if let Some(rs) = self.owner_key(&old) {
-                self.queue.add(rs);
-            }
+    fn drop_pod(&mut self, p: &Pod) {
+        if let Some(rs) = self.pods.remove(&owned::key_of(p)) {
+            self.expectations.deleted(&rs, p.metadata.name.as_deref().unwrap_or(""));
+            self.queue.add(rs);
         }
     }
 
@@ -178,65 +162,123 @@ impl ReplicaSetController {
         self.scheduled = false;
         for key in self.queue.take() {
             let Some(rs) = self.sets.get(&key).cloned() else {
-                self.expected.remove(&key);
+                self.expectations.forget(&key);
                 self.queue.done(&key);
                 continue;
             };
             let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let owned: Vec<Pod> = self.by_owner.get(&uid).map(|ks| ks.iter().filter_map(|k| self.pods.get(k).cloned()).collect()).unwrap_or_default();
-            let pending = match self.expected.get(&key) {
-                Some((names, at)) if at.elapsed() < EXPECTATION_TTL => names.len(),
-                _ => 0,
-            };
+            let owned: Vec<Pod> = self.pods.owned_by(&uid);
+            let now = Instant::now();
+            let settled = self.expectations.satisfied(&key, now);
             let rs_name = rs.metadata.name.clone().unwrap_or_default();
-            let actions = reconcile(&rs, &owned, pending, &mut || format!("{rs_name}-{}", random_suffix()));
+            let actions = reconcile(&rs, &owned, settled, &mut || format!("{rs_name}-{}", random_suffix()));
             if actions.is_empty() {
                 self.queue.done(&key);
                 continue;
             }
-            let created: HashSet<String> = actions.iter().filter_map(|a| if let Action::Create(p) = a { p.metadata.name.clone() } else { None }).collect();
-            if !created.is_empty() {
-                let e = self.expected.entry(key.clone()).or_insert_with(|| (HashSet::new(), Instant::now()));
-                e.0.extend(created);
-                e.1 = Instant::now();
+            let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
+            let creates: Vec<String> = actions.iter().filter_map(|a| if let Action::Create(p) = a { Some(name(p)) } else { None }).collect();
+            let deletes: Vec<String> = actions.iter().filter_map(|a| if let Action::Delete(p) = a { Some(name(p)) } else { None }).collect();
+            if settled {
+                // Whatever expired is stale: the cache is the truth for this pass.
+                self.expectations.forget(&key);
+            }
+            if !creates.is_empty() || !deletes.is_empty() {
+                self.expectations.expect(&key, creates, deletes, now);
             }
             let client = self.client.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
-                execute(&client, &rs, actions).await;
-                addr.do_send(ControllerMsg::Done(key));
+                let not_done = execute(&client, &rs, actions).await;
+                addr.do_send(Finished { key, not_done });
             });
         }
     }
 }
 
-async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) {
+/// A pass is over; `not_done` names the pods whose create or delete did not happen.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finished {
+    key: String,
+    not_done: Vec<String>,
+}
+
+fn record(client: &Client, rs: &ReplicaSet, type_: &str, reason: &str, message: String) {
+    events::record(client, events::event(events::reference(rs), type_, reason, &message, ACTOR));
+}
+
+/// Carries the actions out; returns the pods whose create or delete did not happen.
+/// Creates go in slow-start batches (1, 2, 4, …) and stop at the first failure, so a
+/// ReplicaSet that cannot create (quota, admission) does not hammer the store.
+async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) -> Vec<String> {
+    let mut creates = Vec::new();
+    let mut deletes = Vec::new();
+    let mut status = None;
     for a in actions {
         match a {
-            Action::Create(p) => {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                match client.create(&p).await {
-                    Ok(_) => events::record(client, events::event(events::reference(rs), "Normal", "SuccessfulCreate", &format!("Created pod: {name}"), "replicaset-controller")),
-                    Err(e) => {
-                        tracing::warn!(pod = %name, error = %e, "creating pod failed");
-                        events::record(client, events::event(events::reference(rs), "Warning", "FailedCreate", &format!("Error creating: {e}"), "replicaset-controller"));
-                    }
+            Action::Create(p) => creates.push(p),
+            Action::Delete(p) => deletes.push(p),
+            Action::Status(st) => status = Some(st),
+        }
+    }
+    let mut not_done = Vec::new();
+    let mut batch = 1;
+    let mut failed = false;
+    let mut rest = creates.into_iter().peekable();
+    while rest.peek().is_some() {
+        let chunk: Vec<Pod> = rest.by_ref().take(batch).collect();
+        batch *= 2;
+        if failed {
+            not_done.extend(chunk.iter().filter_map(|p| p.metadata.name.clone()));
+            continue;
+        }
+        let results = futures::future::join_all(chunk.iter().map(|p| client.create(p))).await;
+        for (p, r) in chunk.iter().zip(results) {
+            let name = p.metadata.name.clone().unwrap_or_default();
+            match r {
+                Ok(_) => record(client, rs, "Normal", "SuccessfulCreate", format!("Created pod: {name}")),
+                Err(e) => {
+                    tracing::warn!(pod = %name, error = %e, "creating pod failed");
+                    record(client, rs, "Warning", "FailedCreate", format!("Error creating: {e}"));
+                    not_done.push(name);
+                    failed = true;
                 }
-            }
-            Action::Delete(p) => {
-                let name = p.metadata.name.clone().unwrap_or_default();
-                match delete_pod_gracefully(client, &p).await {
-                    Ok(()) => events::record(client, events::event(events::reference(rs), "Normal", "SuccessfulDelete", &format!("Deleted pod: {name}"), "replicaset-controller")),
-                    Err(e) => tracing::warn!(pod = %name, error = %e, "deleting pod failed"),
-                }
-            }
-            Action::Status(st) => {
-                super::update_with_retry::<ReplicaSet, _>(client, rs.metadata.namespace.as_deref(), rs.metadata.name.as_deref().unwrap_or(""), |cur| {
-                    cur.status = Some(st.clone());
-                })
-                .await;
             }
         }
+    }
+    let results = futures::future::join_all(deletes.iter().map(|p| delete_pod_gracefully(client, p))).await;
+    for (p, r) in deletes.iter().zip(results) {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        match r {
+            Ok(()) => record(client, rs, "Normal", "SuccessfulDelete", format!("Deleted pod: {name}")),
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "deleting pod failed");
+                record(client, rs, "Warning", "FailedDelete", format!("Error deleting pod: {e}"));
+                not_done.push(name);
+            }
+        }
+    }
+    if let Some(st) = status {
+        super::update_with_retry::<ReplicaSet, _>(client, rs.metadata.namespace.as_deref(), rs.metadata.name.as_deref().unwrap_or(""), |cur| {
+            // Not onto a new ReplicaSet that took the name meanwhile.
+            if cur.metadata.uid == rs.metadata.uid {
+                cur.status = Some(st.clone());
+            }
+        })
+        .await;
+    }
+    not_done
+}
+
+impl Handler<Finished> for ReplicaSetController {
+    type Result = ();
+    fn handle(&mut self, m: Finished, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            m.not_done.iter().for_each(|n| self.expectations.lower(&m.key, n));
+            self.queue.done(&m.key);
+            self.kick(ctx);
+        })
     }
 }
 
@@ -270,7 +312,7 @@ impl StreamHandler<InformerEvent<ReplicaSet>> for ReplicaSetController {
                 InformerEvent::Deleted(r, _) => {
                     let k = key_of(&r.metadata);
                     self.sets.remove(&k);
-                    self.expected.remove(&k);
+                    self.expectations.forget(&k);
                 }
             }
             self.kick(ctx);
@@ -284,12 +326,13 @@ impl StreamHandler<InformerEvent<Pod>> for ReplicaSetController {
         bus::metrics::handle(ACTOR, || {
             match ev {
                 InformerEvent::Listed(items, _) => {
-                    let keys: Vec<String> = self.pods.keys().cloned().collect();
-                    keys.iter().for_each(|k| self.drop_pod(k));
+                    for rs in self.pods.replace_all(Vec::new()) {
+                        self.queue.add(rs);
+                    }
                     items.into_iter().for_each(|p| self.put_pod(p));
                 }
                 InformerEvent::Applied(p, _) => self.put_pod(p),
-                InformerEvent::Deleted(p, _) => self.drop_pod(&key_of(&p.metadata)),
+                InformerEvent::Deleted(p, _) => self.drop_pod(&p),
             }
             self.kick(ctx);
         })
@@ -360,7 +403,7 @@ mod tests {
 
     #[test]
     fn creates_the_missing_pods_with_an_owner() {
-        let a = reconcile(&rs(3), &[pod("p1").on_node("n1").ready().build()], 0, &mut names());
+        let a = reconcile(&rs(3), &[pod("p1").on_node("n1").ready().build()], true, &mut names());
         let creates: Vec<&Pod> = a.iter().filter_map(|x| if let Action::Create(p) = x { Some(p) } else { None }).collect();
         assert_eq!(creates.len(), 2);
         let owner = &creates[0].metadata.owner_references.as_ref().unwrap()[0];
@@ -368,28 +411,68 @@ mod tests {
     }
 
     #[test]
-    fn expectations_stop_double_creates() {
-        let a = reconcile(&rs(3), &[pod("p1").build()], 2, &mut names());
-        assert!(a.iter().all(|x| !matches!(x, Action::Create(_))));
+    fn in_flight_writes_stop_double_creates_and_deletes() {
+        let a = reconcile(&rs(3), &[pod("p1").build()], false, &mut names());
+        assert!(a.iter().all(|x| matches!(x, Action::Status(_))), "{a:?}");
+        let a = reconcile(&rs(0), &[pod("p1").build()], false, &mut names());
+        assert!(a.iter().all(|x| matches!(x, Action::Status(_))), "{a:?}");
+    }
+
+    #[test]
+    fn finished_pods_are_replaced_not_deleted() {
+        let mut done = pod("done").on_node("n1").build();
+        done.status = Some(PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        let a = reconcile(&rs(1), &[done], true, &mut names());
+        assert_eq!(a.iter().filter(|x| matches!(x, Action::Create(_))).count(), 1);
+        assert!(a.iter().all(|x| !matches!(x, Action::Delete(_))));
+    }
+
+    #[test]
+    fn created_pods_carry_the_template_and_namespace() {
+        let mut set = rs(1);
+        let labels: std::collections::BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
+        set.spec.template = Some(PodTemplateSpec { metadata: Some(ObjectMeta { labels: Some(labels.clone()), ..Default::default() }), spec: Some(PodSpec { restart_policy: Some("Always".into()), ..Default::default() }) });
+        let a = reconcile(&set, &[], true, &mut names());
+        let Some(Action::Create(p)) = a.first() else { panic!("{a:?}") };
+        assert_eq!((p.metadata.name.as_deref(), p.metadata.namespace.as_deref()), (Some("web-abc-1"), Some("demo")));
+        assert_eq!(p.metadata.labels.as_ref(), Some(&labels));
+        assert_eq!(p.spec.as_ref().and_then(|s| s.restart_policy.as_deref()), Some("Always"));
+    }
+
+    #[test]
+    fn unchanged_status_is_not_rewritten() {
+        let mut set = rs(1);
+        let owned = [pod("a").on_node("n").ready().build()];
+        let a = reconcile(&set, &owned, true, &mut names());
+        let Some(Action::Status(st)) = a.last().cloned() else { panic!("{a:?}") };
+        set.status = Some(st);
+        assert!(reconcile(&set, &owned, true, &mut names()).is_empty());
+    }
+
+    #[test]
+    fn random_names_use_the_safe_alphabet() {
+        let s = random_suffix();
+        assert_eq!(s.len(), 5);
+        assert!(s.bytes().all(|b| ALPHANUMS.contains(&b)), "{s}");
     }
 
     #[test]
     fn terminating_pods_do_not_count() {
-        let a = reconcile(&rs(1), &[pod("p1").on_node("n1").terminating().build()], 0, &mut names());
+        let a = reconcile(&rs(1), &[pod("p1").on_node("n1").terminating().build()], true, &mut names());
         assert_eq!(a.iter().filter(|x| matches!(x, Action::Create(_))).count(), 1);
     }
 
     #[test]
     fn deletes_unscheduled_then_unready_first() {
         let owned = vec![pod("ready").on_node("n1").ready().build(), pod("unready").on_node("n1").build(), pod("pending").build()];
-        let a = reconcile(&rs(1), &owned, 0, &mut names());
+        let a = reconcile(&rs(1), &owned, true, &mut names());
         let deleted: Vec<String> = a.iter().filter_map(|x| if let Action::Delete(p) = x { p.metadata.name.clone() } else { None }).collect();
         assert_eq!(deleted, vec!["pending".to_string(), "unready".to_string()]);
     }
 
     #[test]
     fn status_counts_ready_pods() {
-        let a = reconcile(&rs(2), &[pod("a").on_node("n").ready().build(), pod("b").on_node("n").build()], 0, &mut names());
+        let a = reconcile(&rs(2), &[pod("a").on_node("n").ready().build(), pod("b").on_node("n").build()], true, &mut names());
         let st = a.iter().find_map(|x| if let Action::Status(s) = x { Some(s.clone()) } else { None }).unwrap();
         assert_eq!((st.replicas, st.ready_replicas), (2, Some(1)));
     }

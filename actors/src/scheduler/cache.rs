@@ -2,7 +2,7 @@
 //! pods bound to it request, kept up to date incrementally from pod and node events, so
 //! placing one pod never walks the whole cluster's pods.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use schema::quantity;
 use std::collections::HashMap;
 
@@ -18,6 +18,7 @@ pub struct NodeInfo {
     pub name: String,
     pub ready: bool,
     pub unschedulable: bool,
+    pub taints: Vec<Taint>,
     pub allocatable: Resources,
     pub requested: Resources,
 }
@@ -44,6 +45,7 @@ pub fn node_info(n: &Node, requested: Resources) -> NodeInfo {
         name: n.metadata.name.clone().unwrap_or_default(),
         ready: status.conditions.unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True"),
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        taints: n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default(),
         allocatable: Resources {
             cpu_millis: q("cpu").and_then(|v| quantity::cpu_millis(&v)).unwrap_or(0),
             memory: q("memory").and_then(|v| quantity::value(&v)).unwrap_or(0),
@@ -55,7 +57,9 @@ pub fn node_info(n: &Node, requested: Resources) -> NodeInfo {
 
 #[derive(Default)]
 pub struct Cache {
-    nodes: HashMap<String, Node>,
+    /// Each node's parsed shape (its `requested` unused: that lives in `requested`), so a
+    /// heartbeat costs one parse and a placement none.
+    nodes: HashMap<String, NodeInfo>,
     requested: HashMap<String, Resources>,
     /// Pod key → (node, what it requests): to undo its share when it goes away.
     placed: HashMap<String, (String, Resources)>,
@@ -74,10 +78,14 @@ fn sub(a: &mut Resources, b: Resources) {
 }
 
 impl Cache {
-    pub fn set_node(&mut self, n: Node) {
-        if let Some(name) = n.metadata.name.clone() {
-            self.nodes.insert(name, n);
-        }
+    /// Stores the node; returns whether anything placement looks at changed (heartbeats
+    /// only touch timestamps, and should not wake pods that fit nowhere).
+    pub fn set_node(&mut self, n: &Node) -> bool {
+        let Some(name) = n.metadata.name.clone() else { return false };
+        let info = node_info(n, Resources::default());
+        let changed = self.nodes.get(&name) != Some(&info);
+        self.nodes.insert(name, info);
+        changed
     }
 
     pub fn remove_node(&mut self, name: &str) {
@@ -122,12 +130,90 @@ impl Cache {
 
     /// One node's view, without building the whole snapshot.
     pub fn info(&self, name: &str) -> Option<NodeInfo> {
-        self.nodes.get(name).map(|n| node_info(n, self.requested.get(name).copied().unwrap_or_default()))
+        self.nodes.get(name).map(|n| NodeInfo { requested: self.requested.get(name).copied().unwrap_or_default(), ..n.clone() })
     }
 
+    /// Every node with what is requested on it, by name.
     pub fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut v: Vec<NodeInfo> = self.nodes.values().map(|n| node_info(n, self.requested.get(n.metadata.name.as_deref().unwrap_or("")).copied().unwrap_or_default())).collect();
+        let mut v: Vec<NodeInfo> = self.nodes.values().map(|n| NodeInfo { requested: self.requested.get(&n.name).copied().unwrap_or_default(), ..n.clone() }).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {
+                "allocatable": {"cpu": "2", "memory": "4Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    /// `pod("web-1").on_node("n1").cpu("250m")`, as the style guide's builders go.
+    struct PodB(serde_json::Value);
+    fn pod(name: &str) -> PodB {
+        PodB(serde_json::json!({"metadata": {"name": name, "namespace": "demo"}, "spec": {"containers": [{"name": "c"}]}}))
+    }
+    impl PodB {
+        fn on_node(mut self, n: &str) -> Self {
+            self.0["spec"]["nodeName"] = n.into();
+            self
+        }
+        fn cpu(mut self, q: &str) -> Self {
+            self.0["spec"]["containers"][0]["resources"] = serde_json::json!({"requests": {"cpu": q}});
+            self
+        }
+        fn phase(mut self, p: &str) -> Self {
+            self.0["status"] = serde_json::json!({"phase": p});
+            self
+        }
+        fn build(self) -> Pod {
+            serde_json::from_value(self.0).unwrap()
+        }
+    }
+
+    fn used(c: &Cache, n: &str) -> (u64, u64) {
+        let i = c.info(n).unwrap();
+        (i.requested.cpu_millis, i.requested.pods)
+    }
+
+    #[test]
+    fn pod_events_move_requests_incrementally() {
+        let mut c = Cache::default();
+        assert!(c.set_node(&node("n1")));
+        assert!(!c.set_node(&node("n1")), "same shape: nothing changed");
+        c.set_node(&node("n2"));
+        c.set_pod("demo/a", &pod("a").on_node("n1").cpu("250m").build());
+        c.set_pod("demo/b", &pod("b").on_node("n1").cpu("500m").build());
+        assert_eq!(used(&c, "n1"), (750, 2));
+        // Re-applying the same pod does not double count.
+        c.set_pod("demo/a", &pod("a").on_node("n1").cpu("250m").build());
+        assert_eq!(used(&c, "n1"), (750, 2));
+        c.remove_pod("demo/b");
+        assert_eq!(used(&c, "n1"), (250, 1));
+        // A finished pod holds nothing.
+        c.set_pod("demo/a", &pod("a").on_node("n1").cpu("250m").phase("Succeeded").build());
+        assert_eq!(used(&c, "n1"), (0, 0));
+    }
+
+    #[test]
+    fn assumed_pods_count_until_confirmed_or_forgotten() {
+        let mut c = Cache::default();
+        c.set_node(&node("n1"));
+        c.assume("demo/a", "n1", requests(&pod("a").cpu("1").build()));
+        assert_eq!(used(&c, "n1"), (1000, 1));
+        // The watch event for the binding replaces the assumption, it does not add to it.
+        c.set_pod("demo/a", &pod("a").on_node("n1").cpu("1").build());
+        assert_eq!(used(&c, "n1"), (1000, 1));
+        c.remove_pod("demo/a");
+        assert_eq!(used(&c, "n1"), (0, 0));
+        assert_eq!(c.snapshot().len(), 1);
     }
 }

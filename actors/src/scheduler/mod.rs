@@ -5,12 +5,12 @@
 pub mod cache;
 pub mod plugins;
 
-use crate::controllers::{events, update_with_retry};
+use crate::controllers::{events, update_outcome, update_with_retry, Outcome};
 use actix::prelude::*;
 use bus::informer::{watch_objects, InformerEvent, Scope};
 use bus::Client;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 const ACTOR: &str = "scheduler";
@@ -36,6 +36,9 @@ pub struct Scheduler {
     binding: HashSet<String>,
     /// Keys that fit nowhere last time, with the message written for them.
     unschedulable: BTreeMap<String, String>,
+    /// The reasons last written on each waiting pod, so a retry with the same outcome
+    /// costs no store round trip.
+    reported: HashMap<String, String>,
     scheduled: bool,
 }
 
@@ -49,7 +52,7 @@ enum Msg {
 
 impl Scheduler {
     pub fn new(client: Client) -> Self {
-        Scheduler { client, cache: cache::Cache::default(), pending: BTreeMap::new(), binding: HashSet::new(), unschedulable: BTreeMap::new(), scheduled: false }
+        Scheduler { client, cache: cache::Cache::default(), pending: BTreeMap::new(), binding: HashSet::new(), unschedulable: BTreeMap::new(), reported: HashMap::new(), scheduled: false }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -64,10 +67,11 @@ impl Scheduler {
         let keys: Vec<String> = self.pending.keys().filter(|k| !self.binding.contains(*k) && !self.unschedulable.contains_key(*k)).cloned().collect();
         for key in keys {
             let Some(pod) = self.pending.get(&key).cloned() else { continue };
-            let req = cache::requests(&pod);
-            match plugins::place(req, &self.cache.snapshot()) {
+            let info = plugins::pod_info(&pod);
+            match plugins::place(&info, &self.cache.snapshot()) {
                 Ok(node) => {
-                    self.cache.assume(&key, &node, req);
+                    // Counted at once, so the next pod in this pass already sees it.
+                    self.cache.assume(&key, &node, info.requests);
                     self.binding.insert(key.clone());
                     let client = self.client.clone();
                     let addr = ctx.address();
@@ -79,6 +83,10 @@ impl Scheduler {
                 Err(why) => {
                     tracing::info!(pod = %key, reason = %why, "pod does not fit");
                     self.unschedulable.insert(key.clone(), why.clone());
+                    if self.reported.get(&key) == Some(&why) {
+                        continue;
+                    }
+                    self.reported.insert(key.clone(), why.clone());
                     let client = self.client.clone();
                     tokio::spawn(async move { mark_unschedulable(&client, &pod, &why).await });
                 }
@@ -120,11 +128,14 @@ async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
     ok
 }
 
+/// Writes PodScheduled=False with the reasons, and a FailedScheduling event, only when the
+/// reasons changed: a pod retried every few seconds must not grow the event list forever.
 async fn mark_unschedulable(client: &Client, pod: &Pod, why: &str) {
     let ns = pod.metadata.namespace.as_deref();
     let name = pod.metadata.name.as_deref().unwrap_or("");
-    update_with_retry::<Pod, _>(client, ns, name, |cur| {
-        if cur.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+    let uid = pod.metadata.uid.clone();
+    let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
+        if cur.metadata.uid != uid || cur.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
             return;
         }
         let st = cur.status.get_or_insert_with(Default::default);
@@ -143,7 +154,9 @@ async fn mark_unschedulable(client: &Client, pod: &Pod, why: &str) {
         });
     })
     .await;
-    events::record(client, events::event(events::reference(pod), "Warning", "FailedScheduling", why, "default-scheduler"));
+    if out == Outcome::Written {
+        events::record(client, events::event(events::reference(pod), "Warning", "FailedScheduling", why, "default-scheduler"));
+    }
 }
 
 impl Actor for Scheduler {
@@ -160,17 +173,14 @@ impl StreamHandler<InformerEvent<Node>> for Scheduler {
             match ev {
                 InformerEvent::Listed(nodes, _) => {
                     self.cache.clear_nodes();
-                    nodes.into_iter().for_each(|n| self.cache.set_node(n));
+                    nodes.iter().for_each(|n| {
+                        self.cache.set_node(n);
+                    });
                     changed_shape = true;
                 }
-                InformerEvent::Applied(n, _) => {
-                    // Heartbeats change nothing that matters to placement; only readiness
-                    // or cordoning changes are worth a retry of waiting pods.
-                    let before = n.metadata.name.as_deref().and_then(|name| self.cache.info(name));
-                    let after = cache::node_info(&n, before.as_ref().map(|b| b.requested).unwrap_or_default());
-                    changed_shape = before.map(|b| b.ready != after.ready || b.unschedulable != after.unschedulable || b.allocatable != after.allocatable).unwrap_or(true);
-                    self.cache.set_node(n);
-                }
+                // Heartbeats change nothing that matters to placement; only readiness,
+                // cordoning, taints or capacity changes are worth a retry of waiting pods.
+                InformerEvent::Applied(n, _) => changed_shape = self.cache.set_node(&n),
                 InformerEvent::Deleted(n, _) => self.cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
             }
             if changed_shape {
@@ -189,6 +199,7 @@ impl StreamHandler<InformerEvent<Pod>> for Scheduler {
                 InformerEvent::Listed(pods, _) => {
                     self.cache.clear_pods();
                     self.pending.clear();
+                    self.reported.clear();
                     for p in pods {
                         self.observe(p);
                     }
@@ -198,6 +209,7 @@ impl StreamHandler<InformerEvent<Pod>> for Scheduler {
                     let k = key_of(&p);
                     self.cache.remove_pod(&k);
                     self.pending.remove(&k);
+                    self.reported.remove(&k);
                     // Freed resources may let a waiting pod fit.
                     self.unschedulable.clear();
                 }
@@ -216,6 +228,7 @@ impl Scheduler {
         } else {
             self.pending.remove(&k);
             self.unschedulable.remove(&k);
+            self.reported.remove(&k);
             if !self.binding.contains(&k) {
                 self.cache.set_pod(&k, &p);
             }
@@ -232,8 +245,13 @@ impl Handler<Msg> for Scheduler {
                 Msg::Bound { key, ok } => {
                     self.binding.remove(&key);
                     if !ok {
-                        // The binding did not land: forget the assumption and try again.
+                        // The binding did not land (conflicts are already retried inside):
+                        // forget the assumption and wait for the next retry round rather
+                        // than spin on a pod the store keeps refusing.
                         self.cache.remove_pod(&key);
+                        if self.pending.contains_key(&key) {
+                            self.unschedulable.insert(key, "binding failed".into());
+                        }
                     }
                 }
                 Msg::Stop => ctx.stop(),

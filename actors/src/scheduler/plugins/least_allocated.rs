@@ -1,54 +1,53 @@
 //! Score: prefer the node left with the most free CPU and memory (as fractions), then the
 //! one with fewer pods, so replicas spread (NodeResourcesLeastAllocated + spreading).
 
-use crate::scheduler::cache::{NodeInfo, Resources};
+use super::PodInfo;
+use crate::scheduler::cache::NodeInfo;
 
-pub fn score(req: Resources, n: &NodeInfo) -> u64 {
-    let free = |alloc: u64, used: u64| if alloc == 0 { 0 } else { alloc.saturating_sub(used) * 1000 / alloc };
+/// Higher is better. Resources dominate; the pod count breaks ties between nodes that
+/// look alike to pods that request nothing.
+pub fn score(pod: &PodInfo, n: &NodeInfo) -> u32 {
+    let req = pod.requests;
+    let free = |alloc: u64, used: u64| if alloc == 0 { 0 } else { (alloc.saturating_sub(used) * 1000 / alloc) as u32 };
     let cpu = free(n.allocatable.cpu_millis, n.requested.cpu_millis + req.cpu_millis);
     let mem = free(n.allocatable.memory, n.requested.memory + req.memory);
     let pods = free(n.allocatable.pods, n.requested.pods + req.pods);
-    // Resources dominate; the pod count breaks ties between pods that request nothing.
-    (cpu + mem) * 1000 + pods
+    (cpu + mem) * 1001 + pods
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::scheduler::cache::{NodeInfo, Resources};
+    use super::*;
     use crate::scheduler::plugins::place;
-
-    fn node(name: &str, ready: bool) -> NodeInfo {
-        NodeInfo { name: name.into(), ready, unschedulable: false, allocatable: Resources { cpu_millis: 2000, memory: 4 << 30, pods: 110 }, requested: Resources::default() }
-    }
+    use crate::scheduler::plugins::testing::{node, pod};
 
     #[test]
     fn three_pods_spread_over_two_nodes() {
-        let mut nodes = vec![node("n1", true), node("n2", true)];
-        let req = Resources { pods: 1, ..Default::default() };
+        let mut nodes = vec![node("n1"), node("n2")];
+        let p = pod().cpu("100m").memory("64Mi");
         let mut placed = Vec::new();
         for _ in 0..3 {
-            let n = place(req, &nodes).unwrap();
+            let n = place(&p, &nodes).unwrap();
             let info = nodes.iter_mut().find(|x| x.name == n).unwrap();
+            info.requested.cpu_millis += p.requests.cpu_millis;
+            info.requested.memory += p.requests.memory;
             info.requested.pods += 1;
             placed.push(n);
         }
-        assert!(placed.contains(&"n1".to_string()) && placed.contains(&"n2".to_string()), "{placed:?}");
+        assert_eq!(placed, vec!["n1", "n2", "n1"]);
     }
 
     #[test]
-    fn reasons_are_collected() {
-        let mut full = node("n1", true);
-        full.requested.cpu_millis = 2000;
-        let nodes = vec![full, node("n2", false)];
-        let err = place(Resources { cpu_millis: 100, memory: 0, pods: 1 }, &nodes).unwrap_err();
-        assert_eq!(err, "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were not ready.");
+    fn pods_without_requests_spread_by_count() {
+        let mut nodes = vec![node("n1"), node("n2")];
+        nodes[0].requested.pods = 1;
+        assert_eq!(place(&pod(), &nodes).unwrap(), "n2");
     }
 
     #[test]
     fn prefers_the_least_allocated_node() {
-        let mut busy = node("n1", true);
-        busy.requested.cpu_millis = 1500;
-        let nodes = vec![busy, node("n2", true)];
-        assert_eq!(place(Resources { cpu_millis: 100, memory: 0, pods: 1 }, &nodes).unwrap(), "n2");
+        let nodes = vec![node("n1").using("1500m", "0"), node("n2")];
+        assert_eq!(place(&pod().cpu("100m"), &nodes).unwrap(), "n2");
+        assert!(score(&pod(), &nodes[1]) > score(&pod(), &nodes[0]));
     }
 }
