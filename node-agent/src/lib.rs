@@ -54,13 +54,17 @@ pub struct NodeHandle {
     stop: CancellationToken,
 }
 
+/// Registers the node, then runs its heartbeat, its log service and the kubelet actor.
+/// Call inside an actix System (the actor runs on the System's thread).
 pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle> {
+    use tracing::Instrument;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let client = bus::Client::new(bus.clone());
     kubelet::node::register(&client, &cfg).await.map_err(|e| anyhow::anyhow!("registering node {}: {e}", cfg.name))?;
     let stop = CancellationToken::new();
-    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), stop.clone()));
-    tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()));
+    let span = || tracing::info_span!("kubelet", node = %cfg.name);
+    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), stop.clone()).instrument(span()));
+    tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()).instrument(span()));
     let scope = bus::informer::Scope { node: Some(cfg.name.clone()), ..Default::default() };
     let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
     let runtime: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime);
@@ -72,11 +76,15 @@ pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle>
     Ok(NodeHandle { kubelet, stop })
 }
 
+/// How long pod processes get between SIGTERM and SIGKILL when the agent stops.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 impl NodeHandle {
-    /// Stops the agent: every pod process gets SIGTERM, then SIGKILL after 10 s; returns
-    /// once they are gone. The store is left as it is, so a restart resumes the pods.
+    /// Stops the agent: every pod process group gets SIGTERM, then SIGKILL after
+    /// [`SHUTDOWN_GRACE`]; returns once they are gone. The store is left as it is (no
+    /// status written), so a restart on the same data dir resumes the pods.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.kubelet.send(kubelet::Shutdown { grace: Duration::from_secs(10) }).await;
+        let _ = self.kubelet.send(kubelet::Shutdown { grace: SHUTDOWN_GRACE }).await;
     }
 }

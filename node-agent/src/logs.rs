@@ -64,6 +64,9 @@ pub fn answer(data_dir: &Path, req: &LogRequest) -> LogResponse {
             None => return LogResponse::NotFound(format!("pod \"{}\" has no container logs yet", req.pod)),
         },
     };
+    if !dir.join(&container).is_dir() {
+        return LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" not found", req.pod));
+    }
     let files = instances(&dir.join(&container));
     let file = if req.previous { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
     match file {
@@ -100,6 +103,28 @@ pub async fn serve(nats: async_nats::Client, node: String, data_dir: PathBuf, st
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn req(container: &str, previous: bool, tail_lines: Option<u64>) -> LogRequest {
+        LogRequest { namespace: "ns".into(), pod: "p".into(), container: Some(container.into()), tail_lines, previous, follow_inbox: None }
+    }
+
+    #[test]
+    fn answers_current_and_previous_instances() {
+        let data = std::env::temp_dir().join(format!("flotilla-logs-{}", std::process::id()));
+        let c = crate::kubelet::pod_dir(&data, "ns", "p", "u1").join("c");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("0.log"), "first\n").unwrap();
+        std::fs::write(c.join("1.log"), "a\nb\nc\n").unwrap();
+        assert_eq!(answer(&data, &req("c", false, None)), LogResponse::Data(b"a\nb\nc\n".to_vec()));
+        assert_eq!(answer(&data, &req("c", false, Some(1))), LogResponse::Data(b"c\n".to_vec()));
+        assert_eq!(answer(&data, &req("c", true, None)), LogResponse::Data(b"first\n".to_vec()));
+        assert_eq!(answer(&data, &req("x", false, None)), LogResponse::NotFound("container \"x\" in pod \"p\" not found".into()));
+        let other = LogRequest { pod: "q".into(), ..req("c", false, None) };
+        assert!(matches!(answer(&data, &other), LogResponse::NotFound(_)));
+        let _ = std::fs::remove_dir_all(data);
+    }
+
     #[test]
     fn tail_keeps_the_last_lines() {
         assert_eq!(super::tail(b"a\nb\nc\n".to_vec(), Some(2)), b"b\nc\n");

@@ -1,14 +1,18 @@
-//! The pure part of the kubelet: one container's lifecycle as an explicit state machine
-//! (`step(state, event) -> commands`), and the PodStatus kubectl prints, computed from the
-//! containers' states. No processes, no clocks: time comes in with the events.
+//! The pure part of the kubelet: a pod's life on this node as one explicit state machine,
+//! `step(state, event) -> (state, commands)`. No processes, no clocks, no NATS: time comes
+//! in with the events and the shell carries out the commands. Its status is in `status.rs`.
 
 use jiff::Timestamp;
 use std::time::Duration;
+
+pub use super::status::{phase, pod_status, qos_class};
 
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long without failing starts its back-off over.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// terminationGracePeriodSeconds when the pod says nothing.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Terminated {
@@ -18,6 +22,7 @@ pub struct Terminated {
     pub finished_at: Timestamp,
 }
 
+/// One container's state, as `containerStatuses[].state` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     Waiting { reason: String, message: Option<String> },
@@ -32,9 +37,40 @@ pub struct Container {
     pub state: State,
     pub restart_count: i32,
     pub last_state: Option<Terminated>,
+    /// The wait before the next restart after a failure.
     pub backoff: Duration,
-    /// Set once the pod is being deleted: nothing restarts any more.
-    pub stopping: bool,
+    /// `flotilla://<pid>` of the newest instance.
+    pub container_id: Option<String>,
+}
+
+impl Container {
+    pub fn new(name: &str, image: &str) -> Container {
+        Container {
+            name: name.into(),
+            image: image.into(),
+            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
+            restart_count: 0,
+            last_state: None,
+            backoff: INITIAL_BACKOFF,
+            container_id: None,
+        }
+    }
+
+    pub fn running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// Records the end of the running instance `pid`; None when `pid` is not the current
+    /// instance (an exit of an earlier one, already replaced, changes nothing).
+    fn record_exit(&mut self, pid: i32, code: i32, at: Timestamp) -> Option<Terminated> {
+        let State::Running { pid: current, started_at } = self.state else { return None };
+        if current != pid {
+            return None;
+        }
+        let t = Terminated { exit_code: code, reason: if code == 0 { "Completed".into() } else { "Error".into() }, started_at, finished_at: at };
+        self.state = State::Terminated(t.clone());
+        Some(t)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,207 +88,191 @@ impl RestartPolicy {
             _ => RestartPolicy::Always,
         }
     }
+
+    fn restarts(self, code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// Where the pod is in its life on this node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lifecycle {
+    /// Containers start, run and restart as the restart policy says.
+    Active,
+    /// Deletion was asked: running containers get SIGTERM, SIGKILL after `grace`; nothing
+    /// (re)starts.
+    Terminating { grace: Duration },
+    /// Every container has stopped and the pod's removal from the store was asked.
+    Removing,
+    /// The pod left the store (or this node): the shell forgets it.
+    Gone,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodState {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub policy: RestartPolicy,
+    pub lifecycle: Lifecycle,
+    pub containers: Vec<Container>,
+}
+
+impl PodState {
+    pub fn new(namespace: &str, name: &str, uid: &str, policy: RestartPolicy, containers: Vec<Container>) -> PodState {
+        PodState { namespace: namespace.into(), name: name.into(), uid: uid.into(), policy, lifecycle: Lifecycle::Active, containers }
+    }
+
+    fn any_running(&self) -> bool {
+        self.containers.iter().any(Container::running)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    /// The runtime started the container's process.
-    Started { pid: i32, at: Timestamp },
+    /// The pod is bound to this node and not being deleted: start its containers.
+    Admitted,
+    /// The runtime started container `idx` as process `pid`.
+    Started { idx: usize, pid: i32, at: Timestamp },
     /// The runtime could not create it (no command, unknown runtime class …).
-    CreateFailed { message: String },
-    Exited { code: i32, at: Timestamp },
-    /// The back-off timer fired.
-    BackoffElapsed,
-    /// The pod is being deleted.
-    Stop,
+    CreateFailed { idx: usize, message: String },
+    Exited { idx: usize, pid: i32, code: i32, at: Timestamp },
+    /// The back-off timer of container `idx` fired.
+    BackoffElapsed { idx: usize },
+    /// The pod has a deletionTimestamp: stop it within `grace`, then remove it.
+    DeletionRequested { grace: Duration },
+    /// The pod left the store (force-deleted) or is no longer bound here.
+    Removed,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Start,
-    RestartAfter(Duration),
-    /// Signal the process group: SIGTERM now, SIGKILL after the grace period.
-    Kill,
+    Start { idx: usize },
+    RestartAfter { idx: usize, after: Duration },
+    /// SIGTERM the container's process group, SIGKILL after `grace` (zero: at once).
+    Stop { idx: usize, grace: Duration },
+    /// Remove the pod object from the store (deletion finished).
+    DeleteFromStore,
 }
 
-impl Container {
-    pub fn new(name: &str, image: &str) -> Container {
-        Container {
-            name: name.into(),
-            image: image.into(),
-            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
-            restart_count: 0,
-            last_state: None,
-            backoff: INITIAL_BACKOFF,
-            stopping: false,
+/// Stops every running container with `grace`.
+fn stop_all(pod: &PodState, grace: Duration) -> Vec<Command> {
+    pod.containers.iter().enumerate().filter(|(_, c)| c.running()).map(|(idx, _)| Command::Stop { idx, grace }).collect()
+}
+
+/// A terminating pod with nothing left running is finished: remove it from the store.
+fn finish_if_stopped(mut pod: PodState, mut cmds: Vec<Command>) -> (PodState, Vec<Command>) {
+    if matches!(pod.lifecycle, Lifecycle::Terminating { .. }) && !pod.any_running() {
+        pod.lifecycle = Lifecycle::Removing;
+        cmds.push(Command::DeleteFromStore);
+    }
+    (pod, cmds)
+}
+
+fn backoff_message(pod: &PodState, c: &Container, wait: Duration) -> String {
+    format!("back-off {}s restarting failed container={} pod={}_{}({})", wait.as_secs(), c.name, pod.name, pod.namespace, pod.uid)
+}
+
+/// Advances the pod's state machine; returns the new state and what the shell must do.
+pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
+    let lifecycle = pod.lifecycle;
+    match (lifecycle, ev) {
+        (Lifecycle::Active, Event::Admitted) => {
+            let cmds = pod
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| matches!(&c.state, State::Waiting { reason, .. } if reason == "ContainerCreating"))
+                .map(|(idx, _)| Command::Start { idx })
+                .collect();
+            (pod, cmds)
         }
-    }
+        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Admitted) => (pod, vec![]),
 
-    pub fn pid(&self) -> Option<i32> {
-        match self.state {
-            State::Running { pid, .. } => Some(pid),
-            _ => None,
-        }
-    }
-
-    /// Advances the state machine; returns what the runtime must do next.
-    pub fn step(&mut self, ev: Event, policy: RestartPolicy) -> Vec<Command> {
-        match (ev, &self.state) {
-            (Event::Started { pid, at }, _) => {
-                if self.stopping {
-                    self.state = State::Running { pid, started_at: at };
-                    return vec![Command::Kill];
-                }
-                self.state = State::Running { pid, started_at: at };
-                vec![]
-            }
-            (Event::CreateFailed { message }, _) => {
-                self.state = State::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
-                vec![]
-            }
-            (Event::Exited { code, at }, State::Running { started_at, .. }) => {
-                let started_at = *started_at;
-                let t = Terminated {
-                    exit_code: code,
-                    reason: if code == 0 { "Completed".into() } else { "Error".into() },
-                    started_at,
-                    finished_at: at,
-                };
-                let ran = at.duration_since(started_at).unsigned_abs();
-                if ran >= BACKOFF_RESET_AFTER {
-                    self.backoff = INITIAL_BACKOFF;
-                }
-                let restart = !self.stopping
-                    && match policy {
-                        RestartPolicy::Always => true,
-                        RestartPolicy::OnFailure => code != 0,
-                        RestartPolicy::Never => false,
-                    };
-                if restart {
-                    let wait = self.backoff;
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    self.last_state = Some(t);
-                    self.state = State::Waiting {
-                        reason: "CrashLoopBackOff".into(),
-                        message: Some(format!("back-off {}s restarting failed container={}", wait.as_secs(), self.name)),
-                    };
-                    vec![Command::RestartAfter(wait)]
-                } else {
-                    self.state = State::Terminated(t);
-                    vec![]
-                }
-            }
-            (Event::Exited { .. }, _) => vec![],
-            (Event::BackoffElapsed, State::Waiting { .. }) if !self.stopping => {
-                self.restart_count += 1;
-                vec![Command::Start]
-            }
-            (Event::BackoffElapsed, _) => vec![],
-            (Event::Stop, State::Running { .. }) => {
-                self.stopping = true;
-                vec![Command::Kill]
-            }
-            (Event::Stop, _) => {
-                self.stopping = true;
-                vec![]
-            }
-        }
-    }
-
-    pub fn finished(&self) -> bool {
-        !matches!(self.state, State::Running { .. })
-    }
-}
-
-fn ts(t: Timestamp) -> String {
-    // Kubernetes keeps whole seconds.
-    Timestamp::from_second(t.as_second()).unwrap_or(t).to_string()
-}
-
-fn terminated_json(t: &Terminated) -> serde_json::Value {
-    serde_json::json!({"terminated": {"exitCode": t.exit_code, "reason": t.reason, "startedAt": ts(t.started_at), "finishedAt": ts(t.finished_at)}})
-}
-
-/// The pod's phase from its containers, as the kubelet computes it.
-pub fn phase(cs: &[Container], policy: RestartPolicy) -> &'static str {
-    if cs.is_empty() {
-        return "Pending";
-    }
-    let running = cs.iter().filter(|c| matches!(c.state, State::Running { .. })).count();
-    let terminated: Vec<&Terminated> = cs.iter().filter_map(|c| if let State::Terminated(t) = &c.state { Some(t) } else { None }).collect();
-    let restarting = cs.iter().any(|c| matches!(&c.state, State::Waiting { reason, .. } if reason == "CrashLoopBackOff"));
-    if terminated.len() == cs.len() {
-        return if terminated.iter().all(|t| t.exit_code == 0) { "Succeeded" } else { "Failed" };
-    }
-    if running == cs.len() || (running + terminated.len() > 0 && (restarting || policy == RestartPolicy::Always)) {
-        return "Running";
-    }
-    if restarting && cs.iter().all(|c| c.restart_count > 0 || matches!(c.state, State::Running { .. })) {
-        return "Running";
-    }
-    "Pending"
-}
-
-/// The status block the kubelet writes: phase, conditions, IPs and container statuses.
-/// `prev` is the stored status, whose condition transition times are kept when unchanged.
-pub fn pod_status(cs: &[Container], policy: RestartPolicy, host_ip: &str, start_time: Timestamp, prev: Option<&serde_json::Value>, now: Timestamp) -> serde_json::Value {
-    use serde_json::json;
-    let all_ready = !cs.is_empty() && cs.iter().all(|c| matches!(c.state, State::Running { .. }));
-    let phase = phase(cs, policy);
-    let prev_time = |ty: &str, status: &str| -> Option<String> {
-        prev.and_then(|p| p.get("conditions"))
-            .and_then(|c| c.as_array())
-            .and_then(|a| a.iter().find(|c| c["type"] == ty && c["status"] == status))
-            .and_then(|c| c.get("lastTransitionTime"))
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-    };
-    let cond = |ty: &str, ok: bool| {
-        let status = if ok { "True" } else { "False" };
-        let mut c = json!({"type": ty, "status": status, "lastProbeTime": null,
-            "lastTransitionTime": prev_time(ty, status).unwrap_or_else(|| ts(now))});
-        if !ok && (ty == "Ready" || ty == "ContainersReady") {
-            let names: Vec<&str> = cs.iter().filter(|c| !matches!(c.state, State::Running { .. })).map(|c| c.name.as_str()).collect();
-            c["reason"] = json!("ContainersNotReady");
-            c["message"] = json!(format!("containers with unready status: [{}]", names.join(" ")));
-        }
-        c
-    };
-    let statuses: Vec<serde_json::Value> = cs
-        .iter()
-        .map(|c| {
-            let state = match &c.state {
-                State::Waiting { reason, message } => {
-                    let mut w = json!({"reason": reason});
-                    if let Some(m) = message {
-                        w["message"] = json!(m);
-                    }
-                    json!({"waiting": w})
-                }
-                State::Running { started_at, .. } => json!({"running": {"startedAt": ts(*started_at)}}),
-                State::Terminated(t) => terminated_json(t),
+        (_, Event::Started { idx, pid, at }) => {
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            c.state = State::Running { pid, started_at: at };
+            c.container_id = Some(format!("flotilla://{pid}"));
+            let cmds = match lifecycle {
+                Lifecycle::Active => vec![],
+                // A start that raced with the deletion: stop it like the others.
+                Lifecycle::Terminating { grace } => vec![Command::Stop { idx, grace }],
+                Lifecycle::Removing | Lifecycle::Gone => vec![Command::Stop { idx, grace: Duration::ZERO }],
             };
-            let running = matches!(c.state, State::Running { .. });
-            let mut s = json!({
-                "name": c.name, "image": c.image, "imageID": "", "ready": running, "started": running,
-                "restartCount": c.restart_count, "state": state,
-                "lastState": c.last_state.as_ref().map(terminated_json).unwrap_or_else(|| json!({})),
-            });
-            if let State::Running { pid, .. } = c.state {
-                s["containerID"] = json!(format!("flotilla://{pid}"));
+            (pod, cmds)
+        }
+
+        (_, Event::CreateFailed { idx, message }) => {
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.state = State::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
             }
-            s
-        })
-        .collect();
-    json!({
-        "phase": phase,
-        "conditions": [cond("PodReadyToStartContainers", true), cond("Initialized", true), cond("Ready", all_ready), cond("ContainersReady", all_ready), cond("PodScheduled", true)],
-        "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-        "podIP": host_ip, "podIPs": [{"ip": host_ip}],
-        "startTime": ts(start_time),
-        "containerStatuses": statuses,
-        "qosClass": "BestEffort",
-    })
+            finish_if_stopped(pod, vec![])
+        }
+
+        (Lifecycle::Active, Event::Exited { idx, pid, code, at }) => {
+            let policy = pod.policy;
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            let Some(t) = c.record_exit(pid, code, at) else { return (pod, vec![]) };
+            if !policy.restarts(code) {
+                return (pod, vec![]);
+            }
+            if at.duration_since(t.started_at).unsigned_abs() >= BACKOFF_RESET_AFTER {
+                c.backoff = INITIAL_BACKOFF;
+            }
+            let wait = c.backoff;
+            c.backoff = (c.backoff * 2).min(MAX_BACKOFF);
+            c.last_state = Some(t);
+            let snapshot = c.clone();
+            let message = backoff_message(&pod, &snapshot, wait);
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.state = State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) };
+            }
+            (pod, vec![Command::RestartAfter { idx, after: wait }])
+        }
+        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Exited { idx, pid, code, at }) => {
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.record_exit(pid, code, at);
+            }
+            finish_if_stopped(pod, vec![])
+        }
+
+        (Lifecycle::Active, Event::BackoffElapsed { idx }) => {
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            if !matches!(&c.state, State::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
+                return (pod, vec![]);
+            }
+            c.restart_count += 1;
+            (pod, vec![Command::Start { idx }])
+        }
+        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::BackoffElapsed { .. }) => (pod, vec![]),
+
+        (Lifecycle::Active, Event::DeletionRequested { grace }) => {
+            pod.lifecycle = Lifecycle::Terminating { grace };
+            let cmds = stop_all(&pod, grace);
+            finish_if_stopped(pod, cmds)
+        }
+        // A shorter grace period (e.g. a second delete with --grace-period) takes over.
+        (Lifecycle::Terminating { grace: current }, Event::DeletionRequested { grace }) if grace < current => {
+            pod.lifecycle = Lifecycle::Terminating { grace };
+            let cmds = stop_all(&pod, grace);
+            (pod, cmds)
+        }
+        (Lifecycle::Terminating { .. }, Event::DeletionRequested { .. }) => (pod, vec![]),
+        // Seen again while being removed: the earlier removal may have failed, ask again.
+        (Lifecycle::Removing, Event::DeletionRequested { .. }) => (pod, vec![Command::DeleteFromStore]),
+        (Lifecycle::Gone, Event::DeletionRequested { .. }) => (pod, vec![]),
+
+        (Lifecycle::Active | Lifecycle::Terminating { .. } | Lifecycle::Removing, Event::Removed) => {
+            pod.lifecycle = Lifecycle::Gone;
+            let cmds = stop_all(&pod, Duration::ZERO);
+            (pod, cmds)
+        }
+        (Lifecycle::Gone, Event::Removed) => (pod, vec![]),
+    }
 }
 
 #[cfg(test)]
@@ -263,69 +283,182 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
     }
 
-    #[test]
-    fn crash_restarts_with_growing_backoff() {
-        let mut c = Container::new("main", "busybox");
-        assert!(c.step(Event::Started { pid: 10, at: t(0) }, RestartPolicy::Always).is_empty());
-        assert_eq!(c.step(Event::Exited { code: 137, at: t(5) }, RestartPolicy::Always), vec![Command::RestartAfter(INITIAL_BACKOFF)]);
-        assert!(matches!(&c.state, State::Waiting { reason, .. } if reason == "CrashLoopBackOff"));
-        assert_eq!(c.step(Event::BackoffElapsed, RestartPolicy::Always), vec![Command::Start]);
-        assert_eq!(c.restart_count, 1);
-        c.step(Event::Started { pid: 11, at: t(7) }, RestartPolicy::Always);
-        assert_eq!(c.step(Event::Exited { code: 1, at: t(8) }, RestartPolicy::Always), vec![Command::RestartAfter(INITIAL_BACKOFF * 2)]);
-        assert_eq!(c.last_state.as_ref().map(|l| l.exit_code), Some(1));
+    /// A pod "p" in "ns" with one container "c" per name given.
+    fn pod(policy: RestartPolicy, names: &[&str]) -> PodState {
+        PodState::new("ns", "p", "u1", policy, names.iter().map(|n| Container::new(n, "busybox")).collect())
     }
 
-    #[test]
-    fn long_runs_reset_the_backoff() {
-        let mut c = Container::new("main", "busybox");
-        c.backoff = Duration::from_secs(160);
-        c.step(Event::Started { pid: 1, at: t(0) }, RestartPolicy::Always);
-        assert_eq!(c.step(Event::Exited { code: 1, at: t(700) }, RestartPolicy::Always), vec![Command::RestartAfter(INITIAL_BACKOFF)]);
+    /// Feeds events in order, returning the final state and every command issued.
+    fn run(mut p: PodState, evs: Vec<Event>) -> (PodState, Vec<Command>) {
+        let mut all = vec![];
+        for ev in evs {
+            let (next, cmds) = step(p, ev);
+            p = next;
+            all.extend(cmds);
+        }
+        (p, all)
     }
 
-    #[test]
-    fn policies_decide_restarts() {
-        for (policy, code, restarts) in [(RestartPolicy::Never, 1, false), (RestartPolicy::OnFailure, 0, false), (RestartPolicy::OnFailure, 2, true)] {
-            let mut c = Container::new("main", "busybox");
-            c.step(Event::Started { pid: 1, at: t(0) }, policy);
-            let cmds = c.step(Event::Exited { code, at: t(1) }, policy);
-            assert_eq!(!cmds.is_empty(), restarts, "{policy:?} exit {code}");
+    fn waiting_reason(c: &Container) -> Option<&str> {
+        match &c.state {
+            State::Waiting { reason, .. } => Some(reason),
+            _ => None,
         }
     }
 
     #[test]
-    fn stopping_kills_and_never_restarts() {
-        let mut c = Container::new("main", "busybox");
-        c.step(Event::Started { pid: 1, at: t(0) }, RestartPolicy::Always);
-        assert_eq!(c.step(Event::Stop, RestartPolicy::Always), vec![Command::Kill]);
-        assert!(c.step(Event::Exited { code: 143, at: t(2) }, RestartPolicy::Always).is_empty());
-        assert!(c.finished());
+    fn admission_starts_every_container() {
+        let (p, cmds) = step(pod(RestartPolicy::Always, &["a", "b"]), Event::Admitted);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::Start { idx: 1 }]);
+        let (p, cmds) = step(p, Event::Started { idx: 0, pid: 10, at: t(0) });
+        assert!(cmds.is_empty());
+        assert_eq!(p.containers[0].state, State::Running { pid: 10, started_at: t(0) });
+        assert_eq!(p.containers[0].container_id.as_deref(), Some("flotilla://10"));
     }
 
     #[test]
-    fn status_reports_running_and_create_errors() {
-        let mut a = Container::new("a", "busybox");
-        a.step(Event::Started { pid: 1, at: t(0) }, RestartPolicy::Always);
-        let s = pod_status(std::slice::from_ref(&a), RestartPolicy::Always, "127.0.0.1", t(0), None, t(1));
-        assert_eq!(s["phase"], "Running");
-        assert_eq!(s["containerStatuses"][0]["ready"], true);
-        assert!(s["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+    fn crash_restarts_with_growing_backoff() {
+        let p = pod(RestartPolicy::Always, &["c"]);
+        let (p, _) = run(p, vec![Event::Admitted, Event::Started { idx: 0, pid: 10, at: t(0) }]);
+        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 10, code: 137, at: t(5) });
+        assert_eq!(cmds, vec![Command::RestartAfter { idx: 0, after: INITIAL_BACKOFF }]);
+        assert_eq!(waiting_reason(&p.containers[0]), Some("CrashLoopBackOff"));
+        let State::Waiting { message: Some(m), .. } = &p.containers[0].state else { panic!("waiting") };
+        assert_eq!(m, "back-off 1s restarting failed container=c pod=p_ns(u1)");
+        assert_eq!(p.containers[0].last_state.as_ref().map(|l| (l.exit_code, l.reason.as_str(), l.started_at, l.finished_at)), Some((137, "Error", t(0), t(5))));
 
-        let mut b = Container::new("b", "busybox");
-        b.step(Event::CreateFailed { message: "no command".into() }, RestartPolicy::Always);
-        let s = pod_status(&[b], RestartPolicy::Always, "127.0.0.1", t(0), None, t(1));
-        assert_eq!(s["phase"], "Pending");
-        assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerError");
+        let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
+        assert_eq!(p.containers[0].restart_count, 1);
+
+        // Each further crash doubles the wait, up to five minutes.
+        let mut p = p;
+        let mut waits = vec![];
+        for i in 0..12 {
+            let pid = 11 + i;
+            let (next, _) = step(p, Event::Started { idx: 0, pid, at: t(10 + i as i64) });
+            let (next, cmds) = step(next, Event::Exited { idx: 0, pid, code: 1, at: t(11 + i as i64) });
+            let [Command::RestartAfter { after, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
+            waits.push(after.as_secs());
+            let (next, _) = step(next, Event::BackoffElapsed { idx: 0 });
+            p = next;
+        }
+        assert_eq!(waits, vec![2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300, 300]);
+        assert_eq!(p.containers[0].restart_count, 13);
     }
 
     #[test]
-    fn completed_pods_succeed_or_fail() {
-        let mut c = Container::new("a", "busybox");
-        c.step(Event::Started { pid: 1, at: t(0) }, RestartPolicy::Never);
-        c.step(Event::Exited { code: 0, at: t(1) }, RestartPolicy::Never);
-        assert_eq!(phase(std::slice::from_ref(&c), RestartPolicy::Never), "Succeeded");
-        c.state = State::Terminated(Terminated { exit_code: 3, reason: "Error".into(), started_at: t(0), finished_at: t(1) });
-        assert_eq!(phase(&[c], RestartPolicy::Never), "Failed");
+    fn long_runs_reset_the_backoff() {
+        let mut p = pod(RestartPolicy::Always, &["c"]);
+        p.containers[0].backoff = Duration::from_secs(160);
+        let (_, cmds) = run(p, vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code: 1, at: t(700) }]);
+        assert_eq!(cmds, vec![Command::RestartAfter { idx: 0, after: INITIAL_BACKOFF }]);
+    }
+
+    #[test]
+    fn an_exit_of_a_replaced_instance_changes_nothing() {
+        let p = pod(RestartPolicy::Always, &["c"]);
+        let (p, _) = run(p, vec![Event::Started { idx: 0, pid: 1, at: t(0) }]);
+        let (q, cmds) = step(p.clone(), Event::Exited { idx: 0, pid: 99, code: 1, at: t(1) });
+        assert!(cmds.is_empty());
+        assert_eq!(q, p);
+    }
+
+    #[test]
+    fn policies_decide_restarts() {
+        for (policy, code, restarts) in
+            [(RestartPolicy::Never, 1, false), (RestartPolicy::Never, 0, false), (RestartPolicy::OnFailure, 0, false), (RestartPolicy::OnFailure, 2, true), (RestartPolicy::Always, 0, true)]
+        {
+            let (p, cmds) = run(pod(policy, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code, at: t(1) }]);
+            assert_eq!(!cmds.is_empty(), restarts, "{policy:?} exit {code}");
+            if !restarts {
+                assert!(matches!(&p.containers[0].state, State::Terminated(t) if t.exit_code == code));
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_create_waits_with_its_reason() {
+        let msg = "failed to create containerd task: container \"c\" has no command: host-process mode needs spec.containers[].command";
+        let (p, cmds) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Admitted, Event::CreateFailed { idx: 0, message: msg.into() }]);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
+        assert_eq!(p.containers[0].state, State::Waiting { reason: "CreateContainerError".into(), message: Some(msg.into()) });
+        assert_eq!(p.lifecycle, Lifecycle::Active);
+    }
+
+    #[test]
+    fn deletion_stops_then_removes_from_the_store() {
+        let grace = Duration::from_secs(30);
+        let (p, _) = run(pod(RestartPolicy::Always, &["a", "b"]), vec![Event::Admitted, Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Started { idx: 1, pid: 2, at: t(0) }]);
+        let (p, cmds) = step(p, Event::DeletionRequested { grace });
+        assert_eq!(cmds, vec![Command::Stop { idx: 0, grace }, Command::Stop { idx: 1, grace }]);
+        assert_eq!(p.lifecycle, Lifecycle::Terminating { grace });
+
+        // The first exit neither restarts nor finishes the pod.
+        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 1, code: 143, at: t(3) });
+        assert!(cmds.is_empty());
+        let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert!(cmds.is_empty());
+        // The last one does: the pod is deleted from the store.
+        let (p, cmds) = step(p, Event::Exited { idx: 1, pid: 2, code: 137, at: t(30) });
+        assert_eq!(cmds, vec![Command::DeleteFromStore]);
+        assert_eq!(p.lifecycle, Lifecycle::Removing);
+        // Seen again before the store's delete event: ask again; then forget it.
+        let (p, cmds) = step(p, Event::DeletionRequested { grace });
+        assert_eq!(cmds, vec![Command::DeleteFromStore]);
+        let (p, cmds) = step(p, Event::Removed);
+        assert!(cmds.is_empty());
+        assert_eq!(p.lifecycle, Lifecycle::Gone);
+    }
+
+    #[test]
+    fn a_pod_with_nothing_running_is_removed_at_once() {
+        let (p, cmds) = run(
+            pod(RestartPolicy::Always, &["c"]),
+            vec![Event::Admitted, Event::CreateFailed { idx: 0, message: "no command".into() }, Event::DeletionRequested { grace: DEFAULT_GRACE }],
+        );
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::DeleteFromStore]);
+        assert_eq!(p.lifecycle, Lifecycle::Removing);
+    }
+
+    #[test]
+    fn a_shorter_grace_takes_over() {
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::DeletionRequested { grace: DEFAULT_GRACE }]);
+        let (p, cmds) = step(p, Event::DeletionRequested { grace: Duration::from_secs(60) });
+        assert!(cmds.is_empty());
+        let (_, cmds) = step(p, Event::DeletionRequested { grace: Duration::ZERO });
+        assert_eq!(cmds, vec![Command::Stop { idx: 0, grace: Duration::ZERO }]);
+    }
+
+    #[test]
+    fn force_deletion_kills_at_once() {
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }]);
+        let (p, cmds) = step(p, Event::Removed);
+        assert_eq!(cmds, vec![Command::Stop { idx: 0, grace: Duration::ZERO }]);
+        assert_eq!(p.lifecycle, Lifecycle::Gone);
+        // Its exit, and a pending restart timer, do nothing any more.
+        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 1, code: 137, at: t(1) });
+        assert!(cmds.is_empty());
+        let (_, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert!(cmds.is_empty());
+    }
+
+    #[test]
+    fn a_crash_looping_container_does_not_restart_while_terminating() {
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code: 1, at: t(1) }]);
+        let (p, cmds) = step(p, Event::DeletionRequested { grace: DEFAULT_GRACE });
+        assert_eq!(cmds, vec![Command::DeleteFromStore], "nothing runs: removed at once");
+        let (_, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert!(cmds.is_empty());
+    }
+
+    #[test]
+    fn unknown_indexes_are_ignored() {
+        let p = pod(RestartPolicy::Always, &["c"]);
+        for ev in [Event::Started { idx: 5, pid: 1, at: t(0) }, Event::Exited { idx: 5, pid: 1, code: 0, at: t(0) }, Event::BackoffElapsed { idx: 5 }, Event::CreateFailed { idx: 5, message: "x".into() }] {
+            let (q, cmds) = step(p.clone(), ev);
+            assert!(cmds.is_empty());
+            assert_eq!(q, p);
+        }
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::NodeConfig;
 use bus::Client;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -75,7 +76,11 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<(), bus::clie
                 Err(e) => return Err(e),
             },
             Some(mut existing) => {
+                let before = existing.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
                 existing.status = want.status.clone();
+                if let Some(st) = existing.status.as_mut() {
+                    st.conditions = Some(refresh_conditions(&before, &schema::object::now()));
+                }
                 existing.metadata.labels = want.metadata.labels.clone();
                 match client.update(&existing).await {
                     Ok(_) => return Ok(()),
@@ -88,20 +93,37 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<(), bus::clie
     Err(bus::client::ClientError::Other("node registration kept conflicting".into()))
 }
 
-/// Refreshes lastHeartbeatTime of every condition every `period`, until cancelled.
+/// The conditions a heartbeat writes: this agent's own view (Ready, no pressure) with a
+/// fresh lastHeartbeatTime; a transition time moves only when a status changes (e.g. the
+/// node lifecycle controller had marked the node Unknown while the agent was away).
+/// Conditions other components own are kept as they are.
+pub fn refresh_conditions(existing: &[NodeCondition], now: &Time) -> Vec<NodeCondition> {
+    let ours: Vec<NodeCondition> = serde_json::from_value(conditions(&now.0.to_string())).unwrap_or_default();
+    let mut out: Vec<NodeCondition> = existing.iter().filter(|c| !ours.iter().any(|o| o.type_ == c.type_)).cloned().collect();
+    for mut c in ours {
+        if let Some(old) = existing.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+            c.last_transition_time = old.last_transition_time.clone().or(c.last_transition_time);
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Refreshes the node's conditions every `period` (compare-and-swap, re-read on
+/// conflict), re-registering the node if it was deleted, until cancelled.
 pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(cfg.heartbeat) => {}
         }
-        let span = tracing::info_span!("kubelet", node = %cfg.name, op = "heartbeat");
-        let _g = span.enter();
         for _ in 0..5 {
-            let node = match client.get::<Node>(None, &cfg.name).await {
+            let mut node = match client.get::<Node>(None, &cfg.name).await {
                 Ok(Some(n)) => n,
                 Ok(None) => {
-                    let _ = register(&client, &cfg).await;
+                    if let Err(e) = register(&client, &cfg).await {
+                        tracing::warn!(error = %e, "re-registering the node failed");
+                    }
                     break;
                 }
                 Err(e) => {
@@ -109,13 +131,9 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::
                     break;
                 }
             };
-            let mut node = node;
             let now = schema::object::now();
-            if let Some(cs) = node.status.as_mut().and_then(|s| s.conditions.as_mut()) {
-                for c in cs.iter_mut() {
-                    c.last_heartbeat_time = Some(now.clone());
-                }
-            }
+            let status = node.status.get_or_insert_with(Default::default);
+            status.conditions = Some(refresh_conditions(status.conditions.as_deref().unwrap_or_default(), &now));
             match client.update(&node).await {
                 Ok(_) => break,
                 Err(e) if e.is_conflict() => continue,
@@ -134,14 +152,46 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
 
+    fn cfg() -> NodeConfig {
+        NodeConfig { name: "n1".into(), data_dir: "/tmp".into(), cpu_millis: 2000, memory_bytes: 4 << 30, max_pods: 110, heartbeat: DEFAULT_HEARTBEAT, host_ip: "127.0.0.1".into() }
+    }
+
     #[test]
     fn node_reports_capacity_and_ready() {
-        let cfg = NodeConfig { name: "n1".into(), data_dir: "/tmp".into(), cpu_millis: 2000, memory_bytes: 4 << 30, max_pods: 110, heartbeat: DEFAULT_HEARTBEAT, host_ip: "127.0.0.1".into() };
-        let v = node_object(&cfg, "2026-01-01T00:00:00Z");
+        let v = node_object(&cfg(), "2026-01-01T00:00:00Z");
         assert_eq!(v["status"]["capacity"]["cpu"], "2000m");
+        assert_eq!(v["status"]["capacity"]["pods"], "110");
         assert_eq!(v["status"]["allocatable"]["memory"], "4194304Ki");
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
+        assert_eq!(v["metadata"]["labels"]["node.kubernetes.io/instance-type"], "flotilla");
+        assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "v1.32.4-flotilla");
+        assert_eq!(v["status"]["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.1"}));
         let node: Node = serde_json::from_value(v).expect("a valid Node");
-        let ready = node.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!(ready.status, "True");
+        let conds = node.status.unwrap().conditions.unwrap();
+        let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", Some("KubeletReady")));
+        for ty in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
+            assert_eq!(conds.iter().find(|c| c.type_ == ty).unwrap().status, "False", "{ty}");
+        }
+    }
+
+    #[test]
+    fn heartbeats_refresh_times_and_restore_ready() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let mut old: Vec<NodeCondition> = serde_json::from_value(conditions("2026-01-01T00:00:00Z")).unwrap();
+        // The node lifecycle controller marked it Unknown while the agent was away.
+        let ready = old.iter_mut().find(|c| c.type_ == "Ready").unwrap();
+        ready.status = "Unknown".into();
+        old.push(NodeCondition { type_: "NetworkUnavailable".into(), status: "False".into(), ..Default::default() });
+        let now = at("2026-01-01T00:05:00Z");
+        let new = refresh_conditions(&old, &now);
+        let get = |ty: &str| new.iter().find(|c| c.type_ == ty).unwrap().clone();
+        assert_eq!(get("Ready").status, "True");
+        assert_eq!(get("Ready").last_transition_time, Some(now.clone()));
+        assert_eq!(get("Ready").last_heartbeat_time, Some(now.clone()));
+        assert_eq!(get("MemoryPressure").last_transition_time, Some(at("2026-01-01T00:00:00Z")));
+        assert_eq!(get("MemoryPressure").last_heartbeat_time, Some(now));
+        assert_eq!(get("NetworkUnavailable").status, "False", "others' conditions are kept");
+        assert_eq!(new.len(), 5);
     }
 }

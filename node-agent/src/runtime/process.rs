@@ -4,23 +4,85 @@
 //! direct children behind.
 
 use super::{ContainerSpec, OnExit, Runtime, RuntimeError, Started};
+use futures::future::BoxFuture;
 use std::process::Stdio;
+use std::time::Duration;
+
+/// How long a SIGKILLed group may take to disappear before stop gives up waiting.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(25);
 
 #[derive(Default)]
 pub struct ProcessRuntime;
 
+/// Signals a whole process group. Groups 0 and 1 would mean "our own group" and "every
+/// process": never signalled, whatever a caller passes.
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: plain syscall on a process group this runtime created.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+}
+
+/// Whether a live (non-zombie) process is left in the group. `kill(-pgid, 0)` alone also
+/// succeeds for zombies that nobody reaped yet (an orphan's reaper may be slow or absent
+/// in a container), and those hold nothing but a pid.
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks for existence.
+    if unsafe { libc::kill(-pgid, 0) } != 0 {
+        return false;
+    }
+    let Ok(rd) = std::fs::read_dir("/proc") else { return true };
+    rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())).any(|pid| {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
+        let mut f = rest.split_whitespace();
+        let state = f.next();
+        let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid) && state != Some("Z")
+    })
+}
+
+async fn wait_gone(pgid: i32, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 impl Runtime for ProcessRuntime {
-    fn start(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+    fn handler(&self) -> &'static str {
+        "host"
+    }
+
+    fn start_container(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
         let Some((prog, args)) = spec.command.split_first() else {
             return Err(RuntimeError::Create(format!(
-                "container \"{}\" has no command: host-process mode runs spec.containers[].command (and args), there is no image entrypoint to fall back on",
+                "failed to create containerd task: container \"{}\" has no command: host-process mode needs spec.containers[].command (there is no image entrypoint to fall back on)",
                 spec.name
             )));
         };
         if let Some(dir) = spec.log_path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::create_dir_all(&spec.working_dir)?;
+        // Host mode runs in the host's filesystem: a workingDir is used as it is, never
+        // created (the kubelet creates the pod's own default directory).
+        if !spec.working_dir.is_dir() {
+            return Err(RuntimeError::Create(format!(
+                "failed to create containerd task: working directory {:?} of container \"{}\" does not exist on the host",
+                spec.working_dir, spec.name
+            )));
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path)?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
@@ -34,14 +96,17 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             .kill_on_drop(false);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
-        // if the thread that spawned it dies.
+        // when the thread that spawned it dies (the kubelet's thread, which lives as long as
+        // the agent).
         unsafe {
             cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| RuntimeError::Create(format!("starting {prog:?}: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)))?;
         let pid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::Create("the process exited before it was seen".into()))?;
         tokio::spawn(async move {
             let code = match child.wait().await {
@@ -56,65 +121,42 @@ impl Runtime for ProcessRuntime {
         Ok(Started { pid })
     }
 
-    fn signal(&self, started: Started, signal: i32) {
-        // SAFETY: signalling a process group this runtime created.
-        unsafe { libc::kill(-started.pid, signal) };
+    fn stop_container(&self, started: Started, grace: Duration) -> BoxFuture<'static, ()> {
+        let pgid = started.pid;
+        Box::pin(async move {
+            if !grace.is_zero() {
+                signal_group(pgid, libc::SIGTERM);
+                if wait_gone(pgid, grace).await {
+                    return;
+                }
+            }
+            signal_group(pgid, libc::SIGKILL);
+            if !wait_gone(pgid, KILL_WAIT).await {
+                tracing::warn!(pgid, "processes survived SIGKILL");
+            }
+        })
     }
 
     fn alive(&self, started: Started) -> bool {
-        // SAFETY: signal 0 only checks for existence.
-        unsafe { libc::kill(-started.pid, 0) == 0 }
+        group_alive(started.pid)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[tokio::test]
-    async fn runs_logs_and_stops_the_whole_group() {
-        let dir = std::env::temp_dir().join(format!("flotilla-rt-{}", std::process::id()));
-        let spec = ContainerSpec {
-            pod_key: "t/p".into(),
-            name: "c".into(),
-            command: vec!["sh".into(), "-c".into(), "echo hi; sleep 100 & wait".into()],
-            env: vec![("HOSTNAME".into(), "p".into())],
-            working_dir: dir.clone(),
-            log_path: dir.join("c/0.log"),
-        };
-        let rt = ProcessRuntime;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let s = rt.start(&spec, Box::new(move |_, code| {
-            let _ = tx.send(code);
-        })).expect("start");
-        let mut logged = false;
-        for _ in 0..100 {
-            if std::fs::read_to_string(&spec.log_path).unwrap_or_default().contains("hi") {
-                logged = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(logged, "the container's output reaches its log file");
-        assert!(rt.alive(s));
-        rt.signal(s, libc::SIGKILL);
-        let code = tokio::time::timeout(Duration::from_secs(5), rx).await.expect("exit seen").expect("code");
-        assert_eq!(code, 128 + libc::SIGKILL);
-        for _ in 0..100 {
-            if !rt.alive(s) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(!rt.alive(s), "no process of the group survives");
-        let _ = std::fs::remove_dir_all(dir);
-    }
 
     #[test]
     fn no_command_is_a_create_error() {
         let spec = ContainerSpec { pod_key: "t/p".into(), name: "c".into(), command: vec![], env: vec![], working_dir: "/tmp".into(), log_path: "/tmp/x.log".into() };
-        let e = ProcessRuntime.start(&spec, Box::new(|_, _| {})).unwrap_err();
-        assert!(e.to_string().contains("has no command"));
+        let e = ProcessRuntime.start_container(&spec, Box::new(|_, _| {})).unwrap_err();
+        assert!(e.to_string().contains("container \"c\" has no command"), "{e}");
+    }
+
+    #[test]
+    fn never_signals_our_own_group_or_everything() {
+        assert!(!group_alive(0));
+        assert!(!group_alive(1));
+        assert!(!group_alive(-5));
     }
 }
