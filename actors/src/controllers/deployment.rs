@@ -3,7 +3,7 @@
 //! status summed from its ReplicaSets. `reconcile` is pure; the actor is a shell.
 
 use super::queue::WorkQueue;
-use super::owned::{self, OwnedIndex};
+use super::owned::{self, Cache, OwnedIndex};
 use super::{events, ControllerMsg};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStat
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 const ACTOR: &str = "deployment-controller";
 pub const HASH_LABEL: &str = "pod-template-hash";
@@ -238,19 +238,15 @@ fn same_status(a: Option<&DeploymentStatus>, b: &DeploymentStatus) -> bool {
 
 pub struct DeploymentController {
     client: Client,
-    deployments: HashMap<String, Deployment>,
+    deployments: Cache<Deployment>,
     sets: OwnedIndex<ReplicaSet>,
     queue: WorkQueue,
     scheduled: bool,
 }
 
-fn key_of(meta: &ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
-}
-
 impl DeploymentController {
     pub fn new(client: Client) -> Self {
-        DeploymentController { client, deployments: HashMap::new(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), scheduled: false }
+        DeploymentController { client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), scheduled: false }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -340,7 +336,7 @@ impl Actor for DeploymentController {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(super::RESYNC, |act, ctx| {
-            let keys: Vec<String> = act.deployments.keys().cloned().collect();
+            let keys = act.deployments.keys();
             keys.into_iter().for_each(|k| act.queue.add(k));
             act.kick(ctx);
         });
@@ -350,21 +346,8 @@ impl Actor for DeploymentController {
 impl StreamHandler<InformerEvent<Deployment>> for DeploymentController {
     fn handle(&mut self, ev: InformerEvent<Deployment>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            match ev {
-                InformerEvent::Listed(items, _) => {
-                    self.deployments = items.into_iter().map(|d| (key_of(&d.metadata), d)).collect();
-                    let keys: Vec<String> = self.deployments.keys().cloned().collect();
-                    keys.into_iter().for_each(|k| self.queue.add(k));
-                }
-                InformerEvent::Applied(d, _) => {
-                    let k = key_of(&d.metadata);
-                    self.deployments.insert(k.clone(), d);
-                    self.queue.add(k);
-                }
-                InformerEvent::Deleted(d, _) => {
-                    self.deployments.remove(&key_of(&d.metadata));
-                }
-            }
+            let (requeue, _) = self.deployments.apply(ev);
+            requeue.into_iter().for_each(|k| self.queue.add(k));
             self.kick(ctx);
         })
     }

@@ -10,6 +10,48 @@ pub fn key_of<K: Object>(o: &K) -> String {
     format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""))
 }
 
+/// The objects a controller reconciles, by key, fed by its informer. `apply` returns the
+/// keys to queue, and the key of a deleted object (for the caller's own bookkeeping).
+pub struct Cache<K> {
+    items: HashMap<String, K>,
+}
+
+impl<K> Default for Cache<K> {
+    fn default() -> Self {
+        Cache { items: HashMap::new() }
+    }
+}
+
+impl<K: Object> Cache<K> {
+    pub fn apply(&mut self, ev: bus::informer::InformerEvent<K>) -> (Vec<String>, Option<String>) {
+        use bus::informer::InformerEvent;
+        match ev {
+            InformerEvent::Listed(items, _) => {
+                self.items = items.into_iter().map(|o| (key_of(&o), o)).collect();
+                (self.keys(), None)
+            }
+            InformerEvent::Applied(o, _) => {
+                let k = key_of(&o);
+                self.items.insert(k.clone(), o);
+                (vec![k], None)
+            }
+            InformerEvent::Deleted(o, _) => {
+                let k = key_of(&o);
+                self.items.remove(&k);
+                (Vec::new(), Some(k))
+            }
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&K> {
+        self.items.get(key)
+    }
+
+    pub fn keys(&self) -> Vec<String> {
+        self.items.keys().cloned().collect()
+    }
+}
+
 pub struct OwnedIndex<K> {
     owner_kind: &'static str,
     items: HashMap<String, K>,

@@ -4,7 +4,7 @@
 
 use super::expectations::Expectations;
 use super::queue::WorkQueue;
-use super::owned::{self, OwnedIndex};
+use super::owned::{self, Cache, OwnedIndex};
 use super::{delete_pod_gracefully, events, ControllerMsg};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
@@ -12,7 +12,6 @@ use bus::Client;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::collections::HashMap;
 use std::time::Instant;
 
 const ACTOR: &str = "replicaset-controller";
@@ -114,7 +113,7 @@ pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut d
 
 pub struct ReplicaSetController {
     client: Client,
-    sets: HashMap<String, ReplicaSet>,
+    sets: Cache<ReplicaSet>,
     pods: OwnedIndex<Pod>,
     /// Its own creates and deletes not yet seen on the watch, per ReplicaSet key.
     expectations: Expectations,
@@ -122,13 +121,9 @@ pub struct ReplicaSetController {
     scheduled: bool,
 }
 
-fn key_of(meta: &ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or(""), meta.name.as_deref().unwrap_or(""))
-}
-
 impl ReplicaSetController {
     pub fn new(client: Client) -> Self {
-        ReplicaSetController { client, sets: HashMap::new(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default(), scheduled: false }
+        ReplicaSetController { client, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default(), scheduled: false }
     }
 
     fn put_pod(&mut self, p: Pod) {
@@ -286,10 +281,7 @@ impl Actor for ReplicaSetController {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(super::RESYNC, |act, ctx| {
-            let keys: Vec<String> = act.sets.keys().cloned().collect();
-            for k in keys {
-                act.queue.add(k);
-            }
+            act.sets.keys().into_iter().for_each(|k| act.queue.add(k));
             act.kick(ctx);
         });
     }
@@ -298,22 +290,10 @@ impl Actor for ReplicaSetController {
 impl StreamHandler<InformerEvent<ReplicaSet>> for ReplicaSetController {
     fn handle(&mut self, ev: InformerEvent<ReplicaSet>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            match ev {
-                InformerEvent::Listed(items, _) => {
-                    self.sets = items.into_iter().map(|r| (key_of(&r.metadata), r)).collect();
-                    let keys: Vec<String> = self.sets.keys().cloned().collect();
-                    keys.into_iter().for_each(|k| self.queue.add(k));
-                }
-                InformerEvent::Applied(r, _) => {
-                    let k = key_of(&r.metadata);
-                    self.sets.insert(k.clone(), r);
-                    self.queue.add(k);
-                }
-                InformerEvent::Deleted(r, _) => {
-                    let k = key_of(&r.metadata);
-                    self.sets.remove(&k);
-                    self.expectations.forget(&k);
-                }
+            let (requeue, deleted) = self.sets.apply(ev);
+            requeue.into_iter().for_each(|k| self.queue.add(k));
+            if let Some(k) = deleted {
+                self.expectations.forget(&k);
             }
             self.kick(ctx);
         })

@@ -275,18 +275,25 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
     }
 }
 
+/// Builders shared by the lifecycle and status tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
-    fn t(s: i64) -> Timestamp {
+    pub fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
     }
 
-    /// A pod "p" in "ns" with one container "c" per name given.
-    fn pod(policy: RestartPolicy, names: &[&str]) -> PodState {
+    /// A pod "p" in "ns" with one container per name given.
+    pub fn pod(policy: RestartPolicy, names: &[&str]) -> PodState {
         PodState::new("ns", "p", "u1", policy, names.iter().map(|n| Container::new(n, "busybox")).collect())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{pod, t};
+    use super::*;
 
     /// Feeds events in order, returning the final state and every command issued.
     fn run(mut p: PodState, evs: Vec<Event>) -> (PodState, Vec<Command>) {

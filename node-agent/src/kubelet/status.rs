@@ -146,16 +146,9 @@ pub fn pod_status(pod: &PodState, host_ip: &str, start_time: Timestamp, qos: &st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kubelet::lifecycle::fixtures::{pod, t};
     use crate::kubelet::lifecycle::{step, Event};
     use k8s_openapi::api::core::v1::PodStatus;
-
-    fn t(s: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + s).unwrap()
-    }
-
-    fn pod(policy: RestartPolicy, names: &[&str]) -> PodState {
-        PodState::new("ns", "p", "u1", policy, names.iter().map(|n| Container::new(n, "busybox")).collect())
-    }
 
     fn feed(mut p: PodState, evs: Vec<Event>) -> PodState {
         for ev in evs {
