@@ -58,6 +58,17 @@ spec:
       containers: [{name: main, image: busybox, command: ["true"]}]
 "#;
 
+struct StopOnDrop(Option<std::process::Child>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 const NO_COMMAND: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -160,19 +171,22 @@ fn kubectl_apply_to_running_pods_and_back() {
     assert!(p.iter().all(|x| x.0 != first), "{p:?}");
 
     // Watch while scaling to 5.
-    let mut watch = std::process::Command::new("kubectl")
+    let watch = std::process::Command::new("kubectl")
         .args(["get", "pods", "-n", "demo", "-w", "--request-timeout=60s"])
         .env("KUBECONFIG", &c.kubeconfig)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("kubectl get -w");
+    // Stopped by PID even if an assertion below fails first.
+    let mut watch = StopOnDrop(Some(watch));
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.ok(&["scale", "deploy", "ticker", "-n", "demo", "--replicas=5"]).contains("scaled"));
     let p = c.eventually(Duration::from_secs(30), "5 pods Running", || running(&c, 5));
     let yaml = c.ok(&["get", "deploy", "ticker", "-n", "demo", "-o", "yaml"]);
     assert!(yaml.contains("replicas: 5"), "{yaml}");
     std::thread::sleep(Duration::from_secs(1));
+    let watch = watch.0.take().expect("the watch is running");
     // SAFETY: stopping the watch we started.
     unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
     let out = watch.wait_with_output().expect("watch output");
