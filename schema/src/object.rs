@@ -108,3 +108,11 @@ pub fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
 pub fn now_string() -> String {
     serde_json::to_value(now()).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
+
+/// When a graceful deletion with `grace_seconds` is due: what `deletionTimestamp` holds,
+/// as on the real server (now + grace, whole seconds).
+pub fn deletion_deadline(grace_seconds: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    let now = now();
+    let at = now.0.as_second().saturating_add(grace_seconds.max(0));
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(at).unwrap_or(now.0))
+}

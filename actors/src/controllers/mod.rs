@@ -69,7 +69,7 @@ pub async fn delete_pod_gracefully(client: &Client, p: &Pod) -> Result<(), Clien
     let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
         if cur.metadata.uid == uid && cur.metadata.deletion_timestamp.is_none() {
             let grace = cur.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
-            cur.metadata.deletion_timestamp = Some(schema::object::now());
+            cur.metadata.deletion_timestamp = Some(schema::object::deletion_deadline(grace));
             cur.metadata.deletion_grace_period_seconds = Some(grace);
         }
     })

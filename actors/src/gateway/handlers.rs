@@ -419,9 +419,7 @@ async fn delete(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
                     return Ok(json_response(StatusCode::OK, &cur));
                 }
                 let mut v = cur.clone();
-                let at = jiff::Timestamp::now().as_second().saturating_add(grace);
-                let at = jiff::Timestamp::from_second(at).map(|t| t.to_string()).unwrap_or_else(|_| object::now_string());
-                object::set_meta(&mut v, "deletionTimestamp", json!(at));
+                object::set_meta(&mut v, "deletionTimestamp", json!(object::deletion_deadline(grace)));
                 object::set_meta(&mut v, "deletionGracePeriodSeconds", json!(grace));
                 match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
                     Err(e) if e.reason == "Conflict" => continue,
