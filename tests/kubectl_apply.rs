@@ -127,6 +127,13 @@ fn kubectl_apply_to_running_pods_and_back() {
     let again = c.kubectl(&["create", "namespace", "demo"]);
     assert!(!again.ok && again.stderr.contains("AlreadyExists"), "{}", again.stderr);
 
+    // `kubectl create <generator>` sends protobuf bodies.
+    assert!(c.ok(&["create", "configmap", "settings", "-n", "demo", "--from-literal=mode=fast"]).contains("configmap/settings created"));
+    assert_eq!(c.ok(&["get", "configmap", "settings", "-n", "demo", "-o", "jsonpath={.data.mode}"]), "fast");
+    assert!(c.ok(&["create", "secret", "generic", "creds", "-n", "demo", "--from-literal=user=admin"]).contains("secret/creds created"));
+    assert_eq!(c.ok(&["get", "secret", "creds", "-n", "demo", "-o", "jsonpath={.data.user}"]), "YWRtaW4=");
+    assert!(c.ok(&["create", "serviceaccount", "runner", "-n", "demo"]).contains("serviceaccount/runner created"));
+
     // Apply: three Running replicas spread over both nodes, deployment 3/3.
     let applied = c.kubectl_stdin(&["apply", "-n", "demo", "-f", "-"], Some(DEPLOY));
     assert!(applied.ok, "{} {}", applied.stdout, applied.stderr);

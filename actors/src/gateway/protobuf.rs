@@ -70,6 +70,48 @@ pub struct NamespaceStatus {
     pub phase: Option<String>,
 }
 
+/// `kubectl create configmap`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfigMap {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(btree_map = "string, string", tag = "2")]
+    pub data: BTreeMap<String, String>,
+    #[prost(btree_map = "string, bytes", tag = "3")]
+    pub binary_data: BTreeMap<String, Vec<u8>>,
+    #[prost(bool, optional, tag = "4")]
+    pub immutable: Option<bool>,
+}
+
+/// `kubectl create secret generic|docker-registry|tls`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Secret {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(btree_map = "string, bytes", tag = "2")]
+    pub data: BTreeMap<String, Vec<u8>>,
+    #[prost(string, optional, tag = "3")]
+    pub type_: Option<String>,
+    #[prost(btree_map = "string, string", tag = "4")]
+    pub string_data: BTreeMap<String, String>,
+    #[prost(bool, optional, tag = "5")]
+    pub immutable: Option<bool>,
+}
+
+/// `kubectl create serviceaccount`: only its metadata and automount flag are set.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServiceAccount {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(bool, optional, tag = "4")]
+    pub automount_service_account_token: Option<bool>,
+}
+
+fn b64_map(m: &BTreeMap<String, Vec<u8>>) -> Value {
+    use base64::Engine;
+    Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect())
+}
+
 /// Sent by `kubectl drain` when eviction is not offered.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteOptions {
@@ -151,6 +193,45 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             }
             Ok(v)
         }
+        ("v1", "ConfigMap") => {
+            let cm = ConfigMap::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta_json(&cm.metadata.unwrap_or_default())});
+            if !cm.data.is_empty() {
+                v["data"] = json!(cm.data);
+            }
+            if !cm.binary_data.is_empty() {
+                v["binaryData"] = b64_map(&cm.binary_data);
+            }
+            if let Some(i) = cm.immutable {
+                v["immutable"] = json!(i);
+            }
+            Ok(v)
+        }
+        ("v1", "Secret") => {
+            let sec = Secret::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta_json(&sec.metadata.unwrap_or_default())});
+            if !sec.data.is_empty() {
+                v["data"] = b64_map(&sec.data);
+            }
+            if !sec.string_data.is_empty() {
+                v["stringData"] = json!(sec.string_data);
+            }
+            if let Some(t) = nonempty(&sec.type_) {
+                v["type"] = json!(t);
+            }
+            if let Some(i) = sec.immutable {
+                v["immutable"] = json!(i);
+            }
+            Ok(v)
+        }
+        ("v1", "ServiceAccount") => {
+            let sa = ServiceAccount::decode(raw.as_slice()).map_err(bad)?;
+            let mut v = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta_json(&sa.metadata.unwrap_or_default())});
+            if let Some(a) = sa.automount_service_account_token {
+                v["automountServiceAccountToken"] = json!(a);
+            }
+            Ok(v)
+        }
         (_, "DeleteOptions") => {
             let d = DeleteOptions::decode(raw.as_slice()).map_err(bad)?;
             let mut v = json!({"apiVersion": api_version, "kind": "DeleteOptions"});
@@ -222,6 +303,17 @@ mod tests {
         let v = decode(&bytes).unwrap();
         assert_eq!(v["metadata"]["name"], "demo");
         assert_eq!(v["kind"], "Namespace");
+    }
+
+    #[test]
+    fn configmaps_and_secrets() {
+        let meta = ObjectMeta { name: Some("c".into()), ..Default::default() };
+        let cm = ConfigMap { metadata: Some(meta.clone()), data: [("a".to_string(), "b".to_string())].into(), binary_data: [("bin".to_string(), vec![0u8, 1])].into(), immutable: None };
+        let v = decode(&envelope("v1", "ConfigMap", cm.encode_to_vec())).unwrap();
+        assert_eq!(v, json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"},"data":{"a":"b"},"binaryData":{"bin":"AAE="}}));
+        let sec = Secret { metadata: Some(meta), data: [("k".to_string(), b"v".to_vec())].into(), type_: Some("Opaque".into()), ..Default::default() };
+        let v = decode(&envelope("v1", "Secret", sec.encode_to_vec())).unwrap();
+        assert_eq!(v, json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"c"},"data":{"k":"dg=="},"type":"Opaque"}));
     }
 
     #[test]
