@@ -133,6 +133,14 @@ fn kubectl_apply_to_running_pods_and_back() {
     assert!(c.ok(&["create", "secret", "generic", "creds", "-n", "demo", "--from-literal=user=admin"]).contains("secret/creds created"));
     assert_eq!(c.ok(&["get", "secret", "creds", "-n", "demo", "-o", "jsonpath={.data.user}"]), "YWRtaW4=");
     assert!(c.ok(&["create", "serviceaccount", "runner", "-n", "demo"]).contains("serviceaccount/runner created"));
+    assert!(c.ok(&["create", "deployment", "once", "-n", "demo", "--image=busybox", "--replicas=2", "--port=8080", "--", "sleep", "3600"]).contains("deployment.apps/once created"));
+    let made = c.ok(&["get", "deploy", "once", "-n", "demo", "-o", "jsonpath={.spec.replicas} {.spec.selector.matchLabels.app} {.spec.template.spec.containers[0].command} {.spec.template.spec.containers[0].ports[0].containerPort}"]);
+    assert_eq!(made, r#"2 once ["sleep","3600"] 8080"#);
+    c.ok(&["delete", "deploy", "once", "-n", "demo"]);
+    c.eventually(Duration::from_secs(30), "the pods of deployment once are gone", || {
+        let o = c.ok(&["get", "pods", "-n", "demo", "-l", "app=once", "-o", "name"]);
+        if o.trim().is_empty() { Ok(()) } else { Err(o) }
+    });
 
     // Apply: three Running replicas spread over both nodes, deployment 3/3.
     let applied = c.kubectl_stdin(&["apply", "-n", "demo", "-f", "-"], Some(DEPLOY));

@@ -77,7 +77,7 @@ impl Cluster {
     pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
         use std::io::Write;
         let mut cmd = Command::new("kubectl");
-        cmd.args(args).arg("--request-timeout=20s").env("KUBECONFIG", &self.kubeconfig);
+        cmd.arg("--request-timeout=20s").args(args).env("KUBECONFIG", &self.kubeconfig);
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("running kubectl");
         if let (Some(s), Some(mut w)) = (stdin, child.stdin.take()) {

@@ -107,6 +107,103 @@ pub struct ServiceAccount {
     pub automount_service_account_token: Option<bool>,
 }
 
+/// `kubectl create deployment NAME --image=… [--replicas=N] [--port=P] [-- COMMAND…]`:
+/// the fields that command sets, from k8s.io/api/apps/v1 and core/v1 generated.proto.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Deployment {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    pub spec: Option<DeploymentSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DeploymentSpec {
+    #[prost(int32, optional, tag = "1")]
+    pub replicas: Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    pub selector: Option<LabelSelector>,
+    #[prost(message, optional, tag = "3")]
+    pub template: Option<PodTemplateSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelSelector {
+    #[prost(btree_map = "string, string", tag = "1")]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodTemplateSpec {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    pub spec: Option<PodSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSpec {
+    #[prost(message, repeated, tag = "2")]
+    pub containers: Vec<Container>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Container {
+    #[prost(string, optional, tag = "1")]
+    pub name: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub image: Option<String>,
+    #[prost(string, repeated, tag = "3")]
+    pub command: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub args: Vec<String>,
+    #[prost(message, repeated, tag = "6")]
+    pub ports: Vec<ContainerPort>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerPort {
+    #[prost(int32, optional, tag = "3")]
+    pub container_port: Option<i32>,
+    #[prost(string, optional, tag = "4")]
+    pub protocol: Option<String>,
+}
+
+fn deployment_json(d: Deployment) -> Value {
+    let mut v = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta_json(&d.metadata.unwrap_or_default())});
+    let spec = d.spec.unwrap_or_default();
+    let mut sj = Map::new();
+    if let Some(r) = spec.replicas {
+        sj.insert("replicas".into(), json!(r));
+    }
+    if let Some(sel) = spec.selector {
+        sj.insert("selector".into(), json!({"matchLabels": sel.match_labels}));
+    }
+    let tpl = spec.template.unwrap_or_default();
+    let containers: Vec<Value> = tpl
+        .spec
+        .unwrap_or_default()
+        .containers
+        .into_iter()
+        .map(|c| {
+            let mut cj = json!({"name": c.name.unwrap_or_default(), "image": c.image.unwrap_or_default()});
+            if !c.command.is_empty() {
+                cj["command"] = json!(c.command);
+            }
+            if !c.args.is_empty() {
+                cj["args"] = json!(c.args);
+            }
+            if !c.ports.is_empty() {
+                cj["ports"] = Value::Array(c.ports.iter().map(|p| json!({"containerPort": p.container_port.unwrap_or(0), "protocol": p.protocol.clone().unwrap_or_else(|| "TCP".into())})).collect());
+            }
+            cj
+        })
+        .collect();
+    sj.insert("template".into(), json!({"metadata": meta_json(&tpl.metadata.unwrap_or_default()), "spec": {"containers": containers}}));
+    v["spec"] = Value::Object(sj);
+    v
+}
+
 fn b64_map(m: &BTreeMap<String, Vec<u8>>) -> Value {
     use base64::Engine;
     Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect())
@@ -207,6 +304,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             }
             Ok(v)
         }
+        ("apps/v1", "Deployment") => Ok(deployment_json(Deployment::decode(raw.as_slice()).map_err(bad)?)),
         ("v1", "Secret") => {
             let sec = Secret::decode(raw.as_slice()).map_err(bad)?;
             let mut v = json!({"apiVersion": "v1", "kind": "Secret", "metadata": meta_json(&sec.metadata.unwrap_or_default())});
@@ -323,7 +421,7 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap()["kind"], "DeleteOptions");
         let d = DeleteOptions { grace_period_seconds: Some(0), ..Default::default() };
         assert_eq!(decode(&envelope("v1", "DeleteOptions", d.encode_to_vec())).unwrap()["gracePeriodSeconds"], 0);
-        assert!(matches!(decode(&envelope("apps/v1", "Deployment", vec![])), Err(ProtoError::Unsupported(m)) if m.contains("Deployment")));
+        assert!(matches!(decode(&envelope("apps/v1", "StatefulSet", vec![])), Err(ProtoError::Unsupported(m)) if m.contains("StatefulSet")));
         assert!(matches!(decode(b"nope"), Err(ProtoError::Bad(_))));
         assert!(matches!(decode(b"k8s\0\xff\xff\xff"), Err(ProtoError::Bad(_))));
     }
