@@ -241,24 +241,21 @@ pub struct DeploymentController {
     deployments: Cache<Deployment>,
     sets: OwnedIndex<ReplicaSet>,
     queue: WorkQueue,
-    scheduled: bool,
 }
 
 impl DeploymentController {
     pub fn new(client: Client) -> Self {
-        DeploymentController { client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), scheduled: false }
+        DeploymentController { client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default() }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if !self.scheduled && !self.queue.is_empty() {
-            self.scheduled = true;
+        if self.queue.arm() {
             ctx.notify(ControllerMsg::Process);
         }
     }
 
     fn process(&mut self, ctx: &mut Context<Self>) {
-        self.scheduled = false;
-        for key in self.queue.take() {
+        for key in self.queue.take_armed() {
             let Some(d) = self.deployments.get(&key).cloned() else {
                 self.queue.done(&key);
                 continue;

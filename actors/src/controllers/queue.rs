@@ -8,6 +8,8 @@ pub struct WorkQueue {
     dirty: BTreeSet<String>,
     busy: HashSet<String>,
     again: HashSet<String>,
+    /// A "process the queue" message is already on its way to the actor.
+    armed: bool,
 }
 
 impl WorkQueue {
@@ -38,6 +40,22 @@ impl WorkQueue {
     pub fn is_empty(&self) -> bool {
         self.dirty.is_empty()
     }
+
+    /// True when the actor should send itself a "process" message now: there is work and
+    /// no such message is pending. Coalesces bursts of events into one pass.
+    pub fn arm(&mut self) -> bool {
+        if self.armed || self.dirty.is_empty() {
+            return false;
+        }
+        self.armed = true;
+        true
+    }
+
+    /// Takes every queued key not being reconciled now, for the pass that `arm` asked for.
+    pub fn take_armed(&mut self) -> Vec<String> {
+        self.armed = false;
+        self.take()
+    }
 }
 
 #[cfg(test)]
@@ -54,5 +72,18 @@ mod tests {
         assert!(q.take().is_empty(), "a is busy");
         q.done("a");
         assert_eq!(q.take(), vec!["a".to_string()]);
+    }
+
+    #[test]
+    fn a_burst_of_events_arms_one_pass() {
+        let mut q = WorkQueue::default();
+        assert!(!q.arm(), "nothing to do");
+        q.add("a".into());
+        assert!(q.arm());
+        q.add("b".into());
+        assert!(!q.arm(), "a pass is already on its way");
+        assert_eq!(q.take_armed(), vec!["a".to_string(), "b".to_string()]);
+        q.add("c".into());
+        assert!(q.arm());
     }
 }

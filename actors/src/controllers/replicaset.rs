@@ -118,12 +118,11 @@ pub struct ReplicaSetController {
     /// Its own creates and deletes not yet seen on the watch, per ReplicaSet key.
     expectations: Expectations,
     queue: WorkQueue,
-    scheduled: bool,
 }
 
 impl ReplicaSetController {
     pub fn new(client: Client) -> Self {
-        ReplicaSetController { client, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default(), scheduled: false }
+        ReplicaSetController { client, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
     }
 
     fn put_pod(&mut self, p: Pod) {
@@ -147,15 +146,13 @@ impl ReplicaSetController {
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if !self.scheduled && !self.queue.is_empty() {
-            self.scheduled = true;
+        if self.queue.arm() {
             ctx.notify(ControllerMsg::Process);
         }
     }
 
     fn process(&mut self, ctx: &mut Context<Self>) {
-        self.scheduled = false;
-        for key in self.queue.take() {
+        for key in self.queue.take_armed() {
             let Some(rs) = self.sets.get(&key).cloned() else {
                 self.expectations.forget(&key);
                 self.queue.done(&key);
