@@ -256,4 +256,11 @@ fn kubectl_apply_to_running_pods_and_back() {
         let po = c.ok(&["get", "pods", "-n", "demo", "-o", "name"]);
         if rs.trim().is_empty() && po.trim().is_empty() { Ok(()) } else { Err(format!("rs: {rs} pods: {po}")) }
     });
+
+    // Deleting the namespace deletes what is in it, then the namespace (kubectl waits).
+    assert!(c.ok(&["delete", "namespace", "demo", "--timeout=60s"]).contains("namespace \"demo\" deleted"));
+    let gone = c.kubectl(&["get", "namespace", "demo"]);
+    assert!(gone.stderr.contains(r#"namespaces "demo" not found"#), "{}", gone.stderr);
+    let left = c.ok(&["get", "configmaps,secrets,serviceaccounts,events", "-n", "demo", "-o", "name"]);
+    assert!(left.trim().is_empty(), "left in the deleted namespace: {left}");
 }

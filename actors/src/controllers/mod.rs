@@ -6,6 +6,7 @@ pub mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod gc;
+pub mod namespace;
 pub mod owned;
 pub mod queue;
 pub mod replicaset;
@@ -139,6 +140,7 @@ pub struct ControllersHandle {
     deployment: Addr<deployment::DeploymentController>,
     replicaset: Addr<replicaset::ReplicaSetController>,
     gc: Addr<gc::GarbageCollector>,
+    namespace: Addr<namespace::NamespaceController>,
 }
 
 /// Starts every controller; each lists and watches what it needs over the bus.
@@ -156,14 +158,19 @@ pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
         replicaset::ReplicaSetController::new(c)
     });
-    let c = client;
+    let c = client.clone();
     let gc = gc::GarbageCollector::create(move |ctx| {
         ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
         gc::GarbageCollector::new(c)
     });
-    Ok(ControllersHandle { deployment, replicaset, gc })
+    let c = client;
+    let namespace = namespace::NamespaceController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
+        namespace::NamespaceController::new(c)
+    });
+    Ok(ControllersHandle { deployment, replicaset, gc, namespace })
 }
 
 impl ControllersHandle {
@@ -171,5 +178,6 @@ impl ControllersHandle {
         let _ = self.deployment.send(ControllerMsg::Stop).await;
         let _ = self.replicaset.send(ControllerMsg::Stop).await;
         let _ = self.gc.send(ControllerMsg::Stop).await;
+        let _ = self.namespace.send(ControllerMsg::Stop).await;
     }
 }

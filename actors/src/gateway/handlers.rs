@@ -255,9 +255,9 @@ async fn list(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) ->
     Ok(json_response(StatusCode::OK, &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": page.items})))
 }
 
-pub async fn namespace_exists(st: &AppState, ns: &str) -> Result<bool, ApiError> {
+async fn read_namespace(st: &AppState, ns: &str) -> Result<Option<Value>, ApiError> {
     let nsres = registry::by_plural("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
-    Ok(read(st, nsres, None, ns).await?.is_some())
+    Ok(read(st, nsres, None, ns).await?.map(|(v, _)| v))
 }
 
 /// Create, shared by POST and by server-side apply of an absent object.
@@ -265,8 +265,13 @@ pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, m
     check_type(res, &v)?;
     set_namespace(res, ns, &mut v)?;
     if let Some(ns) = ns.filter(|_| res.namespaced) {
-        if !namespace_exists(st, ns).await? {
-            return Err(ApiError::namespace_not_found(ns));
+        // NamespaceLifecycle: nothing new in a namespace that is absent or going away.
+        match read_namespace(st, ns).await? {
+            None => return Err(ApiError::namespace_not_found(ns)),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) => {
+                return Err(ApiError::new(403, "Forbidden", format!("{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", res.plural, object::name(&v).unwrap_or(""))));
+            }
+            Some(_) => {}
         }
     }
     if matches!(res.kind, "Pod" | "Deployment" | "ReplicaSet") {
@@ -428,7 +433,20 @@ async fn delete(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
                 }
             }
         }
-        // Namespaces are removed at once; deleting their contents comes with the namespace controller.
+        if res.kind == "Namespace" && !dry_run {
+            // The namespace controller deletes what is inside, then the namespace itself.
+            if cur.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) {
+                return Ok(json_response(StatusCode::OK, &cur));
+            }
+            let mut v = cur.clone();
+            object::set_meta(&mut v, "deletionTimestamp", json!(object::now_string()));
+            v["status"]["phase"] = json!("Terminating");
+            match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+                Err(e) if e.reason == "Conflict" => continue,
+                Err(e) => return Err(e),
+                Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
+            }
+        }
         if dry_run {
             return Ok(json_response(StatusCode::OK, &status::success(res, name, Some(uid), None)));
         }
