@@ -165,6 +165,24 @@ fn kubectl_apply_to_running_pods_and_back() {
         if o.ok && o.stdout.contains("tick 0") { Ok(()) } else { Err(format!("{} {}", o.stdout, o.stderr)) }
     });
 
+    // logs -f keeps printing what the container writes after the request.
+    let before = c.ok(&["logs", "-n", "demo", &first]);
+    let last_tick: u64 = before.lines().filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok()).max().unwrap_or(0);
+    let follow = std::process::Command::new("kubectl")
+        .args(["logs", "-f", "-n", "demo", &first])
+        .env("KUBECONFIG", &c.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl logs -f");
+    let mut follow = StopOnDrop(Some(follow));
+    std::thread::sleep(Duration::from_millis(3500));
+    let follow = follow.0.take().expect("logs -f is running");
+    // SAFETY: stopping the kubectl we started.
+    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
+    let followed = String::from_utf8_lossy(&follow.wait_with_output().expect("logs -f output").stdout).into_owned();
+    assert!(followed.contains(&format!("tick {}\n", last_tick + 2)), "logs -f after tick {last_tick} printed:\n{followed}");
+
     // Kill one pod's process: the pod stays, RESTARTS goes to 1, Running again.
     let pids = pod_pids(&first);
     assert!(!pids.is_empty(), "no process found for pod {first}");

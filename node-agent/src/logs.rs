@@ -53,26 +53,76 @@ fn tail(bytes: Vec<u8>, lines: Option<u64>) -> Vec<u8> {
     }
 }
 
-pub fn answer(data_dir: &Path, req: &LogRequest) -> LogResponse {
+/// The log file a request is about, or the answer that says why there is none.
+fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
     let Some(dir) = pod_dir(data_dir, &req.namespace, &req.pod) else {
-        return LogResponse::NotFound(format!("pod \"{}\" has no logs on this node", req.pod));
+        return Err(LogResponse::NotFound(format!("pod \"{}\" has no logs on this node", req.pod)));
     };
     let container = match &req.container {
         Some(c) => c.clone(),
         None => match std::fs::read_dir(&dir).ok().and_then(|rd| rd.flatten().find(|e| e.path().is_dir() && e.file_name() != "work")) {
             Some(e) => e.file_name().to_string_lossy().into_owned(),
-            None => return LogResponse::NotFound(format!("pod \"{}\" has no container logs yet", req.pod)),
+            None => return Err(LogResponse::NotFound(format!("pod \"{}\" has no container logs yet", req.pod))),
         },
     };
     if !dir.join(&container).is_dir() {
-        return LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" not found", req.pod));
+        return Err(LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" not found", req.pod)));
     }
     let files = instances(&dir.join(&container));
     let file = if req.previous { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
     match file {
-        Some(f) => LogResponse::Data(tail(std::fs::read(f).unwrap_or_default(), req.tail_lines)),
-        None if req.previous => LogResponse::BadRequest(format!("previous terminated container \"{container}\" in pod \"{}\" not found", req.pod)),
-        None => LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" has no logs yet", req.pod)),
+        Some(f) => Ok(f.clone()),
+        None if req.previous => Err(LogResponse::BadRequest(format!("previous terminated container \"{container}\" in pod \"{}\" not found", req.pod))),
+        None => Err(LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" has no logs yet", req.pod))),
+    }
+}
+
+pub fn answer(data_dir: &Path, req: &LogRequest) -> LogResponse {
+    match locate(data_dir, req) {
+        Ok(f) => LogResponse::Data(tail(std::fs::read(f).unwrap_or_default(), req.tail_lines)),
+        Err(r) => r,
+    }
+}
+
+/// How often a followed log is read for new output.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Polls without output before an empty chunk checks that the reader is still there.
+const FOLLOW_PROBE_EVERY: u32 = 20;
+
+fn read_from(path: &Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut out);
+        }
+    }
+    out
+}
+
+/// Sends what the container writes after `offset` to the follower's inbox, one request
+/// per chunk: when nobody acknowledges (the `kubectl logs -f` went away), it stops.
+async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, mut offset: u64, stop: tokio_util::sync::CancellationToken) {
+    let mut idle = 0u32;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+        let chunk = read_from(&path, offset);
+        if chunk.is_empty() {
+            idle += 1;
+            if idle < FOLLOW_PROBE_EVERY {
+                continue;
+            }
+        }
+        idle = 0;
+        offset += chunk.len() as u64;
+        let Ok(payload) = codec::encode(&LogResponse::Data(chunk)) else { return };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), nats.request(inbox.clone(), payload.into())).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
     }
 }
 
@@ -91,12 +141,24 @@ pub async fn serve(nats: async_nats::Client, node: String, data_dir: PathBuf, st
         };
         let Some(reply) = msg.reply.clone() else { continue };
         let span = tracing::info_span!("kubelet", node = %node, op = "logs");
-        let resp = span.in_scope(|| match codec::decode::<LogRequest>(&msg.payload) {
-            Ok(req) => answer(&data_dir, &req),
-            Err(e) => LogResponse::BadRequest(format!("bad log request: {e}")),
+        let (resp, follower) = span.in_scope(|| match codec::decode::<LogRequest>(&msg.payload) {
+            Ok(req) => match locate(&data_dir, &req) {
+                Ok(path) => {
+                    let all = std::fs::read(&path).unwrap_or_default();
+                    let offset = all.len() as u64;
+                    let follower = req.follow_inbox.clone().filter(|_| !req.previous).map(|inbox| (inbox, path, offset));
+                    (LogResponse::Data(tail(all, req.tail_lines)), follower)
+                }
+                Err(r) => (r, None),
+            },
+            Err(e) => (LogResponse::BadRequest(format!("bad log request: {e}")), None),
         });
         if let Ok(bytes) = codec::encode(&resp) {
             let _ = nats.publish(reply, bytes.into()).await;
+        }
+        if let Some((inbox, path, offset)) = follower {
+            use tracing::Instrument;
+            tokio::spawn(follow(nats.clone(), inbox, path, offset, stop.clone()).instrument(span));
         }
     }
 }

@@ -57,6 +57,17 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
         previous: matches!(req.q("previous"), Some("true") | Some("1")),
         follow_inbox: None,
     };
+    // `-f`: the node sends later output to this inbox, one acknowledged chunk at a time;
+    // dropping the subscription (the client went away) is what stops it.
+    let follow = matches!(req.q("follow"), Some("true") | Some("1")) && !lr.previous;
+    let mut follower = None;
+    let mut lr = lr;
+    if follow {
+        let inbox = st.bus.nats.new_inbox();
+        let sub = st.bus.nats.subscribe(inbox.clone()).await.map_err(|e| ApiError::internal(format!("log follow: {e}")))?;
+        lr.follow_inbox = Some(inbox);
+        follower = Some(sub);
+    }
     let payload = codec::encode(&lr).map_err(|e| ApiError::internal(e.to_string()))?;
     let ask = st.bus.nats.request(subjects::node_logs(node), payload.into());
     let msg = match tokio::time::timeout(Duration::from_secs(15), ask).await {
@@ -72,13 +83,39 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
     };
     match codec::decode::<LogResponse>(&msg.payload).map_err(|e| ApiError::internal(format!("bad log answer from {node}: {e}")))? {
         LogResponse::Data(bytes) => {
-            let mut r = (StatusCode::OK, bytes).into_response();
+            let mut r = match follower {
+                None => (StatusCode::OK, bytes).into_response(),
+                Some(sub) => (StatusCode::OK, axum::body::Body::from_stream(follow_stream(st.bus.nats.clone(), bytes, sub))).into_response(),
+            };
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok(r)
         }
         LogResponse::NotFound(m) => Err(ApiError::new(404, "NotFound", m)),
         LogResponse::BadRequest(m) => Err(ApiError::bad_request(m)),
     }
+}
+
+/// The body of `logs -f`: what exists now, then each chunk the node sends, acknowledged
+/// so that the node keeps going.
+fn follow_stream(
+    nats: async_nats::Client,
+    first: Vec<u8>,
+    sub: async_nats::Subscriber,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::convert::Infallible>> + Send + 'static {
+    use futures::StreamExt;
+    let rest = sub.then(move |msg| {
+        let nats = nats.clone();
+        async move {
+            if let Some(reply) = msg.reply.clone() {
+                let _ = nats.publish(reply, bytes::Bytes::new()).await;
+            }
+            match codec::decode::<LogResponse>(&msg.payload) {
+                Ok(LogResponse::Data(b)) => b,
+                _ => Vec::new(),
+            }
+        }
+    });
+    futures::stream::once(async move { first }).chain(rest).filter(|b| futures::future::ready(!b.is_empty())).map(|b| Ok(bytes::Bytes::from(b)))
 }
 
 #[cfg(test)]
