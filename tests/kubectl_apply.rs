@@ -58,17 +58,6 @@ spec:
       containers: [{name: main, image: busybox, command: ["true"]}]
 "#;
 
-struct StopOnDrop(Option<std::process::Child>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 const NO_COMMAND: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -168,19 +157,9 @@ fn kubectl_apply_to_running_pods_and_back() {
     // logs -f keeps printing what the container writes after the request.
     let before = c.ok(&["logs", "-n", "demo", &first]);
     let last_tick: u64 = before.lines().filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok()).max().unwrap_or(0);
-    let follow = std::process::Command::new("kubectl")
-        .args(["logs", "-f", "-n", "demo", &first])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl logs -f");
-    let mut follow = StopOnDrop(Some(follow));
+    let follow = c.kubectl_background(&["logs", "-f", "-n", "demo", &first]);
     std::thread::sleep(Duration::from_millis(3500));
-    let follow = follow.0.take().expect("logs -f is running");
-    // SAFETY: stopping the kubectl we started.
-    unsafe { libc::kill(follow.id() as i32, libc::SIGTERM) };
-    let followed = String::from_utf8_lossy(&follow.wait_with_output().expect("logs -f output").stdout).into_owned();
+    let followed = follow.stop();
     assert!(followed.contains(&format!("tick {}\n", last_tick + 2)), "logs -f after tick {last_tick} printed:\n{followed}");
 
     // Kill one pod's process: the pod stays, RESTARTS goes to 1, Running again.
@@ -204,26 +183,14 @@ fn kubectl_apply_to_running_pods_and_back() {
     assert!(p.iter().all(|x| x.0 != first), "{p:?}");
 
     // Watch while scaling to 5.
-    let watch = std::process::Command::new("kubectl")
-        .args(["get", "pods", "-n", "demo", "-w", "--request-timeout=60s"])
-        .env("KUBECONFIG", &c.kubeconfig)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("kubectl get -w");
-    // Stopped by PID even if an assertion below fails first.
-    let mut watch = StopOnDrop(Some(watch));
+    let watch = c.kubectl_background(&["get", "pods", "-n", "demo", "-w", "--request-timeout=60s"]);
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.ok(&["scale", "deploy", "ticker", "-n", "demo", "--replicas=5"]).contains("scaled"));
     let p = c.eventually(Duration::from_secs(30), "5 pods Running", || running(&c, 5));
     let yaml = c.ok(&["get", "deploy", "ticker", "-n", "demo", "-o", "yaml"]);
     assert!(yaml.contains("replicas: 5"), "{yaml}");
     std::thread::sleep(Duration::from_secs(1));
-    let watch = watch.0.take().expect("the watch is running");
-    // SAFETY: stopping the watch we started.
-    unsafe { libc::kill(watch.id() as i32, libc::SIGTERM) };
-    let out = watch.wait_with_output().expect("watch output");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = watch.stop();
     for (name, ..) in &p {
         assert!(text.contains(name.as_str()), "watch output lacks {name}:\n{text}");
     }

@@ -87,6 +87,19 @@ impl Cluster {
         Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
     }
 
+    /// Starts a long-running kubectl (`get -w`, `logs -f`); stopped by PID on `stop` or drop.
+    pub fn kubectl_background(&self, args: &[&str]) -> Background {
+        let child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting kubectl");
+        Background(Some(child))
+    }
+
     /// Runs kubectl and fails the test with its output when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.kubectl(args);
@@ -120,6 +133,29 @@ impl Cluster {
                 return child.wait().ok();
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A kubectl running beside the test; stopped even when an assertion fails first.
+pub struct Background(Option<Child>);
+
+impl Background {
+    /// SIGTERM, then everything it printed.
+    pub fn stop(mut self) -> String {
+        let Some(child) = self.0.take() else { return String::new() };
+        // SAFETY: signalling a child this test started, by PID.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let out = child.wait_with_output().expect("kubectl output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }
