@@ -4,7 +4,9 @@
 mod bootstrap;
 mod certs;
 mod health;
+mod members;
 mod natsd;
+mod state;
 mod status;
 mod up;
 
@@ -28,8 +30,12 @@ enum Cmd {
     /// Run a whole local cluster in the foreground (state group, gateway, controllers,
     /// scheduler and node agents), starting nats-server unless --nats-url is given.
     Up(up::UpArgs),
-    /// Run one state-group member.
-    State(StateArgs),
+    /// Run one state-group member, or look after a running group (status, member, fault).
+    State(state::StateArgs),
+    /// Take a consistent backup of a running cluster's state.
+    Backup(state::BackupArgs),
+    /// Make a new single-member state group from a backup, for `flotilla up --data-dir`.
+    Restore(state::RestoreArgs),
     /// Run the API gateway.
     Gateway(GatewayArgs),
     /// Run the scheduler.
@@ -41,31 +47,12 @@ enum Cmd {
 }
 
 #[derive(Args, Clone)]
-struct Common {
+pub struct Common {
     #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    pub nats_url: String,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long)]
-    health_addr: Option<SocketAddr>,
-}
-
-#[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
-struct StateArgs {
-    #[command(subcommand)]
-    action: Option<StateCmd>,
-    #[command(flatten)]
-    common: Common,
-    #[arg(long, default_value_t = 1)]
-    id: u64,
-    #[arg(long, default_value = "./.flotilla/state")]
-    data_dir: PathBuf,
-}
-
-#[derive(Subcommand)]
-enum StateCmd {
-    /// One line per member: id, pid, address, role, last applied index (`-o json` too).
-    Status(status::StatusArgs),
+    pub health_addr: Option<SocketAddr>,
 }
 
 #[derive(Args)]
@@ -116,13 +103,9 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::run(a).await,
-        Cmd::State(StateArgs { action: Some(StateCmd::Status(s)), .. }) => status::run(s).await,
-        Cmd::State(a) => {
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
-            let h = actors::state::start(actors::state::StateConfig { data_dir: a.data_dir, node_id: a.id }, bus.nats.clone()).await?;
-            h.wait_ready().await;
-            component(&a.common, "state member", || async move { h.shutdown().await }).await
-        }
+        Cmd::State(a) => state::run(a).await,
+        Cmd::Backup(a) => state::backup(a).await,
+        Cmd::Restore(a) => state::restore(a),
         Cmd::Gateway(a) => {
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
             let c = certs::ensure(&a.pki_dir, &[a.addr.ip()])?;
@@ -166,7 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Serves health endpoints for a standalone component until SIGTERM/Ctrl-C, then stops it.
-async fn component<F, Fut>(c: &Common, what: &str, stop: F) -> Result<()>
+pub async fn component<F, Fut>(c: &Common, what: &str, stop: F) -> Result<()>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,

@@ -8,8 +8,10 @@ use schema::store::MemberStatus;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Which cluster a command talks to: its NATS URL, or the data dir or kubeconfig that
+/// `flotilla up` wrote (the NATS address is read from there).
 #[derive(clap::Args, Clone)]
-pub struct StatusArgs {
+pub struct Target {
     #[arg(long, env = "FLOTILLA_NATS_URL")]
     pub nats_url: Option<String>,
     /// The data dir of `flotilla up` (default: ./.flotilla).
@@ -18,9 +20,40 @@ pub struct StatusArgs {
     /// A kubeconfig written by `flotilla up`.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Output format: table (default) or json.
     #[arg(short = 'o', long, default_value = "table")]
     pub output: String,
+}
+
+/// One row: a member that answered, or one the others list that did not ("down").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: u64,
+    pub pid: Option<u32>,
+    pub addr: String,
+    pub role: String,
+    pub applied: Option<u64>,
+}
+
+/// Every member that answered, plus every member some answer lists but that did not
+/// answer itself, in id order.
+pub fn rows(answers: &[MemberStatus]) -> Vec<Row> {
+    let mut out: std::collections::BTreeMap<u64, Row> = std::collections::BTreeMap::new();
+    for m in answers {
+        for (id, addr) in &m.members {
+            out.entry(*id).or_insert_with(|| Row { id: *id, pid: None, addr: addr.clone(), role: "down".into(), applied: None });
+        }
+    }
+    for m in answers {
+        out.insert(m.id, Row { id: m.id, pid: Some(m.pid), addr: m.addr.clone(), role: m.role.clone(), applied: Some(m.applied) });
+    }
+    out.into_values().collect()
 }
 
 /// The NATS URL of the cluster the arguments point at.
@@ -41,8 +74,34 @@ pub fn find_nats(nats_url: Option<&str>, data_dir: Option<&Path>, kubeconfig: Op
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: u64, role: &str, members: &[u64]) -> MemberStatus {
+        MemberStatus {
+            id,
+            pid: 100 + id as u32,
+            addr: format!("a{id}"),
+            role: role.into(),
+            applied: 7,
+            members: members.iter().map(|m| (*m, format!("a{m}"))).collect(),
+            voters: members.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_silent_member_is_down() {
+        let r = rows(&[answer(2, "follower", &[1, 2, 3]), answer(1, "leader", &[1, 2, 3])]);
+        let roles: Vec<_> = r.iter().map(|r| (r.id, r.role.as_str(), r.pid)).collect();
+        assert_eq!(roles, vec![(1, "leader", Some(101)), (2, "follower", Some(102)), (3, "down", None)]);
+        assert_eq!(r[2].addr, "a3");
+    }
+}
+
 pub async fn run(a: StatusArgs) -> Result<()> {
-    let url = find_nats(a.nats_url.as_deref(), a.data_dir.as_deref(), a.kubeconfig.as_deref())?;
+    let t = &a.target;
+    let url = find_nats(t.nats_url.as_deref(), t.data_dir.as_deref(), t.kubeconfig.as_deref())?;
     let nats = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3)).connect(&url).await.with_context(|| format!("connecting to {url}"))?;
     let inbox = nats.new_inbox();
     let mut sub = nats.subscribe(inbox.clone()).await?;
@@ -56,17 +115,18 @@ pub async fn run(a: StatusArgs) -> Result<()> {
             members.push(m);
         }
     }
-    members.sort_by_key(|m| m.id);
+    let table = rows(&members);
     if a.output == "json" {
-        let v: Vec<serde_json::Value> = members
+        let v: Vec<serde_json::Value> = table
             .iter()
             .map(|m| serde_json::json!({"id": m.id, "pid": m.pid, "addr": m.addr, "role": m.role, "applied": m.applied}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
         println!("{:<4} {:<8} {:<22} {:<10} {}", "ID", "PID", "ADDRESS", "ROLE", "APPLIED");
-        for m in &members {
-            println!("{:<4} {:<8} {:<22} {:<10} {}", m.id, m.pid, m.addr, m.role, m.applied);
+        for m in &table {
+            println!("{:<4} {:<8} {:<22} {:<10} {}", m.id, dash(m.pid.map(|p| p.to_string())), m.addr, m.role, dash(m.applied.map(|a| a.to_string())));
         }
     }
     if members.is_empty() {

@@ -26,6 +26,25 @@ pub struct UpArgs {
     /// Where the gateway serves HTTPS.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub gateway_addr: SocketAddr,
+    /// State-group members: 1 runs in this process; 3 or 5 run as child processes that
+    /// replicate over gRPC (a minority may die without losing anything).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
+    pub state_members: u64,
+}
+
+/// The state group as `up` runs it.
+enum StateGroup {
+    InProcess(actors::state::StateHandle),
+    Children(crate::members::Members),
+}
+
+impl StateGroup {
+    async fn shutdown(self) {
+        match self {
+            StateGroup::InProcess(h) => h.shutdown().await,
+            StateGroup::Children(m) => m.shutdown().await,
+        }
+    }
 }
 
 fn step(msg: &str) {
@@ -65,11 +84,22 @@ pub async fn run(a: UpArgs) -> Result<()> {
 async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, certs: certs::ClusterCerts, token: String) -> Result<()> {
     let bus = bus::Bus::connect(nats_url).await.context("connecting to NATS")?;
 
-    step("starting the state group (1 member)");
-    let state = actors::state::start(actors::state::StateConfig { data_dir: data_dir.join("state"), node_id: 1 }, bus.nats.clone()).await?;
-    state.wait_ready().await;
+    let state = if a.state_members == 1 {
+        step("starting the state group (1 member)");
+        let h = actors::state::start(actors::state::StateConfig::single(data_dir.join("state")), bus.nats.clone()).await?;
+        h.wait_ready().await;
+        StateGroup::InProcess(h)
+    } else {
+        step(&format!("starting the state group ({} member processes)", a.state_members));
+        let m = crate::members::start(data_dir, a.state_members, nats_url)?;
+        for (id, pid) in &m.pids {
+            step(&format!("state member {id} pid {}", pid.load(std::sync::atomic::Ordering::SeqCst)));
+        }
+        StateGroup::Children(m)
+    };
     let client = bus::Client::new(bus.clone());
-    bootstrap::run(&client).await?;
+    // Retries until the group has a leader and answers (the first write waits for it).
+    bootstrap::run(&client).await.context("writing the bootstrap objects (is the state group up?)")?;
 
     // The gateway listens from the start so that /readyz can say "not yet".
     let ready = Arc::new(AtomicBool::new(false));

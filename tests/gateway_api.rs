@@ -79,7 +79,7 @@ async fn gateway_serves_the_kubernetes_api() {
     let nats = common::NatsServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let client = async_nats::connect(&nats.url).await.expect("connect");
-    let state = actors::state::start(actors::state::StateConfig { data_dir: tmp.path().join("state"), node_id: 1 }, client.clone()).await.expect("state group");
+    let state = actors::state::start(actors::state::StateConfig::single(tmp.path().join("state")), client.clone()).await.expect("state group");
     state.wait_ready().await;
     let bus = bus::Bus::from_client(client);
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();

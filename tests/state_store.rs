@@ -18,7 +18,8 @@ async fn request(nats: &async_nats::Client, subject: &'static str, payload: Vec<
 }
 
 async fn write(nats: &async_nats::Client, op: WriteOp) -> Result<WriteResult, StoreError> {
-    let answer = request(nats, subjects::STATE_WRITE, codec::encode(&op).expect("encode")).await;
+    let req = schema::store::WriteRequest { id: None, op };
+    let answer = request(nats, subjects::STATE_WRITE, codec::encode(&req).expect("encode")).await;
     codec::decode(&answer.payload).expect("decode write answer")
 }
 
@@ -32,7 +33,7 @@ fn create(key: &str, value: u8) -> WriteOp {
 }
 
 async fn start(dir: &std::path::Path, nats: &async_nats::Client) -> actors::state::StateHandle {
-    let state = actors::state::start(actors::state::StateConfig { data_dir: dir.to_path_buf(), node_id: 1 }, nats.clone())
+    let state = actors::state::start(actors::state::StateConfig::single(dir.to_path_buf()), nats.clone())
         .await
         .expect("state group starts");
     tokio::time::timeout(Duration::from_secs(10), state.wait_ready()).await.expect("ready within 10 s");
@@ -114,7 +115,7 @@ async fn state_group_serves_writes_reads_and_publishes_every_revision_once() {
     assert!(matches!(write(&nats, big).await, Err(StoreError::TooLarge { .. })));
     let garbage = nats.request(subjects::STATE_WRITE, vec![0xc1, 0x00].into()).await.expect("answer to garbage");
     match codec::decode::<Result<WriteResult, StoreError>>(&garbage.payload) {
-        Ok(Err(StoreError::Internal(m))) => assert!(m.starts_with("bad request"), "{m}"),
+        Ok(Err(StoreError::BadRequest(m))) => assert!(m.contains("undecodable"), "{m}"),
         other => panic!("garbage write: {other:?}"),
     }
 
@@ -156,5 +157,87 @@ async fn state_group_serves_writes_reads_and_publishes_every_revision_once() {
     let events = stream_contents(&nats, 8).await;
     assert_eq!(revs(&events), (1..=8).collect::<Vec<_>>());
     assert!(events.iter().all(|(seq, e)| *seq == e.rev));
+    state.shutdown().await;
+}
+
+/// A member with small limits: a 64 KiB quota and 20 events of history.
+async fn start_small(dir: &std::path::Path, nats: &async_nats::Client) -> actors::state::StateHandle {
+    let mut cfg = actors::state::StateConfig::single(dir.to_path_buf());
+    cfg.quota_bytes = 64 * 1024;
+    cfg.history = actors::state::HistoryLimits { max_age: Duration::from_secs(3600), max_events: 20 };
+    let state = actors::state::start(cfg, nats.clone()).await.expect("state group starts");
+    tokio::time::timeout(Duration::from_secs(10), state.wait_ready()).await.expect("ready within 10 s");
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_refuses_growth_but_not_reads_or_deletes() {
+    let server = common::NatsServer::start();
+    let nats = async_nats::connect(&server.url).await.expect("connect");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = start_small(tmp.path(), &nats).await;
+    let bus = bus::Bus::from_client(nats.clone());
+    let put = |i: usize| WriteOp::Create { key: format!("q/_/k{i}"), subject: format!("ev.q._.k{i}"), value: vec![7; 10 * 1024] };
+    let mut stored = 0;
+    let refusal = loop {
+        match bus.write(&put(stored)).await {
+            Ok(_) => stored += 1,
+            Err(e) => break e,
+        }
+        assert!(stored < 20, "a 64 KiB quota let {stored} 10 KiB values in");
+    };
+    assert_eq!(stored, 6, "six 10 KiB values fit a 64 KiB quota");
+    let msg = refusal.to_string();
+    assert!(msg.contains("quota") && msg.contains("65536"), "the refusal names the quota: {msg}");
+    // Reads still work; deletes free space; then writes resume. No crash on the way.
+    match bus.read(&ReadOp::Get { key: "q/_/k0".into() }).await.expect("read at quota") {
+        ReadResult::Get { item, .. } => assert!(item.is_some()),
+        other => panic!("{other:?}"),
+    }
+    bus.write(&WriteOp::Delete { key: "q/_/k0".into(), expected_rev: None }).await.expect("delete at quota");
+    bus.write(&WriteOp::Delete { key: "q/_/k1".into(), expected_rev: None }).await.expect("delete at quota");
+    bus.write(&put(100)).await.expect("a write after deletes freed space");
+    state.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_older_than_the_history_is_expired_and_reads_may_be_serializable() {
+    let server = common::NatsServer::start();
+    let nats = async_nats::connect(&server.url).await.expect("connect");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = start_small(tmp.path(), &nats).await;
+    let bus = bus::Bus::from_client(nats.clone());
+    let mut last = 0;
+    for i in 0..30 {
+        last = bus.write(&create(&format!("h/{i}"), 1)).await.expect("write").rev;
+    }
+    // Wait until the stream holds the last revision, then resume from the start.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = async_nats::jetstream::new(nats.clone()).get_stream(subjects::EVENTS_STREAM).await.expect("stream").get_info().await.expect("info");
+        if info.state.last_sequence >= last {
+            assert!(info.state.first_sequence > 1, "the stream keeps 20 events: {:?}", info.state);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match bus.watch("ev.test.>".into(), 1).await {
+        Err(bus::BusError::Expired(1)) => {}
+        Err(e) => panic!("expected Expired(1), got {e}"),
+        Ok(_) => panic!("a watch from revision 1 must be expired after 30 writes with 20 kept"),
+    }
+    // A recent revision still resumes, and sees the next write.
+    let mut w = bus.watch("ev.test.>".into(), last - 5).await.expect("recent resume");
+    let first = tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("event").expect("some").expect("ok");
+    assert_eq!(first.rev, last - 4);
+    // Serializable reads are answered by any member from what it has applied.
+    match bus.read_with(&ReadOp::Get { key: "h/29".into() }, schema::store::Consistency::Serializable).await.expect("serializable read") {
+        ReadResult::Get { item, rev } => {
+            assert!(item.is_some());
+            assert!(rev >= last);
+        }
+        other => panic!("{other:?}"),
+    }
     state.shutdown().await;
 }

@@ -34,7 +34,7 @@ async fn watchers_see_every_revision_once_in_order() {
     let nats = common::NatsServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let client = async_nats::connect(&nats.url).await.expect("connect");
-    let state = actors::state::start(actors::state::StateConfig { data_dir: tmp.path().join("state"), node_id: 1 }, client.clone())
+    let state = actors::state::start(actors::state::StateConfig::single(tmp.path().join("state")), client.clone())
         .await
         .expect("state group");
     state.wait_ready().await;
@@ -95,7 +95,7 @@ async fn watchers_see_every_revision_once_in_order() {
     // A restarted state group continues the sequence: no revision is reused or skipped.
     state.shutdown().await;
     let client = async_nats::connect(&nats.url).await.expect("reconnect");
-    let state = actors::state::start(actors::state::StateConfig { data_dir: tmp.path().join("state"), node_id: 1 }, client.clone())
+    let state = actors::state::start(actors::state::StateConfig::single(tmp.path().join("state")), client.clone())
         .await
         .expect("state group restart");
     state.wait_ready().await;

@@ -19,7 +19,7 @@ async fn watchers_ride_out_a_nats_restart() {
     let mut nats = common::NatsServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
     let conn = async_nats::connect(&nats.url).await.expect("connect");
-    let state = actors::state::start(actors::state::StateConfig { data_dir: tmp.path().join("state"), node_id: 1 }, conn.clone()).await.expect("state group");
+    let state = actors::state::start(actors::state::StateConfig::single(tmp.path().join("state")), conn.clone()).await.expect("state group");
     state.wait_ready().await;
     let bus = bus::Bus::from_client(conn);
     let client = bus::Client::new(bus.clone());

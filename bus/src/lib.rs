@@ -8,7 +8,9 @@ pub mod metrics;
 
 use futures::{Stream, StreamExt};
 use schema::codec;
-use schema::store::{Event, ReadOp, ReadResult, Revision, StoreError, WriteOp, WriteResult};
+use schema::store::{AdminOp, AdminResult, Consistency, Event, ReadOp, ReadResult, RequestId, Revision, StoreError, WriteOp, WriteRequest, WriteResult};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use schema::subjects;
 use std::time::Duration;
 
@@ -42,6 +44,9 @@ const STORE_RETRY_FOR: Duration = Duration::from_secs(15);
 pub struct Bus {
     pub nats: async_nats::Client,
     pub js: async_nats::jetstream::Context,
+    /// Request ids: random per connection, then counted, so retries of one write carry
+    /// one id and no two writes share one.
+    ids: Arc<(u64, AtomicU64)>,
 }
 
 impl Bus {
@@ -57,9 +62,15 @@ impl Bus {
 
     pub fn from_client(nats: async_nats::Client) -> Bus {
         let js = async_nats::jetstream::new(nats.clone());
-        Bus { nats, js }
+        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))) }
     }
 
+    fn next_id(&self) -> RequestId {
+        (self.ids.0, self.ids.1.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Sends one request, retrying while no member answers or the answer says "retry".
+    /// Writes are safe to retry because they carry a request id (see `write`).
     async fn request<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         subject: &'static str,
@@ -89,13 +100,30 @@ impl Bus {
         }
     }
 
-    /// Sends one write to the state group's leader; retries while no leader answers.
+    /// Sends one write to the state group's leader; retries while no leader answers. The
+    /// write's id makes a retry of a write that was applied (its answer lost, or its
+    /// leader gone after committing it) return the first answer instead of applying twice.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, BusError> {
-        self.request(subjects::STATE_WRITE, op).await
+        let req = WriteRequest { id: Some(self.next_id()), op: op.clone() };
+        self.request(subjects::STATE_WRITE, &req).await
     }
 
+    /// A linearizable read: it sees every write acknowledged before it began.
     pub async fn read(&self, op: &ReadOp) -> Result<ReadResult, BusError> {
-        self.request(subjects::STATE_READ, op).await
+        self.read_with(op, Consistency::Linearizable).await
+    }
+
+    pub async fn read_with(&self, op: &ReadOp, consistency: Consistency) -> Result<ReadResult, BusError> {
+        let subject = match consistency {
+            Consistency::Linearizable => subjects::STATE_READ,
+            Consistency::Serializable => subjects::STATE_READ_LOCAL,
+        };
+        self.request(subject, op).await
+    }
+
+    /// Membership changes and backups, carried out by the leader.
+    pub async fn admin(&self, op: &AdminOp) -> Result<AdminResult, BusError> {
+        self.request(subjects::STATE_ADMIN, op).await
     }
 
     /// Every event matching `filter` committed after revision `after`, in revision order,
@@ -173,6 +201,15 @@ impl Bus {
             ..Default::default()
         };
         let consumer = stream.create_consumer(cfg).await.map_err(BusError::nats)?;
+        if after > 0 {
+            // The history may have aged out between that look and the consumer's start;
+            // the consumer would silently begin later. Look again.
+            let mut stream = stream;
+            let info = stream.info().await.map_err(BusError::nats)?;
+            if after + 1 < info.state.first_sequence {
+                return Err(BusError::Expired(after));
+            }
+        }
         let messages = consumer.messages().await.map_err(BusError::nats)?;
         Ok(messages
             .map(|m| match m {

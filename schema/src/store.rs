@@ -32,12 +32,40 @@ pub enum WriteOp {
 }
 
 impl WriteOp {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            WriteOp::Create { .. } => "create",
+            WriteOp::Update { .. } => "update",
+            WriteOp::Delete { .. } => "delete",
+        }
+    }
+
+    /// Bytes the write adds to the store (a delete adds none).
+    pub fn size(&self) -> usize {
+        match self {
+            WriteOp::Create { key, value, .. } | WriteOp::Update { key, value, .. } => key.len() + value.len(),
+            WriteOp::Delete { .. } => 0,
+        }
+    }
+
     pub fn key(&self) -> &str {
         match self {
             WriteOp::Create { key, .. } | WriteOp::Update { key, .. } | WriteOp::Delete { key, .. } => key,
         }
     }
 }
+
+/// What a writer sends: the write, and an id that makes sending it again safe. A retry
+/// after a lost answer or a leader change carries the same id; the state machine answers
+/// it from memory instead of applying it twice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WriteRequest {
+    pub id: Option<RequestId>,
+    pub op: WriteOp,
+}
+
+/// A writer-chosen unique id (random per process, then a counter).
+pub type RequestId = (u64, u64);
 
 /// A stored value with the revision it was last modified at.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +93,43 @@ pub enum ReadOp {
     List { prefix: String, start_after: Option<String>, limit: u32 },
 }
 
+/// How fresh a read must be (Kubernetes: `resourceVersion=""` is the most recent,
+/// `"0"` is any).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// Reflects every write acknowledged before the read began (read index on the leader).
+    Linearizable,
+    /// Whatever one member has applied: may lag, never goes backwards on that member.
+    Serializable,
+}
+
+/// Requests on the admin subject (answered by the leader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// Adds a member: first as a learner that catches up, then as a voter.
+    AddMember { id: u64, addr: String },
+    /// Removes a voter (or learner) from the group.
+    RemoveMember { id: u64 },
+    /// One chunk of a consistent backup: `backup` names a backup the leader holds (None
+    /// starts a new one), `offset` is where this chunk starts.
+    Backup { backup: Option<String>, offset: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AdminResult {
+    /// The voters and learners after the change.
+    Members { voters: Vec<u64>, learners: Vec<u64> },
+    BackupChunk {
+        backup: String,
+        /// Total size of the backup in bytes.
+        total: u64,
+        /// The revision the backup was taken at.
+        rev: Revision,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ReadResult {
     Get { item: Option<Stored>, rev: Revision },
@@ -88,6 +153,12 @@ pub enum StoreError {
     Unavailable(String),
     #[error("value too large: {size} bytes, the limit is {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    /// The store holds its quota: only deletes are accepted until space is freed.
+    #[error("state store quota exceeded: {used} bytes stored, the quota is {quota} bytes; delete objects to free space")]
+    QuotaExceeded { used: u64, quota: u64 },
+    /// A request the store cannot carry out as asked.
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("internal store error: {0}")]
     Internal(String),
 }
@@ -130,4 +201,10 @@ pub struct MemberStatus {
     pub role: String,
     /// The last log index applied to its state machine.
     pub applied: u64,
+    /// Every member of the group this member knows of (voters and learners), with the
+    /// address of its Raft transport: lets a caller name the members that did not answer.
+    #[serde(default)]
+    pub members: Vec<(u64, String)>,
+    #[serde(default)]
+    pub voters: Vec<u64>,
 }

@@ -7,10 +7,18 @@
 pub const EVENTS_STREAM: &str = "FLOTILLA_EVENTS";
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_ALL: &str = "ev.>";
-/// Requests that mutate the store (answered by the leader).
+/// Placeholders that carry the events stream's sequence past revisions a restored group
+/// has no events for; inside the stream, read by no watch, purged at once.
+pub const EVENTS_GAP: &str = "ev._gap";
+/// Requests that mutate the store (answered by the leader only: a member subscribes
+/// while it leads with a fresh quorum and unsubscribes when it does not).
 pub const STATE_WRITE: &str = "flotilla.state.write";
-/// Requests that read the store.
+/// Linearizable reads (answered by the leader, after a read-index round).
 pub const STATE_READ: &str = "flotilla.state.read";
+/// Serializable reads: any member answers from its own state machine, which may lag.
+pub const STATE_READ_LOCAL: &str = "flotilla.state.read.local";
+/// Membership changes and backups (answered by the leader).
+pub const STATE_ADMIN: &str = "flotilla.state.admin";
 /// Every state member answers here (no queue group): who it is, its role, its progress.
 pub const STATE_STATUS: &str = "flotilla.state.status";
 /// A node agent's log service: `flotilla.logs.<node>`.

@@ -28,6 +28,11 @@ pub struct Out {
 impl Cluster {
     /// Starts `flotilla up` on `data_dir` and waits until `/readyz` answers `ok`.
     pub fn up(data_dir: &Path, nodes: u32) -> Cluster {
+        Cluster::up_with(data_dir, nodes, &[])
+    }
+
+    /// `up` with more arguments for `flotilla up` (e.g. `--state-members 3`).
+    pub fn up_with(data_dir: &Path, nodes: u32, extra: &[&str]) -> Cluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = data_dir.with_extension(format!("up-{}.log", free_port()));
         let logf = std::fs::File::create(&log).expect("log file");
@@ -35,6 +40,7 @@ impl Cluster {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--nodes", &nodes.to_string(), "--gateway-addr", &addr])
+            .args(extra)
             .env("RUST_LOG", "info,async_nats=warn,openraft=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -98,6 +104,13 @@ impl Cluster {
             .spawn()
             .expect("starting kubectl");
         Background(Some(child))
+    }
+
+    /// Runs the flotilla binary itself (state status, backup, …) against this cluster's
+    /// data dir.
+    pub fn flotilla(&self, args: &[&str]) -> Out {
+        let o = Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).stdin(Stdio::null()).output().expect("running flotilla");
+        Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
     }
 
     /// Runs kubectl and fails the test with its output when it fails.

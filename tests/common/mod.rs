@@ -99,3 +99,5 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod cluster;
+pub mod linearizability;
+pub mod members;

@@ -108,6 +108,8 @@ impl ApiError {
             BusError::Store(StoreError::AlreadyExists(_)) => Self::already_exists(res, name),
             BusError::Store(StoreError::Conflict { .. }) => Self::conflict(res, name),
             BusError::Store(StoreError::TooLarge { size, limit }) => Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: {size} bytes, the limit is {limit} bytes")),
+            BusError::Store(e @ StoreError::QuotaExceeded { .. }) => Self::new(507, "InsufficientStorage", e.to_string()),
+            BusError::Store(StoreError::BadRequest(m)) => Self::bad_request(m),
             BusError::Store(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => Self::unavailable(format!("the state group is unavailable: {e}")),
             BusError::Timeout(m) => Self::new(504, "Timeout", format!("Timeout: {m}")),
             BusError::Expired(rev) => Self::expired(format!("too old resource version: {rev} ({rev})")),

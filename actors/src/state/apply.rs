@@ -2,11 +2,59 @@
 //! key's current entry and the store's last revision. Kept apart from redb so that the
 //! rules every replica must agree on (preconditions, revision numbering) are unit-tested.
 
-use schema::store::{Event, EventType, Revision, StoreError, Stored, WriteOp, WriteResult};
+use schema::store::{Event, EventType, RequestId, Revision, StoreError, Stored, WriteOp, WriteResult};
 use serde::{Deserialize, Serialize};
 
 /// Largest value the store accepts (Kubernetes' own object limit).
 pub const MAX_VALUE_BYTES: usize = 1_572_864;
+
+/// How long the state machine remembers a request id's answer. Writers retry for 15 s;
+/// a retry later than this is treated as a new write.
+pub const DEDUP_WINDOW_MS: u64 = 120_000;
+
+/// One Raft log entry's payload: the write, the writer's request id, and the leader's
+/// clock when it proposed it (so that forgetting old ids is decided by the log, the same
+/// on every member, not by each member's clock).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub op: WriteOp,
+    pub id: Option<RequestId>,
+    pub at_ms: u64,
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.op.verb(), self.op.key())
+    }
+}
+
+/// What the state machine remembers of an answered request: enough to give a retry the
+/// same answer. Created and updated values are the request's own, so only a delete keeps
+/// the value it removed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remembered {
+    pub at_ms: u64,
+    pub answer: Result<(Revision, Option<serde_bytes::ByteBuf>), StoreError>,
+}
+
+pub fn remember(op: &WriteOp, at_ms: u64, answer: &Result<WriteResult, StoreError>) -> Remembered {
+    let answer = match answer {
+        Ok(r) => Ok((r.rev, matches!(op, WriteOp::Delete { .. }).then(|| serde_bytes::ByteBuf::from(r.stored.value.clone())))),
+        Err(e) => Err(e.clone()),
+    };
+    Remembered { at_ms, answer }
+}
+
+/// The answer a retried request gets: the one its first arrival got.
+pub fn recall(op: &WriteOp, r: &Remembered) -> Result<WriteResult, StoreError> {
+    let (rev, removed) = r.answer.clone()?;
+    let value = match (op, removed) {
+        (_, Some(v)) => v.into_vec(),
+        (WriteOp::Create { value, .. } | WriteOp::Update { value, .. }, None) => value.clone(),
+        (WriteOp::Delete { .. }, None) => Vec::new(),
+    };
+    Ok(WriteResult { rev, stored: Stored { key: op.key().to_string(), rev, value } })
+}
 
 /// What the `kv` table holds per key. The subject is kept so a delete can be published
 /// on the same subject the object's earlier events went to.
@@ -180,6 +228,22 @@ mod tests {
         m.apply(delete("a", None)).expect("delete");
         assert_eq!(m.apply(create("a", 9)).map(|r| r.rev), Ok(3));
         assert_eq!(m.events[2].typ, EventType::Added);
+    }
+
+    #[test]
+    fn a_retried_request_gets_its_first_answer() {
+        let mut m = Mem::default();
+        let op = create("a", 7);
+        let first = m.apply(op.clone());
+        let r = remember(&op, 5, &first);
+        assert_eq!(recall(&op, &r), first);
+        // Applying it again would have said AlreadyExists: recall keeps the success.
+        assert!(m.apply(op.clone()).is_err());
+        let del = delete("a", None);
+        let gone = m.apply(del.clone());
+        assert_eq!(recall(&del, &remember(&del, 6, &gone)), gone);
+        let failed = m.apply(del.clone());
+        assert_eq!(recall(&del, &remember(&del, 7, &failed)), failed);
     }
 
     #[test]

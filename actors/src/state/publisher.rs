@@ -21,28 +21,80 @@ const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Creates the events stream unless it exists (an existing stream is left as it is).
-pub async fn ensure_stream(js: &jetstream::Context, max_payload: usize) -> anyhow::Result<()> {
+/// Events this member keeps after the stream has them, so that a stream that lost its
+/// newest messages (nats-server's disk is not synced on every publish) can be refilled.
+const KEEP_PUBLISHED: u64 = 10_000;
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// How much history the events stream keeps for resuming watches: whichever limit is
+/// reached first drops the oldest events, and a watch from before them is "expired".
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    pub max_age: Duration,
+    pub max_events: i64,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        // etcd's watch cache keeps 75 s; a resume within the hour should never re-list.
+        HistoryLimits { max_age: Duration::from_secs(3600), max_events: 1_000_000 }
+    }
+}
+
+/// Creates the events stream, or brings an existing one's retention to `limits`.
+pub async fn ensure_stream(js: &jetstream::Context, max_payload: usize, limits: HistoryLimits) -> anyhow::Result<()> {
     let max_msg = if max_payload > 0 { max_payload.min(MAX_EVENT_BYTES) } else { MAX_EVENT_BYTES };
     let cfg = stream::Config {
         name: subjects::EVENTS_STREAM.to_string(),
         subjects: vec![subjects::EVENTS_ALL.to_string()],
         storage: stream::StorageType::File,
         max_message_size: i32::try_from(max_msg).unwrap_or(i32::MAX),
-        max_messages: -1,
+        max_messages: limits.max_events,
         max_bytes: -1,
-        max_age: Duration::ZERO,
+        max_age: limits.max_age,
         duplicate_window: Duration::from_secs(120),
         discard: stream::DiscardPolicy::Old,
         num_replicas: 1,
         ..Default::default()
     };
-    js.get_or_create_stream(cfg).await.map_err(|e| anyhow::anyhow!("events stream {}: {e}", subjects::EVENTS_STREAM))?;
+    let mut existing = js.get_or_create_stream(cfg.clone()).await.map_err(|e| anyhow::anyhow!("events stream {}: {e}", subjects::EVENTS_STREAM))?;
+    let have = &existing.info().await?.config;
+    if have.max_age != cfg.max_age || have.max_messages != cfg.max_messages || have.max_message_size != cfg.max_message_size {
+        js.update_stream(cfg).await.map_err(|e| anyhow::anyhow!("updating the retention of {}: {e}", subjects::EVENTS_STREAM))?;
+    }
     Ok(())
+}
+
+/// Every member forgets the events the stream already holds (keeping a margin), so the
+/// events table, and every snapshot that copies it, stays small. This is the compaction
+/// of old revisions; the stream's own limits compact the history watches read.
+pub fn spawn_trimmer(js: jetstream::Context, db: store::Db, applied: watch::Receiver<Revision>, cancel: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(TRIM_EVERY) => {}
+            }
+            let Ok(mut stream) = js.get_stream(subjects::EVENTS_STREAM).await else { continue };
+            let Ok(info) = stream.info().await else { continue };
+            let upto = info.state.last_sequence.min(*applied.borrow()).saturating_sub(KEEP_PUBLISHED);
+            if upto == 0 {
+                continue;
+            }
+            let db = db.clone();
+            match tokio::task::spawn_blocking(move || store::trim_events(&db, upto)).await {
+                Ok(Ok(n)) if n > 0 => tracing::debug!(upto, removed = n, "state: trimmed published events"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "state: trimming events failed"),
+                _ => {}
+            }
+        }
+    })
 }
 
 pub struct Publisher {
     pub js: jetstream::Context,
+    pub nats: async_nats::Client,
+    pub history: HistoryLimits,
     pub db: store::Db,
     pub raft: Raft<TypeConfig>,
     pub node_id: u64,
@@ -79,6 +131,14 @@ impl Publisher {
         let mut backoff = BACKOFF_MIN;
         // Unknown until the stream is asked: 0 makes the first round look.
         let mut known: Revision = 0;
+        // NATS may be away when the member starts: the stream is made (or its limits set)
+        // as soon as it is reachable.
+        while let Err(e) = ensure_stream(&self.js, self.nats.server_info().max_payload, self.history).await {
+            tracing::warn!(error = %e, "state: events stream not ready; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        backoff = BACKOFF_MIN;
         loop {
             let target = *self.applied.borrow_and_update();
             if !self.is_leader() || target <= known {
@@ -97,7 +157,8 @@ impl Publisher {
                     self.published.send_replace(last);
                     backoff = BACKOFF_MIN;
                 }
-                Ok(Round::Reread) => {}
+                // Someone moved the stream under us: look again, but not in a hot loop.
+                Ok(Round::Reread) => tokio::time::sleep(BACKOFF_MIN).await,
                 Err(e) => {
                     tracing::warn!(error = %e, target, "state: publishing events failed; retrying");
                     tokio::time::sleep(backoff).await;
@@ -107,12 +168,41 @@ impl Publisher {
         }
     }
 
+    /// Publishes placeholders for the sequences after `from` up to `to`.
+    async fn fill_gap(&self, from: Revision, to: Revision) -> anyhow::Result<()> {
+        let mut seq = from;
+        while seq < to {
+            let end = to.min(seq + 1024);
+            let mut acks = Vec::new();
+            for s in seq + 1..=end {
+                let msg = PublishMessage::build().payload(bytes::Bytes::new()).expected_last_sequence(s - 1);
+                acks.push(self.js.send_publish(subjects::EVENTS_GAP, msg).await?);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            seq = end;
+        }
+        Ok(())
+    }
+
     /// Publishes every revision the stream lacks, up to `target`, in order.
     async fn publish_up_to(&self, target: Revision) -> anyhow::Result<Round> {
-        let info = self.js.get_stream(subjects::EVENTS_STREAM).await?.get_info().await?;
+        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await?;
+        let info = stream.get_info().await?;
         let mut last = info.state.last_sequence;
-        if last > target {
-            tracing::debug!(stream = last, applied = target, "state: the stream is ahead of this member's state machine");
+        let db = self.db.clone();
+        let base = tokio::task::spawn_blocking(move || store::history_base(&db)).await??;
+        if last < base {
+            // A group restored from a backup at `base` has no events before it, yet the
+            // stream's next message must be revision base + 1. Fill the gap with empty
+            // messages on a subject no watch reads (each with its expected sequence, so
+            // two publishers cannot interleave), then purge them. nats-server 2.9 counts
+            // sequences wrongly after a purge *to* a sequence, so this purges everything.
+            tracing::info!(base, stream = last, "state: starting the events stream after the restored revision");
+            self.fill_gap(last, base).await?;
+            stream.purge().await?;
+            return Ok(Round::Reread);
         }
         while last < target {
             let end = target.min(last + PIPELINE);

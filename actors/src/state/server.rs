@@ -1,15 +1,19 @@
-//! The state group's face on the bus: request handlers for writes (through Raft) and
-//! linearizable reads (read index, then the local state machine). Every request gets its
-//! own task so a slow commit never holds up a read, and every request gets an answer.
+//! The state group's face on the bus. Writes, linearizable reads and admin requests go to
+//! the leader only: a member subscribes to those subjects while it leads with a fresh
+//! quorum acknowledgement and unsubscribes when it stops, so writers never need to know
+//! who leads (no answer yet means "retry"). Serializable reads and status go to any
+//! member. Every request gets its own task and an answer.
 
 use super::{apply, store, TypeConfig};
 use futures::StreamExt;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::Raft;
+use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use schema::codec;
-use schema::store::{ReadOp, ReadResult, StoreError, WriteOp, WriteResult};
+use schema::store::{AdminOp, AdminResult, Consistency, MemberStatus, ReadOp, ReadResult, StoreError, WriteRequest, WriteResult};
 use schema::subjects;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -18,40 +22,159 @@ use tracing::Instrument;
 const QUEUE_GROUP: &str = "flotilla-state";
 /// How long shutdown waits for requests already being handled.
 const DRAIN_FOR: Duration = Duration::from_secs(5);
+/// A leader that has not heard from a quorum for this long stops taking requests: it may
+/// be cut off, and a newer leader may be serving already.
+const LEASE_MS: u64 = 1_000;
+/// How often leadership is re-checked even without a metrics change (the lease ages).
+const GATE_TICK: Duration = Duration::from_millis(100);
+/// A backup stays fetchable this long after it was taken.
+const BACKUP_TTL: Duration = Duration::from_secs(300);
+const BACKUP_CHUNK: usize = 1024 * 1024;
 
 #[derive(Clone)]
 struct Ctx {
     nats: async_nats::Client,
     raft: Raft<TypeConfig>,
     db: store::Db,
+    node_id: u64,
+    quota_bytes: u64,
+    backups: Arc<Mutex<HashMap<String, Backup>>>,
+}
+
+struct Backup {
+    taken: Instant,
+    rev: u64,
+    data: Arc<Vec<u8>>,
 }
 
 #[derive(Clone, Copy)]
 enum Kind {
     Write,
-    Read,
+    Read(Consistency),
+    Admin,
 }
 
-/// Subscribes to the write and read subjects and serves them until `cancel` fires; the
-/// returned tasks end once their in-flight requests are answered (or `DRAIN_FOR` passes).
+pub struct Limits {
+    pub quota_bytes: u64,
+}
+
+/// Whether this member is taking leader-only requests right now.
+pub type Serving = tokio::sync::watch::Receiver<bool>;
+
+/// Starts serving until `cancel` fires; the returned tasks end once their in-flight
+/// requests are answered (or `DRAIN_FOR` passes).
 pub async fn spawn(
     nats: async_nats::Client,
     raft: Raft<TypeConfig>,
     db: store::Db,
+    limits: Limits,
     cancel: CancellationToken,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let ctx = Ctx { nats: nats.clone(), raft, db };
+) -> anyhow::Result<(Vec<JoinHandle<()>>, Serving)> {
+    let node_id = raft.metrics().borrow().id;
+    let ctx = Ctx { nats: nats.clone(), raft, db, node_id, quota_bytes: limits.quota_bytes, backups: Default::default() };
     let mut tasks = Vec::new();
-    for (subject, kind) in [(subjects::STATE_WRITE, Kind::Write), (subjects::STATE_READ, Kind::Read)] {
-        let sub = nats.queue_subscribe(subject, QUEUE_GROUP.to_string()).await?;
-        tasks.push(tokio::spawn(serve(sub, kind, ctx.clone(), cancel.clone())));
-    }
+    let local = nats.queue_subscribe(subjects::STATE_READ_LOCAL, QUEUE_GROUP.to_string()).await?;
+    tasks.push(tokio::spawn(serve(local, Kind::Read(Consistency::Serializable), ctx.clone(), cancel.clone())));
     let status = nats.subscribe(subjects::STATE_STATUS).await?;
     tasks.push(tokio::spawn(serve_status(status, ctx.clone(), cancel.clone())));
+    let (serving_tx, serving) = tokio::sync::watch::channel(false);
+    tasks.push(tokio::spawn(gate(ctx.clone(), serving_tx, cancel.clone())));
     // Make sure the server has registered the subscriptions before callers are told the
     // state group is up.
     nats.flush().await?;
-    Ok(tasks)
+    Ok((tasks, serving))
+}
+
+/// Whether this member should take leader-only requests now.
+fn leads(m: &RaftMetrics<u64, BasicNode>) -> bool {
+    if m.state != ServerState::Leader || m.current_leader != Some(m.id) {
+        return false;
+    }
+    let voters = m.membership_config.membership().voter_ids().count();
+    voters <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE_MS)
+}
+
+/// Subscribes to the leader-only subjects while this member leads, and lets go when it
+/// stops leading (requests already taken are still answered).
+async fn gate(ctx: Ctx, serving_tx: tokio::sync::watch::Sender<bool>, cancel: CancellationToken) {
+    let mut metrics = ctx.raft.metrics();
+    let mut serving: Option<(CancellationToken, Vec<JoinHandle<()>>)> = None;
+    let mut draining: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let lead = leads(&metrics.borrow_and_update());
+        match (lead, serving.is_some()) {
+            (true, false) => match subscribe_leader(&ctx, &cancel).await {
+                Ok(s) => {
+                    tracing::info!(id = ctx.node_id, "state: leading; taking writes");
+                    serving = Some(s);
+                }
+                Err(e) => tracing::warn!(error = %e, "state: subscribing to the leader subjects failed; retrying"),
+            },
+            (false, true) => {
+                if let Some((stop, tasks)) = serving.take() {
+                    tracing::info!(id = ctx.node_id, "state: not leading (or no quorum); no longer taking writes");
+                    stop.cancel();
+                    draining.extend(tasks);
+                }
+            }
+            _ => {}
+        }
+        serving_tx.send_if_modified(|s| std::mem::replace(s, serving.is_some()) != serving.is_some());
+        draining.retain(|t| !t.is_finished());
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = metrics.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(GATE_TICK) => {}
+        }
+    }
+    if let Some((stop, tasks)) = serving.take() {
+        stop.cancel();
+        draining.extend(tasks);
+    }
+    for t in draining {
+        let _ = t.await;
+    }
+}
+
+async fn subscribe_leader(ctx: &Ctx, cancel: &CancellationToken) -> anyhow::Result<(CancellationToken, Vec<JoinHandle<()>>)> {
+    let stop = cancel.child_token();
+    let mut tasks = Vec::new();
+    for (subject, kind) in [
+        (subjects::STATE_WRITE, Kind::Write),
+        (subjects::STATE_READ, Kind::Read(Consistency::Linearizable)),
+        (subjects::STATE_ADMIN, Kind::Admin),
+    ] {
+        let sub = ctx.nats.queue_subscribe(subject, QUEUE_GROUP.to_string()).await?;
+        tasks.push(tokio::spawn(serve(sub, kind, ctx.clone(), stop.clone())));
+    }
+    ctx.nats.flush().await?;
+    Ok((stop, tasks))
+}
+
+fn role(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "learner",
+        ServerState::Candidate => "candidate",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+/// What this member says of itself and of the membership it knows (so a caller can tell
+/// which members did not answer).
+pub fn member_status(m: &RaftMetrics<u64, BasicNode>) -> MemberStatus {
+    let membership = m.membership_config.membership();
+    let addr = membership.get_node(&m.id).map(|n| n.addr.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| "-".into());
+    MemberStatus {
+        id: m.id,
+        pid: std::process::id(),
+        addr,
+        role: role(m.state).into(),
+        applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
+        voters: membership.voter_ids().collect(),
+    }
 }
 
 /// Answers status requests from every member, so a caller hears the whole group.
@@ -63,16 +186,7 @@ async fn serve_status(mut sub: async_nats::Subscriber, ctx: Ctx, cancel: Cancell
         };
         let Some(msg) = msg else { break };
         let Some(reply) = msg.reply.clone() else { continue };
-        let m = ctx.raft.metrics().borrow().clone();
-        let role = match m.state {
-            openraft::ServerState::Leader => "leader",
-            openraft::ServerState::Follower => "follower",
-            openraft::ServerState::Learner => "learner",
-            openraft::ServerState::Candidate => "candidate",
-            openraft::ServerState::Shutdown => "shutdown",
-        };
-        let addr = m.membership_config.membership().get_node(&m.id).map(|n| n.addr.clone()).filter(|a| !a.is_empty()).unwrap_or_else(|| "-".into());
-        let status = schema::store::MemberStatus { id: m.id, pid: std::process::id(), addr, role: role.into(), applied: m.last_applied.map(|l| l.index).unwrap_or(0) };
+        let status = member_status(&ctx.raft.metrics().borrow());
         if let Ok(bytes) = codec::encode(&status) {
             let _ = ctx.nats.publish(reply, bytes.into()).await;
         }
@@ -96,7 +210,8 @@ async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: Ca
             };
             let answer = match kind {
                 Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload).await),
-                Kind::Read => encode_answer(&handle_read(&ctx, &msg.payload).await),
+                Kind::Read(c) => encode_answer(&handle_read(&ctx, &msg.payload, c).await),
+                Kind::Admin => encode_answer(&handle_admin(&ctx, &msg.payload).await),
             };
             if let Err(e) = ctx.nats.publish(reply, answer.into()).await {
                 tracing::warn!(error = %e, "state: could not send the answer");
@@ -122,12 +237,33 @@ fn encode_answer<T: serde::Serialize>(r: &Result<T, StoreError>) -> Vec<u8> {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Refuses a write that would grow a store already at its quota; deletes always pass, so
+/// space can be freed. Checked by the leader before proposing: a refused write never
+/// enters the log, so every member still applies the same entries.
+fn check_quota(ctx: &Ctx, req: &WriteRequest) -> Result<(), StoreError> {
+    let size = req.op.size() as u64;
+    if size == 0 {
+        return Ok(());
+    }
+    let used = store::kv_bytes(&ctx.db).map_err(|e| StoreError::Internal(format!("{e:#}")))?;
+    if used + size > ctx.quota_bytes {
+        return Err(StoreError::QuotaExceeded { used, quota: ctx.quota_bytes });
+    }
+    Ok(())
+}
+
 async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreError> {
-    let op: WriteOp = codec::decode(payload).map_err(|e| StoreError::Internal(format!("bad request: {e}")))?;
-    let span = tracing::info_span!("state", op = "write", key = %op.key());
+    let req: WriteRequest = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable write: {e}")))?;
+    let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key());
     async move {
-        apply::check_size(&op)?;
-        match ctx.raft.client_write(op).await {
+        apply::check_size(&req.op)?;
+        check_quota(ctx, &req)?;
+        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms() };
+        match ctx.raft.client_write(proposal).await {
             Ok(resp) => resp.data,
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(StoreError::NotLeader { leader: f.leader_id }),
             Err(e) => Err(StoreError::Unavailable(e.to_string())),
@@ -137,36 +273,129 @@ async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreErr
     .await
 }
 
-async fn handle_read(ctx: &Ctx, payload: &[u8]) -> Result<ReadResult, StoreError> {
-    let op: ReadOp = codec::decode(payload).map_err(|e| StoreError::Internal(format!("bad request: {e}")))?;
+/// Read index: confirms leadership with a quorum and waits until the state machine has
+/// applied everything committed before the read arrived.
+async fn linearize(ctx: &Ctx) -> Result<(), StoreError> {
+    match ctx.raft.ensure_linearizable().await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(StoreError::NotLeader { leader: f.leader_id }),
+        Err(e) => Err(StoreError::Unavailable(e.to_string())),
+    }
+}
+
+async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> Result<T, StoreError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(StoreError::Internal(format!("{e:#}"))),
+        Err(e) => Err(StoreError::Internal(format!("disk task: {e}"))),
+    }
+}
+
+async fn handle_read(ctx: &Ctx, payload: &[u8], consistency: Consistency) -> Result<ReadResult, StoreError> {
+    let op: ReadOp = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable read: {e}")))?;
     let span = match &op {
         ReadOp::Get { key } => tracing::info_span!("state", op = "get", key = %key),
         ReadOp::List { prefix, .. } => tracing::info_span!("state", op = "list", prefix = %prefix),
     };
     async move {
-        // Read index: confirms leadership with a quorum and waits until the state machine
-        // has applied everything committed before this read arrived.
-        match ctx.raft.ensure_linearizable().await {
-            Ok(_) => {}
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                return Err(StoreError::NotLeader { leader: f.leader_id })
-            }
-            Err(e) => return Err(StoreError::Unavailable(e.to_string())),
+        if consistency == Consistency::Linearizable {
+            linearize(ctx).await?;
         }
         let db = ctx.db.clone();
-        let res = tokio::task::spawn_blocking(move || match op {
+        on_disk(move || match op {
             ReadOp::Get { key } => store::get(&db, &key).map(|(item, rev)| ReadResult::Get { item, rev }),
             ReadOp::List { prefix, start_after, limit } => {
                 store::list(&db, &prefix, start_after.as_deref(), limit).map(|(items, rev, more)| ReadResult::List { items, rev, more })
             }
         })
-        .await;
-        match res {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(StoreError::Internal(format!("{e:#}"))),
-            Err(e) => Err(StoreError::Internal(format!("read task: {e}"))),
+        .await
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle_admin(ctx: &Ctx, payload: &[u8]) -> Result<AdminResult, StoreError> {
+    let op: AdminOp = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable admin request: {e}")))?;
+    let span = tracing::info_span!("state", op = "admin");
+    async move {
+        match op {
+            AdminOp::AddMember { id, addr } => add_member(ctx, id, addr).await,
+            AdminOp::RemoveMember { id } => remove_member(ctx, id).await,
+            AdminOp::Backup { backup, offset } => backup_chunk(ctx, backup, offset).await,
         }
     }
     .instrument(span)
     .await
+}
+
+fn members(ctx: &Ctx) -> AdminResult {
+    let m = ctx.raft.metrics().borrow().membership_config.clone();
+    let voters: BTreeSet<u64> = m.membership().voter_ids().collect();
+    let learners = m.membership().nodes().map(|(id, _)| *id).filter(|id| !voters.contains(id)).collect();
+    AdminResult::Members { voters: voters.into_iter().collect(), learners }
+}
+
+fn raft_failure<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// Adds a member as a learner, waits until it has caught up, then makes it a voter: the
+/// group never counts a member in its quorum before it holds the log.
+async fn add_member(ctx: &Ctx, id: u64, addr: String) -> Result<AdminResult, StoreError> {
+    if addr.is_empty() {
+        return Err(StoreError::BadRequest("a new member needs the address of its Raft transport".into()));
+    }
+    if ctx.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == id) {
+        return Ok(members(ctx));
+    }
+    ctx.raft.add_learner(id, BasicNode::new(addr), true).await.map_err(raft_failure)?;
+    ctx.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(raft_failure)?;
+    Ok(members(ctx))
+}
+
+/// Idempotent, like adding: a retried request (its first answer lost when the removed
+/// member was the leader) finds the member gone and answers the membership as it is.
+async fn remove_member(ctx: &Ctx, id: u64) -> Result<AdminResult, StoreError> {
+    let (is_voter, is_node) = {
+        let m = ctx.raft.metrics();
+        let m = m.borrow();
+        let membership = m.membership_config.membership();
+        (membership.voter_ids().any(|v| v == id), membership.get_node(&id).is_some())
+    };
+    if !is_node {
+        return Ok(members(ctx));
+    }
+    if is_voter {
+        ctx.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await.map_err(raft_failure)?;
+    } else {
+        ctx.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await.map_err(raft_failure)?;
+    }
+    Ok(members(ctx))
+}
+
+/// A backup is the state machine at one linearizable point, encoded once and handed out
+/// in chunks (the bus carries a few MiB per message; a store may be far larger).
+async fn backup_chunk(ctx: &Ctx, backup: Option<String>, offset: u64) -> Result<AdminResult, StoreError> {
+    let (name, rev, data) = match backup {
+        Some(name) => {
+            let mut all = ctx.backups.lock().map_err(|_| StoreError::Internal("backup table poisoned".into()))?;
+            all.retain(|_, b| b.taken.elapsed() < BACKUP_TTL);
+            let b = all.get(&name).ok_or_else(|| StoreError::BadRequest(format!("backup {name} is unknown or expired; start again")))?;
+            (name, b.rev, b.data.clone())
+        }
+        None => {
+            linearize(ctx).await?;
+            let db = ctx.db.clone();
+            let (rev, bytes) = on_disk(move || super::backup::encode(&db)).await?;
+            let name = uuid::Uuid::new_v4().simple().to_string();
+            let data = Arc::new(bytes);
+            let mut all = ctx.backups.lock().map_err(|_| StoreError::Internal("backup table poisoned".into()))?;
+            all.retain(|_, b| b.taken.elapsed() < BACKUP_TTL);
+            all.insert(name.clone(), Backup { taken: Instant::now(), rev, data: data.clone() });
+            (name, rev, data)
+        }
+    };
+    let start = (offset as usize).min(data.len());
+    let end = (start + BACKUP_CHUNK).min(data.len());
+    Ok(AdminResult::BackupChunk { backup: name, total: data.len() as u64, rev, data: data[start..end].to_vec() })
 }

@@ -2,7 +2,7 @@
 //! ids, and the state machine (kv, revision counter, event history, snapshot). openraft
 //! drives it through the storage-v2 traits; the request servers and the publisher read it.
 
-use super::apply::{self, Change, KvEntry};
+use super::apply::{self, Change, KvEntry, Remembered};
 use super::TypeConfig;
 use anyhow::{anyhow, Context as _};
 use openraft::storage::{LogFlushed, RaftLogStorage, RaftStateMachine};
@@ -10,9 +10,9 @@ use openraft::{
     AnyError, Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership, Vote,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use schema::codec;
-use schema::store::{Event, Revision, StoreError, Stored, WriteResult};
+use schema::store::{Event, RequestId, Revision, StoreError, Stored, WriteResult};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt::Debug;
 use std::io::Cursor;
@@ -34,6 +34,10 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// last_rev, applied, membership, snapshot.
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Answered request ids (16 bytes) → `Remembered`.
+const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup");
+/// The same ids ordered by age (8-byte big-endian time ++ id), to forget the old ones.
+const DEDUP_AT: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_at");
 
 const K_VOTE: &str = "vote";
 const K_COMMITTED: &str = "committed";
@@ -42,6 +46,10 @@ const K_LAST_REV: &str = "last_rev";
 const K_APPLIED: &str = "applied";
 const K_MEMBERSHIP: &str = "membership";
 const K_SNAPSHOT: &str = "snapshot";
+/// Bytes of keys and values in `kv`: what the space quota counts.
+const K_KV_BYTES: &str = "kv_bytes";
+/// Set by a restore: revisions up to here have no events (the history began later).
+const K_HISTORY_BASE: &str = "history_base";
 
 /// Opens (or creates) the store file and makes sure every table exists, so that read
 /// transactions never trip over a missing table.
@@ -68,6 +76,8 @@ pub fn open(path: &Path) -> anyhow::Result<Db> {
         tx.open_table(KV)?;
         tx.open_table(META)?;
         tx.open_table(EVENTS)?;
+        tx.open_table(DEDUP)?;
+        tx.open_table(DEDUP_AT)?;
     }
     tx.commit()?;
     Ok(Arc::new(db))
@@ -276,15 +286,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// history (the publisher reads events by revision, so a follower that catches up by
 /// snapshot must have them too).
 #[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    last_rev: Revision,
-    kv: Vec<(String, KvEntry)>,
-    events: Vec<Event>,
+pub(super) struct SnapshotData {
+    pub last_rev: Revision,
+    pub kv: Vec<(String, KvEntry)>,
+    pub events: Vec<Event>,
+    /// Answered request ids, so a retry after a catch-up by snapshot is still recognized.
+    pub dedup: Vec<(RequestId, Remembered)>,
+    pub history_base: Revision,
 }
 
 /// The latest snapshot, kept in the meta table so it survives a restart.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+pub(super) struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
     #[serde(with = "serde_bytes")]
     data: Vec<u8>,
@@ -312,6 +325,30 @@ fn applied_state(db: &Database) -> anyhow::Result<Applied> {
     Ok((applied, membership))
 }
 
+fn id_key(id: RequestId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&id.0.to_be_bytes());
+    k[8..].copy_from_slice(&id.1.to_be_bytes());
+    k
+}
+
+fn id_from_key(k: &[u8]) -> Option<RequestId> {
+    let a = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
+    let b = u64::from_be_bytes(k.get(8..16)?.try_into().ok()?);
+    Some((a, b))
+}
+
+fn age_key(at_ms: u64, id: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&at_ms.to_be_bytes());
+    k[8..].copy_from_slice(id);
+    k
+}
+
+fn entry_bytes(key: &str, e: &KvEntry) -> u64 {
+    (key.len() + e.value.len()) as u64
+}
+
 /// Applies a batch of entries in one durable transaction; returns the answers and the
 /// revision reached.
 fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Result<WriteResult, StoreError>>, Revision)> {
@@ -322,8 +359,12 @@ fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result
         let mut meta = tx.open_table(META)?;
         let mut kv = tx.open_table(KV)?;
         let mut events = tx.open_table(EVENTS)?;
+        let mut dedup = tx.open_table(DEDUP)?;
+        let mut dedup_at = tx.open_table(DEDUP_AT)?;
         last_rev = get_in::<Revision>(&meta, K_LAST_REV)?.unwrap_or(0);
+        let mut kv_bytes = get_in::<u64>(&meta, K_KV_BYTES)?.unwrap_or(0);
         let (mut applied, mut membership) = (None, None);
+        let mut newest_ms = 0;
         for entry in entries {
             applied = Some(entry.log_id);
             match entry.payload {
@@ -332,28 +373,59 @@ fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
                     answers.push(Err(StoreError::Internal("no application data".into())));
                 }
-                EntryPayload::Normal(op) => {
-                    let current: Option<KvEntry> = get_in(&kv, op.key())?;
-                    match apply::decide(&op, current.as_ref(), last_rev) {
+                EntryPayload::Normal(p) => {
+                    newest_ms = newest_ms.max(p.at_ms);
+                    let id = p.id.map(id_key);
+                    if let Some(id) = &id {
+                        if let Some(r) = dedup.get(id.as_slice())? {
+                            let r: Remembered = dec(r.value())?;
+                            answers.push(apply::recall(&p.op, &r));
+                            continue;
+                        }
+                    }
+                    let current: Option<KvEntry> = get_in(&kv, p.op.key())?;
+                    let answer = match apply::decide(&p.op, current.as_ref(), last_rev) {
                         Ok(out) => {
+                            if let Some(old) = &current {
+                                kv_bytes = kv_bytes.saturating_sub(entry_bytes(p.op.key(), old));
+                            }
                             match &out.change {
                                 Change::Put(e) => {
-                                    kv.insert(op.key(), enc(e)?.as_slice())?;
+                                    kv.insert(p.op.key(), enc(e)?.as_slice())?;
+                                    kv_bytes += entry_bytes(p.op.key(), e);
                                 }
                                 Change::Remove => {
-                                    kv.remove(op.key())?;
+                                    kv.remove(p.op.key())?;
                                 }
                             }
                             events.insert(out.rev, enc(&out.event)?.as_slice())?;
                             last_rev = out.rev;
-                            answers.push(Ok(out.result));
+                            Ok(out.result)
                         }
-                        Err(e) => answers.push(Err(e)),
+                        Err(e) => Err(e),
+                    };
+                    if let Some(id) = &id {
+                        dedup.insert(id.as_slice(), enc(&apply::remember(&p.op, p.at_ms, &answer))?.as_slice())?;
+                        dedup_at.insert(age_key(p.at_ms, id).as_slice(), ())?;
                     }
+                    answers.push(answer);
                 }
             }
         }
+        // Forget ids older than the window, measured by the proposals' own clock.
+        if newest_ms > apply::DEDUP_WINDOW_MS {
+            let horizon = age_key(newest_ms - apply::DEDUP_WINDOW_MS, &[0; 16]);
+            let mut old = Vec::new();
+            for item in dedup_at.range::<&[u8]>(..horizon.as_slice())? {
+                old.push(item?.0.value().to_vec());
+            }
+            for k in old {
+                dedup_at.remove(k.as_slice())?;
+                dedup.remove(&k[8..])?;
+            }
+        }
         meta.insert(K_LAST_REV, enc(&last_rev)?.as_slice())?;
+        meta.insert(K_KV_BYTES, enc(&kv_bytes)?.as_slice())?;
         meta.insert(K_APPLIED, enc(&applied)?.as_slice())?;
         if let Some(m) = membership {
             meta.insert(K_MEMBERSHIP, enc(&m)?.as_slice())?;
@@ -363,26 +435,38 @@ fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result
     Ok((answers, last_rev))
 }
 
+/// The whole state machine as of one read transaction.
+pub(super) fn snapshot_data(db: &Database) -> anyhow::Result<(SnapshotData, Option<LogId<NodeId>>, StoredMembership<NodeId, Node>)> {
+    let tx = db.begin_read()?;
+    let meta = tx.open_table(META)?;
+    let applied = get_in::<Option<LogId<NodeId>>>(&meta, K_APPLIED)?.flatten();
+    let membership: StoredMembership<NodeId, Node> = get_in(&meta, K_MEMBERSHIP)?.unwrap_or_default();
+    let last_rev = get_in::<Revision>(&meta, K_LAST_REV)?.unwrap_or(0);
+    let history_base = get_in::<Revision>(&meta, K_HISTORY_BASE)?.unwrap_or(0);
+    let mut kv = Vec::new();
+    for item in tx.open_table(KV)?.iter()? {
+        let (k, v) = item?;
+        kv.push((k.value().to_string(), dec::<KvEntry>(v.value())?));
+    }
+    let mut events = Vec::new();
+    for item in tx.open_table(EVENTS)?.iter()? {
+        let (_, v) = item?;
+        events.push(dec::<Event>(v.value())?);
+    }
+    let mut dedup = Vec::new();
+    for item in tx.open_table(DEDUP)?.iter()? {
+        let (k, v) = item?;
+        if let Some(id) = id_from_key(k.value()) {
+            dedup.push((id, dec::<Remembered>(v.value())?));
+        }
+    }
+    Ok((SnapshotData { last_rev, kv, events, dedup, history_base }, applied, membership))
+}
+
 fn build_snapshot(db: &Database) -> anyhow::Result<StoredSnapshot> {
     // One read transaction: the data and the applied id it claims are consistent.
-    let (bytes, applied, membership) = {
-        let tx = db.begin_read()?;
-        let meta = tx.open_table(META)?;
-        let applied = get_in::<Option<LogId<NodeId>>>(&meta, K_APPLIED)?.flatten();
-        let membership: StoredMembership<NodeId, Node> = get_in(&meta, K_MEMBERSHIP)?.unwrap_or_default();
-        let last_rev = get_in::<Revision>(&meta, K_LAST_REV)?.unwrap_or(0);
-        let mut kv = Vec::new();
-        for item in tx.open_table(KV)?.iter()? {
-            let (k, v) = item?;
-            kv.push((k.value().to_string(), dec::<KvEntry>(v.value())?));
-        }
-        let mut events = Vec::new();
-        for item in tx.open_table(EVENTS)?.iter()? {
-            let (_, v) = item?;
-            events.push(dec::<Event>(v.value())?);
-        }
-        (enc(&SnapshotData { last_rev, kv, events })?, applied, membership)
-    };
+    let (data, applied, membership) = snapshot_data(db)?;
+    let bytes = enc(&data)?;
     let snapshot_id = match applied {
         Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, uuid::Uuid::new_v4().simple()),
         None => format!("empty-{}", uuid::Uuid::new_v4().simple()),
@@ -392,28 +476,56 @@ fn build_snapshot(db: &Database) -> anyhow::Result<StoredSnapshot> {
     Ok(stored)
 }
 
-fn install_snapshot(db: &Database, stored: &StoredSnapshot) -> anyhow::Result<Revision> {
-    let data: SnapshotData = dec(&stored.data)?;
+/// Replaces the state machine with `data`. `stored` is the Raft snapshot it came from
+/// (None for a restore from backup, which starts a new group with no Raft history).
+pub(super) fn install_data(db: &Database, data: &SnapshotData, stored: Option<&StoredSnapshot>) -> anyhow::Result<Revision> {
     let tx = durable_write(db)?;
     {
         let mut kv = tx.open_table(KV)?;
         kv.retain(|_, _| false)?;
+        let mut kv_bytes = 0;
         for (k, e) in &data.kv {
             kv.insert(k.as_str(), enc(e)?.as_slice())?;
+            kv_bytes += entry_bytes(k, e);
         }
         let mut events = tx.open_table(EVENTS)?;
         events.retain(|_, _| false)?;
         for ev in &data.events {
             events.insert(ev.rev, enc(ev)?.as_slice())?;
         }
+        let mut dedup = tx.open_table(DEDUP)?;
+        dedup.retain(|_, _| false)?;
+        let mut dedup_at = tx.open_table(DEDUP_AT)?;
+        dedup_at.retain(|_, _| false)?;
+        for (id, r) in &data.dedup {
+            let k = id_key(*id);
+            dedup.insert(k.as_slice(), enc(r)?.as_slice())?;
+            dedup_at.insert(age_key(r.at_ms, &k).as_slice(), ())?;
+        }
         let mut meta = tx.open_table(META)?;
         meta.insert(K_LAST_REV, enc(&data.last_rev)?.as_slice())?;
-        meta.insert(K_APPLIED, enc(&stored.meta.last_log_id)?.as_slice())?;
-        meta.insert(K_MEMBERSHIP, enc(&stored.meta.last_membership)?.as_slice())?;
-        meta.insert(K_SNAPSHOT, enc(stored)?.as_slice())?;
+        meta.insert(K_KV_BYTES, enc(&kv_bytes)?.as_slice())?;
+        meta.insert(K_HISTORY_BASE, enc(&data.history_base)?.as_slice())?;
+        match stored {
+            Some(stored) => {
+                meta.insert(K_APPLIED, enc(&stored.meta.last_log_id)?.as_slice())?;
+                meta.insert(K_MEMBERSHIP, enc(&stored.meta.last_membership)?.as_slice())?;
+                meta.insert(K_SNAPSHOT, enc(stored)?.as_slice())?;
+            }
+            None => {
+                meta.remove(K_APPLIED)?;
+                meta.remove(K_MEMBERSHIP)?;
+                meta.remove(K_SNAPSHOT)?;
+            }
+        }
     }
     tx.commit()?;
     Ok(data.last_rev)
+}
+
+fn install_snapshot(db: &Database, stored: &StoredSnapshot) -> anyhow::Result<Revision> {
+    let data: SnapshotData = dec(&stored.data)?;
+    install_data(db, &data, Some(stored))
 }
 
 pub struct SnapshotBuilder {
@@ -482,6 +594,42 @@ pub fn last_rev(db: &Database) -> anyhow::Result<Revision> {
     Ok(read_meta(db, META, K_LAST_REV)?.unwrap_or(0))
 }
 
+/// Bytes of keys and values stored: what the space quota is checked against.
+pub fn kv_bytes(db: &Database) -> anyhow::Result<u64> {
+    Ok(read_meta(db, META, K_KV_BYTES)?.unwrap_or(0))
+}
+
+/// Revisions up to this one have no events anywhere (the group was restored from a
+/// backup taken there); 0 for a group that holds its whole history.
+pub fn history_base(db: &Database) -> anyhow::Result<Revision> {
+    Ok(read_meta(db, META, K_HISTORY_BASE)?.unwrap_or(0))
+}
+
+/// Forgets events up to `rev`: the events stream holds them, and watches read from there.
+/// Local to this member (not replicated): each member trims what the stream has. Returns
+/// how many it removed.
+pub fn trim_events(db: &Database, rev: Revision) -> anyhow::Result<u64> {
+    let tx = db.begin_write()?;
+    let removed;
+    {
+        let mut t = tx.open_table(EVENTS)?;
+        let before = t.len()?;
+        t.retain_in(..=rev, |_, _| false)?;
+        removed = before - t.len()?;
+    }
+    tx.commit()?;
+    Ok(removed)
+}
+
+/// The oldest event still kept here, if any.
+#[cfg(test)]
+pub fn first_event_rev(db: &Database) -> anyhow::Result<Option<Revision>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(EVENTS)?;
+    let first = t.first()?.map(|(k, _)| k.value());
+    Ok(first)
+}
+
 pub fn get(db: &Database, key: &str) -> anyhow::Result<(Option<Stored>, Revision)> {
     let tx = db.begin_read()?;
     let rev = get_in(&tx.open_table(META)?, K_LAST_REV)?.unwrap_or(0);
@@ -542,7 +690,8 @@ mod tests {
     }
 
     fn entry(index: u64, op: WriteOp) -> Entry<TypeConfig> {
-        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(op) }
+        let p = apply::Proposal { op, id: Some((7, index)), at_ms: index };
+        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(p) }
     }
 
     #[test]
@@ -568,11 +717,20 @@ mod tests {
         let (deleted, _) = event(&db, 4).expect("event").expect("rev 4");
         assert_eq!((deleted.typ, deleted.subject.as_str()), (EventType::Deleted, "ev.a.2"));
 
+        // A retried request (same id) gets its first answer and changes nothing.
+        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7 }) };
+        let (answers, rev) = apply_batch(&db, vec![again]).expect("apply");
+        assert_eq!((answers[0].as_ref().map(|r| r.rev), rev), (Ok(1), 5));
+        assert_eq!(kv_bytes(&db).expect("bytes"), 3 * 4);
+
         let snap = build_snapshot(&db).expect("snapshot");
         let (dir2, db2) = tmp_db();
         assert_eq!(install_snapshot(&db2, &snap).expect("install"), 5);
         assert_eq!(get(&db2, "b/1").expect("get").0.map(|s| s.rev), Some(3));
-        assert_eq!(applied_state(&db2).expect("applied").0.map(|l| l.index), Some(6));
+        assert_eq!(applied_state(&db2).expect("applied").0.map(|l| l.index), Some(7));
+        assert_eq!(kv_bytes(&db2).expect("bytes"), 3 * 4);
+        assert_eq!(trim_events(&db2, 3).expect("trim"), 3);
+        assert_eq!(first_event_rev(&db2).expect("first"), Some(4));
         assert!(event(&db2, 5).expect("event").is_some());
         drop((db, db2));
         let _ = std::fs::remove_dir_all(dir);

@@ -1,0 +1,127 @@
+//! Issue 3's acceptance, end to end with the real kubectl: `flotilla up --state-members
+//! 3` shows one leader and two followers; SIGKILL the leader's process and writes through
+//! kubectl succeed again within 5 s, every object written before is readable, and a
+//! running `kubectl get -w` carries on without missing an event. Then `flotilla backup`,
+//! `flotilla restore` and `flotilla up` on the restored dir show the same objects.
+
+mod common;
+
+use common::cluster::Cluster;
+use std::time::{Duration, Instant};
+
+fn status(c: &Cluster) -> Vec<serde_json::Value> {
+    let dir = c.data_dir.to_string_lossy().to_string();
+    let o = c.flotilla(&["state", "status", "--data-dir", &dir, "-o", "json"]);
+    assert!(o.ok, "state status failed: {}", o.stderr);
+    serde_json::from_str::<Vec<serde_json::Value>>(&o.stdout).unwrap_or_else(|e| panic!("state status -o json: {e}: {}", o.stdout))
+}
+
+fn roles(st: &[serde_json::Value]) -> Vec<String> {
+    let mut r: Vec<String> = st.iter().map(|m| m["role"].as_str().unwrap_or("?").to_string()).collect();
+    r.sort();
+    r
+}
+
+/// `kubectl get -w --output-watch-events` prints `EVENT NAME DATA AGE`: "EVENT NAME" per line.
+fn events(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            Some(format!("{} {}", it.next()?, it.next()?))
+        })
+        .filter(|l| !l.starts_with("EVENT "))
+        .collect()
+}
+
+#[test]
+fn killing_the_leader_loses_nothing_and_backups_restore() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("cluster");
+    let mut c = Cluster::up_with(&dir, 1, &["--state-members", "3"]);
+
+    let st = c.eventually(Duration::from_secs(20), "one leader, two followers", || {
+        let st = status(&c);
+        if roles(&st) == ["follower", "follower", "leader"] { Ok(st) } else { Err(format!("{st:?}")) }
+    });
+    for m in &st {
+        for k in ["id", "pid", "addr", "role", "applied"] {
+            assert!(m.get(k).is_some(), "state status -o json lacks {k}: {m}");
+        }
+    }
+    // The table form says the same.
+    let d = dir.to_string_lossy().to_string();
+    let table = c.flotilla(&["state", "status", "--data-dir", &d]);
+    assert!(table.stdout.lines().next().unwrap_or("").contains("ROLE"), "{}", table.stdout);
+    assert_eq!(table.stdout.lines().filter(|l| l.contains("leader")).count(), 1, "{}", table.stdout);
+
+    for i in 0..5 {
+        c.ok(&["create", "configmap", &format!("before-{i}"), &format!("--from-literal=i={i}")]);
+    }
+    let watch = c.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let leader = st.iter().find(|m| m["role"] == "leader").expect("leader");
+    let pid = leader["pid"].as_i64().expect("leader pid") as i32;
+    // SAFETY: a member process of this test's cluster, by PID.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill leader {pid}");
+    let killed_at = Instant::now();
+    c.eventually(Duration::from_secs(5), "a write through kubectl after the leader died", || {
+        let o = c.kubectl(&["create", "configmap", "after", "--from-literal=x=1"]);
+        if o.ok || o.stderr.contains("AlreadyExists") { Ok(()) } else { Err(o.stderr) }
+    });
+    let recovered = killed_at.elapsed();
+    assert!(recovered < Duration::from_secs(5), "writes came back after {recovered:?}");
+    for i in 0..5 {
+        let v = c.ok(&["get", "configmap", &format!("before-{i}"), "-o", "jsonpath={.data.i}"]);
+        assert_eq!(v, i.to_string());
+    }
+    c.ok(&["delete", "configmap", "before-0"]);
+    c.ok(&["label", "configmap", "before-1", "after=yes"]);
+    // The watch saw everything: the list, then each change after the failover, in order.
+    std::thread::sleep(Duration::from_secs(2));
+    let seen = watch.stop();
+    let lines = events(&seen);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    for i in 0..5 {
+        assert!(lines.contains(&format!("ADDED before-{i}").as_str()), "watch lacks before-{i}:\n{seen}");
+    }
+    let after = lines.iter().position(|l| *l == "ADDED after").unwrap_or_else(|| panic!("watch lacks the write after failover:\n{seen}"));
+    let deleted = lines.iter().position(|l| *l == "DELETED before-0").unwrap_or_else(|| panic!("watch lacks the delete:\n{seen}"));
+    let labelled = lines.iter().position(|l| *l == "MODIFIED before-1").unwrap_or_else(|| panic!("watch lacks the label:\n{seen}"));
+    assert!(after < deleted && deleted < labelled, "events out of order:\n{seen}");
+
+    // The killed member is started again by `up` and rejoins as a follower.
+    c.eventually(Duration::from_secs(20), "the killed member back as a follower", || {
+        let st = status(&c);
+        if roles(&st) == ["follower", "follower", "leader"] { Ok(()) } else { Err(format!("{st:?}")) }
+    });
+
+    // Backup from the running cluster, restore into a new dir, serve it.
+    let backup = tmp.path().join("state.backup");
+    let b = c.flotilla(&["backup", "--data-dir", &d, "--out", &backup.to_string_lossy()]);
+    assert!(b.ok, "backup failed: {} {}", b.stdout, b.stderr);
+    assert!(b.stdout.contains("backup of revision"), "{}", b.stdout);
+    let names = |c: &Cluster| {
+        let mut v: Vec<String> = c.ok(&["get", "configmaps", "-o", "name"]).lines().map(String::from).collect();
+        v.sort();
+        v
+    };
+    let before = names(&c);
+    c.stop();
+
+    let restored = tmp.path().join("restored");
+    let r = c.flotilla(&["restore", &backup.to_string_lossy(), "--data-dir", &restored.to_string_lossy()]);
+    assert!(r.ok, "restore failed: {} {}", r.stdout, r.stderr);
+    let again = c.flotilla(&["restore", &backup.to_string_lossy(), "--data-dir", &restored.to_string_lossy()]);
+    assert!(!again.ok && again.stderr.contains("already exists"), "a second restore must refuse: {}", again.stderr);
+    let c2 = Cluster::up(&restored, 1);
+    assert_eq!(names(&c2), before);
+    assert!(c2.ok(&["get", "configmap", "before-1", "--show-labels"]).contains("after=yes"));
+    // The restored cluster takes writes and serves watches from its new history.
+    let w = c2.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    c2.ok(&["create", "configmap", "restored-new", "--from-literal=y=1"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let seen = w.stop();
+    assert!(events(&seen).contains(&"ADDED restored-new".to_string()), "watch on the restored cluster:\n{seen}");
+}
