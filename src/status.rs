@@ -87,6 +87,7 @@ mod tests {
             applied: 7,
             members: members.iter().map(|m| (*m, format!("a{m}"))).collect(),
             voters: members.to_vec(),
+            snapshot: None,
         }
     }
 

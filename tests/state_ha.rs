@@ -96,6 +96,25 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
         if roles(&st) == ["follower", "follower", "leader"] { Ok(()) } else { Err(format!("{st:?}")) }
     });
 
+    // Object size: 1.4 MiB is stored and watched; 2 MiB is refused with the limit named,
+    // and nothing of it is stored.
+    let cm = |name: &str, bytes: usize| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  blob: {}\n", "x".repeat(bytes))
+    };
+    let big_watch = c.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let ok = c.kubectl_stdin(&["create", "-f", "-"], Some(&cm("big-1400k", 1400 * 1024)));
+    assert!(ok.ok, "a 1.4 MiB ConfigMap must be stored: {}", ok.stderr);
+    let too_big = c.kubectl_stdin(&["create", "-f", "-"], Some(&cm("big-2m", 2 * 1024 * 1024)));
+    assert!(!too_big.ok, "a 2 MiB ConfigMap must be refused");
+    assert!(too_big.stderr.contains("1572864"), "the refusal names the limit: {}", too_big.stderr);
+    assert!(c.kubectl(&["get", "configmap", "big-2m"]).stderr.contains("NotFound"));
+    let got = c.ok(&["get", "configmap", "big-1400k", "-o", "jsonpath={.data.blob}"]);
+    assert_eq!(got.len(), 1400 * 1024);
+    std::thread::sleep(Duration::from_millis(1500));
+    let seen = big_watch.stop();
+    assert!(events(&seen).contains(&"ADDED big-1400k".to_string()), "the 1.4 MiB ConfigMap is watched:\n{}", &seen[..seen.len().min(2000)]);
+
     // Backup from the running cluster, restore into a new dir, serve it.
     let backup = tmp.path().join("state.backup");
     let b = c.flotilla(&["backup", "--data-dir", &d, "--out", &backup.to_string_lossy()]);

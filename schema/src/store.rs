@@ -207,4 +207,7 @@ pub struct MemberStatus {
     pub members: Vec<(u64, String)>,
     #[serde(default)]
     pub voters: Vec<u64>,
+    /// The last log index its newest snapshot covers (built here or received).
+    #[serde(default)]
+    pub snapshot: Option<u64>,
 }

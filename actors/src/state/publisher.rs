@@ -207,12 +207,14 @@ impl Publisher {
         while last < target {
             let end = target.min(last + PIPELINE);
             let mut acks = VecDeque::new();
-            for rev in last + 1..=end {
-                let db = self.db.clone();
-                let found = tokio::task::spawn_blocking(move || store::event(&db, rev)).await??;
-                let Some((event, bytes)) = found else {
-                    anyhow::bail!("revision {rev} is applied but missing from the events table");
-                };
+            let db = self.db.clone();
+            let from = last + 1;
+            let found = tokio::task::spawn_blocking(move || store::events(&db, from, end)).await??;
+            if found.is_empty() {
+                anyhow::bail!("revision {from} is applied but missing from the events table");
+            }
+            for (event, bytes) in found {
+                let rev = event.rev;
                 let msg = PublishMessage::build().payload(bytes.into()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
                 match self.js.send_publish(event.subject, msg).await {
                     Ok(ack) => acks.push_back((rev, ack)),

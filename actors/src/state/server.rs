@@ -174,6 +174,7 @@ pub fn member_status(m: &RaftMetrics<u64, BasicNode>) -> MemberStatus {
         applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         members: membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect(),
         voters: membership.voter_ids().collect(),
+        snapshot: m.snapshot.map(|l| l.index),
     }
 }
 
