@@ -35,7 +35,7 @@ async fn voters(bus: &bus::Bus, op: AdminOp) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_shrink_to_three_and_grow_back_under_load() {
     let nats = common::NatsServer::start();
-    let mut group = Group::start(&nats.url, 5, &["--snapshot-every", "100"]);
+    let mut group = Group::start(&nats.url, 5, &["--snapshot-every", "10"]);
     let leader = group.leader(Duration::from_secs(20)).await;
     let bus = bus::Bus::connect(&nats.url).await.expect("bus");
 
@@ -78,7 +78,7 @@ async fn five_shrink_to_three_and_grow_back_under_load() {
     }
     // Nothing acknowledged is lost, and the new members hold it too.
     let acked = acked.lock().expect("acked").clone();
-    assert!(acked.len() > 50, "too few writes under load to say anything: {}", acked.len());
+    assert!(acked.len() > 20, "too few writes under load to say anything: {}", acked.len());
     let stored = match bus.read(&ReadOp::List { prefix: "members/".into(), start_after: None, limit: 0 }).await.expect("list") {
         ReadResult::List { items, .. } => items.into_iter().map(|s| (s.key, s.value)).collect::<BTreeMap<_, _>>(),
         other => panic!("{other:?}"),
@@ -105,3 +105,4 @@ async fn five_shrink_to_three_and_grow_back_under_load() {
     }
     eprintln!("{} acknowledged writes, all present; members {st:?}", acked.len());
 }
+

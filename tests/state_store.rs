@@ -160,7 +160,25 @@ async fn state_group_serves_writes_reads_and_publishes_every_revision_once() {
     state.shutdown().await;
 }
 
-/// A member with small limits: a 64 KiB quota and 20 events of history.
+/// A nats-server and one member with small limits (a 64 KiB quota and 20 events of
+/// history) on it, and a bus client.
+struct Small {
+    _server: common::NatsServer,
+    _tmp: tempfile::TempDir,
+    nats: async_nats::Client,
+    state: actors::state::StateHandle,
+    bus: bus::Bus,
+}
+
+async fn small() -> Small {
+    let server = common::NatsServer::start();
+    let nats = async_nats::connect(&server.url).await.expect("connect");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let state = start_small(tmp.path(), &nats).await;
+    let bus = bus::Bus::from_client(nats.clone());
+    Small { _server: server, _tmp: tmp, nats, state, bus }
+}
+
 async fn start_small(dir: &std::path::Path, nats: &async_nats::Client) -> actors::state::StateHandle {
     let mut cfg = actors::state::StateConfig::single(dir.to_path_buf());
     cfg.quota_bytes = 64 * 1024;
@@ -172,11 +190,8 @@ async fn start_small(dir: &std::path::Path, nats: &async_nats::Client) -> actors
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_refuses_growth_but_not_reads_or_deletes() {
-    let server = common::NatsServer::start();
-    let nats = async_nats::connect(&server.url).await.expect("connect");
-    let tmp = tempfile::tempdir().expect("tmp");
-    let state = start_small(tmp.path(), &nats).await;
-    let bus = bus::Bus::from_client(nats.clone());
+    let s = small().await;
+    let bus = &s.bus;
     let put = |i: usize| WriteOp::Create { key: format!("q/_/k{i}"), subject: format!("ev.q._.k{i}"), value: vec![7; 10 * 1024] };
     let mut stored = 0;
     let refusal = loop {
@@ -197,16 +212,13 @@ async fn quota_refuses_growth_but_not_reads_or_deletes() {
     bus.write(&WriteOp::Delete { key: "q/_/k0".into(), expected_rev: None }).await.expect("delete at quota");
     bus.write(&WriteOp::Delete { key: "q/_/k1".into(), expected_rev: None }).await.expect("delete at quota");
     bus.write(&put(100)).await.expect("a write after deletes freed space");
-    state.shutdown().await;
+    s.state.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_older_than_the_history_is_expired_and_reads_may_be_serializable() {
-    let server = common::NatsServer::start();
-    let nats = async_nats::connect(&server.url).await.expect("connect");
-    let tmp = tempfile::tempdir().expect("tmp");
-    let state = start_small(tmp.path(), &nats).await;
-    let bus = bus::Bus::from_client(nats.clone());
+    let s = small().await;
+    let (bus, nats) = (&s.bus, &s.nats);
     let mut last = 0;
     for i in 0..30 {
         last = bus.write(&create(&format!("h/{i}"), 1)).await.expect("write").rev;
@@ -239,5 +251,5 @@ async fn a_watch_older_than_the_history_is_expired_and_reads_may_be_serializable
         }
         other => panic!("{other:?}"),
     }
-    state.shutdown().await;
+    s.state.shutdown().await;
 }

@@ -49,36 +49,29 @@ impl Group {
 
     /// Starts (again) the member `id` on its own data dir.
     pub fn start_member(&mut self, id: u64) {
-        let (url, peers, extra) = (self.nats_url.clone(), self.peers.clone(), self.extra.clone());
-        let m = self.members.get_mut(&id).expect("known member");
-        assert!(m.child.is_none(), "member {id} is running already");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("member log");
-        let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["state", "--id", &id.to_string(), "--data-dir"])
-            .arg(&m.dir)
-            .args(["--peers", &peers, "--nats-url", &url])
-            .args(&extra)
-            .env("RUST_LOG", "info,async_nats=warn,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("starting flotilla state");
-        m.child = Some(child);
+        let args = vec!["--id".to_string(), id.to_string(), "--peers".into(), self.peers.clone()];
+        self.launch(id, args);
     }
 
     /// Starts member `id` afresh (empty data dir) as one joining the running group; it
     /// takes part once `flotilla state member add` (or `Bus::admin`) adds it.
     pub fn join_member(&mut self, id: u64) {
-        let url = self.nats_url.clone();
-        let extra = self.extra.clone();
-        let m = self.members.get_mut(&id).expect("known member");
-        assert!(m.child.is_none(), "member {id} is running already");
+        let m = &self.members[&id];
         let _ = std::fs::remove_dir_all(&m.dir);
         std::fs::create_dir_all(&m.dir).expect("member dir");
+        let args = vec!["--join".to_string(), "--id".into(), id.to_string(), "--listen".into(), m.addr.clone()];
+        self.launch(id, args);
+    }
+
+    fn launch(&mut self, id: u64, args: Vec<String>) {
+        let (url, extra) = (self.nats_url.clone(), self.extra.clone());
+        let m = self.members.get_mut(&id).expect("known member");
+        assert!(m.child.is_none(), "member {id} is running already");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&m.log).expect("member log");
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-            .args(["state", "--join", "--id", &id.to_string(), "--listen", &m.addr, "--data-dir"])
+            .arg("state")
+            .args(&args)
+            .arg("--data-dir")
             .arg(&m.dir)
             .args(["--nats-url", &url])
             .args(&extra)
@@ -87,7 +80,7 @@ impl Group {
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .expect("starting flotilla state --join");
+            .unwrap_or_else(|e| panic!("starting flotilla state {args:?}: {e}"));
         m.child = Some(child);
     }
 

@@ -129,7 +129,7 @@ pub async fn start(cfg: StateConfig, nats: async_nats::Client) -> anyhow::Result
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every.max(1)),
         // A follower a little behind catches up from the log; one further behind gets
         // the snapshot.
-        max_in_snapshot_log_to_keep: (cfg.snapshot_every / 10).max(100),
+        max_in_snapshot_log_to_keep: (cfg.snapshot_every / 10).max(1),
         ..Default::default()
     }
     .validate()?;
