@@ -22,9 +22,16 @@ pub struct Proposal {
     pub at_ms: u64,
 }
 
-impl std::fmt::Display for Proposal {
+/// One Raft entry's payload: the writes that arrived together. openraft 0.9 appends and
+/// flushes one entry at a time, so the group commits many writes per entry instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub proposals: Vec<Proposal>,
+}
+
+impl std::fmt::Display for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.op.verb(), self.op.key())
+        write!(f, "batch of {} writes", self.proposals.len())
     }
 }
 

@@ -27,11 +27,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 openraft::declare_raft_types!(
-    /// Raft types of the state group: entries carry one write proposal; applying it answers
-    /// the write's outcome (a failed precondition is an answer, not a Raft error).
+    /// Raft types of the state group: an entry carries a batch of writes; applying it
+    /// answers each write's outcome (a failed precondition is an answer, not a Raft error).
     pub TypeConfig:
-        D = apply::Proposal,
-        R = Result<WriteResult, StoreError>,
+        D = apply::Batch,
+        R = Vec<Result<WriteResult, StoreError>>,
 );
 
 pub struct StateConfig {

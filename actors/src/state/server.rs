@@ -31,10 +31,20 @@ const GATE_TICK: Duration = Duration::from_millis(100);
 const BACKUP_TTL: Duration = Duration::from_secs(300);
 const BACKUP_CHUNK: usize = 1024 * 1024;
 
+/// Writes waiting to be proposed, each with where its answer goes.
+type Pending = (apply::Proposal, tokio::sync::oneshot::Sender<Result<WriteResult, StoreError>>);
+
+/// At most this many writes, and about this many bytes, go into one Raft entry.
+const BATCH_WRITES: usize = 1024;
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+/// Batches in flight at once: one being appended while the one before is applied.
+const BATCHES_IN_FLIGHT: usize = 2;
+
 #[derive(Clone)]
 struct Ctx {
     nats: async_nats::Client,
     raft: Raft<TypeConfig>,
+    proposals: tokio::sync::mpsc::Sender<Pending>,
     db: store::Db,
     node_id: u64,
     quota_bytes: u64,
@@ -71,8 +81,9 @@ pub async fn spawn(
     cancel: CancellationToken,
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, Serving)> {
     let node_id = raft.metrics().borrow().id;
-    let ctx = Ctx { nats: nats.clone(), raft, db, node_id, quota_bytes: limits.quota_bytes, backups: Default::default() };
-    let mut tasks = Vec::new();
+    let (proposals, queue) = tokio::sync::mpsc::channel(BATCH_WRITES * 4);
+    let mut tasks = vec![tokio::spawn(propose(raft.clone(), queue))];
+    let ctx = Ctx { nats: nats.clone(), raft, proposals, db, node_id, quota_bytes: limits.quota_bytes, backups: Default::default() };
     let local = nats.queue_subscribe(subjects::STATE_READ_LOCAL, QUEUE_GROUP.to_string()).await?;
     tasks.push(tokio::spawn(serve(local, Kind::Read(Consistency::Serializable), ctx.clone(), cancel.clone())));
     let status = nats.subscribe(subjects::STATE_STATUS).await?;
@@ -83,6 +94,48 @@ pub async fn spawn(
     // state group is up.
     nats.flush().await?;
     Ok((tasks, serving))
+}
+
+/// Group commit of writes: takes every write waiting (up to a batch), proposes them as one
+/// Raft entry, and hands each its own answer. While a batch is in flight the next one
+/// gathers, so the busier the group, the more writes share an append and its fsync.
+/// Ends when every sender is gone (the request servers have stopped).
+async fn propose(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<Pending>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let mut inflight = JoinSet::new();
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let Some(first) = queue.recv().await else { break };
+        let mut bytes = first.0.op.size();
+        let mut batch = vec![first];
+        while batch.len() < BATCH_WRITES && bytes < BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(p) => {
+                    bytes += p.0.op.size();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        while inflight.try_join_next().is_some() {}
+        let raft = raft.clone();
+        inflight.spawn(async move {
+            let (proposals, answer_to): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            let n = proposals.len();
+            let outcome = raft.client_write(apply::Batch { proposals }).await;
+            drop(slot);
+            let answers: Vec<Result<WriteResult, StoreError>> = match outcome {
+                Ok(resp) if resp.data.len() == n => resp.data,
+                Ok(resp) => vec![Err(StoreError::Internal(format!("{} answers for {n} writes", resp.data.len()))); n],
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => vec![Err(StoreError::NotLeader { leader: f.leader_id }); n],
+                Err(e) => vec![Err(StoreError::Unavailable(e.to_string())); n],
+            };
+            for (tx, a) in answer_to.into_iter().zip(answers) {
+                let _ = tx.send(a);
+            }
+        });
+    }
+    while inflight.join_next().await.is_some() {}
 }
 
 /// Whether this member should take leader-only requests now.
@@ -264,11 +317,9 @@ async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreErr
         apply::check_size(&req.op)?;
         check_quota(ctx, &req)?;
         let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms() };
-        match ctx.raft.client_write(proposal).await {
-            Ok(resp) => resp.data,
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(StoreError::NotLeader { leader: f.leader_id }),
-            Err(e) => Err(StoreError::Unavailable(e.to_string())),
-        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ctx.proposals.send((proposal, tx)).await.map_err(|_| StoreError::Unavailable("this member is stopping".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("this member stopped before the write was answered".into()))?
     }
     .instrument(span)
     .await

@@ -46,6 +46,8 @@ const K_LAST_REV: &str = "last_rev";
 const K_APPLIED: &str = "applied";
 const K_MEMBERSHIP: &str = "membership";
 const K_SNAPSHOT: &str = "snapshot";
+/// Written by each group commit (a durable commit needs something to write).
+const K_FLUSHED: &str = "flushed";
 /// Bytes of keys and values in `kv`: what the space quota counts.
 const K_KV_BYTES: &str = "kv_bytes";
 /// Set by a restore: revisions up to here have no events (the history began later).
@@ -136,11 +138,42 @@ fn io_err(e: anyhow::Error, kind: impl FnOnce(AnyError) -> StorageIOError<NodeId
 #[derive(Clone)]
 pub struct LogStore {
     db: Db,
+    /// Appends waiting for their fsync (see `flusher`).
+    flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Group commit: an append writes its entries at once without an fsync (so they are
+/// readable when `append` returns, as openraft requires) and queues its callback here; this
+/// thread makes one durable commit for everything queued so far, which persists every
+/// earlier commit too, and only then tells openraft the entries are stored. Many appends
+/// share one fsync instead of waiting for one each. It ends when the log store is dropped.
+fn flusher(db: Db, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let res = (|| -> anyhow::Result<()> {
+            let tx = durable_write(&db)?;
+            tx.open_table(RAFT)?.insert(K_FLUSHED, [1u8].as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })();
+        for cb in waiting {
+            cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(format!("{e:#}"))));
+        }
+    }
 }
 
 impl LogStore {
     pub fn new(db: Db) -> Self {
-        LogStore { db }
+        let (flush, rx) = std::sync::mpsc::channel();
+        let flush_db = db.clone();
+        std::thread::Builder::new()
+            .name("state-log-flush".into())
+            .spawn(move || flusher(flush_db, rx))
+            .expect("spawning the log flusher thread");
+        LogStore { db, flush }
     }
 
     fn entries(&self, range: (Bound<u64>, Bound<u64>)) -> anyhow::Result<Vec<Entry<TypeConfig>>> {
@@ -228,7 +261,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let db = self.db.clone();
         let res = blocking(move || {
-            let tx = durable_write(&db)?;
+            let mut tx = db.begin_write()?;
+            tx.set_durability(Durability::None)?;
             {
                 let mut t = tx.open_table(LOG)?;
                 for (idx, bytes) in &rows {
@@ -239,12 +273,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await;
-        // Only now, after the commit's fsync, may openraft count these entries as stored.
         match res {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
+            // Readable now; stored (for openraft's counting) once the flusher's fsync is done.
+            Ok(()) => self.flush.send(callback).map_err(|_| io_err(anyhow!("the log flusher has stopped"), StorageIOError::write_logs)),
             Err(e) => {
                 callback.log_io_completed(Err(std::io::Error::other(format!("{e:#}"))));
                 Err(io_err(e, StorageIOError::write_logs))
@@ -349,9 +380,10 @@ fn entry_bytes(key: &str, e: &KvEntry) -> u64 {
     (key.len() + e.value.len()) as u64
 }
 
-/// Applies a batch of entries in one durable transaction; returns the answers and the
-/// revision reached.
-fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Result<WriteResult, StoreError>>, Revision)> {
+/// Applies entries in one transaction; returns each entry's answers (one per write it
+/// carries) and the revision reached.
+#[allow(clippy::type_complexity)]
+fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Vec<Result<WriteResult, StoreError>>>, Revision)> {
     let mut tx = db.begin_write()?;
     // No fsync of its own: the entries are durable in the log already, and the next log
     // append (or snapshot) commits durably, which persists this too. A crash in between
@@ -372,50 +404,53 @@ fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result
         let mut newest_ms = 0;
         for entry in entries {
             applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => answers.push(Err(StoreError::Internal("no application data".into()))),
+            let batch = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
                 EntryPayload::Membership(m) => {
                     membership = Some(StoredMembership::new(Some(entry.log_id), m));
-                    answers.push(Err(StoreError::Internal("no application data".into())));
+                    Vec::new()
                 }
-                EntryPayload::Normal(p) => {
-                    newest_ms = newest_ms.max(p.at_ms);
-                    let id = p.id.map(id_key);
-                    if let Some(id) = &id {
-                        if let Some(r) = dedup.get(id.as_slice())? {
-                            let r: Remembered = dec(r.value())?;
-                            answers.push(apply::recall(&p.op, &r));
-                            continue;
-                        }
+                EntryPayload::Normal(b) => b.proposals,
+            };
+            let mut entry_answers = Vec::with_capacity(batch.len());
+            for p in batch {
+                newest_ms = newest_ms.max(p.at_ms);
+                let id = p.id.map(id_key);
+                if let Some(id) = &id {
+                    if let Some(r) = dedup.get(id.as_slice())? {
+                        let r: Remembered = dec(r.value())?;
+                        entry_answers.push(apply::recall(&p.op, &r));
+                        continue;
                     }
-                    let current: Option<KvEntry> = get_in(&kv, p.op.key())?;
-                    let answer = match apply::decide(&p.op, current.as_ref(), last_rev) {
-                        Ok(out) => {
-                            if let Some(old) = &current {
-                                kv_bytes = kv_bytes.saturating_sub(entry_bytes(p.op.key(), old));
-                            }
-                            match &out.change {
-                                Change::Put(e) => {
-                                    kv.insert(p.op.key(), enc(e)?.as_slice())?;
-                                    kv_bytes += entry_bytes(p.op.key(), e);
-                                }
-                                Change::Remove => {
-                                    kv.remove(p.op.key())?;
-                                }
-                            }
-                            events.insert(out.rev, enc(&out.event)?.as_slice())?;
-                            last_rev = out.rev;
-                            Ok(out.result)
-                        }
-                        Err(e) => Err(e),
-                    };
-                    if let Some(id) = &id {
-                        dedup.insert(id.as_slice(), enc(&apply::remember(&p.op, p.at_ms, &answer))?.as_slice())?;
-                        dedup_at.insert(age_key(p.at_ms, id).as_slice(), ())?;
-                    }
-                    answers.push(answer);
                 }
+                let current: Option<KvEntry> = get_in(&kv, p.op.key())?;
+                let answer = match apply::decide(&p.op, current.as_ref(), last_rev) {
+                    Ok(out) => {
+                        if let Some(old) = &current {
+                            kv_bytes = kv_bytes.saturating_sub(entry_bytes(p.op.key(), old));
+                        }
+                        match &out.change {
+                            Change::Put(e) => {
+                                kv.insert(p.op.key(), enc(e)?.as_slice())?;
+                                kv_bytes += entry_bytes(p.op.key(), e);
+                            }
+                            Change::Remove => {
+                                kv.remove(p.op.key())?;
+                            }
+                        }
+                        events.insert(out.rev, enc(&out.event)?.as_slice())?;
+                        last_rev = out.rev;
+                        Ok(out.result)
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Some(id) = &id {
+                    dedup.insert(id.as_slice(), enc(&apply::remember(&p.op, p.at_ms, &answer))?.as_slice())?;
+                    dedup_at.insert(age_key(p.at_ms, id).as_slice(), ())?;
+                }
+                entry_answers.push(answer);
             }
+            answers.push(entry_answers);
         }
         // Forget ids older than the window, measured by the proposals' own clock.
         if newest_ms > apply::DEDUP_WINDOW_MS {
@@ -552,7 +587,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         applied_state(&self.db).map_err(|e| io_err(e, StorageIOError::read_state_machine))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> StoResult<Vec<Result<WriteResult, StoreError>>>
+    async fn apply<I>(&mut self, entries: I) -> StoResult<Vec<Vec<Result<WriteResult, StoreError>>>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -702,7 +737,7 @@ mod tests {
 
     fn entry(index: u64, op: WriteOp) -> Entry<TypeConfig> {
         let p = apply::Proposal { op, id: Some((7, index)), at_ms: index };
-        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(p) }
+        Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(apply::Batch { proposals: vec![p] }) }
     }
 
     #[test]
@@ -719,7 +754,7 @@ mod tests {
         let entries = ops.into_iter().enumerate().map(|(i, op)| entry(i as u64 + 1, op)).collect();
         let (answers, rev) = apply_batch(&db, entries).expect("apply");
         assert_eq!(rev, 5);
-        assert_eq!(answers[2], Err(StoreError::AlreadyExists("a/1".into())));
+        assert_eq!(answers[2], vec![Err(StoreError::AlreadyExists("a/1".into()))]);
         let (items, at, more) = list(&db, "a/", None, 1).expect("list");
         assert_eq!((items.len(), items[0].key.as_str(), at, more), (1, "a/1", 5, true));
         let (items, _, more) = list(&db, "a/", Some("a/1"), 0).expect("list");
@@ -729,9 +764,9 @@ mod tests {
         assert_eq!((deleted.typ, deleted.subject.as_str()), (EventType::Deleted, "ev.a.2"));
 
         // A retried request (same id) gets its first answer and changes nothing.
-        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7 }) };
+        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Batch { proposals: vec![apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7 }] }) };
         let (answers, rev) = apply_batch(&db, vec![again]).expect("apply");
-        assert_eq!((answers[0].as_ref().map(|r| r.rev), rev), (Ok(1), 5));
+        assert_eq!((answers[0][0].as_ref().map(|r| r.rev), rev), (Ok(1), 5));
         assert_eq!(kv_bytes(&db).expect("bytes"), 3 * 4);
 
         let snap = build_snapshot(&db).expect("snapshot");
@@ -751,3 +786,4 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir2);
     }
 }
+
