@@ -21,7 +21,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 pub struct Members {
     stop: CancellationToken,
     supervisors: Vec<JoinHandle<()>>,
-    pub pids: BTreeMap<u64, Arc<AtomicU32>>,
+    /// Each member's pid (it changes when a member is started again) and health address.
+    pub pids: BTreeMap<u64, (Arc<AtomicU32>, String)>,
 }
 
 /// The members' Raft addresses: chosen once and kept in the data dir, since the group's
@@ -52,8 +53,12 @@ pub fn start(data_dir: &Path, n: u64, nats_url: &str) -> Result<Members> {
     for id in peers.keys() {
         let dir = data_dir.join(format!("state-{id}"));
         std::fs::create_dir_all(&dir)?;
+        // Each member serves /healthz, /readyz and /metrics on a port of its own.
+        let health = format!("127.0.0.1:{}", free_port()?);
         let args = vec![
             "state".to_string(),
+            "--health-addr".into(),
+            health.clone(),
             "--id".into(),
             id.to_string(),
             "--data-dir".into(),
@@ -64,7 +69,7 @@ pub fn start(data_dir: &Path, n: u64, nats_url: &str) -> Result<Members> {
             nats_url.to_string(),
         ];
         let pid = Arc::new(AtomicU32::new(0));
-        pids.insert(*id, pid.clone());
+        pids.insert(*id, (pid.clone(), health));
         let child = spawn(&exe, &args, &dir)?;
         pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         supervisors.push(tokio::spawn(supervise(*id, exe.clone(), args, dir, child, pid, stop.clone())));

@@ -92,8 +92,8 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     } else {
         step(&format!("starting the state group ({} member processes)", a.state_members));
         let m = crate::members::start(data_dir, a.state_members, nats_url)?;
-        for (id, pid) in &m.pids {
-            step(&format!("state member {id} pid {}", pid.load(std::sync::atomic::Ordering::SeqCst)));
+        for (id, (pid, health)) in &m.pids {
+            step(&format!("state member {id} pid {}, health on http://{health}", pid.load(std::sync::atomic::Ordering::SeqCst)));
         }
         StateGroup::Children(m)
     };

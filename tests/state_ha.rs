@@ -22,6 +22,17 @@ fn roles(st: &[serde_json::Value]) -> Vec<String> {
     r
 }
 
+/// A plain HTTP/1.0 GET; the body and headers as one string.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.trim_end().to_string()
+}
+
 /// `kubectl get -w --output-watch-events` prints `EVENT NAME DATA AGE`: "EVENT NAME" per line.
 fn events(out: &str) -> Vec<String> {
     out.lines()
@@ -53,6 +64,17 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
     let table = c.flotilla(&["state", "status", "--data-dir", &d]);
     assert!(table.stdout.lines().next().unwrap_or("").contains("ROLE"), "{}", table.stdout);
     assert_eq!(table.stdout.lines().filter(|l| l.contains("leader")).count(), 1, "{}", table.stdout);
+
+    // Every member process serves its own health endpoints and metrics.
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    let health: Vec<String> = log.lines().filter_map(|l| l.split("health on http://").nth(1)).map(|a| a.trim().to_string()).collect();
+    assert_eq!(health.len(), 3, "three members with health addresses in the log:\n{log}");
+    for addr in &health {
+        assert!(http_get(addr, "/healthz").ends_with("ok"), "healthz of {addr}");
+        let metrics = http_get(addr, "/metrics");
+        assert!(metrics.contains("flotilla_state_applied_index"), "metrics of {addr}:\n{metrics}");
+    }
+    assert_eq!(health.iter().filter(|a| http_get(a, "/metrics").contains("flotilla_state_leader 1")).count(), 1);
 
     for i in 0..5 {
         c.ok(&["create", "configmap", &format!("before-{i}"), &format!("--from-literal=i={i}")]);

@@ -38,6 +38,18 @@ pub fn mailbox(actor: &'static str, delta: i64) {
     }
 }
 
+fn gauges() -> &'static Mutex<BTreeMap<String, f64>> {
+    static R: OnceLock<Mutex<BTreeMap<String, f64>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// Sets a free-form gauge, e.g. `flotilla_state_applied_index`.
+pub fn set(series: &str, value: f64) {
+    if let Ok(mut g) = gauges().lock() {
+        g.insert(series.to_string(), value);
+    }
+}
+
 /// Adds to a free-form counter, e.g. `flotilla_gateway_requests_total{code="200"}`.
 pub fn count(series: &str, by: f64) {
     if let Ok(mut c) = counters().lock() {
@@ -70,9 +82,11 @@ pub fn render() -> String {
     for (a, s) in &snapshot {
         out.push_str(&format!("flotilla_actor_mailbox_depth{{actor=\"{a}\"}} {}\n", s.mailbox.max(0)));
     }
-    if let Ok(c) = counters().lock() {
-        for (k, v) in c.iter() {
-            out.push_str(&format!("{k} {v}\n"));
+    for map in [counters(), gauges()] {
+        if let Ok(c) = map.lock() {
+            for (k, v) in c.iter() {
+                out.push_str(&format!("{k} {v}\n"));
+            }
         }
     }
     out

@@ -122,6 +122,8 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<
         inflight.spawn(async move {
             let (proposals, answer_to): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
             let n = proposals.len();
+            bus::metrics::count("flotilla_state_batches_total", 1.0);
+            bus::metrics::count("flotilla_state_writes_total", n as f64);
             let outcome = raft.client_write(apply::Batch { proposals }).await;
             drop(slot);
             let answers: Vec<Result<WriteResult, StoreError>> = match outcome {
@@ -147,6 +149,15 @@ fn leads(m: &RaftMetrics<u64, BasicNode>) -> bool {
     voters <= 1 || m.millis_since_quorum_ack.is_some_and(|ms| ms < LEASE_MS)
 }
 
+fn export_metrics(m: &RaftMetrics<u64, BasicNode>) {
+    use bus::metrics::set;
+    set("flotilla_state_leader", if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+    set("flotilla_state_term", m.current_term as f64);
+    set("flotilla_state_applied_index", m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
+    set("flotilla_state_snapshot_index", m.snapshot.map(|l| l.index).unwrap_or(0) as f64);
+    set("flotilla_state_voters", m.membership_config.membership().voter_ids().count() as f64);
+}
+
 /// Subscribes to the leader-only subjects while this member leads, and lets go when it
 /// stops leading (requests already taken are still answered).
 async fn gate(ctx: Ctx, serving_tx: tokio::sync::watch::Sender<bool>, cancel: CancellationToken) {
@@ -154,7 +165,11 @@ async fn gate(ctx: Ctx, serving_tx: tokio::sync::watch::Sender<bool>, cancel: Ca
     let mut serving: Option<(CancellationToken, Vec<JoinHandle<()>>)> = None;
     let mut draining: Vec<JoinHandle<()>> = Vec::new();
     loop {
-        let lead = leads(&metrics.borrow_and_update());
+        let lead = {
+            let m = metrics.borrow_and_update();
+            export_metrics(&m);
+            leads(&m)
+        };
         match (lead, serving.is_some()) {
             (true, false) => match subscribe_leader(&ctx, &cancel).await {
                 Ok(s) => {
