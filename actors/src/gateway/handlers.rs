@@ -11,7 +11,8 @@ use axum::response::Response;
 use base64::Engine;
 use schema::admission;
 use schema::registry::{self, ResourceInfo};
-use schema::store::{ReadOp, ReadResult, Revision, WriteOp};
+use super::consistency::Freshness;
+use schema::store::{Consistency, ReadOp, ReadResult, Revision, WriteOp};
 use schema::{keys, object};
 use serde_json::{json, Value};
 
@@ -76,15 +77,28 @@ fn is_watch(req: &Req) -> bool {
     matches!(req.q("watch"), Some("true") | Some("1"))
 }
 
-/// Reads one object with its revision stamped as resourceVersion.
+/// Reads one object with its revision stamped as resourceVersion: the most recent state.
 pub async fn read(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Option<(Value, Revision)>, ApiError> {
+    read_at(st, res, ns, name, Freshness::MostRecent).await
+}
+
+/// Reads one object as fresh as `fresh` asks: a serializable read from any state member
+/// when an older state may do, a linearizable one when it may not (or when that member
+/// turned out to be behind the revision asked for).
+pub async fn read_at(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, fresh: Freshness) -> Result<Option<(Value, Revision)>, ApiError> {
     let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
-    match st.bus.read(&ReadOp::Get { key }).await.map_err(|e| ApiError::store(res, name, e))? {
-        ReadResult::Get { item: Some(s), .. } => {
-            let v = object::from_stored(&s).map_err(|e| ApiError::internal(e.to_string()))?;
-            Ok(Some((v, s.rev)))
+    let mut consistency = fresh.first_read();
+    loop {
+        let r = st.bus.read_with(&ReadOp::Get { key: key.clone() }, consistency).await.map_err(|e| ApiError::store(res, name, e))?;
+        let ReadResult::Get { item, rev } = r else { return Ok(None) };
+        if !fresh.judge(rev, consistency == Consistency::Linearizable)? {
+            consistency = Consistency::Linearizable;
+            continue;
         }
-        _ => Ok(None),
+        return match item {
+            Some(s) => Ok(Some((object::from_stored(&s).map_err(|e| ApiError::internal(e.to_string()))?, s.rev))),
+            None => Ok(None),
+        };
     }
 }
 
@@ -179,7 +193,8 @@ fn table_or_json(res: &ResourceInfo, req: &Req, code: StatusCode, obj: &Value) -
 }
 
 async fn get(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let (v, _) = read_existing(st, res, ns, name).await?;
+    let fresh = Freshness::parse(req.q("resourceVersion"), None)?;
+    let (v, _) = read_at(st, res, ns, name, fresh).await?.ok_or_else(|| ApiError::not_found(res, name))?;
     Ok(table_or_json(res, req, StatusCode::OK, &v))
 }
 
@@ -192,6 +207,22 @@ pub struct ListPage {
 /// A page of objects matching the selectors, `limit` 0 meaning all. The continue token
 /// is the base64 of the last key returned.
 pub async fn list_objects(st: &AppState, res: &ResourceInfo, ns: Option<&str>, ls: &LabelSelector, fs: &FieldSelector, limit: usize, cont: Option<&str>) -> Result<ListPage, ApiError> {
+    list_objects_at(st, res, ns, ls, fs, limit, cont, Freshness::MostRecent).await
+}
+
+/// `list_objects` as fresh as `fresh` asks (see `read_at`).
+#[allow(clippy::too_many_arguments)]
+pub async fn list_objects_at(
+    st: &AppState,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    ls: &LabelSelector,
+    fs: &FieldSelector,
+    limit: usize,
+    cont: Option<&str>,
+    fresh: Freshness,
+) -> Result<ListPage, ApiError> {
+    let mut consistency = fresh.first_read();
     let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
     let mut start_after = match cont.filter(|c| !c.is_empty()) {
         None => None,
@@ -207,8 +238,12 @@ pub async fn list_objects(st: &AppState, res: &ResourceInfo, ns: Option<&str>, l
     let mut out = Vec::new();
     let mut list_rev: Option<Revision> = None;
     loop {
-        let r = st.bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 500 }).await.map_err(|e| ApiError::store(res, "", e))?;
+        let r = st.bus.read_with(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 500 }, consistency).await.map_err(|e| ApiError::store(res, "", e))?;
         let ReadResult::List { items, rev, more } = r else { return Err(ApiError::internal("the store answered a list with something else")) };
+        if list_rev.is_none() && !fresh.judge(rev, consistency == Consistency::Linearizable)? {
+            consistency = Consistency::Linearizable;
+            continue;
+        }
         let rev = *list_rev.get_or_insert(rev);
         let n = items.len();
         for (idx, s) in items.iter().enumerate() {
@@ -244,7 +279,12 @@ pub fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> 
 async fn list(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
     let (ls, fs) = selectors(req)?;
     let limit = req.q("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0).max(0) as usize;
-    let page = list_objects(st, res, ns, &ls, &fs, limit, req.q("continue")).await?;
+    // A continued list goes on from where its first page was; only a first page chooses.
+    let fresh = match req.q("continue").filter(|c| !c.is_empty()) {
+        Some(_) => Freshness::MostRecent,
+        None => Freshness::parse(req.q("resourceVersion"), req.q("resourceVersionMatch"))?,
+    };
+    let page = list_objects_at(st, res, ns, &ls, &fs, limit, req.q("continue"), fresh).await?;
     let mut meta = json!({"resourceVersion": page.rev.to_string()});
     if let Some(c) = &page.cont {
         meta["continue"] = json!(c);

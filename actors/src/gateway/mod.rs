@@ -2,6 +2,7 @@
 //! over HTTPS, authenticates the admin bearer token, and turns every request into reads,
 //! CAS writes and watches on the bus. This file holds the config, `serve` and the router.
 
+mod consistency;
 mod discovery;
 mod handlers;
 mod logs;
