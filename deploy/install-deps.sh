@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what flotilla needs on Debian 12 and is missing: a C toolchain (for crates
-# that build C), nats-server, kubectl (for the tests), and Rust through rustup.
+# that build C), nats-server, etcd-server (the etcd 3.4 that `flotilla bench store` compares
+# against), kubectl (for the tests), and Rust through rustup.
 set -euo pipefail
 
 SUDO=""
@@ -11,6 +12,7 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+[ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

@@ -1,10 +1,15 @@
-//! Objects every new cluster has: the system namespaces and the `host` RuntimeClass.
-//! Idempotent, so it runs on every start.
+//! Objects every new cluster has: the system namespaces, the `host` RuntimeClass, the
+//! `kubernetes` Service and the default RBAC policy. Idempotent, so it runs on every
+//! start; default roles and bindings are reconciled as the real server does (missing
+//! rules and subjects put back) unless an admin set `autoupdate: "false"` on them.
 
 use bus::Client;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 
 pub async fn run(client: &Client) -> anyhow::Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -17,5 +22,73 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
         ..Default::default()
     };
     client.ensure(&rc).await.map_err(|e| anyhow::anyhow!("creating RuntimeClass host: {e}"))?;
+    client.ensure(&kubernetes_service()).await.map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?;
+    for r in schema::rbac_defaults::cluster_roles() {
+        reconcile_role(client, r).await?;
+    }
+    for b in schema::rbac_defaults::cluster_role_bindings() {
+        reconcile_binding(client, b).await?;
+    }
     Ok(())
+}
+
+/// `default/kubernetes`: the API's own Service, on the first address of the range.
+fn kubernetes_service() -> Service {
+    let ip = schema::services::KUBERNETES_SERVICE_IP.to_string();
+    Service {
+        metadata: ObjectMeta {
+            name: Some("kubernetes".into()),
+            namespace: Some("default".into()),
+            labels: Some(BTreeMap::from([("component".to_string(), "apiserver".to_string()), ("provider".to_string(), "kubernetes".to_string())])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some(ip.clone()),
+            cluster_ips: Some(vec![ip]),
+            ports: Some(vec![ServicePort { name: Some("https".into()), port: 443, protocol: Some("TCP".into()), target_port: Some(IntOrString::Int(6443)), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn autoupdate(meta: &ObjectMeta) -> bool {
+    meta.annotations.as_ref().and_then(|a| a.get("rbac.authorization.kubernetes.io/autoupdate")).map(|v| v != "false").unwrap_or(true)
+}
+
+async fn reconcile_role(client: &Client, want: ClusterRole) -> anyhow::Result<()> {
+    let name = want.metadata.name.clone().unwrap_or_default();
+    let err = |e: bus::client::ClientError| anyhow::anyhow!("default ClusterRole {name}: {e}");
+    match client.get::<ClusterRole>(None, &name).await.map_err(err)? {
+        None => client.ensure(&want).await.map_err(err),
+        Some(mut have) => {
+            let mut rules = have.rules.clone().unwrap_or_default();
+            let missing: Vec<_> = want.rules.unwrap_or_default().into_iter().filter(|r| !rules.contains(r)).collect();
+            if missing.is_empty() || !autoupdate(&have.metadata) {
+                return Ok(());
+            }
+            rules.extend(missing);
+            have.rules = Some(rules);
+            client.update(&have).await.map(drop).map_err(err)
+        }
+    }
+}
+
+async fn reconcile_binding(client: &Client, want: ClusterRoleBinding) -> anyhow::Result<()> {
+    let name = want.metadata.name.clone().unwrap_or_default();
+    let err = |e: bus::client::ClientError| anyhow::anyhow!("default ClusterRoleBinding {name}: {e}");
+    match client.get::<ClusterRoleBinding>(None, &name).await.map_err(err)? {
+        None => client.ensure(&want).await.map_err(err),
+        Some(mut have) => {
+            let mut subjects = have.subjects.clone().unwrap_or_default();
+            let missing: Vec<_> = want.subjects.unwrap_or_default().into_iter().filter(|s| !subjects.iter().any(|h| h.kind == s.kind && h.name == s.name)).collect();
+            if missing.is_empty() || !autoupdate(&have.metadata) {
+                return Ok(());
+            }
+            subjects.extend(missing);
+            have.subjects = Some(subjects);
+            client.update(&have).await.map(drop).map_err(err)
+        }
+    }
 }

@@ -1,31 +1,76 @@
-//! The cluster CA and the gateway's serving certificate, generated once per data dir and
-//! reused afterwards, so a kubeconfig written earlier keeps working across restarts.
+//! The cluster CA, the gateway's serving certificate and the admin's client certificate
+//! (CN=kubernetes-admin, O=system:masters, as kubeadm makes it), generated once per data
+//! dir and reused afterwards, so a kubeconfig written earlier keeps working across
+//! restarts. Also the static token file the gateway reads.
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub struct ClusterCerts {
     pub ca_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
+}
+
+/// The CA's parameters; the same ones re-create the issuer from `ca.key` later.
+fn ca_params() -> Result<CertificateParams> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name = rcgen::DistinguishedName::new();
+    ca.distinguished_name.push(DnType::CommonName, "flotilla-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(ca)
+}
+
+/// A client certificate for `user` in `groups`, signed by the CA in `dir` (PEM cert, PEM key).
+pub fn client_cert(dir: &Path, user: &str, groups: &[&str]) -> Result<(String, String)> {
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).context("reading ca.key")?)?;
+    // Same subject and key as the stored CA certificate: what it signs verifies against it.
+    let issuer = ca_params()?.self_signed(&ca_key)?;
+    let mut p = CertificateParams::new(Vec::<String>::new())?;
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, user);
+    for g in groups {
+        p.distinguished_name.push(DnType::OrganizationName, *g);
+    }
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate()?;
+    let cert = p.signed_by(&key, &issuer, &ca_key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The admin's client certificate, made once (also for data dirs from before it existed).
+fn admin_cert(dir: &Path) -> Result<(String, String)> {
+    let (crt, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    if crt.exists() && key.exists() {
+        return Ok((std::fs::read_to_string(&crt)?, std::fs::read_to_string(&key)?));
+    }
+    let (c, k) = client_cert(dir, "kubernetes-admin", &["system:masters"])?;
+    std::fs::write(&crt, &c)?;
+    std::fs::write(&key, &k)?;
+    restrict(&key);
+    Ok((c, k))
 }
 
 pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<ClusterCerts> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (ca_p, crt_p, key_p) = (dir.join("ca.crt"), dir.join("gateway.crt"), dir.join("gateway.key"));
     if ca_p.exists() && crt_p.exists() && key_p.exists() {
+        let (admin_cert_pem, admin_key_pem) = admin_cert(dir)?;
         return Ok(ClusterCerts {
             ca_pem: std::fs::read_to_string(&ca_p)?,
             serving_cert_pem: std::fs::read_to_string(&crt_p)?,
             serving_key_pem: std::fs::read_to_string(&key_p)?,
+            admin_cert_pem,
+            admin_key_pem,
         });
     }
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "flotilla-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca = ca_params()?;
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
 
@@ -40,14 +85,14 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<ClusterCerts> {
     let sv_key = KeyPair::generate()?;
     let sv_cert = sv.signed_by(&sv_key, &ca_cert, &ca_key)?;
 
-    let out = ClusterCerts { ca_pem: ca_cert.pem(), serving_cert_pem: sv_cert.pem(), serving_key_pem: sv_key.serialize_pem() };
-    std::fs::write(&ca_p, &out.ca_pem)?;
+    std::fs::write(&ca_p, ca_cert.pem())?;
     std::fs::write(dir.join("ca.key"), ca_key.serialize_pem())?;
-    std::fs::write(&crt_p, &out.serving_cert_pem)?;
-    std::fs::write(&key_p, &out.serving_key_pem)?;
+    std::fs::write(&crt_p, sv_cert.pem())?;
+    std::fs::write(&key_p, sv_key.serialize_pem())?;
     restrict(&dir.join("ca.key"));
     restrict(&key_p);
-    Ok(out)
+    let (admin_cert_pem, admin_key_pem) = admin_cert(dir)?;
+    Ok(ClusterCerts { ca_pem: ca_cert.pem(), serving_cert_pem: sv_cert.pem(), serving_key_pem: sv_key.serialize_pem(), admin_cert_pem, admin_key_pem })
 }
 
 fn restrict(p: &Path) {
@@ -69,11 +114,25 @@ pub fn admin_token(dir: &Path) -> Result<String> {
     Ok(t)
 }
 
-pub fn write_kubeconfig(path: &Path, server: &str, ca_pem: &str, token: &str) -> Result<()> {
+/// The token file the gateway reads when none is given: `<pki>/tokens.csv`, written with
+/// the admin token (a member of system:masters) when absent and kept as it is otherwise,
+/// so an operator may add users to it.
+pub fn default_token_file(dir: &Path, admin_token: &str) -> Result<PathBuf> {
+    let p = dir.join("tokens.csv");
+    if !p.exists() {
+        std::fs::write(&p, format!("{admin_token},kubernetes-admin,kubernetes-admin,\"system:masters\"\n")).with_context(|| format!("writing {}", p.display()))?;
+        restrict(&p);
+    }
+    Ok(p)
+}
+
+/// kubeadm's admin.conf: the cluster CA and the admin's client certificate.
+pub fn write_kubeconfig(path: &Path, server: &str, certs: &ClusterCerts) -> Result<()> {
     use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let (ca, crt, key) = (b64(&certs.ca_pem), b64(&certs.admin_cert_pem), b64(&certs.admin_key_pem));
     let doc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: flotilla\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: flotilla\n  context:\n    cluster: flotilla\n    user: admin\n    namespace: default\ncurrent-context: flotilla\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: flotilla\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: kubernetes-admin\n  user:\n    client-certificate-data: {crt}\n    client-key-data: {key}\ncontexts:\n- name: flotilla\n  context:\n    cluster: flotilla\n    user: kubernetes-admin\n    namespace: default\ncurrent-context: flotilla\n"
     );
     std::fs::write(path, doc).with_context(|| format!("writing {}", path.display()))?;
     restrict(path);

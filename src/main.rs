@@ -1,6 +1,7 @@
 //! The `flotilla` command: one binary for the local cluster (`up`) and for running each
 //! component as its own process (`state`, `gateway`, `scheduler`, `controllers`, `node`).
 
+mod bench;
 mod bootstrap;
 mod certs;
 mod health;
@@ -44,6 +45,8 @@ enum Cmd {
     Controllers(Common),
     /// Run one node agent.
     Node(NodeArgs),
+    /// Benchmarks: `bench store` measures the state group against etcd 3.4.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -64,6 +67,9 @@ struct GatewayArgs {
     /// Directory holding ca.crt, gateway.crt, gateway.key and admin.token (made if absent).
     #[arg(long, default_value = "./.flotilla/pki")]
     pki_dir: PathBuf,
+    /// kube-apiserver's --token-auth-file (default: <pki-dir>/tokens.csv).
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -103,6 +109,7 @@ fn main() -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::run(a).await,
+        Cmd::Bench(a) => bench::run(a).await,
         Cmd::State(a) => state::run(a).await,
         Cmd::Backup(a) => state::backup(a).await,
         Cmd::Restore(a) => state::restore(a),
@@ -113,8 +120,11 @@ async fn run(cli: Cli) -> Result<()> {
             let shutdown = CancellationToken::new();
             let cfg = actors::gateway::GatewayConfig {
                 addr: a.addr,
-                tls: Some(actors::gateway::TlsFiles { cert_pem: c.serving_cert_pem, key_pem: c.serving_key_pem }),
-                admin_token: token,
+                tls: Some(actors::gateway::TlsFiles { cert_pem: c.serving_cert_pem, key_pem: c.serving_key_pem, client_ca_pem: Some(c.ca_pem) }),
+                token_auth_file: Some(match a.token_auth_file {
+                    Some(f) => f,
+                    None => certs::default_token_file(&a.pki_dir, &token)?,
+                }),
             };
             let s2 = shutdown.clone();
             tokio::spawn(async move {

@@ -30,6 +30,10 @@ pub struct UpArgs {
     /// replicate over gRPC (a minority may die without losing anything).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=7))]
     pub state_members: u64,
+    /// kube-apiserver's --token-auth-file (default: <data-dir>/pki/tokens.csv, made with
+    /// the admin token when absent).
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
 }
 
 /// The state group as `up` runs it.
@@ -106,8 +110,11 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     let shutdown = CancellationToken::new();
     let gw_cfg = actors::gateway::GatewayConfig {
         addr: a.gateway_addr,
-        tls: Some(actors::gateway::TlsFiles { cert_pem: certs.serving_cert_pem.clone(), key_pem: certs.serving_key_pem.clone() }),
-        admin_token: token.clone(),
+        tls: Some(actors::gateway::TlsFiles { cert_pem: certs.serving_cert_pem.clone(), key_pem: certs.serving_key_pem.clone(), client_ca_pem: Some(certs.ca_pem.clone()) }),
+        token_auth_file: Some(match &a.token_auth_file {
+            Some(f) => f.clone(),
+            None => certs::default_token_file(&data_dir.join("pki"), &token)?,
+        }),
     };
     let r = ready.clone();
     let gw_bus = bus.clone();
@@ -130,7 +137,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
 
     let kubeconfig = data_dir.join("kubeconfig");
     let server = format!("https://{}", a.gateway_addr);
-    certs::write_kubeconfig(&kubeconfig, &server, &certs.ca_pem, &token)?;
+    certs::write_kubeconfig(&kubeconfig, &server, &certs)?;
     ready.store(true, Ordering::SeqCst);
     step("ready");
     println!("export KUBECONFIG={}", kubeconfig.display());

@@ -1,5 +1,5 @@
 //! The gateway speaks the Kubernetes REST API over a real state group and nats-server:
-//! auth, discovery, create/get/update/patch/delete with Kubernetes Status errors, scale,
+//! authentication, discovery, create/get/update/patch/delete with Kubernetes Status errors, scale,
 //! binding, graceful pod deletion, selector watches and logs without a node agent.
 
 mod common;
@@ -85,7 +85,9 @@ async fn gateway_serves_the_kubernetes_api() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
     let addr = format!("127.0.0.1:{port}");
     let stop = tokio_util::sync::CancellationToken::new();
-    let cfg = actors::gateway::GatewayConfig { addr: addr.parse().expect("addr"), tls: None, admin_token: "test-token".into() };
+    let tokens = tmp.path().join("tokens.csv");
+    std::fs::write(&tokens, "test-token,admin,admin-uid,system:masters\n").expect("token file");
+    let cfg = actors::gateway::GatewayConfig { addr: addr.parse().expect("addr"), tls: None, token_auth_file: Some(tokens) };
     let gw = tokio::spawn(actors::gateway::serve(cfg, bus, Arc::new(|| true), stop.clone()));
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {
@@ -95,11 +97,24 @@ async fn gateway_serves_the_kubernetes_api() {
     }
 
     // Open endpoints and authentication.
-    let v = call(&addr, "GET", "/version", &[], "").await;
+    // No bootstrap here, so no default bindings: only the token's system:masters user
+    // may read anything once the RBAC cache has listed (which /readyz waits for).
+    let v = call(&addr, "GET", "/version", &[("Authorization", TOKEN)], "").await;
     assert_eq!(v.code, 200);
     assert_eq!(v.json()["minor"], "32");
-    assert_eq!(call(&addr, "GET", "/readyz", &[], "").await.body, b"ok");
-    let unauth = call(&addr, "GET", "/api/v1/namespaces", &[], "").await;
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        ready = call(&addr, "GET", "/readyz", &[("Authorization", TOKEN)], "").await.body;
+        if ready == b"ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready, b"ok");
+    let anon = call(&addr, "GET", "/api/v1/namespaces", &[], "").await;
+    assert_eq!(anon.code, 403);
+    assert_eq!(anon.json()["reason"], "Forbidden");
+    let unauth = call(&addr, "GET", "/api/v1/namespaces", &[("Authorization", "Bearer wrong")], "").await;
     assert_eq!(unauth.code, 401);
     assert_eq!(unauth.json()["reason"], "Unauthorized");
 

@@ -46,6 +46,7 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
 /// Sets what the server owns on a new object (uid, creationTimestamp, generation), fills
@@ -116,6 +117,7 @@ pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: W
     }
     validate(res, v)?;
     let mut causes = Vec::new();
+    crate::validate::immutable(res.kind, v, old, &mut causes);
     if res.kind == "Deployment" || res.kind == "ReplicaSet" {
         if v.pointer("/spec/selector") != old.pointer("/spec/selector") {
             causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.selector".into(), message: "Invalid value: field is immutable".into() });
@@ -176,10 +178,8 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
     match object::name(v) {
         None => causes.push(Cause { reason: "FieldValueRequired".into(), field: "metadata.name".into(), message: "Required value: name or generateName is required".into() }),
         Some(n) => {
-            let label_only = matches!(res.kind, "Namespace");
-            let ok = if label_only { is_dns1123_label(n) } else { is_dns1123_subdomain(n) };
-            if !ok {
-                causes.push(invalid("metadata.name", n, if label_only { LABEL_MSG } else { SUBDOMAIN_MSG }));
+            if let Err(why) = name_rule(res.kind, n) {
+                causes.push(invalid("metadata.name", n, why));
             }
         }
     }
@@ -189,7 +189,7 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
     match res.kind {
         "Pod" => validate_pod_spec(v.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(v, &mut causes),
-        _ => {}
+        other => crate::validate::kind(other, v, &mut causes),
     }
     // Field problems first (a missing selector is Invalid, as on the real server), then
     // the shape: the object must decode as its typed form.
@@ -200,12 +200,13 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
 }
 
 fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
-    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, node::v1 as node};
+    use k8s_openapi::api::{apps::v1 as apps, core::v1 as core, node::v1 as node, rbac::v1 as rbac};
     let v = v.clone();
     match res.kind {
         "Namespace" => serde_json::from_value::<core::Namespace>(v).map(drop),
         "Node" => serde_json::from_value::<core::Node>(v).map(drop),
         "Pod" => serde_json::from_value::<core::Pod>(v).map(drop),
+        "Event" if res.group == "events.k8s.io" => serde_json::from_value::<k8s_openapi::api::events::v1::Event>(v).map(drop),
         "Event" => serde_json::from_value::<core::Event>(v).map(drop),
         "Deployment" => serde_json::from_value::<apps::Deployment>(v).map(drop),
         "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v).map(drop),
@@ -215,11 +216,48 @@ fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
         "ServiceAccount" => serde_json::from_value::<core::ServiceAccount>(v).map(drop),
         "Lease" => serde_json::from_value::<k8s_openapi::api::coordination::v1::Lease>(v).map(drop),
         "PriorityClass" => serde_json::from_value::<k8s_openapi::api::scheduling::v1::PriorityClass>(v).map(drop),
+        "Service" => serde_json::from_value::<core::Service>(v).map(drop),
+        "Endpoints" => serde_json::from_value::<core::Endpoints>(v).map(drop),
+        "ResourceQuota" => serde_json::from_value::<core::ResourceQuota>(v).map(drop),
+        "LimitRange" => serde_json::from_value::<core::LimitRange>(v).map(drop),
+        "DaemonSet" => serde_json::from_value::<apps::DaemonSet>(v).map(drop),
+        "StatefulSet" => serde_json::from_value::<apps::StatefulSet>(v).map(drop),
+        "Job" => serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(v).map(drop),
+        "CronJob" => serde_json::from_value::<k8s_openapi::api::batch::v1::CronJob>(v).map(drop),
+        "EndpointSlice" => serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(v).map(drop),
+        "Role" => serde_json::from_value::<rbac::Role>(v).map(drop),
+        "ClusterRole" => serde_json::from_value::<rbac::ClusterRole>(v).map(drop),
+        "RoleBinding" => serde_json::from_value::<rbac::RoleBinding>(v).map(drop),
+        "ClusterRoleBinding" => serde_json::from_value::<rbac::ClusterRoleBinding>(v).map(drop),
+        "PodDisruptionBudget" => serde_json::from_value::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v).map(drop),
         _ => Ok(()),
     }
 }
 
-fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
+/// Which names a kind accepts: namespaces are labels, services DNS-1035 labels, RBAC
+/// objects any path segment (`system:discovery`), everything else subdomains.
+fn name_rule(kind: &str, n: &str) -> Result<(), &'static str> {
+    let ok = match kind {
+        "Namespace" => return if is_dns1123_label(n) { Ok(()) } else { Err(LABEL_MSG) },
+        "Service" => is_dns1123_label(n) && n.as_bytes()[0].is_ascii_lowercase(),
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => {
+            return match n {
+                "." | ".." => Err("may not be '.' or '..'"),
+                _ if n.contains('/') => Err("may not contain '/'"),
+                _ if n.contains('%') => Err("may not contain '%'"),
+                _ => Ok(()),
+            }
+        }
+        _ => return if is_dns1123_subdomain(n) { Ok(()) } else { Err(SUBDOMAIN_MSG) },
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(DNS1035_MSG)
+    }
+}
+
+pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
     let containers = spec.and_then(|s| s.get("containers")).and_then(Value::as_array);
     match containers {
         None => causes.push(required(&format!("{path}.containers"))),
@@ -250,7 +288,7 @@ fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) 
     }
 }
 
-fn validate_workload(v: &Value, causes: &mut Vec<Cause>) {
+pub(crate) fn validate_workload(v: &Value, causes: &mut Vec<Cause>) {
     if let Some(r) = v.pointer("/spec/replicas").and_then(Value::as_i64) {
         if r < 0 {
             causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.replicas".into(), message: format!("Invalid value: {r}: must be greater than or equal to 0") });

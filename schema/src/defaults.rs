@@ -29,7 +29,136 @@ pub fn apply(res: &ResourceInfo, v: &mut Value) {
                 template(spec);
             }
         }
+        "DaemonSet" => {
+            if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
+                set_default(spec, "updateStrategy", json!({"type":"RollingUpdate","rollingUpdate":{"maxUnavailable":1,"maxSurge":0}}));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                template(spec);
+            }
+        }
+        "StatefulSet" => {
+            if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                set_default(spec, "updateStrategy", json!({"type":"RollingUpdate","rollingUpdate":{"partition":0}}));
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted":"Retain","whenScaled":"Retain"}));
+                template(spec);
+            }
+        }
+        "Job" => job(v),
+        "CronJob" => {
+            if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
+                set_default(spec, "concurrencyPolicy", json!("Allow"));
+                set_default(spec, "suspend", json!(false));
+                set_default(spec, "successfulJobsHistoryLimit", json!(3));
+                set_default(spec, "failedJobsHistoryLimit", json!(1));
+                if let Some(js) = spec.pointer_mut("/jobTemplate/spec") {
+                    template(js);
+                }
+            }
+        }
+        "Service" => crate::services::defaults(v),
+        "Secret" => {
+            set_default(v, "type", json!("Opaque"));
+            string_data(v);
+        }
+        "Endpoints" => {
+            for s in v.get_mut("subsets").and_then(Value::as_array_mut).into_iter().flatten() {
+                for p in s.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                    set_default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+        "EndpointSlice" => {
+            for p in v.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+                set_default(p, "protocol", json!("TCP"));
+            }
+        }
+        "LimitRange" => {
+            for item in v.pointer_mut("/spec/limits").and_then(Value::as_array_mut).into_iter().flatten() {
+                limit_range_item(item);
+            }
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            for s in v.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
+                let group = if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount") { "" } else { "rbac.authorization.k8s.io" };
+                set_default(s, "apiGroup", json!(group));
+            }
+        }
+        "PriorityClass" => set_default(v, "preemptionPolicy", json!("PreemptLowerPriority")),
         _ => {}
+    }
+}
+
+/// Job defaults, and the selector the real server generates from the Job's uid (so its
+/// pods can be told apart from any other Job's) unless the user manages it.
+fn job(v: &mut Value) {
+    let uid = v.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = v.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) else { return };
+    if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
+        spec["completions"] = json!(1);
+        spec["parallelism"] = json!(1);
+    }
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if !manual && spec.get("selector").is_none() && !uid.is_empty() {
+        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+        if let Some(tpl) = spec.get_mut("template").filter(|t| t.is_object()) {
+            let meta = tpl.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+            if let Some(meta) = meta.filter(|m| m.is_object()) {
+                let labels = meta.as_object_mut().map(|o| o.entry("labels").or_insert_with(|| json!({})));
+                if let Some(Value::Object(l)) = labels {
+                    for (k, val) in [("batch.kubernetes.io/controller-uid", &uid), ("batch.kubernetes.io/job-name", &name), ("controller-uid", &uid), ("job-name", &name)] {
+                        l.insert(k.into(), json!(val));
+                    }
+                }
+            }
+        }
+    }
+    template(spec);
+}
+
+/// `stringData` is write-only: the real server merges it into `data` (base64) on every
+/// write and never returns it.
+fn string_data(v: &mut Value) {
+    use base64::Engine;
+    let Some(o) = v.as_object_mut() else { return };
+    let Some(Value::Object(sd)) = o.remove("stringData") else { return };
+    let data = o.entry("data").or_insert_with(|| json!({}));
+    if let Some(d) = data.as_object_mut() {
+        for (k, val) in sd {
+            d.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(val.as_str().unwrap_or(""))));
+        }
+    }
+}
+
+/// As SetDefaults_LimitRangeItem: a container's default limit falls back to the max, its
+/// default request to the default limit, then to the min.
+fn limit_range_item(item: &mut Value) {
+    if item.get("type").and_then(Value::as_str) != Some("Container") || !item.is_object() {
+        return;
+    }
+    let get = |it: &Value, f: &str| it.get(f).and_then(Value::as_object).cloned().unwrap_or_default();
+    let (max, min) = (get(item, "max"), get(item, "min"));
+    let mut default = get(item, "default");
+    for (k, q) in &max {
+        default.entry(k.clone()).or_insert(q.clone());
+    }
+    let mut request = get(item, "defaultRequest");
+    for (k, q) in default.iter().chain(min.iter()) {
+        request.entry(k.clone()).or_insert(q.clone());
+    }
+    if !default.is_empty() {
+        item["default"] = Value::Object(default);
+    }
+    if !request.is_empty() {
+        item["defaultRequest"] = Value::Object(request);
     }
 }
 
@@ -62,5 +191,46 @@ fn pod_spec(spec: &mut Value) {
             set_default(c, "imagePullPolicy", json!(if always { "Always" } else { "IfNotPresent" }));
             set_default(c, "resources", json!({}));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::by_plural;
+
+    #[test]
+    fn job_gets_a_selector_from_its_uid() {
+        let res = by_plural("batch", "v1", "jobs").unwrap();
+        let mut j = json!({"metadata":{"name":"pi","uid":"u1"},"spec":{"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"c","image":"busybox"}]}}}});
+        apply(res, &mut j);
+        assert_eq!(j["spec"]["selector"], json!({"matchLabels":{"batch.kubernetes.io/controller-uid":"u1"}}));
+        assert_eq!(j["spec"]["template"]["metadata"]["labels"]["job-name"], "pi");
+        assert_eq!((j["spec"]["completions"].clone(), j["spec"]["parallelism"].clone(), j["spec"]["backoffLimit"].clone()), (json!(1), json!(1), json!(6)));
+        let once = j.clone();
+        apply(res, &mut j);
+        assert_eq!(j, once);
+    }
+
+    #[test]
+    fn secret_string_data_becomes_data() {
+        let res = by_plural("", "v1", "secrets").unwrap();
+        let mut v = json!({"data":{"a":"eA=="},"stringData":{"b":"hi"}});
+        apply(res, &mut v);
+        assert_eq!(v, json!({"type":"Opaque","data":{"a":"eA==","b":"aGk="}}));
+    }
+
+    #[test]
+    fn limit_range_and_bindings() {
+        let lr = by_plural("", "v1", "limitranges").unwrap();
+        let mut v = json!({"spec":{"limits":[{"type":"Container","max":{"cpu":"1"},"min":{"memory":"1Mi"}}]}});
+        apply(lr, &mut v);
+        assert_eq!(v["spec"]["limits"][0]["default"], json!({"cpu":"1"}));
+        assert_eq!(v["spec"]["limits"][0]["defaultRequest"], json!({"cpu":"1","memory":"1Mi"}));
+        let rb = by_plural("rbac.authorization.k8s.io", "v1", "rolebindings").unwrap();
+        let mut b = json!({"subjects":[{"kind":"User","name":"alice"},{"kind":"ServiceAccount","name":"default","namespace":"x"}]});
+        apply(rb, &mut b);
+        assert_eq!(b["subjects"][0]["apiGroup"], "rbac.authorization.k8s.io");
+        assert_eq!(b["subjects"][1]["apiGroup"], "");
     }
 }

@@ -4,10 +4,15 @@
 pub mod admission;
 pub mod codec;
 pub mod defaults;
+pub mod events;
 pub mod keys;
 pub mod logs;
 pub mod object;
 pub mod quantity;
+pub mod rbac;
+pub mod rbac_defaults;
 pub mod registry;
+pub mod services;
 pub mod store;
 pub mod subjects;
+pub mod validate;

@@ -49,10 +49,48 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short_names: &["pc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Service", plural: "services", singular: "service", short_names: &["svc"], namespaced: true, verbs: SERVICE_VERBS, subresources: &["status"], categories: &["all"] },
+    ResourceInfo { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", singular: "endpoints", short_names: &["ep"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", singular: "resourcequota", short_names: &["quota"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short_names: &["limits"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", singular: "daemonset", short_names: &["ds"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
+    ResourceInfo { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", singular: "statefulset", short_names: &["sts"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
+    ResourceInfo { group: "batch", version: "v1", kind: "Job", plural: "jobs", singular: "job", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
+    ResourceInfo { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short_names: &["cj"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
+    ResourceInfo { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", singular: "clusterrolebinding", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short_names: &["pdb"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
+    // Stored with the core events (same keys and subjects), converted on the way in and
+    // out, as the real server keeps one storage for both versions of Event.
+    ResourceInfo { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    // Not stored: answered by the gateway's authorizer.
+    ResourceInfo { group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], categories: &[] },
+    ResourceInfo { group: "authentication.k8s.io", version: "v1", kind: "SelfSubjectReview", plural: "selfsubjectreviews", singular: "selfsubjectreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], categories: &[] },
 ];
+
+/// Services have no deletecollection on the real server.
+const SERVICE_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
 
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
     RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Whether objects of this resource live in the store (reviews are computed per request).
+pub fn is_stored(res: &ResourceInfo) -> bool {
+    !matches!(res.group, "authorization.k8s.io" | "authentication.k8s.io")
+}
+
+/// The resource whose storage `res` shares, when it is another version of it
+/// (events.k8s.io/v1 Event is kept as core/v1 Event).
+pub fn storage_of(res: &ResourceInfo) -> &'static ResourceInfo {
+    let found = match (res.group, res.kind) {
+        ("events.k8s.io", "Event") => by_kind("v1", "Event"),
+        _ => None,
+    };
+    found.unwrap_or_else(|| by_plural(res.group, res.version, res.plural).expect("every resource is in the registry"))
 }
 
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
@@ -68,4 +106,22 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_resource_is_unique_and_findable() {
+        for r in RESOURCES {
+            assert_eq!(by_plural(r.group, r.version, r.plural), Some(r));
+            assert_eq!(by_kind(&r.api_version(), r.kind), Some(r));
+            assert!(!r.verbs.is_empty(), "{} has no verbs", r.plural);
+        }
+        let ev = by_plural("events.k8s.io", "v1", "events").unwrap();
+        assert_eq!(storage_of(ev).group, "");
+        assert!(!is_stored(by_plural("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap()));
+        assert_eq!(group_versions()[0], ("", "v1"));
+    }
 }

@@ -5,7 +5,7 @@
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{self, ApiError};
-use super::{json_response, protobuf, subresources, table, watch, AppState, Req};
+use super::{json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use base64::Engine;
@@ -52,9 +52,33 @@ pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target,
     Ok(t)
 }
 
+/// The verb a request on `target` is, for the registry's verbs list.
+fn verb_of(target: &Target, req: &Req) -> &'static str {
+    match (target, &req.method) {
+        (Target::Collection { .. }, &Method::GET) if is_watch(req) => "watch",
+        (Target::Collection { .. }, &Method::GET) => "list",
+        (Target::Collection { .. }, &Method::POST) => "create",
+        (Target::Collection { .. }, &Method::DELETE) => "deletecollection",
+        (Target::Object { .. }, &Method::GET) => "get",
+        (Target::Object { .. }, &Method::PUT) => "update",
+        (Target::Object { .. }, &Method::PATCH) => "patch",
+        (Target::Object { .. }, &Method::DELETE) => "delete",
+        _ => "",
+    }
+}
+
 pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], req: &Req) -> Result<Response, ApiError> {
     let target = parse_target(group, version, rest)?;
     let m = &req.method;
+    if let Target::Collection { res, .. } | Target::Object { res, .. } = &target {
+        // A verb the resource does not offer (a GET of selfsubjectaccessreviews) is a 405.
+        if !res.verbs.contains(&verb_of(&target, req)) {
+            return Err(ApiError::method_not_allowed(m.as_str(), res.plural));
+        }
+        if !registry::is_stored(res) {
+            return reviews::create(st, res.kind, req);
+        }
+    }
     match target {
         Target::Collection { res, ns } => match *m {
             Method::GET if is_watch(req) => watch::serve(st, res, ns, req).await,
@@ -96,9 +120,24 @@ pub async fn read_at(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
             continue;
         }
         return match item {
-            Some(s) => Ok(Some((object::from_stored(&s).map_err(|e| ApiError::internal(e.to_string()))?, s.rev))),
+            Some(s) => Ok(Some((decode_stored(res, &s).map_err(|e| ApiError::internal(e.to_string()))?, s.rev))),
             None => Ok(None),
         };
+    }
+}
+
+/// A stored value as `res` shows it (events.k8s.io Events are stored as core Events).
+pub fn decode_stored(res: &ResourceInfo, s: &schema::store::Stored) -> Result<Value, object::ObjectError> {
+    let v = object::from_stored(s)?;
+    Ok(if registry::storage_of(res).group != res.group { schema::events::to_events_v1(&v) } else { v })
+}
+
+/// The bytes to store for `v`, in its storage version.
+fn store_bytes(res: &ResourceInfo, v: &Value) -> Result<Vec<u8>, object::ObjectError> {
+    if registry::storage_of(res).group != res.group {
+        object::to_store_bytes(&schema::events::to_core(v))
+    } else {
+        object::to_store_bytes(v)
     }
 }
 
@@ -108,18 +147,18 @@ pub async fn read_existing(st: &AppState, res: &ResourceInfo, ns: Option<&str>, 
 
 pub fn update_op(res: &ResourceInfo, v: &Value, expected_rev: Option<Revision>) -> Result<WriteOp, ApiError> {
     let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
-    Ok(WriteOp::Update { key: object::key_of(res, v).map_err(bad)?, subject: object::subject_of(res, v).map_err(bad)?, value: object::to_store_bytes(v).map_err(bad)?, expected_rev })
+    Ok(WriteOp::Update { key: object::key_of(res, v).map_err(bad)?, subject: object::subject_of(res, v).map_err(bad)?, value: store_bytes(res, v).map_err(bad)?, expected_rev })
 }
 
 /// Writes `op` and answers the stored object (resourceVersion = the write's revision).
 pub async fn write(st: &AppState, res: &ResourceInfo, name: &str, op: &WriteOp) -> Result<Value, ApiError> {
     let wr = st.bus.write(op).await.map_err(|e| ApiError::store(res, name, e))?;
-    object::from_stored(&wr.stored).map_err(|e| ApiError::internal(e.to_string()))
+    decode_stored(res, &wr.stored).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// Kinds whose main resource ignores status changes (the status subresource owns them).
+/// Resources with a status subresource: their main resource ignores status changes.
 pub fn status_is_separate(res: &ResourceInfo) -> bool {
-    matches!(res.kind, "Pod" | "Deployment" | "ReplicaSet" | "Node" | "Namespace")
+    res.subresources.contains(&"status")
 }
 
 pub fn copy_status(from: &Value, to: &mut Value) {
@@ -247,7 +286,7 @@ pub async fn list_objects_at(
         let rev = *list_rev.get_or_insert(rev);
         let n = items.len();
         for (idx, s) in items.iter().enumerate() {
-            let v = match object::from_stored(s) {
+            let v = match decode_stored(res, s) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(key = %s.key, error = %e, "gateway: undecodable stored object skipped");
@@ -314,20 +353,40 @@ pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, m
             Some(_) => {}
         }
     }
-    if matches!(res.kind, "Pod" | "Deployment" | "ReplicaSet") {
-        // As the apiserver does: a new object's status is the server's to fill.
+    if status_is_separate(res) && res.kind != "Node" {
+        // As the apiserver does: a new object's status is the server's to fill (nodes
+        // alone may be created with theirs).
         if let Some(o) = v.as_object_mut() {
             o.remove("status");
         }
     }
+    allocate(st, res, &mut v, None).await?;
     admission::admit_create(res, &mut v).map_err(ApiError::admission)?;
     if dry_run {
         return Ok(v);
     }
     let name = object::name(&v).unwrap_or("").to_string();
     let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
-    let op = WriteOp::Create { key: object::key_of(res, &v).map_err(bad)?, subject: object::subject_of(res, &v).map_err(bad)?, value: object::to_store_bytes(&v).map_err(bad)? };
+    let op = WriteOp::Create { key: object::key_of(res, &v).map_err(bad)?, subject: object::subject_of(res, &v).map_err(bad)?, value: store_bytes(res, &v).map_err(bad)? };
     write(st, res, &name, &op).await
+}
+
+/// What the server allocates before admission: a Service's cluster IP and node ports,
+/// chosen among those no other stored Service holds (on update, the allocated values the
+/// client left out are kept).
+pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    if res.kind != "Service" || !res.group.is_empty() {
+        return Ok(());
+    }
+    if let Some(o) = old {
+        schema::services::carry_allocated(v, o);
+    }
+    schema::services::defaults(v);
+    let all = list_objects(st, res, None, &LabelSelector::parse("").map_err(ApiError::bad_request)?, &FieldSelector::parse("").map_err(ApiError::bad_request)?, 0, None).await?;
+    let (ns, name) = (object::namespace(v).unwrap_or("").to_string(), object::name(v).unwrap_or("").to_string());
+    let taken = schema::services::Taken::from_services(&all.items, Some((&ns, &name)));
+    let seed = uuid::Uuid::new_v4().as_u128() as u64;
+    schema::services::allocate(v, &taken, seed).map_err(|causes| ApiError::invalid("Service", "", &name, &causes))
 }
 
 async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
@@ -365,6 +424,7 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     if status_is_separate(res) {
         copy_status(&cur, &mut v);
     }
+    allocate(st, res, &mut v, Some(&cur)).await?;
     admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
     if req.dry_run() {
         return Ok(json_response(StatusCode::OK, &v));
@@ -419,6 +479,7 @@ async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, 
         if status_is_separate(res) {
             copy_status(&cur, &mut v);
         }
+        allocate(st, res, &mut v, Some(&cur)).await?;
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
         if req.dry_run() {
             return Ok(json_response(StatusCode::OK, &v));

@@ -1,14 +1,20 @@
 //! The gateway: flotilla's kube-apiserver. It speaks the Kubernetes REST API to kubectl
-//! over HTTPS, authenticates the admin bearer token, and turns every request into reads,
-//! CAS writes and watches on the bus. This file holds the config, `serve` and the router.
+//! over HTTPS, authenticates every request (client certificate, token file, or
+//! anonymous), authorizes it with RBAC, and turns it into reads, CAS writes and watches
+//! on the bus. This file holds the config, `serve`, the request pipeline and the router.
 
+mod authn;
+mod authz;
 mod consistency;
 mod discovery;
 mod handlers;
 mod logs;
 mod openapi;
 mod patch;
+mod printers;
 mod protobuf;
+mod protobuf_kinds;
+mod reviews;
 mod selectors;
 mod status;
 mod subresources;
@@ -29,15 +35,18 @@ pub struct GatewayConfig {
     pub addr: std::net::SocketAddr,
     /// None: plain HTTP (tests). kubectl sends no credentials over plain HTTP.
     pub tls: Option<TlsFiles>,
-    /// The bearer token that authenticates as "admin". Empty disables authentication
-    /// (every caller is admin); only tests on plain HTTP should do that.
-    pub admin_token: String,
+    /// kube-apiserver's `--token-auth-file`: `token,user,uid,"group1,group2"` per line.
+    /// None: bearer tokens authenticate nobody.
+    pub token_auth_file: Option<std::path::PathBuf>,
 }
 
 /// PEM contents (serving certificate chain + private key).
 pub struct TlsFiles {
     pub cert_pem: String,
     pub key_pem: String,
+    /// kube-apiserver's `--client-ca-file`: client certificates it signed authenticate
+    /// as their subject (CN = user, O = groups). None: no client certificates.
+    pub client_ca_pem: Option<String>,
 }
 
 /// Largest request body accepted: Kubernetes objects may be 1.5 MiB.
@@ -45,7 +54,8 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 
 pub(crate) struct AppState {
     pub bus: bus::Bus,
-    pub admin_token: String,
+    pub authn: authn::Authenticator,
+    pub rbac: Arc<authz::Rbac>,
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     pub shutdown: CancellationToken,
 }
@@ -56,6 +66,8 @@ pub(crate) struct Req {
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Who sent it (after impersonation).
+    pub user: schema::rbac::UserInfo,
 }
 
 impl Req {
@@ -88,7 +100,16 @@ pub async fn serve(
         Some(files) => Some(tls::acceptor(files)?),
         None => None,
     };
-    let state = Arc::new(AppState { bus, admin_token: cfg.admin_token, ready, shutdown: shutdown.clone() });
+    let tokens = match &cfg.token_auth_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("gateway: reading the token file {}: {e}", p.display()))?;
+            authn::parse_token_file(&text).map_err(|e| anyhow::anyhow!("gateway: {}: {e}", p.display()))?
+        }
+        None => Default::default(),
+    };
+    let rbac = authz::Rbac::new();
+    rbac.start(bus::Client::new(bus.clone()), shutdown.clone());
+    let state = Arc::new(AppState { bus, authn: authn::Authenticator { tokens }, rbac, ready, shutdown: shutdown.clone() });
     tracing::info!(addr = %cfg.addr, tls = acceptor.is_some(), "gateway listening");
     tls::accept_loop(listener, acceptor, router(state), shutdown).await;
     Ok(())
@@ -108,19 +129,6 @@ fn text(code: StatusCode, s: impl Into<String>) -> Response {
     let mut r = (code, s.into()).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
-}
-
-fn is_open_path(path: &str) -> bool {
-    ["/healthz", "/livez", "/readyz", "/version", "/metrics"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/")))
-}
-
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    if token.is_empty() {
-        return true;
-    }
-    let got = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    // Compare without early exit so timing says nothing about the token.
-    got.len() == token.len() && got.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 fn percent_decode(s: &str, plus_is_space: bool) -> String {
@@ -174,20 +182,45 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
     resp
 }
 
+/// Authentication, impersonation and authorization, in the real server's order: the
+/// user the request acts as, or the 401/403 it gets.
+fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, query: &[(String, String)]) -> Result<schema::rbac::UserInfo, ApiError> {
+    let cert_user = parts.extensions.get::<tls::PeerUser>().and_then(|p| p.0.as_ref());
+    let mut user = st.authn.authenticate(&parts.headers, cert_user)?;
+    if let Some(imp) = authn::impersonation(&parts.headers)? {
+        for a in authn::impersonation_checks(&imp) {
+            let d = st.rbac.authorize(&user, &a);
+            if !d.allowed() {
+                return Err(authz::forbidden(&user, &a, d.reason()));
+            }
+        }
+        user = authn::impersonated_user(&imp);
+    }
+    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let a = authz::attributes(&parts.method, path, &segs, query);
+    let d = st.rbac.authorize(&user, &a);
+    if !d.allowed() {
+        tracing::debug!(user = %user.name, verb = %a.verb, resource = %a.resource, namespace = %a.namespace, path, "forbidden");
+        return Err(authz::forbidden(&user, &a, d.reason()));
+    }
+    Ok(user)
+}
+
 async fn handle(st: Arc<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
-    let resp = if !is_open_path(&path) && !authorized(&parts.headers, &st.admin_token) {
-        ApiError::unauthorized().into_response()
-    } else {
-        match axum::body::to_bytes(body, MAX_BODY).await {
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+    let resp = match admit(&st, &parts, &path, &query) {
+        Err(e) => e.into_response(),
+        Ok(user) => match axum::body::to_bytes(body, MAX_BODY).await {
             Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {MAX_BODY} bytes")).into_response(),
             Ok(bytes) => {
-                let req = Req { method: parts.method, query: parse_query(parts.uri.query().unwrap_or("")), headers: parts.headers, body: bytes };
+                let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user };
                 route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
             }
-        }
+        },
     };
     bus::metrics::count(&format!("flotilla_gateway_requests_total{{verb=\"{method}\",code=\"{}\"}}", resp.status().as_u16()), 1.0);
     resp
@@ -199,7 +232,7 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
     let get = req.method == Method::GET;
     match segs.as_slice() {
         ["healthz"] | ["livez"] => Ok(text(StatusCode::OK, "ok")),
-        ["readyz"] => Ok(if (st.ready)() { text(StatusCode::OK, "ok") } else { text(StatusCode::INTERNAL_SERVER_ERROR, "[-]flotilla-ready failed: the cluster is still starting\nreadyz check failed") }),
+        ["readyz"] => Ok(if (st.ready)() && st.rbac.synced() { text(StatusCode::OK, "ok") } else { text(StatusCode::INTERNAL_SERVER_ERROR, "[-]flotilla-ready failed: the cluster is still starting\nreadyz check failed") }),
         ["version"] => Ok(json_response(StatusCode::OK, &discovery::version())),
         ["metrics"] => Ok(text(StatusCode::OK, bus::metrics::render())),
         ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
@@ -251,15 +284,4 @@ mod tests {
         assert_eq!(percent_decode("%e2%82%ac", false), "€");
     }
 
-    #[test]
-    fn auth() {
-        let mut h = HeaderMap::new();
-        assert!(!authorized(&h, "t0k"));
-        assert!(authorized(&h, ""));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t0k"));
-        assert!(authorized(&h, "t0k"));
-        assert!(!authorized(&h, "t0kk"));
-        assert!(is_open_path("/readyz"));
-        assert!(!is_open_path("/api"));
-    }
 }

@@ -209,6 +209,67 @@ fn b64_map(m: &BTreeMap<String, Vec<u8>>) -> Value {
     Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(base64::engine::general_purpose::STANDARD.encode(v)))).collect())
 }
 
+/// `kubectl auth can-i`: authorization.k8s.io/v1 SelfSubjectAccessReview.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SelfSubjectAccessReview {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    pub spec: Option<SelfSubjectAccessReviewSpec>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SelfSubjectAccessReviewSpec {
+    #[prost(message, optional, tag = "1")]
+    pub resource_attributes: Option<ResourceAttributes>,
+    #[prost(message, optional, tag = "2")]
+    pub non_resource_attributes: Option<NonResourceAttributes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    pub namespace: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub verb: Option<String>,
+    #[prost(string, optional, tag = "3")]
+    pub group: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub version: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    pub resource: Option<String>,
+    #[prost(string, optional, tag = "6")]
+    pub subresource: Option<String>,
+    #[prost(string, optional, tag = "7")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NonResourceAttributes {
+    #[prost(string, optional, tag = "1")]
+    pub path: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    pub verb: Option<String>,
+}
+
+fn ssar_json(r: SelfSubjectAccessReview) -> Value {
+    let mut spec = Map::new();
+    let spec_in = r.spec.unwrap_or_default();
+    if let Some(ra) = spec_in.resource_attributes {
+        let mut o = Map::new();
+        for (k, v) in [("namespace", &ra.namespace), ("verb", &ra.verb), ("group", &ra.group), ("version", &ra.version), ("resource", &ra.resource), ("subresource", &ra.subresource), ("name", &ra.name)] {
+            if let Some(x) = nonempty(v) {
+                o.insert(k.into(), json!(x));
+            }
+        }
+        spec.insert("resourceAttributes".into(), Value::Object(o));
+    }
+    if let Some(na) = spec_in.non_resource_attributes {
+        spec.insert("nonResourceAttributes".into(), json!({"path": na.path.unwrap_or_default(), "verb": na.verb.unwrap_or_default()}));
+    }
+    json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": meta_json(&r.metadata.unwrap_or_default()), "spec": spec})
+}
+
 /// Sent by `kubectl drain` when eviction is not offered.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct DeleteOptions {
@@ -330,6 +391,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             }
             Ok(v)
         }
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => Ok(ssar_json(SelfSubjectAccessReview::decode(raw.as_slice()).map_err(bad)?)),
+        // `kubectl auth whoami`: the request carries nothing the answer depends on.
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => Ok(json!({"apiVersion": api_version, "kind": kind})),
         (_, "DeleteOptions") => {
             let d = DeleteOptions::decode(raw.as_slice()).map_err(bad)?;
             let mut v = json!({"apiVersion": api_version, "kind": "DeleteOptions"});
@@ -354,6 +418,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtoError> {
             }
             Ok(v)
         }
+        _ if super::protobuf_kinds::knows(&api_version, &kind) => super::protobuf_kinds::decode(&api_version, &kind, &raw)
+            .unwrap_or_else(|| Err("no field table".into()))
+            .map_err(|e| ProtoError::Bad(format!("{kind} in version \"{api_version}\" cannot be decoded from protobuf: {e}"))),
         _ => Err(ProtoError::Unsupported(format!(
             "the protobuf encoding of {kind} ({api_version}) is not supported by this server; send it as application/json"
         ))),
@@ -412,6 +479,16 @@ mod tests {
         let sec = Secret { metadata: Some(meta), data: [("k".to_string(), b"v".to_vec())].into(), type_: Some("Opaque".into()), ..Default::default() };
         let v = decode(&envelope("v1", "Secret", sec.encode_to_vec())).unwrap();
         assert_eq!(v, json!({"apiVersion":"v1","kind":"Secret","metadata":{"name":"c"},"data":{"k":"dg=="},"type":"Opaque"}));
+    }
+
+    #[test]
+    fn self_subject_access_review_bytes_kubectl_sent() {
+        // `kubectl auth can-i create pods`, captured (kubectl-protocol.md §5.3).
+        let hex = "6b3873000a320a17617574686f72697a6174696f6e2e6b38732e696f2f7631121753656c665375626a656374416363657373526576696577123f0a100a0012001a0022002a0032003800420012210a1f0a0764656661756c7412066372656174651a0022002a04706f647332003a001a08080012001a0020001a002200";
+        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let v = decode(&bytes).unwrap();
+        assert_eq!(v["kind"], "SelfSubjectAccessReview");
+        assert_eq!(v["spec"], json!({"resourceAttributes":{"namespace":"default","verb":"create","resource":"pods"}}));
     }
 
     #[test]

@@ -16,6 +16,9 @@ fn col(name: &str, priority: u8, format: &str) -> Value {
 }
 
 pub fn columns(res: &ResourceInfo) -> Vec<Value> {
+    if let Some(p) = super::printers::printer(res.kind) {
+        return p.columns.iter().map(|(n, pr)| col(n, *pr, if *n == "Name" { "name" } else { "" })).collect();
+    }
     let name = col("Name", 0, "name");
     let mut out = vec![name];
     let more: &[(&str, u8)] = match res.kind {
@@ -79,30 +82,30 @@ pub fn human_duration(secs: i64) -> String {
     format!("{}y", hours / 24 / 365)
 }
 
-fn since(ts: Option<&Value>, now: i64) -> String {
+pub(super) fn since(ts: Option<&Value>, now: i64) -> String {
     match ts.and_then(Value::as_str).and_then(|s| s.parse::<jiff::Timestamp>().ok()) {
         Some(t) => human_duration(now - t.as_second()),
         None => "<unknown>".into(),
     }
 }
 
-fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+pub(super) fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
     v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
 }
 
-fn i(v: &Value, ptr: &str) -> i64 {
+pub(super) fn i(v: &Value, ptr: &str) -> i64 {
     v.pointer(ptr).and_then(Value::as_i64).unwrap_or(0)
 }
 
-fn or_none(x: &str) -> String {
+pub(super) fn or_none(x: &str) -> String {
     if x.is_empty() { "<none>".into() } else { x.into() }
 }
 
-fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
+pub(super) fn arr<'a>(v: &'a Value, ptr: &str) -> &'a [Value] {
     v.pointer(ptr).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
-fn containers_images(v: &Value, ptr: &str) -> (String, String) {
+pub(super) fn containers_images(v: &Value, ptr: &str) -> (String, String) {
     let cs = arr(v, ptr);
     let names: Vec<&str> = cs.iter().map(|c| s(c, "/name")).collect();
     let images: Vec<&str> = cs.iter().map(|c| s(c, "/image")).collect();
@@ -111,6 +114,9 @@ fn containers_images(v: &Value, ptr: &str) -> (String, String) {
 
 /// The cells of one object, in `columns(res)` order; `now` is in Unix seconds.
 pub fn cells(res: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
+    if let Some(p) = super::printers::printer(res.kind) {
+        return (p.cells)(obj, now);
+    }
     let name = json!(s(obj, "/metadata/name"));
     let age = json!(since(obj.pointer("/metadata/creationTimestamp"), now));
     match res.kind {
@@ -128,6 +134,8 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
         "Node" => node_cells(obj, name, age),
         "Namespace" => vec![name, json!(s(obj, "/status/phase")), age],
         "RuntimeClass" => vec![name, json!(s(obj, "/handler")), age],
+        // events.k8s.io Events print as the core Events they are stored as.
+        "Event" if res.group == "events.k8s.io" => event_cells(&schema::events::to_core(obj), now),
         "Event" => event_cells(obj, now),
         _ => vec![name, age],
     }

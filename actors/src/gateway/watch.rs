@@ -159,7 +159,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
             if !ev.key.starts_with(&prefix) {
                 continue;
             }
-            let obj = match object::from_stored(&Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value }) {
+            let obj = match super::handlers::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value }) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(key = %ev.key, error = %e, "gateway: undecodable event skipped");
