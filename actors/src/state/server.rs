@@ -45,6 +45,7 @@ struct Ctx {
     nats: async_nats::Client,
     raft: Raft<TypeConfig>,
     proposals: tokio::sync::mpsc::Sender<Pending>,
+    read_index: tokio::sync::mpsc::Sender<ReadWaiter>,
     db: store::Db,
     node_id: u64,
     quota_bytes: u64,
@@ -82,8 +83,9 @@ pub async fn spawn(
 ) -> anyhow::Result<(Vec<JoinHandle<()>>, Serving)> {
     let node_id = raft.metrics().borrow().id;
     let (proposals, queue) = tokio::sync::mpsc::channel(BATCH_WRITES * 4);
-    let mut tasks = vec![tokio::spawn(propose(raft.clone(), queue))];
-    let ctx = Ctx { nats: nats.clone(), raft, proposals, db, node_id, quota_bytes: limits.quota_bytes, backups: Default::default() };
+    let (read_index, readers) = tokio::sync::mpsc::channel(READS_WAITING);
+    let mut tasks = vec![tokio::spawn(propose(raft.clone(), queue)), tokio::spawn(share_read_index(raft.clone(), readers))];
+    let ctx = Ctx { nats: nats.clone(), raft, proposals, read_index, db, node_id, quota_bytes: limits.quota_bytes, backups: Default::default() };
     let local = nats.queue_subscribe(subjects::STATE_READ_LOCAL, QUEUE_GROUP.to_string()).await?;
     tasks.push(tokio::spawn(serve(local, Kind::Read(Consistency::Serializable), ctx.clone(), cancel.clone())));
     let status = nats.subscribe(subjects::STATE_STATUS).await?;
@@ -138,6 +140,32 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<
         });
     }
     while inflight.join_next().await.is_some() {}
+}
+
+/// A linearizable read waiting for a read-index round that started after it arrived.
+type ReadWaiter = tokio::sync::oneshot::Sender<Result<(), StoreError>>;
+const READS_WAITING: usize = 16 * 1024;
+
+/// Read index shared by every read waiting at once, as etcd does: openraft 0.9 sends a
+/// heartbeat round per `ensure_linearizable` call, so a thousand concurrent reads were a
+/// thousand rounds. Reads that arrive while a round is under way wait for the next one,
+/// because a round only proves leadership from the moment it started.
+async fn share_read_index(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<ReadWaiter>) {
+    while let Some(first) = queue.recv().await {
+        let mut waiting = vec![first];
+        while let Ok(w) = queue.try_recv() {
+            waiting.push(w);
+        }
+        bus::metrics::count("flotilla_state_read_index_rounds_total", 1.0);
+        let outcome = match raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(StoreError::NotLeader { leader: f.leader_id }),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
+        };
+        for w in waiting {
+            let _ = w.send(outcome.clone());
+        }
+    }
 }
 
 /// Whether this member should take leader-only requests now.
@@ -343,11 +371,9 @@ async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreErr
 /// Read index: confirms leadership with a quorum and waits until the state machine has
 /// applied everything committed before the read arrived.
 async fn linearize(ctx: &Ctx) -> Result<(), StoreError> {
-    match ctx.raft.ensure_linearizable().await {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(StoreError::NotLeader { leader: f.leader_id }),
-        Err(e) => Err(StoreError::Unavailable(e.to_string())),
-    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    ctx.read_index.send(tx).await.map_err(|_| StoreError::Unavailable("this member is stopping".into()))?;
+    rx.await.map_err(|_| StoreError::Unavailable("this member stopped before the read was answered".into()))?
 }
 
 async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> Result<T, StoreError> {
