@@ -113,6 +113,12 @@ impl Client {
             _ => return Err(BusError::Store(StoreError::NotFound(key)).into()),
         };
         admission::admit_update_as(res, &mut v, &old, admission::Writer::Actor)?;
+        // Taking the last finalizer off an object being deleted removes it, as the real
+        // server does (the garbage collector finishing an Orphan or Foreground delete).
+        if object::finalized(&v) {
+            let r = self.bus.write(&WriteOp::Delete { key, expected_rev }).await?;
+            return typed(&r.stored);
+        }
         let op = WriteOp::Update {
             key,
             subject: object::subject_of(res, &v).map_err(other)?,

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod codec;
 pub mod defaults;
+pub mod disruption;
 pub mod events;
 pub mod keys;
 pub mod logs;

@@ -116,3 +116,45 @@ pub fn deletion_deadline(grace_seconds: i64) -> k8s_openapi::apimachinery::pkg::
     let at = now.0.as_second().saturating_add(grace_seconds.max(0));
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::from_second(at).unwrap_or(now.0))
 }
+
+/// The finalizer a delete with `propagationPolicy: Orphan` puts on the owner: the garbage
+/// collector removes the owner's references from its dependents, then this finalizer.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer of `propagationPolicy: Foreground`: the owner stays (with a
+/// deletionTimestamp) until the garbage collector has deleted its dependents.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+
+pub fn finalizers(v: &Value) -> Vec<&str> {
+    v.pointer("/metadata/finalizers").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+pub fn is_deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null())
+}
+
+/// Whether a write of `v` should remove it instead: it is being deleted, with no grace
+/// period left to wait for (pods on a node have one: their agent deletes them), and the
+/// last finalizer has just been taken off — as the real server deletes an object whose
+/// finalizers are done.
+pub fn finalized(v: &Value) -> bool {
+    is_deleting(v) && finalizers(v).is_empty() && v.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64) == Some(0)
+}
+
+#[cfg(test)]
+mod finalizer_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_a_deleting_object_without_finalizers_or_grace_is_finalized() {
+        let v = |m: Value| json!({"metadata": m});
+        assert!(finalized(&v(json!({"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0}))));
+        assert!(finalized(&v(json!({"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0, "finalizers": []}))));
+        assert!(!finalized(&v(json!({"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 0, "finalizers": ["orphan"]}))));
+        // A pod in its grace period, a terminating namespace: someone else finishes them.
+        assert!(!finalized(&v(json!({"deletionTimestamp": "2026-01-01T00:00:00Z", "deletionGracePeriodSeconds": 30}))));
+        assert!(!finalized(&v(json!({"deletionTimestamp": "2026-01-01T00:00:00Z"}))));
+        assert!(!finalized(&v(json!({"deletionGracePeriodSeconds": 0}))));
+        assert_eq!(finalizers(&v(json!({"finalizers": ["a", "b"]}))), vec!["a", "b"]);
+    }
+}

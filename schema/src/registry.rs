@@ -38,7 +38,7 @@ impl ResourceInfo {
 pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "", version: "v1", kind: "Namespace", plural: "namespaces", singular: "namespace", short_names: &["ns"], namespaced: false, verbs: &["create", "delete", "get", "list", "patch", "update", "watch"], subresources: &["status"], categories: &[] },
     ResourceInfo { group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", short_names: &["no"], namespaced: false, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", short_names: &["po"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "log", "binding"], categories: &["all"] },
+    ResourceInfo { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", short_names: &["po"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "log", "binding", "eviction"], categories: &["all"] },
     ResourceInfo { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short_names: &["deploy"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
     ResourceInfo { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short_names: &["rs"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
@@ -124,4 +124,32 @@ mod tests {
         assert!(!is_stored(by_plural("authorization.k8s.io", "v1", "selfsubjectaccessreviews").unwrap()));
         assert_eq!(group_versions()[0], ("", "v1"));
     }
+}
+
+/// The fields a resource can be selected by with `fieldSelector` (kube-apiserver's
+/// field-label conversions): metadata.name and metadata.namespace for every resource,
+/// plus the ones each resource registers.
+pub fn field_labels(res: &ResourceInfo) -> &'static [&'static str] {
+    match (res.group, res.kind) {
+        ("", "Pod") => &[
+            "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "spec.hostNetwork",
+            "status.phase", "status.podIP", "status.nominatedNodeName",
+        ],
+        ("", "Event") | ("events.k8s.io", "Event") => &[
+            "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
+            "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
+            "reason", "reportingComponent", "source", "type",
+        ],
+        ("", "Secret") => &["type"],
+        ("", "Namespace") => &["status.phase"],
+        ("", "Node") => &["spec.unschedulable"],
+        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("batch", "Job") => &["status.successful"],
+        _ => &[],
+    }
+}
+
+/// Whether `field` may be used in a field selector on `res`.
+pub fn selectable(res: &ResourceInfo, field: &str) -> bool {
+    matches!(field, "metadata.name" | "metadata.namespace") || field_labels(res).contains(&field)
 }

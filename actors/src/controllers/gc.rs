@@ -3,9 +3,12 @@
 //! store before deleting, because its informers for owners and dependents are separate
 //! streams and one may lag the other. An owner's deletion looks only at that owner's
 //! dependents; the whole graph is swept after a (re)list and on the periodic resync.
-//! Not yet: Foreground and Orphan propagation (the `foregroundDeletion` / `orphan`
-//! finalizers) and owners of kinds other than Deployment and ReplicaSet.
+//! Owners deleted with the Orphan or Foreground policy wait for this collector behind
+//! their finalizer (see `propagation`); it runs one pass per such owner at a time, again
+//! whenever one of its dependents changes, and on every resync.
+//! Not yet: owners of kinds other than Deployment and ReplicaSet.
 
+use super::propagation::{self, Owner};
 use super::{delete_pod_gracefully, owner_ref, ControllerMsg};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
@@ -43,11 +46,15 @@ pub struct GarbageCollector {
     by_owner: HashMap<String, HashSet<(String, String, &'static str)>>,
     in_flight: HashSet<Dependent>,
     listed: HashSet<&'static str>,
+    /// Owners being deleted with Orphan or Foreground, by uid.
+    finalizing: HashMap<String, Owner>,
+    /// Owners with a pass under way, and whether another was asked for meanwhile.
+    passes: HashMap<String, bool>,
 }
 
 impl GarbageCollector {
     pub fn new(client: Client) -> Self {
-        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new() }
+        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new(), finalizing: HashMap::new(), passes: HashMap::new() }
     }
 
     fn track<K: bus::client::Object>(&mut self, kind: &'static str, obj: &K, present: bool) {
@@ -67,6 +74,47 @@ impl GarbageCollector {
                 self.dependents.insert(id.clone(), Dependent { kind, namespace: id.0, name: id.1, owner_kind, owner_name, owner_uid });
             }
         }
+    }
+
+    /// Keeps `finalizing` up to date from an owner-kind event, and wakes the pass of the
+    /// owner a dependent event is about.
+    fn observe(&mut self, kind: &'static str, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, present: bool, ctx: &mut Context<Self>) {
+        let uid = m.uid.clone().unwrap_or_default();
+        if propagation::dependent_kind(kind).is_some() {
+            if present && propagation::policy_of(m).is_some() {
+                let owner = Owner { kind, namespace: m.namespace.clone().unwrap_or_default(), name: m.name.clone().unwrap_or_default(), uid: uid.clone() };
+                self.finalizing.insert(uid.clone(), owner);
+                self.start_pass(&uid, ctx);
+            } else {
+                self.finalizing.remove(&uid);
+            }
+        }
+        for r in m.owner_references.as_deref().unwrap_or_default() {
+            if self.finalizing.contains_key(&r.uid) {
+                self.start_pass(&r.uid.clone(), ctx);
+            }
+        }
+    }
+
+    fn start_pass(&mut self, uid: &str, ctx: &mut Context<Self>) {
+        if let Some(again) = self.passes.get_mut(uid) {
+            *again = true;
+            return;
+        }
+        let Some(owner) = self.finalizing.get(uid).cloned() else { return };
+        self.passes.insert(uid.to_string(), false);
+        let client = self.client.clone();
+        let addr = ctx.address();
+        tokio::spawn(async move {
+            let finished = match propagation::pass(&client, &owner).await {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(owner = %owner.name, error = %e, "finishing an orphan or foreground deletion failed; retried on resync");
+                    false
+                }
+            };
+            addr.do_send(PassDone { uid: owner.uid, finished });
+        });
     }
 
     fn untrack(&mut self, id: &(String, String, &'static str)) {
@@ -156,10 +204,37 @@ async fn collect(client: &Client, d: &Dependent) {
 #[rtype(result = "()")]
 struct Collected(Dependent);
 
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PassDone {
+    uid: String,
+    finished: bool,
+}
+
+impl Handler<PassDone> for GarbageCollector {
+    type Result = ();
+    fn handle(&mut self, m: PassDone, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            let again = self.passes.remove(&m.uid).unwrap_or(false);
+            if m.finished {
+                self.finalizing.remove(&m.uid);
+            } else if again {
+                self.start_pass(&m.uid, ctx);
+            }
+        })
+    }
+}
+
 impl Actor for GarbageCollector {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| bus::metrics::handle(ACTOR, || act.sweep(ctx)));
+        ctx.run_interval(super::RESYNC, |act, ctx| {
+            bus::metrics::handle(ACTOR, || {
+                act.sweep(ctx);
+                let waiting: Vec<String> = act.finalizing.keys().cloned().collect();
+                waiting.iter().for_each(|uid| act.start_pass(uid, ctx));
+            })
+        });
     }
 }
 
@@ -174,6 +249,7 @@ macro_rules! owner_stream {
                             let stale: Vec<_> = self.dependents.keys().filter(|k| k.2 == $name).cloned().collect();
                             stale.iter().for_each(|k| self.untrack(k));
                             for o in &items {
+                                self.observe($name, &o.metadata, true, ctx);
                                 if let Some(uid) = o.metadata.uid.clone() {
                                     self.owners.insert(uid);
                                 }
@@ -184,6 +260,7 @@ macro_rules! owner_stream {
                             self.sweep(ctx);
                         }
                         InformerEvent::Applied(o, _) => {
+                            self.observe($name, &o.metadata, true, ctx);
                             if let Some(uid) = o.metadata.uid.clone() {
                                 self.owners.insert(uid);
                             }
@@ -199,6 +276,7 @@ macro_rules! owner_stream {
                             }
                         }
                         InformerEvent::Deleted(o, _) => {
+                            self.observe($name, &o.metadata, false, ctx);
                             if $is_dependent {
                                 self.track($name, &o, false);
                             }

@@ -8,6 +8,7 @@ pub mod expectations;
 pub mod gc;
 pub mod namespace;
 pub mod owned;
+pub mod propagation;
 pub mod queue;
 pub mod replicaset;
 

@@ -23,6 +23,7 @@ fn subresource(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
         "log" => ("", "v1", "Pod", &["get"]),
         "binding" => ("", "v1", "Binding", &["create"]),
+        "eviction" => ("policy", "v1", "Eviction", &["create"]),
         "status" => (res.group, res.version, res.kind, &["get", "patch", "update"]),
         _ => (res.group, res.version, res.kind, &["get"]),
     }

@@ -4,8 +4,8 @@
 
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::status::{self, ApiError};
-use super::{json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
+use super::status::ApiError;
+use super::{deletion, json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use base64::Engine;
@@ -84,13 +84,14 @@ pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], re
             Method::GET if is_watch(req) => watch::serve(st, res, ns, req).await,
             Method::GET => list(st, res, ns.as_deref(), req).await,
             Method::POST if ns.is_some() || !res.namespaced => create(st, res, ns.as_deref(), req).await,
+            Method::DELETE => deletion::delete_collection(st, res, ns.as_deref(), req).await,
             _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
         },
         Target::Object { res, ns, name } => match *m {
             Method::GET => get(st, res, ns.as_deref(), &name, req).await,
             Method::PUT => update(st, res, ns.as_deref(), &name, req).await,
             Method::PATCH => patch(st, res, ns.as_deref(), &name, req).await,
-            Method::DELETE => delete(st, res, ns.as_deref(), &name, req).await,
+            Method::DELETE => deletion::delete(st, res, ns.as_deref(), &name, req).await,
             _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
         },
         Target::Sub { res, ns, name, sub } => subresources::handle(st, res, ns.as_deref(), &name, &sub, req).await,
@@ -145,8 +146,13 @@ pub async fn read_existing(st: &AppState, res: &ResourceInfo, ns: Option<&str>, 
     read(st, res, ns, name).await?.ok_or_else(|| ApiError::not_found(res, name))
 }
 
+/// The write that stores `v` over the current object — or removes it, when `v` takes the
+/// last finalizer off an object that is being deleted.
 pub fn update_op(res: &ResourceInfo, v: &Value, expected_rev: Option<Revision>) -> Result<WriteOp, ApiError> {
     let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
+    if object::finalized(v) {
+        return Ok(WriteOp::Delete { key: object::key_of(res, v).map_err(bad)?, expected_rev });
+    }
     Ok(WriteOp::Update { key: object::key_of(res, v).map_err(bad)?, subject: object::subject_of(res, v).map_err(bad)?, value: store_bytes(res, v).map_err(bad)?, expected_rev })
 }
 
@@ -309,14 +315,21 @@ pub async fn list_objects_at(
     }
 }
 
-pub fn selectors(req: &Req) -> Result<(LabelSelector, FieldSelector), ApiError> {
-    let ls = LabelSelector::parse(req.q("labelSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
-    let fs = FieldSelector::parse(req.q("fieldSelector").unwrap_or("")).map_err(ApiError::bad_request)?;
+/// The label and field selectors of a list, watch or deletecollection; a field the
+/// resource cannot be selected by is refused the way the real server words it.
+pub fn selectors(req: &Req, res: &ResourceInfo) -> Result<(LabelSelector, FieldSelector), ApiError> {
+    let (lq, fq) = (req.q("labelSelector").unwrap_or(""), req.q("fieldSelector").unwrap_or(""));
+    let ls = LabelSelector::parse(lq).map_err(ApiError::bad_request)?;
+    let fs = FieldSelector::parse(fq).map_err(ApiError::bad_request)?;
+    if let Some(f) = fs.fields().find(|f| !registry::selectable(res, f)) {
+        let gvr = if res.group.is_empty() { format!("/{}, Resource={}", res.version, res.plural) } else { format!("{}/{}, Resource={}", res.group, res.version, res.plural) };
+        return Err(ApiError::bad_request(format!("Unable to find \"{gvr}\" that match label selector \"{lq}\", field selector \"{fq}\": field label not supported: {f}")));
+    }
     Ok((ls, fs))
 }
 
 async fn list(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
-    let (ls, fs) = selectors(req)?;
+    let (ls, fs) = selectors(req, res)?;
     let limit = req.q("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0).max(0) as usize;
     // A continued list goes on from where its first page was; only a first page chooses.
     let fresh = match req.q("continue").filter(|c| !c.is_empty()) {
@@ -426,11 +439,22 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     }
     allocate(st, res, &mut v, Some(&cur)).await?;
     admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-    if req.dry_run() {
+    if req.dry_run() || unchanged(&v, &cur) {
         return Ok(json_response(StatusCode::OK, &v));
     }
     let out = write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await?;
     Ok(json_response(StatusCode::OK, &out))
+}
+
+/// An update that changes nothing is not written, as the real server skips it: the
+/// object keeps its resourceVersion (and kubectl says "(no change)").
+fn unchanged(new: &Value, cur: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        object::remove_meta(&mut v, "resourceVersion");
+        v
+    };
+    strip(new) == strip(cur)
 }
 
 /// Parses a patch body by its Content-Type.
@@ -481,85 +505,13 @@ async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, 
         }
         allocate(st, res, &mut v, Some(&cur)).await?;
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-        if req.dry_run() {
+        if req.dry_run() || unchanged(&v, &cur) {
             return Ok(json_response(StatusCode::OK, &v));
         }
         match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
             Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
-        }
-    }
-    Err(ApiError::conflict(res, name))
-}
-
-fn precondition_failed(res: &ResourceInfo, name: &str, what: &str, want: &str, have: &str) -> ApiError {
-    ApiError::conflict_msg(res, name, &format!("Precondition failed: {what} in precondition: {want}, {what} in object meta: {have}"))
-}
-
-async fn delete(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let opts = if req.body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { decode_body(req)? };
-    let dry_run = req.dry_run() || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|x| x == "All"));
-    let grace_opt = opts.get("gracePeriodSeconds").and_then(Value::as_i64).or_else(|| req.q("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    // propagationPolicy is accepted; cascading to owned objects is the garbage collector's job (later).
-    for _ in 0..CAS_RETRIES {
-        let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
-        let uid = cur.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-        if let Some(want) = opts.pointer("/preconditions/uid").and_then(Value::as_str) {
-            if want != uid {
-                return Err(precondition_failed(res, name, "UID", want, uid));
-            }
-        }
-        if let Some(want) = opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
-            if want != cur_rev.to_string() {
-                return Err(precondition_failed(res, name, "ResourceVersion", want, &cur_rev.to_string()));
-            }
-        }
-        if res.kind == "Pod" {
-            let grace = grace_opt.or_else(|| cur.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30);
-            let phase = cur.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-            let graceful = object::node_name(&cur).is_some() && grace > 0 && !matches!(phase, "Succeeded" | "Failed");
-            if graceful {
-                // The node agent stops the containers, then deletes the object itself.
-                if cur.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) || dry_run {
-                    return Ok(json_response(StatusCode::OK, &cur));
-                }
-                let mut v = cur.clone();
-                object::set_meta(&mut v, "deletionTimestamp", json!(object::deletion_deadline(grace)));
-                object::set_meta(&mut v, "deletionGracePeriodSeconds", json!(grace));
-                match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
-                    Err(e) if e.reason == "Conflict" => continue,
-                    Err(e) => return Err(e),
-                    Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
-                }
-            }
-        }
-        if res.kind == "Namespace" && !dry_run {
-            // The namespace controller deletes what is inside, then the namespace itself.
-            if cur.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null()) {
-                return Ok(json_response(StatusCode::OK, &cur));
-            }
-            let mut v = cur.clone();
-            object::set_meta(&mut v, "deletionTimestamp", json!(object::now_string()));
-            v["status"]["phase"] = json!("Terminating");
-            match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
-                Err(e) if e.reason == "Conflict" => continue,
-                Err(e) => return Err(e),
-                Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
-            }
-        }
-        if dry_run {
-            return Ok(json_response(StatusCode::OK, &status::success(res, name, Some(uid), None)));
-        }
-        let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
-        match st.bus.write(&WriteOp::Delete { key, expected_rev: Some(cur_rev) }).await {
-            Ok(_) => return Ok(json_response(StatusCode::OK, &status::success(res, name, Some(uid), None))),
-            Err(e) => {
-                let e = ApiError::store(res, name, e);
-                if e.reason != "Conflict" {
-                    return Err(e);
-                }
-            }
         }
     }
     Err(ApiError::conflict(res, name))

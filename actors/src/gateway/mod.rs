@@ -6,6 +6,8 @@
 mod authn;
 mod authz;
 mod consistency;
+mod deletion;
+mod eviction;
 mod discovery;
 mod handlers;
 mod logs;

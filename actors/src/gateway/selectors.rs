@@ -139,6 +139,10 @@ impl FieldSelector {
         self.0.is_empty()
     }
 
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|r| r.field.as_str())
+    }
+
     /// The value a `field=` term asks for, e.g. `metadata.name` (to narrow a watch's subject).
     pub fn exact(&self, field: &str) -> Option<&str> {
         self.0.iter().find(|r| r.field == field && !r.negate).map(|r| r.value.as_str())

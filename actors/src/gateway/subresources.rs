@@ -18,6 +18,7 @@ pub async fn handle(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &
     match (sub, m.clone()) {
         ("log", Method::GET) if res.kind == "Pod" => logs::pod_log(st, res, ns, name, req).await,
         ("binding", Method::POST) if res.kind == "Pod" => bind(st, res, ns, name, req).await,
+        ("eviction", Method::POST) if res.kind == "Pod" => super::eviction::evict(st, res, ns, name, req).await,
         ("status" | "scale", Method::GET) => {
             let (v, _) = read_existing(st, res, ns, name).await?;
             Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }))

@@ -81,7 +81,7 @@ fn streaming(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response {
 }
 
 pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>, req: &Req) -> Result<Response, ApiError> {
-    let (ls, fs) = selectors(req)?;
+    let (ls, fs) = selectors(req, res)?;
     let timeout = match req.q("timeoutSeconds") {
         Some(t) if !t.is_empty() => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?.min(86_400)),
         _ => DEFAULT_TIMEOUT,
