@@ -55,6 +55,7 @@ pub fn admit_create(res: &ResourceInfo, v: &mut Value) -> Result<(), AdmissionEr
     if !v.is_object() {
         return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
     }
+    check_shape(res, v)?;
     if object::name(v).is_none() {
         if let Some(gen) = v.pointer("/metadata/generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             let name = format!("{gen}{}", random_suffix(5));
@@ -94,6 +95,7 @@ pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: W
     if !v.is_object() {
         return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
     }
+    check_shape(res, v)?;
     set_type_meta(res, v);
     let deleting = old.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null());
     for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
@@ -196,7 +198,22 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
     if !causes.is_empty() {
         return Err(invalid_err(res, v, causes));
     }
-    typed_check(res, v).map_err(|e| AdmissionError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))
+    typed_check(res, v).map_err(|e| cannot_handle(res, e))
+}
+
+fn cannot_handle(res: &ResourceInfo, e: serde_json::Error) -> AdmissionError {
+    AdmissionError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind))
+}
+
+/// Before defaulting touches the object: every field present has its type's shape (a
+/// `spec` that is a list, a number where an object belongs), or the request is a 400.
+/// A required field that is missing is left for validation to report field by field
+/// (serde reports it only after every present field of that object decoded).
+fn check_shape(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
+    match typed_check(res, v) {
+        Err(e) if !e.to_string().starts_with("missing field") => Err(cannot_handle(res, e)),
+        _ => Ok(()),
+    }
 }
 
 fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {

@@ -8,6 +8,8 @@ mod authz;
 mod consistency;
 mod deletion;
 mod eviction;
+#[cfg(test)]
+mod fuzz;
 mod discovery;
 mod handlers;
 mod logs;
