@@ -105,6 +105,20 @@ fn everyday_verbs_print_what_kubectl_users_expect() {
     let bad = c.kubectl(&["get", "pods", "--field-selector", "spec.color=blue"]);
     assert!(!bad.ok && bad.stderr.contains("field label not supported: spec.color"), "{}", bad.stderr);
 
+    // Server-side dry run stores nothing; generateName gets a server-made suffix; an
+    // update from a stale copy is a 409.
+    let dry = c.ok(&["create", "configmap", "dry", "--from-literal=a=b", "--dry-run=server", "-o", "name"]);
+    assert_eq!(dry.trim(), "configmap/dry");
+    assert!(c.kubectl(&["get", "cm", "dry"]).stderr.contains("(NotFound)"), "a dry run stores nothing");
+    let generated = c.kubectl_stdin(&["create", "-f", "-", "-o", "name"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: gen-\n"));
+    let gname = generated.stdout.trim().strip_prefix("configmap/gen-").unwrap_or_else(|| panic!("{}{}", generated.stdout, generated.stderr)).to_string();
+    assert_eq!(gname.len(), 5, "a five-character suffix: {gname}");
+    let stale = c.ok(&["get", "cm", "cm-2", "-o", "yaml"]);
+    c.ok(&["label", "cm", "cm-2", "touched=yes"]);
+    let replaced = c.kubectl_stdin(&["replace", "-f", "-"], Some(&stale));
+    assert!(!replaced.ok, "a replace from a stale copy must fail");
+    assert!(replaced.stderr.contains("Error from server (Conflict)") && replaced.stderr.contains("the object has been modified; please apply your changes to the latest version and try again"), "{}", replaced.stderr);
+
     // --chunk-size: every page is fetched and the listing is whole.
     let paged = c.kubectl(&["get", "cm", "-l", "tier", "--chunk-size=2", "-o", "name", "-v=6"]);
     assert!(paged.ok, "{}", paged.stderr);
