@@ -15,7 +15,6 @@ mod handlers;
 mod logs;
 mod openapi;
 mod patch;
-mod printers;
 mod protobuf;
 mod protobuf_kinds;
 mod reviews;

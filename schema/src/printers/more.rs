@@ -2,8 +2,8 @@
 //! columns and the cells of one object side by side, as the real server's printers
 //! (pkg/printers/internalversion) produce them.
 
-use super::selectors::label_selector_string;
-use super::table::{arr, containers_images, human_duration, i, or_none, s, since};
+use crate::labels::label_selector_string;
+use super::{arr, containers_images, human_duration, i, or_none, s, since};
 use serde_json::{json, Value};
 
 /// (column name, priority): priority 1 columns show with `-o wide` only.
