@@ -78,6 +78,14 @@ fn everyday_verbs_print_what_kubectl_users_expect() {
         if imgs.len() == 3 && imgs.iter().all(|i| *i == "busybox:1.37") { Ok(()) } else { Err(format!("{imgs:?}")) }
     });
 
+    // describe shows the pod's events: the scheduler's, then the node agent's.
+    let pod = c.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let described = c.ok(&["describe", "pod", &pod]);
+    let events = described.split("Events:").nth(1).unwrap_or("");
+    for want in ["Scheduled", "Successfully assigned default/", "Pulled", "Created container: main", "Started container main"] {
+        assert!(events.contains(want), "describe pod lacks {want:?}:\n{described}");
+    }
+
     // Output formats.
     let wide = c.ok(&["get", "pods", "-l", "app=web", "-o", "wide"]);
     let head: Vec<&str> = wide.lines().next().unwrap_or("").split_whitespace().collect();

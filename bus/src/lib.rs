@@ -3,6 +3,7 @@
 //! revision, re-list when expired) that every actor is fed by.
 
 pub mod client;
+pub mod events;
 pub mod informer;
 pub mod metrics;
 

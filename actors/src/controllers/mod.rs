@@ -3,7 +3,8 @@
 //! flight (`expectations`), graceful pod deletion, and read-modify-write with CAS.
 
 pub mod deployment;
-pub mod events;
+/// Moved to the bus, where node agents record events too.
+pub use bus::events;
 pub mod expectations;
 pub mod gc;
 pub mod namespace;

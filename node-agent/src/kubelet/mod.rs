@@ -214,15 +214,49 @@ impl Kubelet {
         }
     }
 
+    /// Records an Event about the pod, as the kubelet does for `kubectl describe pod`.
+    fn note(&self, uid: &str, type_: &str, reason: &str, message: String) {
+        if let Some(rt) = self.pods.get(uid) {
+            let mut ev = bus::events::event(bus::events::reference(&rt.pod), type_, reason, &message, "kubelet");
+            if let Some(src) = ev.source.as_mut() {
+                src.host = Some(self.node.clone());
+            }
+            ev.reporting_instance = Some(self.node.clone());
+            bus::events::record(&self.client, ev);
+        }
+    }
+
+    fn container_name(&self, uid: &str, idx: usize) -> String {
+        self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx).map(|c| c.name.clone())).unwrap_or_default()
+    }
+
     fn execute(&mut self, uid: &str, cmd: Command, ctx: &mut Context<Self>) -> Option<Event> {
         match cmd {
-            Command::Start { idx } => Some(self.start_container(uid, idx, ctx)),
+            Command::Start { idx } => {
+                let ev = self.start_container(uid, idx, ctx);
+                let name = self.container_name(uid, idx);
+                match &ev {
+                    Event::Started { .. } => {
+                        let image = self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx)?.image.clone()).unwrap_or_default();
+                        // Host-process mode runs commands from the machine: nothing is pulled.
+                        self.note(uid, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine"));
+                        self.note(uid, "Normal", "Created", format!("Created container: {name}"));
+                        self.note(uid, "Normal", "Started", format!("Started container {name}"));
+                    }
+                    Event::CreateFailed { message, .. } => self.note(uid, "Warning", "Failed", format!("Error: {message}")),
+                    _ => {}
+                }
+                Some(ev)
+            }
             Command::RestartAfter { idx, after } => {
+                let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
+                self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
                 ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);
                 None
             }
             Command::Stop { idx, grace } => {
                 let s = self.pods.get(uid).and_then(|rt| rt.procs.get(&idx)).copied()?;
+                self.note(uid, "Normal", "Killing", format!("Stopping container {}", self.container_name(uid, idx)));
                 tokio::spawn(self.runtime.stop_container(s, grace).instrument(self.span()));
                 None
             }

@@ -1,11 +1,12 @@
-//! The event recorder: what `kubectl describe` and `kubectl get events` show. Best effort:
-//! a failed Event write is logged, never retried at the expense of reconciling.
+//! The event recorder every component shares (controllers, scheduler, node agents): what
+//! `kubectl describe` and `kubectl get events` show. Best effort: a failed Event write is
+//! logged, never retried at the expense of the work it describes.
 
-use bus::Client;
+use crate::Client;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-pub fn reference<K: bus::client::Object>(obj: &K) -> ObjectReference {
+pub fn reference<K: crate::client::Object>(obj: &K) -> ObjectReference {
     let m = obj.metadata();
     ObjectReference {
         api_version: Some(K::API_VERSION.into()),
@@ -20,7 +21,7 @@ pub fn reference<K: bus::client::Object>(obj: &K) -> ObjectReference {
 
 pub fn event(involved: ObjectReference, type_: &str, reason: &str, message: &str, component: &str) -> Event {
     let now = schema::object::now();
-    let suffix = format!("{:016x}", uuid::Uuid::new_v4().as_u128() as u64);
+    let suffix = format!("{:016x}", rand::random::<u64>());
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{}.{suffix}", involved.name.clone().unwrap_or_default())),
