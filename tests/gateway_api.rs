@@ -167,6 +167,26 @@ async fn gateway_serves_the_kubernetes_api() {
     let types: Vec<String> = String::from_utf8_lossy(&w.body).lines().map(|l| serde_json::from_str::<Value>(l).expect("event line")["type"].as_str().unwrap_or("").to_string()).collect();
     assert_eq!(types, vec!["ADDED", "DELETED"]);
 
+    // Bookmarks: the watch ends with one at the revision it reached. Watch-list
+    // (sendInitialEvents) starts with the current objects and a bookmark marking their end.
+    let lines = |r: &Resp| -> Vec<Value> { String::from_utf8_lossy(&r.body).lines().map(|l| serde_json::from_str(l).expect("event line")).collect() };
+    let w = api(&addr, "GET", &format!("{pods}?watch=true&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds=1", relabel.json()["metadata"]["resourceVersion"].as_str().unwrap()), "", "").await;
+    let evs = lines(&w);
+    let last = evs.last().expect("a bookmark at the end");
+    assert_eq!((last["type"].as_str(), last["object"]["kind"].as_str()), (Some("BOOKMARK"), Some("Pod")), "{evs:?}");
+    let list = api(&addr, "GET", pods, "", "").await.json();
+    let listed_rv: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let w = api(&addr, "GET", &format!("{pods}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&resourceVersion=0&timeoutSeconds=1"), "", "").await;
+    let evs = lines(&w);
+    assert_eq!(evs[0]["type"], "ADDED");
+    assert_eq!(evs[0]["object"]["metadata"]["name"], "p1");
+    assert_eq!(evs[1]["type"], "BOOKMARK");
+    assert_eq!(evs[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert!(evs[1]["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap() >= listed_rv);
+    let bad = api(&addr, "GET", &format!("{pods}?watch=true&sendInitialEvents=true"), "", "").await;
+    assert_eq!(bad.code, 422);
+    assert!(bad.json()["message"].as_str().unwrap().contains("sendInitialEvents requires setting allowWatchBookmarks to true"));
+
     // Bound pods are deleted gracefully; unbound ones at once.
     let bind = json!({"apiVersion":"v1","kind":"Binding","metadata":{"name":"p1"},"target":{"kind":"Node","name":"node1"}}).to_string();
     assert_eq!(api(&addr, "POST", &format!("{pods}/p1/binding"), "application/json", &bind).await.code, 201);

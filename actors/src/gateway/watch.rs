@@ -1,6 +1,9 @@
 //! `?watch=true`: a chunked stream of `{"type":…,"object":…}` lines fed by the bus's
 //! ordered watch on the resource's subjects, with selectors applied per event (an object
-//! that leaves a selector is sent as DELETED, one that enters it as ADDED).
+//! that leaves a selector is sent as DELETED, one that enters it as ADDED). With
+//! `allowWatchBookmarks` it also sends BOOKMARKs (the revision the stream has reached),
+//! and with `sendInitialEvents` it starts with the current objects, as watch-list clients
+//! expect, ended by a bookmark marked `k8s.io/initial-events-end`.
 
 use super::handlers::{list_objects, selectors};
 use super::status::ApiError;
@@ -21,6 +24,37 @@ use std::time::Duration;
 /// Default watch length when the client sets no timeoutSeconds: kubectl `get -w` exits
 /// when the server ends the stream, so keep it long, as the apiserver does.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often a watch that allows bookmarks gets one (the real server: about a minute);
+/// another comes just before the server ends the watch.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A BOOKMARK's object: only the kind and the revision the stream has reached.
+fn bookmark(res: &ResourceInfo, rev: Revision, initial_end: bool) -> Value {
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta})
+}
+
+/// The watch-list parameters, validated as the real server does.
+fn watch_list_options(req: &Req) -> Result<(bool, bool), ApiError> {
+    let flag = |k: &str| matches!(req.q(k), Some("true") | Some("1"));
+    let (bookmarks, initial) = (flag("allowWatchBookmarks"), flag("sendInitialEvents"));
+    if initial {
+        let mut why = Vec::new();
+        if req.q("resourceVersionMatch") != Some("NotOlderThan") {
+            why.push("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan");
+        }
+        if !bookmarks {
+            why.push("allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true");
+        }
+        if !why.is_empty() {
+            return Err(ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: {}", why.join(", "))));
+        }
+    }
+    Ok((bookmarks, initial))
+}
 
 /// What one event becomes, given whether the object matched before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +120,15 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         Some(t) if !t.is_empty() => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds {t:?}")))?.min(86_400)),
         _ => DEFAULT_TIMEOUT,
     };
+    let (bookmarks, send_initial) = watch_list_options(req)?;
     let from: Option<Revision> = match req.q("resourceVersion") {
+        // Watch-list: the current state first, whatever revision it is "not older than".
+        _ if send_initial => None,
         None | Some("") | Some("0") => None,
         Some(r) => Some(r.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {r:?}")))?),
     };
+    // Bookmarks are for clients of JSON objects; kubectl's Table watches never ask.
+    let bookmarks = bookmarks && !table::wants_table(req.accept());
     let filtered = !ls.is_empty() || !fs.is_empty();
     // Synthetic ADDED events when no revision was given; otherwise (with selectors) the
     // current matches, to know which later events leave the selector.
@@ -126,6 +165,9 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
             first_lines.push(enc.line("ADDED", obj));
         }
     }
+    if send_initial {
+        first_lines.push(enc.line("BOOKMARK", &bookmark(res, after, true)));
+    }
     let stop = st.shutdown.clone();
     let prefix = keys::prefix(res.plural, if res.namespaced { ns.as_deref() } else { None });
     tokio::spawn(async move {
@@ -137,11 +179,25 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         tokio::pin!(events);
+        // The revision every event up to which has been delivered (or skipped as not ours).
+        let mut reached = after;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         loop {
             let ev = tokio::select! {
-                _ = &mut deadline => return,
+                _ = &mut deadline => {
+                    if bookmarks {
+                        let _ = tx.send(enc.line("BOOKMARK", &bookmark(res, reached, false))).await;
+                    }
+                    return;
+                }
                 _ = stop.cancelled() => return,
                 _ = tx.closed() => return,
+                _ = tick.tick(), if bookmarks => {
+                    if tx.send(enc.line("BOOKMARK", &bookmark(res, reached, false))).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 ev = events.next() => ev,
             };
             let ev = match ev {
@@ -156,6 +212,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                     return;
                 }
             };
+            reached = reached.max(ev.rev);
             if !ev.key.starts_with(&prefix) {
                 continue;
             }
@@ -207,6 +264,13 @@ mod tests {
         assert_eq!(decide(EventType::Added, false, true), Emit::Added);
         assert_eq!(decide(EventType::Deleted, true, false), Emit::Deleted);
         assert_eq!(decide(EventType::Deleted, false, false), Emit::Skip);
+    }
+
+    #[test]
+    fn bookmarks_carry_only_kind_and_revision() {
+        let res = schema::registry::by_plural("", "v1", "pods").unwrap();
+        assert_eq!(bookmark(res, 42, false), json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "42"}}));
+        assert_eq!(bookmark(res, 7, true)["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
     }
 
     #[test]
