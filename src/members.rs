@@ -110,18 +110,17 @@ async fn supervise(
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(RESTART_AFTER) => {}
                 }
-                match spawn(&exe, &args, &dir) {
-                    Ok(c) => child = c,
-                    Err(e) => {
-                        eprintln!("[flotilla up] state member {id}: {e:#}");
-                        tokio::time::sleep(RESTART_AFTER).await;
-                        // Try again on the next round with a fresh spawn.
-                        match spawn(&exe, &args, &dir) {
-                            Ok(c) => child = c,
-                            Err(_) => return,
-                        }
+                // A member that cannot even be spawned is retried until `up` stops.
+                child = loop {
+                    match spawn(&exe, &args, &dir) {
+                        Ok(c) => break c,
+                        Err(e) => eprintln!("[flotilla up] state member {id}: {e:#}"),
                     }
-                }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RESTART_AFTER) => {}
+                    }
+                };
             }
             _ = stop.cancelled() => {
                 terminate(&mut child).await;
