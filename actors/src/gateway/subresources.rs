@@ -2,7 +2,10 @@
 //! spec.replicas), `pods/binding` (the scheduler's CAS bind) and `pods/log`. Each is a
 //! read-modify-write with CAS, retried when another writer got there first.
 
-use super::handlers::{self, copy_status, patch_body, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
+use super::fields;
+use super::handlers::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
+use super::patch::PatchType;
+use super::patching::{patch_body, patched};
 use super::selectors::label_selector_string;
 use super::status::{self, ApiError};
 use super::{json_response, logs, AppState, Req};
@@ -52,10 +55,28 @@ fn set_spec_field(v: &mut Value, field: &str, val: Value) -> Result<(), ApiError
     }
 }
 
-/// What the client sent, turned into the new full object (not yet admitted).
+/// Server-side apply through a subresource: the configuration narrowed to what the
+/// subresource holds (status, or a Scale's replicas) applied to the whole object, owned
+/// by the applier with that subresource.
+fn apply_through(res: &ResourceInfo, sub: &str, cur: &Value, body: &Value, req: &Req) -> Result<Value, ApiError> {
+    let name = schema::object::name(cur).unwrap_or("");
+    let mut config = json!({"apiVersion": res.api_version(), "kind": res.kind, "metadata": {"name": name}});
+    if sub == "scale" {
+        config["spec"] = json!({"replicas": body.pointer("/spec/replicas").cloned().unwrap_or(Value::Null)});
+    } else {
+        handlers::check_type(res, body)?;
+        config["status"] = body.get("status").cloned().unwrap_or(json!({}));
+    }
+    let w = fields::writer(res, req, sub, "PatchOptions")?;
+    fields::apply(res, w, fields::forced(req), Some(cur), &config)
+}
+
+/// What the client sent, turned into the new full object (not yet admitted), its writer
+/// recorded.
 fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req: &Req) -> Result<Value, ApiError> {
     let name = schema::object::name(cur).unwrap_or("");
     let stale = || ApiError::conflict(res, name);
+    let mut applied = None;
     let sent: Value = if req.method == Method::PUT {
         let body = handlers::decode_body(req)?;
         if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
@@ -64,8 +85,15 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
         body
     } else {
         let (kind, body) = patch_body(req)?;
-        let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
-        patched(res, &base, cur_rev, kind, &body)?
+        fields::check_patch_options(req, kind)?;
+        if kind == PatchType::Apply {
+            let a = apply_through(res, sub, cur, &body, req)?;
+            applied = Some(a.clone());
+            a
+        } else {
+            let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
+            patched(res, &base, cur_rev, kind, &body)?
+        }
     };
     let mut v = cur.clone();
     if sub == "scale" {
@@ -80,6 +108,13 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
     } else {
         copy_status(&sent, &mut v);
     }
+    match applied {
+        Some(a) => schema::object::set_meta(&mut v, "managedFields", a.pointer("/metadata/managedFields").cloned().unwrap_or(json!([]))),
+        None => {
+            let options = if req.method == Method::PUT { "UpdateOptions" } else { "PatchOptions" };
+            fields::record_update(res, fields::writer(res, req, sub, options)?, Some(cur), &mut v);
+        }
+    }
     Ok(v)
 }
 
@@ -91,7 +126,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
         if req.dry_run() {
             return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }));
         }
-        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+        match write_if_changed(st, res, name, &cur, &v, Some(cur_rev)).await {
             Err(e) if e.reason == "Conflict" => {
                 // A PUT that pinned its resourceVersion must not be retried against a newer one.
                 if req.method == Method::PUT {
