@@ -88,11 +88,16 @@ fn scope<'a>(res: &'a ResourceInfo, writer: Writer) -> Scope<'a> {
     Scope { kind: res.kind, writer, ignored, now: schema::object::now_string() }
 }
 
-/// Records a non-apply write of `new` over `live` (None: a create). The fields are those
-/// of the defaulted object, as the real server compares decoded (defaulted) objects.
+/// Records a non-apply write of `new` over `live` (None: a create). Both are compared
+/// defaulted, as the real server compares decoded (defaulted) objects.
 pub fn record_update(res: &ResourceInfo, writer: Writer, live: Option<&Value>, new: &mut Value) {
     schema::defaults::apply(res, new);
-    fieldmanager::record_update(&scope(res, writer), live, new);
+    let live = live.map(|l| {
+        let mut l = l.clone();
+        schema::defaults::apply(res, &mut l);
+        l
+    });
+    fieldmanager::record_update(&scope(res, writer), live.as_ref(), new);
 }
 
 /// Server-side apply of `config` over `live` (None: absent). Answers the merged object

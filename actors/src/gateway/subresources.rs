@@ -178,4 +178,40 @@ mod tests {
         let sample: Value = serde_json::from_str(r#"{"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "nginx", "namespace": "default", "uid": "u", "resourceVersion": "1255", "creationTimestamp": "2026-11-22T20:15:18Z"}, "spec": {"replicas": 5}, "status": {"replicas": 3, "selector": "app=nginx"}}"#).unwrap();
         assert_eq!(scale_of(&d), sample);
     }
+
+    fn req(method: Method, ct: &str, query: &[(&str, &str)], body: &str) -> Req {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
+        headers.insert(axum::http::header::USER_AGENT, "kubectl/v1.32.4 (linux/amd64)".parse().unwrap());
+        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default() }
+    }
+
+    fn managers(v: &Value) -> Vec<String> {
+        v["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| format!("{}/{}/{}", e["manager"].as_str().unwrap(), e["operation"].as_str().unwrap(), e["subresource"].as_str().unwrap_or(""))).collect()
+    }
+
+    #[test]
+    fn writes_through_subresources_are_owned_with_the_subresource() {
+        let res = schema::registry::by_plural("apps", "v1", "deployments").unwrap();
+        let cur = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"d","resourceVersion":"3"},"spec":{"replicas":1},"status":{"replicas":1}});
+        // kubectl scale: a merge patch of the Scale, no fieldManager.
+        let v = apply_sub(res, "scale", &cur, 3, &req(Method::PATCH, "application/merge-patch+json", &[], r#"{"spec":{"replicas":4}}"#)).unwrap();
+        assert_eq!(v["spec"]["replicas"], 4);
+        assert_eq!(managers(&v), ["kubectl/Update/scale"]);
+        assert_eq!(v["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:spec":{"f:replicas":{}}}));
+        // A status writer applying through status owns status fields only.
+        let body = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"replicas":9},"status":{"readyReplicas":1}}"#;
+        let q = [("fieldManager", "ctl"), ("force", "true")];
+        let s = apply_sub(res, "status", &v, 3, &req(Method::PATCH, "application/apply-patch+yaml", &q, body)).unwrap();
+        assert_eq!(s["spec"]["replicas"], 4);
+        assert_eq!(s["status"]["readyReplicas"], 1);
+        assert_eq!(managers(&s), ["ctl/Apply/status", "kubectl/Update/scale"]);
+        // Applying replicas through scale takes them from the earlier scaler when forced.
+        let body = r#"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web"},"spec":{"replicas":2}}"#;
+        let e = apply_sub(res, "scale", &s, 3, &req(Method::PATCH, "application/apply-patch+yaml", &[("fieldManager", "hpa")], body)).unwrap_err();
+        assert_eq!(e.message, "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas");
+        let forced = apply_sub(res, "scale", &s, 3, &req(Method::PATCH, "application/apply-patch+yaml", &[("fieldManager", "hpa"), ("force", "true")], body)).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 2);
+        assert_eq!(managers(&forced), ["ctl/Apply/status", "hpa/Apply/scale"]);
+    }
 }
