@@ -61,10 +61,11 @@ fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
     let c = Cluster::up(&tmp.path().join("cluster"), 1);
     c.ok(&["create", "namespace", "ssa"]);
 
-    // Create by apply: one Apply entry, hidden unless asked for.
-    let out = apply(&c, &[], &deploy("web", 2, "busybox:1", "app: web, tier: fe"));
+    // Create by apply (201): one Apply entry, hidden unless asked for.
+    let out = apply(&c, &["-v=6"], &deploy("web", 2, "busybox:1", "app: web, tier: fe"));
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "deployment.apps/web serverside-applied");
+    assert!(out.stderr.lines().any(|l| l.contains("PATCH https://") && l.contains("fieldManager=kubectl") && l.contains("201 Created")), "{}", out.stderr);
     let v = object(&c, "web");
     assert_eq!(managers(&v), ["kubectl/Apply/"]);
     let f = fields_of(&v, "kubectl", "Apply");
@@ -79,6 +80,16 @@ fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
     assert!(!plain.contains("managedFields"), "{plain}");
     let shown = c.ok(&["get", "deploy", "web", "-n", "ssa", "-o", "yaml", "--show-managed-fields"]);
     assert!(shown.contains("manager: kubectl") && shown.contains("operation: Apply") && shown.contains("f:replicas: {}"), "{shown}");
+
+    // The same configuration again changes nothing, not even the resourceVersion (a
+    // ConfigMap: no controller writes it in between).
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata: {mode: fast}\n";
+    assert!(apply(&c, &[], cm).ok);
+    let rv = |c: &Cluster| c.ok(&["get", "cm", "settings", "-n", "ssa", "-o", "jsonpath={.metadata.resourceVersion}"]);
+    let before = rv(&c);
+    let out = apply(&c, &[], cm);
+    assert!(out.ok && out.stdout.contains("configmap/settings serverside-applied"), "{} {}", out.stdout, out.stderr);
+    assert_eq!(rv(&c), before);
 
     // Re-apply with a new image: applied in place.
     let out = apply(&c, &[], &deploy("web", 2, "busybox:2", "app: web, tier: fe"));
