@@ -145,6 +145,21 @@ fn kubectl_server_side_apply_owns_fields_and_reports_conflicts() {
     assert!(out.stdout.contains("-        image: busybox:2") && out.stdout.contains("+        image: busybox:3"), "{}\n{}", out.stdout, out.stderr);
     assert_eq!(c.ok(&["get", "deploy", "web", "-n", "ssa", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "busybox:2");
 
+    // Over an object made by `kubectl create`, equal values are co-owned and a different
+    // one conflicts with the creator.
+    c.ok(&["create", "deployment", "made", "-n", "ssa", "--image=busybox:1", "--", "sleep", "3600"]);
+    assert_eq!(managers(&object(&c, "made")), ["kubectl-create/Update/"]);
+    let made = |image: &str| format!("apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: made}}\nspec:\n  selector: {{matchLabels: {{app: made}}}}\n  template:\n    metadata: {{labels: {{app: made}}}}\n    spec:\n      containers: [{{name: busybox, image: \"{image}\"}}]\n");
+    let out = apply(&c, &[], &made("busybox:1"));
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(managers(&object(&c, "made")), ["kubectl/Apply/", "kubectl-create/Update/"]);
+    let out = apply(&c, &[], &made("busybox:2"));
+    assert!(
+        out.stderr.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-create" using apps/v1: .spec.template.spec.containers[name="busybox"].image"#),
+        "{}",
+        out.stderr
+    );
+
     // An object made by client-side apply migrates to server-side apply without conflicts.
     let out = c.kubectl_stdin(&["apply", "-n", "ssa", "-f", "-"], Some(&deploy("legacy", 1, "busybox:1", "app: legacy")));
     assert!(out.ok && out.stdout.contains("deployment.apps/legacy created"), "{} {}", out.stdout, out.stderr);
