@@ -1,5 +1,5 @@
-//! Unit tests of field management: Update and Apply entries, pruning, conflicts, forcing,
-//! co-ownership and the upgrade from client-side apply.
+//! Unit tests of field management, as scenarios a kubectl user meets: Update and Apply
+//! entries, pruning, conflicts, forcing, co-ownership and the upgrade from client-side apply.
 
 use super::*;
 use crate::fieldpath::Elem;

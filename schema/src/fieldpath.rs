@@ -32,8 +32,8 @@ impl Elem {
     }
 
     /// None for an unknown prefix (skipped, as the real server does).
-    pub fn decode(s: &str) -> Result<Option<Elem>, FieldsError> {
-        let bad = || FieldsError(format!("invalid path element {s:?}"));
+    pub fn decode(s: &str) -> Result<Option<Elem>, PathError> {
+        let bad = || PathError(format!("invalid path element {s:?}"));
         let Some((p, rest)) = s.split_once(':') else { return Err(bad()) };
         Ok(Some(match p {
             "f" => Elem::Field(rest.to_string()),
@@ -82,7 +82,7 @@ pub fn path_string(p: &[Elem]) -> String {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{0}")]
-pub struct FieldsError(pub String);
+pub struct PathError(pub String);
 
 /// A set of paths: the members at this level and the subsets below each element.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -238,15 +238,15 @@ impl FieldSet {
         out
     }
 
-    pub fn from_fields_v1(v: &Value) -> Result<FieldSet, FieldsError> {
-        let Value::Object(m) = v else { return Err(FieldsError("fieldsV1 must be a JSON object".into())) };
+    pub fn from_fields_v1(v: &Value) -> Result<FieldSet, PathError> {
+        let Value::Object(m) = v else { return Err(PathError("fieldsV1 must be a JSON object".into())) };
         let mut out = FieldSet::new();
         for (k, body) in m {
             if k == "." {
                 continue;
             }
             let Some(e) = Elem::decode(k)? else { continue };
-            let Value::Object(inner) = body else { return Err(FieldsError(format!("the value of {k:?} must be an object"))) };
+            let Value::Object(inner) = body else { return Err(PathError(format!("the value of {k:?} must be an object"))) };
             if inner.is_empty() || inner.contains_key(".") {
                 out.members.insert(e.clone());
             }

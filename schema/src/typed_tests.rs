@@ -1,4 +1,5 @@
-//! Unit tests of the typed walks (field sets, comparison, merge, removal).
+//! Unit tests of the typed walks: field sets of configurations, the comparison that
+//! Update entries come from, the apply merge, and the removal pruning uses.
 
 use super::*;
 use serde_json::json;
