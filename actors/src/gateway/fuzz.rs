@@ -6,7 +6,8 @@
 
 use super::consistency::Freshness;
 use super::deletion::delete_opts;
-use super::handlers::{decode_body, parse_target, patch_body, patched};
+use super::handlers::{decode_body, parse_target};
+use super::patching::{patch_body, patched};
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::{parse_query, protobuf, Req};
@@ -126,7 +127,7 @@ proptest! {
     fn patches_of_every_type_never_panic(doc in object_like(), p in any_json(), kind in 0..4usize) {
         let kind = [PatchType::Json, PatchType::Merge, PatchType::Strategic, PatchType::Apply][kind];
         let mut d = doc.clone();
-        let _ = patch::apply(kind, &mut d, &p);
+        let _ = patch::apply(kind, doc["kind"].as_str().unwrap_or(""), &mut d, &p);
         if let Some(res) = RESOURCES.iter().find(|r| Some(r.kind) == doc["kind"].as_str()) {
             // A patch may never rename or move the object.
             if let Ok(v) = patched(res, &doc, 1, kind, &p) {

@@ -2,7 +2,9 @@
 //! of the registry, namespaced and cluster-scoped. Every write runs schema admission and
 //! goes to the state group as a CAS write; read-modify-writes retry on conflict.
 
-use super::patch::{self, PatchType};
+use super::fields;
+use super::patching;
+use schema::fieldmanager::Writer;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::{deletion, json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
@@ -90,7 +92,7 @@ pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], re
         Target::Object { res, ns, name } => match *m {
             Method::GET => get(st, res, ns.as_deref(), &name, req).await,
             Method::PUT => update(st, res, ns.as_deref(), &name, req).await,
-            Method::PATCH => patch(st, res, ns.as_deref(), &name, req).await,
+            Method::PATCH => patching::patch(st, res, ns.as_deref(), &name, req).await,
             Method::DELETE => deletion::delete(st, res, ns.as_deref(), &name, req).await,
             _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
         },
@@ -162,6 +164,20 @@ pub async fn write(st: &AppState, res: &ResourceInfo, name: &str, op: &WriteOp) 
     decode_stored(res, &wr.stored).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Writes `v` over `cur` unless nothing changed: the real store answers an unchanged
+/// object without a new revision.
+pub async fn write_if_changed(st: &AppState, res: &ResourceInfo, name: &str, cur: &Value, v: &Value, expected_rev: Option<Revision>) -> Result<Value, ApiError> {
+    let strip = |x: &Value| {
+        let mut x = x.clone();
+        object::remove_meta(&mut x, "resourceVersion");
+        x
+    };
+    if strip(cur) == strip(v) {
+        return Ok(cur.clone());
+    }
+    write(st, res, name, &update_op(res, v, expected_rev)?).await
+}
+
 /// Resources with a status subresource: their main resource ignores status changes.
 pub fn status_is_separate(res: &ResourceInfo) -> bool {
     res.subresources.contains(&"status")
@@ -199,7 +215,7 @@ pub fn decode_body(req: &Req) -> Result<Value, ApiError> {
 }
 
 /// Checks apiVersion/kind in a body against the resource, when the body sets them.
-fn check_type(res: &ResourceInfo, v: &Value) -> Result<(), ApiError> {
+pub fn check_type(res: &ResourceInfo, v: &Value) -> Result<(), ApiError> {
     if let Some(k) = v.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
         if k != res.kind {
             return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", res.kind)));
@@ -353,7 +369,9 @@ async fn read_namespace(st: &AppState, ns: &str) -> Result<Option<Value>, ApiErr
 }
 
 /// Create, shared by POST and by server-side apply of an absent object.
-pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, mut v: Value, dry_run: bool) -> Result<Value, ApiError> {
+/// `writer`: who the create is recorded as (None when server-side apply already recorded
+/// its configuration).
+pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, mut v: Value, dry_run: bool, writer: Option<Writer>) -> Result<Value, ApiError> {
     check_type(res, &v)?;
     set_namespace(res, ns, &mut v)?;
     if let Some(ns) = ns.filter(|_| res.namespaced) {
@@ -372,6 +390,9 @@ pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, m
         if let Some(o) = v.as_object_mut() {
             o.remove("status");
         }
+    }
+    if let Some(w) = writer {
+        fields::record_update(res, w, None, &mut v);
     }
     allocate(st, res, &mut v, None).await?;
     admission::admit_create(res, &mut v).map_err(ApiError::admission)?;
@@ -404,11 +425,12 @@ pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Opt
 
 async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
     let v = decode_body(req)?;
-    let created = create_value(st, res, ns, v, req.dry_run()).await?;
+    let w = fields::writer(res, req, "", "CreateOptions")?;
+    let created = create_value(st, res, ns, v, req.dry_run(), Some(w)).await?;
     Ok(json_response(StatusCode::CREATED, &created))
 }
 
-fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
+pub fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
     match object::name(v) {
         Some(n) if n != name => Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})"))),
         _ => Ok(()),
@@ -425,6 +447,7 @@ pub fn pinned_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
 
 async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
     let mut v = decode_body(req)?;
+    let w = fields::writer(res, req, "", "UpdateOptions")?;
     check_type(res, &v)?;
     check_name(&v, name)?;
     object::set_meta(&mut v, "name", json!(name));
@@ -437,84 +460,14 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     if status_is_separate(res) {
         copy_status(&cur, &mut v);
     }
+    fields::record_update(res, w, Some(&cur), &mut v);
     allocate(st, res, &mut v, Some(&cur)).await?;
     admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-    if req.dry_run() || unchanged(&v, &cur) {
+    if req.dry_run() {
         return Ok(json_response(StatusCode::OK, &v));
     }
-    let out = write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await?;
+    let out = write_if_changed(st, res, name, &cur, &v, Some(pinned.unwrap_or(cur_rev))).await?;
     Ok(json_response(StatusCode::OK, &out))
-}
-
-/// An update that changes nothing is not written, as the real server skips it: the
-/// object keeps its resourceVersion (and kubectl says "(no change)").
-fn unchanged(new: &Value, cur: &Value) -> bool {
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        object::remove_meta(&mut v, "resourceVersion");
-        v
-    };
-    strip(new) == strip(cur)
-}
-
-/// Parses a patch body by its Content-Type.
-pub fn patch_body(req: &Req) -> Result<(PatchType, Value), ApiError> {
-    let kind = PatchType::from_content_type(req.content_type()).ok_or_else(|| {
-        ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format ({}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
-            req.content_type()
-        ))
-    })?;
-    let body: Value = if kind == PatchType::Apply {
-        serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
-    } else {
-        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
-    };
-    Ok((kind, body))
-}
-
-/// Applies a patch to the current object and checks what a patch may not change.
-pub fn patched(res: &ResourceInfo, cur: &Value, cur_rev: Revision, kind: PatchType, body: &Value) -> Result<Value, ApiError> {
-    let mut v = cur.clone();
-    patch::apply(kind, &mut v, body).map_err(|m| if kind == PatchType::Json { ApiError::new(422, "Invalid", m) } else { ApiError::bad_request(m) })?;
-    if pinned_rv(&v)?.is_some_and(|p| p != cur_rev) {
-        return Err(ApiError::conflict(res, object::name(cur).unwrap_or("")));
-    }
-    if object::name(&v) != object::name(cur) || (res.namespaced && object::namespace(&v) != object::namespace(cur)) {
-        return Err(ApiError::bad_request("metadata.name and metadata.namespace cannot be changed by a patch"));
-    }
-    Ok(v)
-}
-
-async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let (kind, body) = patch_body(req)?;
-    for _ in 0..CAS_RETRIES {
-        let Some((cur, cur_rev)) = read(st, res, ns, name).await? else {
-            if kind == PatchType::Apply {
-                let mut v = body.clone();
-                check_name(&v, name)?;
-                object::set_meta(&mut v, "name", json!(name));
-                let created = create_value(st, res, ns, v, req.dry_run()).await?;
-                return Ok(json_response(StatusCode::CREATED, &created));
-            }
-            return Err(ApiError::not_found(res, name));
-        };
-        let mut v = patched(res, &cur, cur_rev, kind, &body)?;
-        if status_is_separate(res) {
-            copy_status(&cur, &mut v);
-        }
-        allocate(st, res, &mut v, Some(&cur)).await?;
-        admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-        if req.dry_run() || unchanged(&v, &cur) {
-            return Ok(json_response(StatusCode::OK, &v));
-        }
-        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
-            Err(e) if e.reason == "Conflict" => continue,
-            Err(e) => return Err(e),
-            Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
-        }
-    }
-    Err(ApiError::conflict(res, name))
 }
 
 #[cfg(test)]
@@ -536,17 +489,5 @@ mod tests {
         assert!(parse_target("", "v1", &["namespaces", "d", "pods", "p", "exec"]).is_err());
         assert!(parse_target("", "v1", &["nope"]).is_err());
         assert!(parse_target("", "v1", &["a", "b", "c", "d", "e", "f"]).is_err());
-    }
-
-    #[test]
-    fn patched_rejects_stale_rv_and_renames() {
-        let res = registry::by_plural("apps", "v1", "deployments").unwrap();
-        let cur = json!({"metadata":{"name":"web","namespace":"d","resourceVersion":"7"},"spec":{"replicas":1}});
-        let ok = patched(res, &cur, 7, PatchType::Merge, &json!({"spec":{"replicas":2}})).unwrap();
-        assert_eq!(ok["spec"]["replicas"], 2);
-        let e = patched(res, &cur, 7, PatchType::Json, &json!([{"op":"replace","path":"/metadata/resourceVersion","value":"6"}])).unwrap_err();
-        assert_eq!(e.code, 409);
-        let e = patched(res, &cur, 7, PatchType::Merge, &json!({"metadata":{"name":"x"}})).unwrap_err();
-        assert_eq!(e.code, 400);
     }
 }

@@ -11,10 +11,12 @@ mod eviction;
 #[cfg(test)]
 mod fuzz;
 mod discovery;
+mod fields;
 mod handlers;
 mod logs;
 mod openapi;
 mod patch;
+mod patching;
 mod protobuf;
 mod protobuf_kinds;
 mod reviews;

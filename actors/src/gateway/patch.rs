@@ -1,7 +1,9 @@
 //! The three patch formats kubectl sends: JSON patch (RFC 6902), JSON merge patch
 //! (RFC 7386) and Kubernetes' strategic merge patch, whose list merge keys are the
-//! built-in types' `patchMergeKey`s and whose `$`-directives client-side apply emits.
+//! built-in types' `patchMergeKey`s (from `schema::fieldtypes`) and whose `$`-directives
+//! client-side apply emits. Server-side apply is `schema::fieldmanager`'s.
 
+use schema::fieldtypes::{self, Smp};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,8 +11,7 @@ pub enum PatchType {
     Json,
     Merge,
     Strategic,
-    /// Server-side apply, approximated: create when absent, else merge-patch semantics
-    /// (no field ownership, no conflicts between managers).
+    /// Server-side apply: not a patch of the object (see `fields::apply`).
     Apply,
 }
 
@@ -27,14 +28,31 @@ impl PatchType {
     }
 }
 
-/// Applies `patch` (already parsed) to `doc`. Errors are messages for a 400/422.
-pub fn apply(kind: PatchType, doc: &mut Value, patch: &Value) -> Result<(), String> {
+/// Where a strategic merge is in the object: its kind and the field names from the root,
+/// which pick the list semantics.
+struct At<'a> {
+    kind: &'a str,
+    names: Vec<String>,
+}
+
+impl At<'_> {
+    fn smp(&self, field: &str) -> Smp {
+        let mut names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        names.push(field);
+        fieldtypes::list(self.kind, &names).1
+    }
+}
+
+/// Applies `patch` (already parsed) to `doc`, an object of `obj_kind`. Errors are
+/// messages for a 400/422.
+pub fn apply(kind: PatchType, obj_kind: &str, doc: &mut Value, patch: &Value) -> Result<(), String> {
     match kind {
         PatchType::Json => {
             let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("the JSON patch is not valid: {e}"))?;
             json_patch::patch(doc, &p).map_err(|e| format!("the JSON patch could not be applied: {e}"))
         }
-        PatchType::Merge | PatchType::Apply => {
+        PatchType::Apply => Err("server-side apply is not a patch of the stored object".into()),
+        PatchType::Merge => {
             if !patch.is_object() {
                 return Err("the merge patch must be a JSON object".into());
             }
@@ -47,39 +65,11 @@ pub fn apply(kind: PatchType, doc: &mut Value, patch: &Value) -> Result<(), Stri
                 *doc = Value::Object(Map::new());
             }
             if let Value::Object(d) = doc {
-                merge_map(d, p)?;
+                merge_map(&mut At { kind: obj_kind, names: Vec::new() }, d, p)?;
             }
             Ok(())
         }
     }
-}
-
-/// The merge key of a list field, from the Kubernetes types' `patchMergeKey` tags.
-fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
-    Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "resourceClaims" => "name",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "ports" => {
-            // Container ports merge on containerPort, Service ports on port.
-            if sample.and_then(|s| s.get("containerPort")).is_some() {
-                "containerPort"
-            } else {
-                "port"
-            }
-        }
-        "conditions" | "addresses" => "type",
-        "ownerReferences" => "uid",
-        "taints" => "key",
-        "hostAliases" => "ip",
-        "topologySpreadConstraints" => "topologyKey",
-        _ => return None,
-    })
-}
-
-/// Primitive lists merged as sets rather than replaced.
-fn is_set_list(field: &str) -> bool {
-    matches!(field, "finalizers")
 }
 
 fn directive(v: &Value) -> Option<&str> {
@@ -87,25 +77,25 @@ fn directive(v: &Value) -> Option<&str> {
 }
 
 /// Removes `$`-directives from a value that is being inserted whole.
-fn strip(v: &Value) -> Value {
+fn strip(at: &mut At, v: &Value) -> Value {
     match v {
         Value::Object(m) => {
             let mut out = Map::new();
-            merge_map(&mut out, m).ok();
+            merge_map(at, &mut out, m).ok();
             Value::Object(out)
         }
-        Value::Array(a) => Value::Array(a.iter().map(strip).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| strip(at, x)).collect()),
         other => other.clone(),
     }
 }
 
-fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), String> {
+fn merge_map(at: &mut At, orig: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), String> {
     if let Some(d) = patch.get("$patch").and_then(Value::as_str) {
         match d {
             "replace" => {
                 orig.clear();
                 let rest: Map<String, Value> = patch.iter().filter(|(k, _)| *k != "$patch").map(|(k, v)| (k.clone(), v.clone())).collect();
-                return merge_map(orig, &rest);
+                return merge_map(at, orig, &rest);
             }
             "delete" => {
                 orig.clear();
@@ -134,36 +124,14 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>) -> Resul
         if k.starts_with('$') {
             return Err(format!("unknown directive {k:?} in the strategic merge patch"));
         }
-        match v {
-            Value::Null => {
-                orig.remove(k);
-            }
-            Value::Object(pm) => {
-                if directive(v) == Some("delete") {
-                    orig.remove(k);
-                    continue;
-                }
-                match orig.get_mut(k) {
-                    Some(Value::Object(om)) => merge_map(om, pm)?,
-                    _ => {
-                        let mut fresh = Map::new();
-                        merge_map(&mut fresh, pm)?;
-                        orig.insert(k.clone(), Value::Object(fresh));
-                    }
-                }
-            }
-            Value::Array(pl) => {
-                let merged = merge_list(k, orig.get(k), pl)?;
-                orig.insert(k.clone(), merged);
-            }
-            other => {
-                orig.insert(k.clone(), other.clone());
-            }
-        }
+        at.names.push(k.clone());
+        let r = merge_field(at, orig, k, v);
+        at.names.pop();
+        r?;
     }
     for (f, order) in orders {
         if let (Some(Value::Array(list)), Some(order)) = (orig.get_mut(f), order.as_array()) {
-            reorder(f, list, order);
+            reorder(at.smp(f), list, order);
         }
     }
     if let Some(keep) = patch.get("$retainKeys").and_then(Value::as_array) {
@@ -173,19 +141,51 @@ fn merge_map(orig: &mut Map<String, Value>, patch: &Map<String, Value>) -> Resul
     Ok(())
 }
 
+/// Merges one field of the patch; `at` already names it.
+fn merge_field(at: &mut At, orig: &mut Map<String, Value>, k: &String, v: &Value) -> Result<(), String> {
+        match v {
+            Value::Null => {
+                orig.remove(k);
+            }
+            Value::Object(pm) => {
+                if directive(v) == Some("delete") {
+                    orig.remove(k);
+                    return Ok(());
+                }
+                match orig.get_mut(k) {
+                    Some(Value::Object(om)) => merge_map(at, om, pm)?,
+                    _ => {
+                        let mut fresh = Map::new();
+                        merge_map(at, &mut fresh, pm)?;
+                        orig.insert(k.clone(), Value::Object(fresh));
+                    }
+                }
+            }
+            Value::Array(pl) => {
+                let merged = merge_list(at, orig.get(k), pl)?;
+                orig.insert(k.clone(), merged);
+            }
+            other => {
+                orig.insert(k.clone(), other.clone());
+            }
+        }
+        Ok(())
+}
+
 fn key_of<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.get(key)
 }
 
-fn merge_list(field: &str, orig: Option<&Value>, patch: &[Value]) -> Result<Value, String> {
+/// Merges a list; `at` names it.
+fn merge_list(at: &mut At, orig: Option<&Value>, patch: &[Value]) -> Result<Value, String> {
     let orig_list: Vec<Value> = orig.and_then(Value::as_array).cloned().unwrap_or_default();
-    let sample = patch.iter().chain(orig_list.iter()).find(|v| v.is_object() && directive(v).is_none());
+    let smp = fieldtypes::list(at.kind, &at.names.iter().map(String::as_str).collect::<Vec<_>>()).1;
     let objects = patch.iter().all(Value::is_object);
     if objects && !patch.is_empty() {
-        if let Some(mk) = merge_key(field, sample) {
+        if let Smp::MergeKey(mk) = smp {
             // A `{"$patch":"replace"}` element replaces the whole list with the others.
             if patch.iter().any(|p| directive(p) == Some("replace")) {
-                return Ok(Value::Array(patch.iter().filter(|p| directive(p).is_none()).map(strip).collect()));
+                return Ok(Value::Array(patch.iter().filter(|p| directive(p).is_none()).map(|p| strip(at, p)).collect()));
             }
             let mut out = orig_list;
             for p in patch {
@@ -197,16 +197,16 @@ fn merge_list(field: &str, orig: Option<&Value>, patch: &[Value]) -> Result<Valu
                 match out.iter_mut().find(|o| pk.is_some() && key_of(o, mk) == pk) {
                     Some(Value::Object(om)) => {
                         if let Value::Object(pm) = p {
-                            merge_map(om, pm)?;
+                            merge_map(at, om, pm)?;
                         }
                     }
-                    _ => out.push(strip(p)),
+                    _ => out.push(strip(at, p)),
                 }
             }
             return Ok(Value::Array(out));
         }
     }
-    if is_set_list(field) {
+    if smp == Smp::MergeSet {
         let mut out = orig_list;
         for p in patch {
             if !out.contains(p) {
@@ -215,13 +215,16 @@ fn merge_list(field: &str, orig: Option<&Value>, patch: &[Value]) -> Result<Valu
         }
         return Ok(Value::Array(out));
     }
-    Ok(Value::Array(patch.iter().map(strip).collect()))
+    Ok(Value::Array(patch.iter().map(|p| strip(at, p)).collect()))
 }
 
 /// `$setElementOrder/<field>`: listed elements first, in the given order; the rest after,
 /// in their current order.
-fn reorder(field: &str, list: &mut Vec<Value>, order: &[Value]) {
-    let mk = merge_key(field, list.first());
+fn reorder(smp: Smp, list: &mut Vec<Value>, order: &[Value]) {
+    let mk = match smp {
+        Smp::MergeKey(k) => Some(k),
+        _ => None,
+    };
     let ident = |v: &Value| -> Value {
         match (mk, v) {
             (Some(k), Value::Object(_)) => v.get(k).cloned().unwrap_or(Value::Null),
@@ -258,7 +261,7 @@ mod tests {
         let mut d = deploy();
         let p = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"a"},{"name":"b"}],
             "containers":[{"name":"b","image":"b:2"}]}}}});
-        apply(PatchType::Strategic, &mut d, &p).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &p).unwrap();
         let cs = d.pointer("/spec/template/spec/containers").unwrap().as_array().unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0]["image"], "a:1");
@@ -271,7 +274,7 @@ mod tests {
         let mut d = deploy();
         let p = json!({"spec":{"template":{"spec":{"$setElementOrder/containers":[{"name":"b"},{"name":"a"}],
             "containers":[{"name":"a","image":"a:2"}]}}}});
-        apply(PatchType::Strategic, &mut d, &p).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &p).unwrap();
         let cs = d.pointer("/spec/template/spec/containers").unwrap().as_array().unwrap();
         assert_eq!(cs[0]["name"], "b");
         assert_eq!(cs[1]["name"], "a");
@@ -284,7 +287,7 @@ mod tests {
         let p = json!({"metadata":{"labels":{"app":null},"$deleteFromPrimitiveList/finalizers":["a"]},
             "spec":{"template":{"spec":{"containers":[{"name":"a","$patch":"delete"},
                 {"name":"b","ports":[{"containerPort":81,"$patch":"delete"}],"env":[{"name":"Z","value":"3"}]}]}}}});
-        apply(PatchType::Strategic, &mut d, &p).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &p).unwrap();
         let cs = d.pointer("/spec/template/spec/containers").unwrap().as_array().unwrap();
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0]["name"], "b");
@@ -299,27 +302,47 @@ mod tests {
         let mut d = deploy();
         let p = json!({"spec":{"strategy":{"$retainKeys":["type"],"type":"Recreate"},
             "template":{"spec":{"containers":[{"$patch":"replace"},{"name":"c","image":"c:1"}]}}}});
-        apply(PatchType::Strategic, &mut d, &p).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &p).unwrap();
         assert_eq!(d.pointer("/spec/strategy"), Some(&json!({"type":"Recreate"})));
         assert_eq!(d.pointer("/spec/template/spec/containers"), Some(&json!([{"name":"c","image":"c:1"}])));
         let p = json!({"spec":{"template":{"$patch":"replace","spec":{"containers":[]}}}});
-        apply(PatchType::Strategic, &mut d, &p).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &p).unwrap();
         assert_eq!(d.pointer("/spec/template"), Some(&json!({"spec":{"containers":[]}})));
     }
 
     #[test]
     fn smp_unknown_lists_are_replaced_and_null_clears() {
         let mut d = json!({"spec":{"unschedulable":true,"args":["a","b"]}});
-        apply(PatchType::Strategic, &mut d, &json!({"spec":{"unschedulable":null,"args":["c"]}})).unwrap();
+        apply(PatchType::Strategic, "Deployment", &mut d, &json!({"spec":{"unschedulable":null,"args":["c"]}})).unwrap();
         assert_eq!(d, json!({"spec":{"args":["c"]}}));
-        assert!(apply(PatchType::Strategic, &mut d, &json!([1])).is_err());
-        assert!(apply(PatchType::Strategic, &mut d, &json!({"$bogus": 1})).is_err());
+        assert!(apply(PatchType::Strategic, "Deployment", &mut d, &json!([1])).is_err());
+        assert!(apply(PatchType::Strategic, "Deployment", &mut d, &json!({"$bogus": 1})).is_err());
+    }
+
+    #[test]
+    fn smp_list_semantics_come_from_the_shared_table() {
+        // Node taints have no merge key: the patch's list replaces the stored one.
+        let mut n = json!({"spec":{"taints":[{"key":"a","effect":"NoSchedule"},{"key":"b","effect":"NoSchedule"}]}});
+        apply(PatchType::Strategic, "Node", &mut n, &json!({"spec":{"taints":[{"key":"b","effect":"NoSchedule"}]}})).unwrap();
+        assert_eq!(n["spec"]["taints"], json!([{"key":"b","effect":"NoSchedule"}]));
+        // Service ports merge on port, EndpointSlice ports are replaced.
+        let mut svc = json!({"spec":{"ports":[{"port":80,"name":"http"},{"port":443,"name":"https"}]}});
+        apply(PatchType::Strategic, "Service", &mut svc, &json!({"spec":{"ports":[{"port":80,"targetPort":8080}]}})).unwrap();
+        assert_eq!(svc["spec"]["ports"], json!([{"port":80,"name":"http","targetPort":8080},{"port":443,"name":"https"}]));
+        let mut es = json!({"ports":[{"port":80},{"port":443}]});
+        apply(PatchType::Strategic, "EndpointSlice", &mut es, &json!({"ports":[{"port":80}]})).unwrap();
+        assert_eq!(es["ports"], json!([{"port":80}]));
+        // A namespace's spec.finalizers is atomic, its metadata.finalizers a set.
+        let mut ns = json!({"metadata":{"finalizers":["a"]},"spec":{"finalizers":["kubernetes"]}});
+        apply(PatchType::Strategic, "Namespace", &mut ns, &json!({"metadata":{"finalizers":["b"]},"spec":{"finalizers":["x"]}})).unwrap();
+        assert_eq!(ns, json!({"metadata":{"finalizers":["a","b"]},"spec":{"finalizers":["x"]}}));
+        assert!(apply(PatchType::Apply, "Pod", &mut ns, &json!({})).is_err());
     }
 
     #[test]
     fn merge_patch_rfc7386() {
         let mut d = deploy();
-        apply(PatchType::Merge, &mut d, &json!({"spec":{"replicas":5,"template":null},"metadata":{"labels":{"tier":"fe"}}})).unwrap();
+        apply(PatchType::Merge, "Deployment", &mut d, &json!({"spec":{"replicas":5,"template":null},"metadata":{"labels":{"tier":"fe"}}})).unwrap();
         assert_eq!(d.pointer("/spec/replicas"), Some(&json!(5)));
         assert!(d.pointer("/spec/template").is_none());
         assert_eq!(d.pointer("/metadata/labels"), Some(&json!({"app":"web","tier":"fe"})));
@@ -328,11 +351,11 @@ mod tests {
     #[test]
     fn json_patch_ops() {
         let mut d = deploy();
-        apply(PatchType::Json, &mut d, &json!([{"op":"replace","path":"/spec/replicas","value":3},{"op":"add","path":"/metadata/labels/x","value":"y"}])).unwrap();
+        apply(PatchType::Json, "Deployment", &mut d, &json!([{"op":"replace","path":"/spec/replicas","value":3},{"op":"add","path":"/metadata/labels/x","value":"y"}])).unwrap();
         assert_eq!(d.pointer("/spec/replicas"), Some(&json!(3)));
         assert_eq!(d.pointer("/metadata/labels/x"), Some(&json!("y")));
-        assert!(apply(PatchType::Json, &mut d, &json!([{"op":"test","path":"/spec/replicas","value":9}])).is_err());
-        assert!(apply(PatchType::Json, &mut d, &json!({"op":"x"})).is_err());
+        assert!(apply(PatchType::Json, "Deployment", &mut d, &json!([{"op":"test","path":"/spec/replicas","value":9}])).is_err());
+        assert!(apply(PatchType::Json, "Deployment", &mut d, &json!({"op":"x"})).is_err());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! spec.replicas), `pods/binding` (the scheduler's CAS bind) and `pods/log`. Each is a
 //! read-modify-write with CAS, retried when another writer got there first.
 
-use super::handlers::{self, copy_status, patch_body, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
+use super::fields;
+use super::handlers::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
+use super::patch::PatchType;
+use super::patching::{patch_body, patched};
 use super::selectors::label_selector_string;
 use super::status::{self, ApiError};
 use super::{json_response, logs, AppState, Req};
@@ -53,10 +56,28 @@ fn set_spec_field(v: &mut Value, field: &str, val: Value) -> Result<(), ApiError
     }
 }
 
-/// What the client sent, turned into the new full object (not yet admitted).
+/// Server-side apply through a subresource: the configuration narrowed to what the
+/// subresource holds (status, or a Scale's replicas) applied to the whole object, owned
+/// by the applier with that subresource.
+fn apply_through(res: &ResourceInfo, sub: &str, cur: &Value, body: &Value, req: &Req) -> Result<Value, ApiError> {
+    let name = schema::object::name(cur).unwrap_or("");
+    let mut config = json!({"apiVersion": res.api_version(), "kind": res.kind, "metadata": {"name": name}});
+    if sub == "scale" {
+        config["spec"] = json!({"replicas": body.pointer("/spec/replicas").cloned().unwrap_or(Value::Null)});
+    } else {
+        handlers::check_type(res, body)?;
+        config["status"] = body.get("status").cloned().unwrap_or(json!({}));
+    }
+    let w = fields::writer(res, req, sub, "PatchOptions")?;
+    fields::apply(res, w, fields::forced(req), Some(cur), &config)
+}
+
+/// What the client sent, turned into the new full object (not yet admitted), its writer
+/// recorded.
 fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req: &Req) -> Result<Value, ApiError> {
     let name = schema::object::name(cur).unwrap_or("");
     let stale = || ApiError::conflict(res, name);
+    let mut applied = None;
     let sent: Value = if req.method == Method::PUT {
         let body = handlers::decode_body(req)?;
         if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
@@ -65,8 +86,15 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
         body
     } else {
         let (kind, body) = patch_body(req)?;
-        let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
-        patched(res, &base, cur_rev, kind, &body)?
+        fields::check_patch_options(req, kind)?;
+        if kind == PatchType::Apply {
+            let a = apply_through(res, sub, cur, &body, req)?;
+            applied = Some(a.clone());
+            a
+        } else {
+            let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
+            patched(res, &base, cur_rev, kind, &body)?
+        }
     };
     let mut v = cur.clone();
     if sub == "scale" {
@@ -81,6 +109,13 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
     } else {
         copy_status(&sent, &mut v);
     }
+    match applied {
+        Some(a) => schema::object::set_meta(&mut v, "managedFields", a.pointer("/metadata/managedFields").cloned().unwrap_or(json!([]))),
+        None => {
+            let options = if req.method == Method::PUT { "UpdateOptions" } else { "PatchOptions" };
+            fields::record_update(res, fields::writer(res, req, sub, options)?, Some(cur), &mut v);
+        }
+    }
     Ok(v)
 }
 
@@ -92,7 +127,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
         if req.dry_run() {
             return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }));
         }
-        match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
+        match write_if_changed(st, res, name, &cur, &v, Some(cur_rev)).await {
             Err(e) if e.reason == "Conflict" => {
                 // A PUT that pinned its resourceVersion must not be retried against a newer one.
                 if req.method == Method::PUT {
@@ -143,5 +178,41 @@ mod tests {
             "spec":{"replicas":5,"selector":{"matchLabels":{"app":"nginx"}}},"status":{"replicas":3}});
         let sample: Value = serde_json::from_str(r#"{"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "nginx", "namespace": "default", "uid": "u", "resourceVersion": "1255", "creationTimestamp": "2026-11-22T20:15:18Z"}, "spec": {"replicas": 5}, "status": {"replicas": 3, "selector": "app=nginx"}}"#).unwrap();
         assert_eq!(scale_of(&d), sample);
+    }
+
+    fn req(method: Method, ct: &str, query: &[(&str, &str)], body: &str) -> Req {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
+        headers.insert(axum::http::header::USER_AGENT, "kubectl/v1.32.4 (linux/amd64)".parse().unwrap());
+        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default() }
+    }
+
+    fn managers(v: &Value) -> Vec<String> {
+        v["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| format!("{}/{}/{}", e["manager"].as_str().unwrap(), e["operation"].as_str().unwrap(), e["subresource"].as_str().unwrap_or(""))).collect()
+    }
+
+    #[test]
+    fn writes_through_subresources_are_owned_with_the_subresource() {
+        let res = schema::registry::by_plural("apps", "v1", "deployments").unwrap();
+        let cur = json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"d","resourceVersion":"3"},"spec":{"replicas":1},"status":{"replicas":1}});
+        // kubectl scale: a merge patch of the Scale, no fieldManager.
+        let v = apply_sub(res, "scale", &cur, 3, &req(Method::PATCH, "application/merge-patch+json", &[], r#"{"spec":{"replicas":4}}"#)).unwrap();
+        assert_eq!(v["spec"]["replicas"], 4);
+        assert_eq!(managers(&v), ["kubectl/Update/scale"]);
+        assert_eq!(v["metadata"]["managedFields"][0]["fieldsV1"], json!({"f:spec":{"f:replicas":{}}}));
+        // A status writer applying through status owns status fields only.
+        let body = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"replicas":9},"status":{"readyReplicas":1}}"#;
+        let q = [("fieldManager", "ctl"), ("force", "true")];
+        let s = apply_sub(res, "status", &v, 3, &req(Method::PATCH, "application/apply-patch+yaml", &q, body)).unwrap();
+        assert_eq!(s["spec"]["replicas"], 4);
+        assert_eq!(s["status"]["readyReplicas"], 1);
+        assert_eq!(managers(&s), ["ctl/Apply/status", "kubectl/Update/scale"]);
+        // Applying replicas through scale takes them from the earlier scaler when forced.
+        let body = r#"{"apiVersion":"autoscaling/v1","kind":"Scale","metadata":{"name":"web"},"spec":{"replicas":2}}"#;
+        let e = apply_sub(res, "scale", &s, 3, &req(Method::PATCH, "application/apply-patch+yaml", &[("fieldManager", "hpa")], body)).unwrap_err();
+        assert_eq!(e.message, "Apply failed with 1 conflict: conflict with \"kubectl\" with subresource \"scale\" using apps/v1: .spec.replicas");
+        let forced = apply_sub(res, "scale", &s, 3, &req(Method::PATCH, "application/apply-patch+yaml", &[("fieldManager", "hpa"), ("force", "true")], body)).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 2);
+        assert_eq!(managers(&forced), ["ctl/Apply/status", "hpa/Apply/scale"]);
     }
 }
