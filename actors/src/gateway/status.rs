@@ -98,6 +98,7 @@ impl ApiError {
         match e {
             AdmissionError::Invalid { kind, group, name, causes } => Self::invalid(&kind, &group, &name, &causes),
             AdmissionError::BadRequest(m) => Self::bad_request(m),
+            AdmissionError::Forbidden(m) => Self::new(403, "Forbidden", m),
         }
     }
 
