@@ -93,13 +93,16 @@ impl Client {
         let res = info::<K>()?;
         let mut v = object::to_value(obj).map_err(other)?;
         admission::admit_create(res, &mut v)?;
+        crate::admission::on_create(&self.bus, res, &mut v, false).await?;
         let op = WriteOp::Create {
             key: object::key_of(res, &v).map_err(other)?,
             subject: object::subject_of(res, &v).map_err(other)?,
             value: object::to_store_bytes(&v).map_err(other)?,
         };
         let r = self.bus.write(&op).await?;
-        typed(&r.stored)
+        let created = object::from_stored(&r.stored).map_err(other)?;
+        crate::admission::after_create(&self.bus, res, &created).await?;
+        object::from_value(created).map_err(other)
     }
 
     /// Compare-and-swap on the object's resourceVersion (unconditional when it has none).

@@ -1,4 +1,4 @@
-//! The controller actors (Deployment, ReplicaSet, garbage collector) and what they share:
+//! The controller actors (Deployment, ReplicaSet, garbage collector, namespace, quota) and what they share:
 //! the message that drives their queues (`queue`), expectations for their own writes in
 //! flight (`expectations`), graceful pod deletion, and read-modify-write with CAS.
 
@@ -9,6 +9,7 @@ pub mod gc;
 pub mod namespace;
 pub mod owned;
 pub mod queue;
+pub mod quota;
 pub mod replicaset;
 
 use actix::prelude::*;
@@ -141,6 +142,7 @@ pub struct ControllersHandle {
     replicaset: Addr<replicaset::ReplicaSetController>,
     gc: Addr<gc::GarbageCollector>,
     namespace: Addr<namespace::NamespaceController>,
+    quota: (tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken),
 }
 
 /// Starts every controller; each lists and watches what it needs over the bus.
@@ -165,12 +167,14 @@ pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
         gc::GarbageCollector::new(c)
     });
+    let quota_stop = tokio_util::sync::CancellationToken::new();
+    let quota = (quota::start(client.clone(), quota_stop.clone()), quota_stop);
     let c = client;
     let namespace = namespace::NamespaceController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
         namespace::NamespaceController::new(c)
     });
-    Ok(ControllersHandle { deployment, replicaset, gc, namespace })
+    Ok(ControllersHandle { deployment, replicaset, gc, namespace, quota })
 }
 
 impl ControllersHandle {
@@ -179,5 +183,7 @@ impl ControllersHandle {
         let _ = self.replicaset.send(ControllerMsg::Stop).await;
         let _ = self.gc.send(ControllerMsg::Stop).await;
         let _ = self.namespace.send(ControllerMsg::Stop).await;
+        self.quota.1.cancel();
+        let _ = self.quota.0.await;
     }
 }

@@ -102,6 +102,15 @@ impl ApiError {
         }
     }
 
+    /// Maps a failure of the bus's typed client (admission plugins, their reads).
+    pub fn client(res: &ResourceInfo, name: &str, e: bus::client::ClientError) -> Self {
+        match e {
+            bus::client::ClientError::Bus(e) => Self::store(res, name, e),
+            bus::client::ClientError::Admission(e) => Self::admission(e),
+            bus::client::ClientError::Other(m) => Self::internal(m),
+        }
+    }
+
     /// Maps a store/bus failure on the object `name` of `res`.
     pub fn store(res: &ResourceInfo, name: &str, e: BusError) -> Self {
         match e {
