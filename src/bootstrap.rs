@@ -22,7 +22,7 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
         bus::admission::ensure_default_service_account(&client.bus, ns).await.map_err(|e| anyhow::anyhow!("creating the default ServiceAccount of {ns}: {e}"))?;
     }
     for (name, value, description) in schema::plugins::priority::SYSTEM_CLASSES {
-        let pc = PriorityClass { metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() }, value: *value, description: Some(description.to_string()), ..Default::default() };
+        let pc = PriorityClass { metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() }, value: Some(*value as i32), description: Some(description.to_string()), ..Default::default() };
         client.ensure(&pc).await.map_err(|e| anyhow::anyhow!("creating PriorityClass {name}: {e}"))?;
     }
     let rc = RuntimeClass {
