@@ -2,7 +2,8 @@
 //! token` gets a signed JWT with the real server's claims; the gateway takes it as
 //! `system:serviceaccount:NS:NAME` (403 without a role, 200 after a RoleBinding,
 //! `kubectl auth whoami` names it); expired, tampered, foreign-audience tokens and tokens
-//! of a deleted account are 401; every namespace has a `default` account at once.
+//! of a deleted account are 401; every namespace has a `default` account at once, and
+//! gets it back when it is deleted.
 
 mod common;
 
@@ -111,4 +112,14 @@ fn tokens_authenticate_service_accounts() {
     c.ok(&["create", "namespace", "team"]);
     let t = c.ok(&["-n", "team", "create", "token", "default"]);
     assert_eq!(claims(t.trim())["sub"], "system:serviceaccount:team:default");
+
+    // Deleted, it comes back (a new object: the old tokens die with the old uid).
+    let before = c.ok(&["-n", "team", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
+    c.ok(&["-n", "team", "delete", "sa", "default"]);
+    assert_eq!(curl(&c, "/api/v1/namespaces/team/pods", t.trim()).0, 401);
+    c.eventually(std::time::Duration::from_secs(10), "the default account is back", || {
+        let o = c.kubectl(&["-n", "team", "get", "sa", "default", "-o", "jsonpath={.metadata.uid}"]);
+        if o.ok && !o.stdout.is_empty() && o.stdout != before { Ok(()) } else { Err(format!("{} {}", o.stdout, o.stderr)) }
+    });
+    assert_eq!(curl(&c, "/api/v1/namespaces/team/pods", t.trim()).0, 401);
 }
