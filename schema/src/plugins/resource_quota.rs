@@ -142,9 +142,58 @@ fn missing_declarations(res: &ResourceInfo, obj: &Value, hard: &BTreeMap<String,
     missing.into_iter().map(|(r, names)| format!("must specify {r} for: {}", names.into_iter().collect::<Vec<_>>().join(","))).collect()
 }
 
+fn best_effort(pod: &Value) -> bool {
+    super::containers(pod).all(|c| {
+        let empty = |f: &str| c.pointer(&format!("/resources/{f}")).and_then(Value::as_object).is_none_or(|m| m.is_empty());
+        empty("requests") && empty("limits")
+    })
+}
+
+/// Whether a pod falls in one quota scope (`expr`: the scopeSelector expression naming it).
+fn in_scope(scope: &str, pod: &Value, expr: Option<&Value>) -> bool {
+    let op = expr.and_then(|e| e.get("operator")).and_then(Value::as_str).unwrap_or("Exists");
+    let values: Vec<&str> = expr.and_then(|e| e.get("values")).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let holds = match scope {
+        "Terminating" => pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|s| s >= 0),
+        "NotTerminating" => !pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|s| s >= 0),
+        "BestEffort" => best_effort(pod),
+        "NotBestEffort" => !best_effort(pod),
+        "PriorityClass" => {
+            let pc = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or("");
+            return match op {
+                "In" => values.contains(&pc),
+                "NotIn" => !values.contains(&pc),
+                "DoesNotExist" => pc.is_empty(),
+                _ => !pc.is_empty(),
+            };
+        }
+        _ => false,
+    };
+    match op {
+        "DoesNotExist" | "NotIn" => !holds,
+        _ => holds,
+    }
+}
+
+/// Whether `quota` covers `obj`: an unscoped quota covers everything, a scoped one
+/// (`scopes`, `scopeSelector`) only the pods in all of its scopes.
+pub fn covers(quota: &Value, res: &ResourceInfo, obj: &Value) -> bool {
+    let scopes: Vec<&str> = quota.pointer("/spec/scopes").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let exprs: Vec<&Value> = quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array).map(|a| a.iter().collect()).unwrap_or_default();
+    if scopes.is_empty() && exprs.is_empty() {
+        return true;
+    }
+    res.kind == "Pod"
+        && scopes.iter().all(|s| in_scope(s, obj, None))
+        && exprs.iter().all(|e| in_scope(e.get("scopeName").and_then(Value::as_str).unwrap_or(""), obj, Some(e)))
+}
+
 /// What creating `obj` does to `quota`: `Ok(None)` when the quota tracks none of it,
 /// `Ok(Some(status))` with the quota's new status when it fits, 403 when it does not.
 pub fn charge(res: &ResourceInfo, obj: &Value, quota: &Value) -> Result<Option<Value>, AdmissionError> {
+    if !covers(quota, res, obj) {
+        return Ok(None);
+    }
     let hard = hard(quota);
     let qname = crate::object::name(quota).unwrap_or("");
     let plural = res.plural;
@@ -197,7 +246,7 @@ pub fn status(quota: &Value, used: &Usage) -> Value {
 pub fn total(quota: &Value, objects: &[(&ResourceInfo, Value)]) -> Usage {
     let hard = hard(quota);
     let mut u = Usage::new();
-    for (res, obj) in objects {
+    for (res, obj) in objects.iter().filter(|(r, o)| covers(quota, r, o)) {
         for (k, q) in usage(res, obj) {
             if hard.contains_key(&k) {
                 let e = u.entry(k).or_insert(q.zero_like());
@@ -252,5 +301,18 @@ mod tests {
         assert_eq!(charge(by_plural("", "v1", "secrets").unwrap(), &json!({"metadata":{"name":"s"}}), &full).unwrap(), None);
         assert_eq!(counted_resource("count/deployments.apps"), Some(("apps".into(), "deployments".into())));
         assert_eq!(counted_resource("requests.cpu"), Some(("".into(), "pods".into())));
+    }
+
+    #[test]
+    fn scoped_quotas_cover_only_their_pods() {
+        let pods = by_plural("", "v1", "pods").unwrap();
+        let be = json!({"spec":{"hard":{"pods":"1"},"scopes":["BestEffort"]}});
+        let bare = json!({"metadata":{"name":"b"},"spec":{"containers":[{"name":"c"}]}});
+        assert!(covers(&be, pods, &bare) && !covers(&be, pods, &pod("r", "1")));
+        assert!(!covers(&be, by_plural("", "v1", "configmaps").unwrap(), &json!({})));
+        let high = json!({"spec":{"hard":{"pods":"1"},"scopeSelector":{"matchExpressions":[{"scopeName":"PriorityClass","operator":"In","values":["high"]}]}}});
+        assert!(covers(&high, pods, &json!({"spec":{"priorityClassName":"high"}})));
+        assert!(!covers(&high, pods, &json!({"spec":{}})));
+        assert_eq!(total(&be, &[(pods, bare.clone()), (pods, pod("r", "1"))])["pods"].to_string(), "1");
     }
 }
