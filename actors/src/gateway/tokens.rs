@@ -65,7 +65,17 @@ pub enum TokenError {
 pub struct TokenIssuer {
     enc: EncodingKey,
     dec: DecodingKey,
+    /// The header's `kid`, as kube-apiserver derives it: base64url(SHA-256(SPKI DER)).
+    kid: String,
     pub issuer: String,
+}
+
+fn key_id(public_pem: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let b64: String = public_pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
 }
 
 impl TokenIssuer {
@@ -73,6 +83,7 @@ impl TokenIssuer {
         Ok(TokenIssuer {
             enc: EncodingKey::from_ec_pem(k.signing_key_pem.as_bytes()).map_err(TokenError::Key)?,
             dec: DecodingKey::from_ec_pem(k.public_key_pem.as_bytes()).map_err(TokenError::Key)?,
+            kid: key_id(&k.public_key_pem),
             issuer: k.issuer.clone(),
         })
     }
@@ -93,7 +104,8 @@ impl TokenIssuer {
             nbf: now,
             sub: format!("system:serviceaccount:{ns}:{name}"),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.enc).map_err(TokenError::Key)
+        let header = Header { kid: Some(self.kid.clone()), ..Header::new(Algorithm::ES256) };
+        jsonwebtoken::encode(&header, &claims, &self.enc).map_err(TokenError::Key)
     }
 
     /// Checks signature, issuer, audience, expiry and not-before.
@@ -173,6 +185,8 @@ mod tests {
         let now = jiff::Timestamp::now().as_second();
         let t = i.issue("demo", "bot", "u1", i.audiences(), 3600, now).unwrap();
         assert!(looks_like_jwt(&t));
+        let header = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!((header.alg, header.kid.map(|k| k.len())), (Algorithm::ES256, Some(43)));
         let c = i.verify(&t).unwrap();
         assert_eq!(c.sub, "system:serviceaccount:demo:bot");
         assert_eq!(c.kubernetes.serviceaccount, AccountRef { name: "bot".into(), uid: "u1".into() });
