@@ -143,9 +143,10 @@ async fn charge_quotas(bus: &Bus, res: &ResourceInfo, v: &Value, ns: &str, dry_r
     Ok(())
 }
 
-/// What follows a create: a new namespace gets its `default` ServiceAccount at once, so
-/// pods can be created in it right away (the real server's controller does this a
-/// moment later; kubectl users then meet "serviceaccount default not found").
+/// What follows a client's create: a new namespace gets its `default` ServiceAccount at
+/// once, so pods can be created in it right away (the real server's controller does this
+/// a moment later, and kubectl users meet "serviceaccount default not found"). Internal
+/// writers' namespaces get theirs from the serviceaccount controller.
 pub async fn after_create(bus: &Bus, res: &ResourceInfo, created: &Value) -> Result<(), ClientError> {
     if res.kind != "Namespace" || !res.group.is_empty() {
         return Ok(());

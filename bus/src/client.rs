@@ -100,9 +100,7 @@ impl Client {
             value: object::to_store_bytes(&v).map_err(other)?,
         };
         let r = self.bus.write(&op).await?;
-        let created = object::from_stored(&r.stored).map_err(other)?;
-        crate::admission::after_create(&self.bus, res, &created).await?;
-        object::from_value(created).map_err(other)
+        typed(&r.stored)
     }
 
     /// Compare-and-swap on the object's resourceVersion (unconditional when it has none).
