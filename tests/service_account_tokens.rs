@@ -76,6 +76,7 @@ fn tokens_authenticate_service_accounts() {
     let who = String::from_utf8_lossy(&who.stdout).into_owned();
     assert!(who.contains("system:serviceaccount:default:default"), "{who}");
     assert!(who.contains("[system:serviceaccounts system:serviceaccounts:default system:authenticated]"), "{who}");
+    assert!(who.contains(&format!("Extra: authentication.kubernetes.io/credential-id   [JTI={}]", cl["jti"].as_str().unwrap())), "{who}");
 
     c.ok(&["create", "rolebinding", "sa-view", "--clusterrole=view", "--serviceaccount=default:default"]);
     c.eventually(std::time::Duration::from_secs(10), "the binding takes effect", || match curl(&c, "/api/v1/namespaces/default/pods", &token) {

@@ -220,7 +220,7 @@ pub fn impersonated_user(imp: &Impersonation) -> UserInfo {
     } else if !groups.iter().any(|g| g == rbac::AUTHENTICATED || g == rbac::UNAUTHENTICATED) {
         groups.push(rbac::AUTHENTICATED.into());
     }
-    UserInfo { name: imp.user.clone(), uid: imp.uid.clone().unwrap_or_default(), groups }
+    UserInfo { name: imp.user.clone(), uid: imp.uid.clone().unwrap_or_default(), groups, ..Default::default() }
 }
 
 #[cfg(test)]
@@ -232,7 +232,7 @@ mod tests {
     fn token_file_like_kube_apiserver() {
         let f = "t1,admin,uid-1,\"system:masters,ops\"\n\n# comment\nt2,bob,uid-2\n,nobody,uid-3\n";
         let m = parse_token_file(f).unwrap();
-        assert_eq!(m["t1"], UserInfo { name: "admin".into(), uid: "uid-1".into(), groups: vec!["system:masters".into(), "ops".into(), "system:authenticated".into()] });
+        assert_eq!(m["t1"], UserInfo { name: "admin".into(), uid: "uid-1".into(), groups: vec!["system:masters".into(), "ops".into(), "system:authenticated".into()], ..Default::default() });
         assert_eq!(m["t2"].groups, vec!["system:authenticated".to_string()]);
         assert_eq!(m.len(), 2);
         assert_eq!(parse_token_file("t,u\n"), Err(TokenFileError::TooFewColumns { line: 1, found: 2 }));

@@ -131,7 +131,9 @@ pub fn looks_like_jwt(t: &str) -> bool {
 /// The user a verified token stands for.
 pub fn user_of(c: &Claims) -> UserInfo {
     let ns = &c.kubernetes.namespace;
-    UserInfo::authenticated(&c.sub, &c.kubernetes.serviceaccount.uid, vec!["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")])
+    let mut u = UserInfo::authenticated(&c.sub, &c.kubernetes.serviceaccount.uid, vec!["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")]);
+    u.extra.insert("authentication.kubernetes.io/credential-id".into(), vec![format!("JTI={}", c.jti)]);
+    u
 }
 
 /// Whether the account a token names still exists as the same object.
@@ -192,6 +194,7 @@ mod tests {
         assert_eq!(c.kubernetes.serviceaccount, AccountRef { name: "bot".into(), uid: "u1".into() });
         let u = user_of(&c);
         assert_eq!(u.groups, vec!["system:serviceaccounts", "system:serviceaccounts:demo", "system:authenticated"]);
+        assert_eq!(u.extra["authentication.kubernetes.io/credential-id"], vec![format!("JTI={}", c.jti)]);
         // Expired, for another audience, tampered, or signed by another key: refused.
         assert!(i.verify(&i.issue("demo", "bot", "u1", i.audiences(), 600, now - 7200).unwrap()).is_err());
         assert!(i.verify(&i.issue("demo", "bot", "u1", vec!["vault".into()], 600, now).unwrap()).is_err());
