@@ -70,7 +70,7 @@ impl Qty {
         // value in thousandths = digits / scale * mul_milli / div, rounded up as Kubernetes does.
         let num = digits.checked_mul(mul_milli)?;
         let den = scale * div;
-        Some(Qty { milli: (num + den - 1) / den, binary })
+        Some(Qty { milli: num.checked_add(den - 1)? / den, binary })
     }
 
     pub fn zero_like(&self) -> Qty {
@@ -78,7 +78,8 @@ impl Qty {
     }
 
     pub fn add(self, o: Qty) -> Qty {
-        Qty { milli: self.milli + o.milli, binary: if self.milli == 0 { o.binary } else { self.binary } }
+        // Saturating: absurd quantities compare as huge instead of wrapping around.
+        Qty { milli: self.milli.saturating_add(o.milli), binary: if self.milli == 0 { o.binary } else { self.binary } }
     }
 }
 
@@ -139,6 +140,8 @@ mod tests {
         assert_eq!(p("100u").milli, 1);
         assert_eq!(p("1e3").to_string(), "1k");
         assert_eq!(p("64Mi").add(p("64Mi")).to_string(), "128Mi");
+        assert!(Qty::parse(&"9".repeat(24)).is_some() && Qty::parse(&format!("{}Ei", "9".repeat(24))).is_none());
+        assert_eq!(p("100000000000000000E").add(p("100000000000000000E")).milli, i128::MAX);
         assert!(Qty::parse("junk").is_none() && Qty::parse("").is_none() && Qty::parse("1.2.3").is_none());
     }
 }

@@ -99,7 +99,7 @@ fn enforce(kind: &str, item: &Value, req: &BTreeMap<String, (String, Qty)>, lim:
         };
         if q.milli == 0 {
             errs.push(format!("{r} max limit to request ratio per {kind} is {ratio_s}, but no request is specified or request is 0"));
-        } else if l.milli * 1000 > ratio.milli * q.milli {
+        } else if l.milli.saturating_mul(1000) > ratio.milli.saturating_mul(q.milli) {
             errs.push(format!("{r} max limit to request ratio per {kind} is {ratio_s}, but provided ratio is {:.6}", l.milli as f64 / q.milli as f64));
         }
     }
