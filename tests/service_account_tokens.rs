@@ -1,9 +1,9 @@
 //! ServiceAccount tokens end to end, with the real kubectl and curl: `kubectl create
 //! token` gets a signed JWT with the real server's claims; the gateway takes it as
 //! `system:serviceaccount:NS:NAME` (403 without a role, 200 after a RoleBinding,
-//! `kubectl auth whoami` names it); expired, tampered, foreign-audience tokens and tokens
-//! of a deleted account are 401; every namespace has a `default` account at once, and
-//! gets it back when it is deleted.
+//! `kubectl auth whoami` names it); expired, tampered and foreign-audience tokens, and
+//! tokens of a deleted account or bound pod, are 401; every namespace has a `default`
+//! account at once, and gets it back when it is deleted.
 
 mod common;
 
@@ -108,6 +108,18 @@ fn tokens_authenticate_service_accounts() {
     assert_eq!(curl(&c, "/api/v1/namespaces/default/pods", &bot).0, 403);
     c.ok(&["delete", "serviceaccount", "bot"]);
     assert_eq!(curl(&c, "/api/v1/namespaces/default/pods", &bot).0, 401);
+
+    // A token bound to a pod names it, and dies with it.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: holder\nspec:\n  containers:\n  - name: c\n    image: busybox\n";
+    assert!(c.kubectl_stdin(&["create", "-f", "-"], Some(pod)).ok);
+    let bound = c.ok(&["create", "token", "default", "--bound-object-kind=Pod", "--bound-object-name=holder"]).trim().to_string();
+    let pod_uid = c.ok(&["get", "pod", "holder", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(claims(&bound)["kubernetes.io"]["pod"], serde_json::json!({"name": "holder", "uid": pod_uid}));
+    assert_eq!(curl(&c, "/api/v1/namespaces/default/pods", &bound).0, 200);
+    let o = c.kubectl(&["create", "token", "default", "--bound-object-kind=Pod", "--bound-object-name=nope"]);
+    assert!(o.stderr.contains("pods \"nope\" not found"), "{}", o.stderr);
+    c.ok(&["delete", "pod", "holder", "--grace-period=0", "--force"]);
+    assert_eq!(curl(&c, "/api/v1/namespaces/default/pods", &bound).0, 401);
 
     // A new namespace has its default account from the start.
     c.ok(&["create", "namespace", "team"]);

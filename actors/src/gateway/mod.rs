@@ -208,9 +208,9 @@ async fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, qu
     let cert_user = parts.extensions.get::<tls::PeerUser>().and_then(|p| p.0.as_ref());
     let authenticated = st.authn.authenticate(&parts.headers, cert_user)?;
     if let Some(c) = &authenticated.service_account {
-        // A token outlives nothing: a deleted (or deleted and re-created) account's
-        // tokens stop working at once.
-        if !tokens::account_is_current(st, c).await? {
+        // A token outlives nothing it names: a deleted (or deleted and re-created)
+        // account's or bound object's tokens stop working at once.
+        if !tokens::token_is_current(st, c).await? {
             return Err(ApiError::unauthorized());
         }
     }
@@ -244,7 +244,7 @@ async fn handle(st: Arc<AppState>, request: Request) -> Response {
         Err(e) => e.into_response(),
         Ok(user) => {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-            let privileged = user.groups.iter().any(|g| g == "system:masters");
+            let privileged = user.groups.iter().any(|g| g == schema::rbac::SYSTEM_MASTERS);
             match st.inflight.admit(inflight::classify(&parts.method, &segs, &query), privileged) {
                 Err(e) => inflight::response(e),
                 // Held until the answer is ready, body upload included.
