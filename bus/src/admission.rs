@@ -115,7 +115,12 @@ pub async fn namespace_usage(bus: &Bus, quota: &Value, ns: &str) -> Result<resou
 /// of two creates racing for the last unit one sees the other's charge and is refused.
 async fn charge_quotas(bus: &Bus, res: &ResourceInfo, v: &Value, ns: &str, dry_run: bool) -> Result<(), ClientError> {
     let quotas = core("resourcequotas");
-    for (mut quota, mut rev) in list_values(bus, quotas, Some(ns)).await? {
+    let all = list_values(bus, quotas, Some(ns)).await?;
+    // Every quota is asked first, so a refusal by one charges none of the others.
+    for (quota, _) in &all {
+        resource_quota::charge(res, v, quota)?;
+    }
+    for (mut quota, mut rev) in all {
         let name = object::name(&quota).unwrap_or("").to_string();
         for attempt in 0.. {
             let Some(status) = resource_quota::charge(res, v, &quota)? else { break };

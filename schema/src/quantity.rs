@@ -77,7 +77,7 @@ impl Qty {
         Qty { milli: 0, binary: self.binary }
     }
 
-    pub fn add(self, o: Qty) -> Qty {
+    pub fn plus(self, o: Qty) -> Qty {
         // Saturating: absurd quantities compare as huge instead of wrapping around.
         Qty { milli: self.milli.saturating_add(o.milli), binary: if self.milli == 0 { o.binary } else { self.binary } }
     }
@@ -139,9 +139,9 @@ mod tests {
         assert_eq!(p("1G").milli, 1_000_000_000_000);
         assert_eq!(p("100u").milli, 1);
         assert_eq!(p("1e3").to_string(), "1k");
-        assert_eq!(p("64Mi").add(p("64Mi")).to_string(), "128Mi");
+        assert_eq!(p("64Mi").plus(p("64Mi")).to_string(), "128Mi");
         assert!(Qty::parse(&"9".repeat(24)).is_some() && Qty::parse(&format!("{}Ei", "9".repeat(24))).is_none());
-        assert_eq!(p("100000000000000000E").add(p("100000000000000000E")).milli, i128::MAX);
+        assert_eq!(p("100000000000000000E").plus(p("100000000000000000E")).milli, i128::MAX);
         assert!(Qty::parse("junk").is_none() && Qty::parse("").is_none() && Qty::parse("1.2.3").is_none());
     }
 }

@@ -108,7 +108,7 @@ fn enforce(kind: &str, item: &Value, req: &BTreeMap<String, (String, Qty)>, lim:
 fn sum(a: &mut BTreeMap<String, (String, Qty)>, b: &BTreeMap<String, (String, Qty)>) {
     for (k, (_, q)) in b {
         let e = a.entry(k.clone()).or_insert((String::new(), q.zero_like()));
-        e.1 = e.1.add(*q);
+        e.1 = e.1.plus(*q);
         e.0 = e.1.to_string();
     }
 }

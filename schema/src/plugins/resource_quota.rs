@@ -53,7 +53,7 @@ fn container_sum(pod: &Value, field: &str) -> BTreeMap<String, Qty> {
         for (k, q) in c.pointer(&format!("/resources/{field}")).and_then(Value::as_object).into_iter().flatten() {
             if let Some(q) = q.as_str().and_then(Qty::parse) {
                 let e = sum.entry(k.clone()).or_insert(q.zero_like());
-                *e = e.add(q);
+                *e = e.plus(q);
             }
         }
     }
@@ -155,9 +155,9 @@ fn in_scope(scope: &str, pod: &Value, expr: Option<&Value>) -> bool {
     let values: Vec<&str> = expr.and_then(|e| e.get("values")).and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     let holds = match scope {
         "Terminating" => pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|s| s >= 0),
-        "NotTerminating" => !pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|s| s >= 0),
+        "NotTerminating" => !in_scope("Terminating", pod, None),
         "BestEffort" => best_effort(pod),
-        "NotBestEffort" => !best_effort(pod),
+        "NotBestEffort" => !in_scope("BestEffort", pod, None),
         "PriorityClass" => {
             let pc = pod.pointer("/spec/priorityClassName").and_then(Value::as_str).unwrap_or("");
             return match op {
@@ -209,7 +209,7 @@ pub fn charge(res: &ResourceInfo, obj: &Value, quota: &Value) -> Result<Option<V
     let mut exceeded = Vec::new();
     for (k, d) in &delta {
         let cur = now.get(k).copied().unwrap_or(d.zero_like());
-        let next = cur.add(*d);
+        let next = cur.plus(*d);
         if next.milli > hard[k].1.milli {
             exceeded.push(k.clone());
         }
@@ -250,7 +250,7 @@ pub fn total(quota: &Value, objects: &[(&ResourceInfo, Value)]) -> Usage {
         for (k, q) in usage(res, obj) {
             if hard.contains_key(&k) {
                 let e = u.entry(k).or_insert(q.zero_like());
-                *e = e.add(q);
+                *e = e.plus(q);
             }
         }
     }
