@@ -1,4 +1,5 @@
-//! Objects every new cluster has: the system namespaces, the `host` RuntimeClass, the
+//! Objects every new cluster has: the system namespaces and their `default`
+//! ServiceAccounts, the system PriorityClasses, the `host` RuntimeClass, the
 //! `kubernetes` Service and the default RBAC policy. Idempotent, so it runs on every
 //! start; default roles and bindings are reconciled as the real server does (missing
 //! rules and subjects put back) unless an admin set `autoupdate: "false"` on them.
@@ -6,6 +7,7 @@
 use bus::Client;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -15,6 +17,13 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let obj = Namespace { metadata: ObjectMeta { name: Some(ns.into()), ..Default::default() }, ..Default::default() };
         client.ensure(&obj).await.map_err(|e| anyhow::anyhow!("creating namespace {ns}: {e}"))?;
+    }
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        bus::admission::ensure_default_service_account(&client.bus, ns).await.map_err(|e| anyhow::anyhow!("creating the default ServiceAccount of {ns}: {e}"))?;
+    }
+    for (name, value, description) in schema::plugins::priority::SYSTEM_CLASSES {
+        let pc = PriorityClass { metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() }, value: Some(*value as i32), description: Some(description.to_string()), ..Default::default() };
+        client.ensure(&pc).await.map_err(|e| anyhow::anyhow!("creating PriorityClass {name}: {e}"))?;
     }
     let rc = RuntimeClass {
         metadata: ObjectMeta { name: Some("host".into()), ..Default::default() },

@@ -1,7 +1,7 @@
 //! The cluster CA, the gateway's serving certificate and the admin's client certificate
 //! (CN=kubernetes-admin, O=system:masters, as kubeadm makes it), generated once per data
 //! dir and reused afterwards, so a kubeconfig written earlier keeps working across
-//! restarts. Also the static token file the gateway reads.
+//! restarts. Also the static token file the gateway reads and the ServiceAccount key.
 
 use anyhow::{Context, Result};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType};
@@ -98,6 +98,19 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<ClusterCerts> {
 fn restrict(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
+}
+
+/// kubeadm's sa.key / sa.pub: the key pair that signs and verifies ServiceAccount
+/// tokens (ECDSA P-256, for ES256), made once per data dir.
+pub fn service_account_key(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (key, public) = (dir.join("sa.key"), dir.join("sa.pub"));
+    if !(key.exists() && public.exists()) {
+        let k = KeyPair::generate()?;
+        std::fs::write(&key, k.serialize_pem()).with_context(|| format!("writing {}", key.display()))?;
+        restrict(&key);
+        std::fs::write(&public, k.public_key_pem()).with_context(|| format!("writing {}", public.display()))?;
+    }
+    Ok((key, public))
 }
 
 /// The admin bearer token, made once per data dir.

@@ -1,6 +1,7 @@
 //! The `flotilla` command: one binary for the local cluster (`up`) and for running each
 //! component as its own process (`state`, `gateway`, `scheduler`, `controllers`, `node`).
 
+mod apiserver_flags;
 mod bench;
 mod bootstrap;
 mod certs;
@@ -70,6 +71,8 @@ struct GatewayArgs {
     /// kube-apiserver's --token-auth-file (default: <pki-dir>/tokens.csv).
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    apiserver: apiserver_flags::ApiServerFlags,
 }
 
 #[derive(Args)]
@@ -125,6 +128,8 @@ async fn run(cli: Cli) -> Result<()> {
                     Some(f) => f,
                     None => certs::default_token_file(&a.pki_dir, &token)?,
                 }),
+                service_account: Some(a.apiserver.service_account(&a.pki_dir)?),
+                limits: a.apiserver.limits(),
             };
             let s2 = shutdown.clone();
             tokio::spawn(async move {

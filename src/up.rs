@@ -34,6 +34,8 @@ pub struct UpArgs {
     /// the admin token when absent).
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub apiserver: crate::apiserver_flags::ApiServerFlags,
 }
 
 /// The state group as `up` runs it.
@@ -115,6 +117,8 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
             Some(f) => f.clone(),
             None => certs::default_token_file(&data_dir.join("pki"), &token)?,
         }),
+        service_account: Some(a.apiserver.service_account(&data_dir.join("pki"))?),
+        limits: a.apiserver.limits(),
     };
     let r = ready.clone();
     let gw_bus = bus.clone();

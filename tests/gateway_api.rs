@@ -87,7 +87,7 @@ async fn gateway_serves_the_kubernetes_api() {
     let stop = tokio_util::sync::CancellationToken::new();
     let tokens = tmp.path().join("tokens.csv");
     std::fs::write(&tokens, "test-token,admin,admin-uid,system:masters\n").expect("token file");
-    let cfg = actors::gateway::GatewayConfig { addr: addr.parse().expect("addr"), tls: None, token_auth_file: Some(tokens) };
+    let cfg = actors::gateway::GatewayConfig { addr: addr.parse().expect("addr"), tls: None, token_auth_file: Some(tokens), service_account: None, limits: Default::default() };
     let gw = tokio::spawn(actors::gateway::serve(cfg, bus, Arc::new(|| true), stop.clone()));
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&addr).await.is_ok() {

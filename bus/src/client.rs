@@ -93,6 +93,7 @@ impl Client {
         let res = info::<K>()?;
         let mut v = object::to_value(obj).map_err(other)?;
         admission::admit_create(res, &mut v)?;
+        crate::admission::on_create(&self.bus, res, &mut v, false).await?;
         let op = WriteOp::Create {
             key: object::key_of(res, &v).map_err(other)?,
             subject: object::subject_of(res, &v).map_err(other)?,

@@ -2,6 +2,7 @@
 //! the watch on the events stream, and the informer (list, then watch from the list's
 //! revision, re-list when expired) that every actor is fed by.
 
+pub mod admission;
 pub mod client;
 pub mod events;
 pub mod informer;

@@ -21,6 +21,9 @@ pub enum AdmissionError {
     /// 400: the body is not a well-formed object of this kind.
     #[error("{0}")]
     BadRequest(String),
+    /// 403 from an admission plugin: `<resource> "<name>" is forbidden: <why>`.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 fn required(field: &str) -> Cause {

@@ -190,6 +190,22 @@ fn pod_spec(spec: &mut Value) {
             let always = c.get("image").and_then(Value::as_str).map(|i| i.ends_with(":latest") || !i.contains(':')).unwrap_or(false);
             set_default(c, "imagePullPolicy", json!(if always { "Always" } else { "IfNotPresent" }));
             set_default(c, "resources", json!({}));
+            limits_as_requests(c);
+        }
+    }
+}
+
+/// As SetDefaults_Pod: a resource with a limit and no request requests its limit.
+fn limits_as_requests(c: &mut Value) {
+    let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else { return };
+    let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else { return };
+    let requests = res.entry("requests").or_insert_with(|| json!({}));
+    if let Some(r) = requests.as_object_mut() {
+        for (k, v) in limits {
+            r.entry(k).or_insert(v);
+        }
+        if r.is_empty() {
+            res.remove("requests");
         }
     }
 }

@@ -29,6 +29,88 @@ pub fn value(q: &str) -> Option<u64> {
     q.parse::<f64>().ok().filter(|v| *v >= 0.0).map(|v| v.ceil() as u64)
 }
 
+
+/// An exact quantity for arithmetic and printing (quota sums, LimitRange bounds): the
+/// value in thousandths, and whether it was written with binary suffixes (Ki, Mi, …),
+/// which decides how it prints, as Kubernetes' canonical form does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Qty {
+    pub milli: i128,
+    pub binary: bool,
+}
+
+impl Qty {
+    pub fn parse(q: &str) -> Option<Qty> {
+        let q = q.trim();
+        const SUFFIXES: &[(&str, i128, bool)] = &[
+            ("Ki", 1 << 10, true), ("Mi", 1 << 20, true), ("Gi", 1 << 30, true), ("Ti", 1 << 40, true), ("Pi", 1 << 50, true), ("Ei", 1 << 60, true),
+            ("k", 1_000, false), ("M", 1_000_000, false), ("G", 1_000_000_000, false), ("T", 1_000_000_000_000, false), ("P", 1_000_000_000_000_000, false), ("E", 1_000_000_000_000_000_000, false),
+        ];
+        let (num, mul_milli, div, binary) = if let Some((s, m, b)) = SUFFIXES.iter().find_map(|(s, m, b)| q.strip_suffix(s).map(|n| (n, *m, *b))) {
+            (s, m * 1000, 1, b)
+        } else if let Some(n) = q.strip_suffix('m') {
+            (n, 1, 1, false)
+        } else if let Some(n) = q.strip_suffix('u') {
+            (n, 1, 1000, false)
+        } else if let Some(n) = q.strip_suffix('n') {
+            (n, 1, 1_000_000, false)
+        } else if q.contains(['e', 'E']) {
+            let f: f64 = q.parse().ok().filter(|f: &f64| f.is_finite() && *f >= 0.0 && *f < 1e30)?;
+            return Some(Qty { milli: (f * 1000.0).ceil() as i128, binary: false });
+        } else {
+            (q, 1000, 1, false)
+        };
+        let num = num.strip_prefix('+').unwrap_or(num);
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) || int.len() + frac.len() > 24 {
+            return None;
+        }
+        let digits: i128 = format!("{int}{frac}").parse().ok()?;
+        let scale = 10i128.checked_pow(frac.len() as u32)?;
+        // value in thousandths = digits / scale * mul_milli / div, rounded up as Kubernetes does.
+        let num = digits.checked_mul(mul_milli)?;
+        let den = scale * div;
+        Some(Qty { milli: num.checked_add(den - 1)? / den, binary })
+    }
+
+    pub fn zero_like(&self) -> Qty {
+        Qty { milli: 0, binary: self.binary }
+    }
+
+    pub fn plus(self, o: Qty) -> Qty {
+        // Saturating: absurd quantities compare as huge instead of wrapping around.
+        Qty { milli: self.milli.saturating_add(o.milli), binary: if self.milli == 0 { o.binary } else { self.binary } }
+    }
+}
+
+/// Kubernetes' canonical form: "500m", "2", "128Mi", "2k".
+impl std::fmt::Display for Qty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.milli;
+        if m == 0 {
+            return write!(f, "0");
+        }
+        if m % 1000 != 0 {
+            return write!(f, "{m}m");
+        }
+        let v = m / 1000;
+        if self.binary {
+            for (s, d) in [("Ei", 1i128 << 60), ("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+                if v % d == 0 {
+                    return write!(f, "{}{s}", v / d);
+                }
+            }
+            return write!(f, "{v}");
+        }
+        for (s, d) in [("E", 1_000_000_000_000_000_000i128), ("P", 1_000_000_000_000_000), ("T", 1_000_000_000_000), ("G", 1_000_000_000), ("M", 1_000_000), ("k", 1_000)] {
+            if v % d == 0 {
+                return write!(f, "{}{s}", v / d);
+            }
+        }
+        write!(f, "{v}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -42,5 +124,24 @@ mod tests {
         assert_eq!(value("1G"), Some(1_000_000_000));
         assert_eq!(value("4194304Ki"), Some(4 << 30));
         assert_eq!(value("junk"), None);
+    }
+
+    #[test]
+    fn exact_quantities_print_canonically() {
+        let p = |s: &str| Qty::parse(s).unwrap();
+        assert_eq!(p("500m").to_string(), "500m");
+        assert_eq!(p("0.5").to_string(), "500m");
+        assert_eq!(p("2").to_string(), "2");
+        assert_eq!(p("128Mi").to_string(), "128Mi");
+        assert_eq!(p("1536Mi").to_string(), "1536Mi");
+        assert_eq!(p("1024Mi").to_string(), "1Gi");
+        assert_eq!(p("2000").to_string(), "2k");
+        assert_eq!(p("1G").milli, 1_000_000_000_000);
+        assert_eq!(p("100u").milli, 1);
+        assert_eq!(p("1e3").to_string(), "1k");
+        assert_eq!(p("64Mi").plus(p("64Mi")).to_string(), "128Mi");
+        assert!(Qty::parse(&"9".repeat(24)).is_some() && Qty::parse(&format!("{}Ei", "9".repeat(24))).is_none());
+        assert_eq!(p("100000000000000000E").plus(p("100000000000000000E")).milli, i128::MAX);
+        assert!(Qty::parse("junk").is_none() && Qty::parse("").is_none() && Qty::parse("1.2.3").is_none());
     }
 }

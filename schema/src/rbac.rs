@@ -13,17 +13,19 @@ pub const ANONYMOUS: &str = "system:anonymous";
 pub const UNAUTHENTICATED: &str = "system:unauthenticated";
 pub const AUTHENTICATED: &str = "system:authenticated";
 
-/// Who is asking: a user name, its uid and every group it belongs to.
+/// Who is asking: a user name, its uid, every group it belongs to, and what else its
+/// authenticator says (a ServiceAccount token's credential id).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
     pub fn anonymous() -> UserInfo {
-        UserInfo { name: ANONYMOUS.into(), uid: String::new(), groups: vec![UNAUTHENTICATED.into()] }
+        UserInfo { name: ANONYMOUS.into(), groups: vec![UNAUTHENTICATED.into()], ..Default::default() }
     }
 
     /// An authenticated user: `system:authenticated` is added to its groups once.
@@ -32,7 +34,7 @@ impl UserInfo {
         if !g.iter().any(|x| x == AUTHENTICATED) {
             g.push(AUTHENTICATED.into());
         }
-        UserInfo { name: name.into(), uid: uid.into(), groups: g }
+        UserInfo { name: name.into(), uid: uid.into(), groups: g, ..Default::default() }
     }
 }
 

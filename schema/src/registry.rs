@@ -46,7 +46,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     // Stored and served as written; the controllers that act on them come with later issues.
     ResourceInfo { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &["token"], categories: &[] },
     ResourceInfo { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short_names: &["pc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
     ResourceInfo { group: "", version: "v1", kind: "Service", plural: "services", singular: "service", short_names: &["svc"], namespaced: true, verbs: SERVICE_VERBS, subresources: &["status"], categories: &["all"] },

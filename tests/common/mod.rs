@@ -95,7 +95,19 @@ fn spawn(conf: &std::path::Path, log: &std::path::Path) -> Child {
 }
 
 /// A port nothing listens on right now (the OS picks it; the listener is closed at once).
+/// A port nothing listens on, for a server a test starts. Chosen at random below Linux's
+/// ephemeral range (32768 and up), where the kernel hands out the ports that `flotilla
+/// up` and nats-server pick for themselves with bind(0): test processes running side by
+/// side then cannot be given the same port the kernel just gave another one.
 pub fn free_port() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod cluster;

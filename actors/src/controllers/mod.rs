@@ -1,6 +1,7 @@
-//! The controller actors (Deployment, ReplicaSet, garbage collector) and what they share:
-//! the message that drives their queues (`queue`), expectations for their own writes in
-//! flight (`expectations`), graceful pod deletion, and read-modify-write with CAS.
+//! The controllers (Deployment, ReplicaSet, garbage collector, namespace, quota,
+//! serviceaccount) and what they share: the message that drives their queues (`queue`),
+//! expectations for their own writes in flight (`expectations`), graceful pod deletion,
+//! and read-modify-write with CAS.
 
 pub mod deployment;
 /// Moved to the bus, where node agents record events too.
@@ -11,7 +12,9 @@ pub mod namespace;
 pub mod owned;
 pub mod propagation;
 pub mod queue;
+pub mod quota;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use actix::prelude::*;
 use bus::client::{ClientError, Object};
@@ -143,6 +146,8 @@ pub struct ControllersHandle {
     replicaset: Addr<replicaset::ReplicaSetController>,
     gc: Addr<gc::GarbageCollector>,
     namespace: Addr<namespace::NamespaceController>,
+    /// The task-shaped controllers (quota, serviceaccount) and what stops them.
+    tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
 }
 
 /// Starts every controller; each lists and watches what it needs over the bus.
@@ -167,12 +172,14 @@ pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
         gc::GarbageCollector::new(c)
     });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks = (vec![quota::start(client.clone(), stop.clone()), serviceaccount::start(client.clone(), stop.clone())], stop);
     let c = client;
     let namespace = namespace::NamespaceController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
         namespace::NamespaceController::new(c)
     });
-    Ok(ControllersHandle { deployment, replicaset, gc, namespace })
+    Ok(ControllersHandle { deployment, replicaset, gc, namespace, tasks })
 }
 
 impl ControllersHandle {
@@ -181,5 +188,9 @@ impl ControllersHandle {
         let _ = self.replicaset.send(ControllerMsg::Stop).await;
         let _ = self.gc.send(ControllerMsg::Stop).await;
         let _ = self.namespace.send(ControllerMsg::Stop).await;
+        self.tasks.1.cancel();
+        for t in self.tasks.0 {
+            let _ = t.await;
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Authentication, as kube-apiserver does it: a client certificate verified against the
 //! cluster CA during the TLS handshake (CN = user, O = groups), else a bearer token from
-//! the static token file, else `system:anonymous`. Impersonation headers then switch
+//! the static token file or a signed ServiceAccount token, else `system:anonymous`. Impersonation headers then switch
 //! the user when the caller may impersonate.
 
 use super::status::ApiError;
@@ -106,16 +106,32 @@ pub fn user_from_cert(der: &[u8]) -> Result<UserInfo, CertError> {
 /// Who is asking, from the connection's verified certificate or the request's token.
 pub struct Authenticator {
     pub tokens: HashMap<String, UserInfo>,
+    /// None: ServiceAccount tokens are neither issued nor accepted.
+    pub service_accounts: Option<super::tokens::TokenIssuer>,
+}
+
+/// An authenticated caller; a ServiceAccount token's claims still need the account to
+/// exist with the token's uid (a store read the caller makes).
+#[derive(Debug)]
+pub struct Authenticated {
+    pub user: UserInfo,
+    pub service_account: Option<super::tokens::Claims>,
+}
+
+impl From<UserInfo> for Authenticated {
+    fn from(user: UserInfo) -> Self {
+        Authenticated { user, service_account: None }
+    }
 }
 
 impl Authenticator {
     /// A certificate wins over a token; a token that is not in the file is a 401, as is
     /// an Authorization header of another scheme; no credentials at all is anonymous.
-    pub fn authenticate(&self, headers: &HeaderMap, cert_user: Option<&UserInfo>) -> Result<UserInfo, ApiError> {
+    pub fn authenticate(&self, headers: &HeaderMap, cert_user: Option<&UserInfo>) -> Result<Authenticated, ApiError> {
         if let Some(u) = cert_user {
-            return Ok(u.clone());
+            return Ok(u.clone().into());
         }
-        let Some(auth) = headers.get(header::AUTHORIZATION) else { return Ok(UserInfo::anonymous()) };
+        let Some(auth) = headers.get(header::AUTHORIZATION) else { return Ok(UserInfo::anonymous().into()) };
         let token = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
         if token.is_empty() {
             return Err(ApiError::unauthorized());
@@ -127,7 +143,19 @@ impl Authenticator {
                 found = Some(u);
             }
         }
-        found.cloned().ok_or_else(ApiError::unauthorized)
+        if let Some(u) = found {
+            return Ok(u.clone().into());
+        }
+        match &self.service_accounts {
+            Some(issuer) if super::tokens::looks_like_jwt(token) => match issuer.verify(token) {
+                Ok(c) => Ok(Authenticated { user: super::tokens::user_of(&c), service_account: Some(c) }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "bearer token refused");
+                    Err(ApiError::unauthorized())
+                }
+            },
+            _ => Err(ApiError::unauthorized()),
+        }
     }
 }
 
@@ -192,7 +220,7 @@ pub fn impersonated_user(imp: &Impersonation) -> UserInfo {
     } else if !groups.iter().any(|g| g == rbac::AUTHENTICATED || g == rbac::UNAUTHENTICATED) {
         groups.push(rbac::AUTHENTICATED.into());
     }
-    UserInfo { name: imp.user.clone(), uid: imp.uid.clone().unwrap_or_default(), groups }
+    UserInfo { name: imp.user.clone(), uid: imp.uid.clone().unwrap_or_default(), groups, ..Default::default() }
 }
 
 #[cfg(test)]
@@ -204,7 +232,7 @@ mod tests {
     fn token_file_like_kube_apiserver() {
         let f = "t1,admin,uid-1,\"system:masters,ops\"\n\n# comment\nt2,bob,uid-2\n,nobody,uid-3\n";
         let m = parse_token_file(f).unwrap();
-        assert_eq!(m["t1"], UserInfo { name: "admin".into(), uid: "uid-1".into(), groups: vec!["system:masters".into(), "ops".into(), "system:authenticated".into()] });
+        assert_eq!(m["t1"], UserInfo { name: "admin".into(), uid: "uid-1".into(), groups: vec!["system:masters".into(), "ops".into(), "system:authenticated".into()], ..Default::default() });
         assert_eq!(m["t2"].groups, vec!["system:authenticated".to_string()]);
         assert_eq!(m.len(), 2);
         assert_eq!(parse_token_file("t,u\n"), Err(TokenFileError::TooFewColumns { line: 1, found: 2 }));
@@ -214,18 +242,18 @@ mod tests {
 
     #[test]
     fn tokens_and_anonymous() {
-        let a = Authenticator { tokens: parse_token_file("good,alice,a1,devs").unwrap() };
+        let a = Authenticator { tokens: parse_token_file("good,alice,a1,devs").unwrap(), service_accounts: None };
         let mut h = HeaderMap::new();
-        assert_eq!(a.authenticate(&h, None).unwrap(), UserInfo::anonymous());
+        assert_eq!(a.authenticate(&h, None).unwrap().user, UserInfo::anonymous());
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer good"));
-        let u = a.authenticate(&h, None).unwrap();
+        let u = a.authenticate(&h, None).unwrap().user;
         assert_eq!((u.name.as_str(), u.groups.clone()), ("alice", vec!["devs".to_string(), "system:authenticated".to_string()]));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer bad"));
         assert_eq!(a.authenticate(&h, None).unwrap_err().code, 401);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eDp5"));
         assert_eq!(a.authenticate(&h, None).unwrap_err().code, 401);
         let cert_user = UserInfo::authenticated("carol", "", []);
-        assert_eq!(a.authenticate(&h, Some(&cert_user)).unwrap().name, "carol");
+        assert_eq!(a.authenticate(&h, Some(&cert_user)).unwrap().user.name, "carol");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub fn version() -> Value {
 fn subresource(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'static str, &'static [&'static str]) {
     match sub {
         "scale" => ("autoscaling", "v1", "Scale", &["get", "patch", "update"]),
+        "token" => ("authentication.k8s.io", "v1", "TokenRequest", &["create"]),
         "log" => ("", "v1", "Pod", &["get"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),

@@ -396,13 +396,16 @@ pub async fn create_value(st: &AppState, res: &ResourceInfo, ns: Option<&str>, m
     }
     allocate(st, res, &mut v, None).await?;
     admission::admit_create(res, &mut v).map_err(ApiError::admission)?;
+    let name = object::name(&v).unwrap_or("").to_string();
+    bus::admission::on_create(&st.bus, res, &mut v, dry_run).await.map_err(|e| ApiError::client(res, &name, e))?;
     if dry_run {
         return Ok(v);
     }
-    let name = object::name(&v).unwrap_or("").to_string();
     let bad = |e: object::ObjectError| ApiError::bad_request(e.to_string());
     let op = WriteOp::Create { key: object::key_of(res, &v).map_err(bad)?, subject: object::subject_of(res, &v).map_err(bad)?, value: store_bytes(res, &v).map_err(bad)? };
-    write(st, res, &name, &op).await
+    let created = write(st, res, &name, &op).await?;
+    bus::admission::after_create(&st.bus, res, &created).await.map_err(|e| ApiError::client(res, &name, e))?;
+    Ok(created)
 }
 
 /// What the server allocates before admission: a Service's cluster IP and node ports,

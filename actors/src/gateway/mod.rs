@@ -13,6 +13,7 @@ mod fuzz;
 mod discovery;
 mod fields;
 mod handlers;
+mod inflight;
 mod logs;
 mod openapi;
 mod patch;
@@ -25,6 +26,7 @@ mod status;
 mod subresources;
 mod table;
 mod tls;
+mod tokens;
 mod watch;
 
 use axum::body::{Body, Bytes};
@@ -43,7 +45,14 @@ pub struct GatewayConfig {
     /// kube-apiserver's `--token-auth-file`: `token,user,uid,"group1,group2"` per line.
     /// None: bearer tokens authenticate nobody.
     pub token_auth_file: Option<std::path::PathBuf>,
+    /// The ServiceAccount token key pair and issuer; None: no ServiceAccount tokens.
+    pub service_account: Option<ServiceAccountKeys>,
+    /// In-flight and body-size limits, named after kube-apiserver's flags.
+    pub limits: Limits,
 }
+
+pub use inflight::Limits;
+pub use tokens::ServiceAccountKeys;
 
 /// PEM contents (serving certificate chain + private key).
 pub struct TlsFiles {
@@ -54,15 +63,14 @@ pub struct TlsFiles {
     pub client_ca_pem: Option<String>,
 }
 
-/// Largest request body accepted: Kubernetes objects may be 1.5 MiB.
-const MAX_BODY: usize = 3 * 1024 * 1024;
-
 pub(crate) struct AppState {
     pub bus: bus::Bus,
     pub authn: authn::Authenticator,
     pub rbac: Arc<authz::Rbac>,
     pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     pub shutdown: CancellationToken,
+    pub inflight: inflight::InFlight,
+    pub limits: Limits,
 }
 
 /// One parsed request, as the handlers see it.
@@ -114,7 +122,19 @@ pub async fn serve(
     };
     let rbac = authz::Rbac::new();
     rbac.start(bus::Client::new(bus.clone()), shutdown.clone());
-    let state = Arc::new(AppState { bus, authn: authn::Authenticator { tokens }, rbac, ready, shutdown: shutdown.clone() });
+    let service_accounts = match &cfg.service_account {
+        Some(k) => Some(tokens::TokenIssuer::new(k).map_err(|e| anyhow::anyhow!("gateway: {e}"))?),
+        None => None,
+    };
+    let state = Arc::new(AppState {
+        bus,
+        authn: authn::Authenticator { tokens, service_accounts },
+        rbac,
+        ready,
+        shutdown: shutdown.clone(),
+        inflight: inflight::InFlight::new(&cfg.limits),
+        limits: cfg.limits,
+    });
     tracing::info!(addr = %cfg.addr, tls = acceptor.is_some(), "gateway listening");
     tls::accept_loop(listener, acceptor, router(state), shutdown).await;
     Ok(())
@@ -189,9 +209,17 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
 
 /// Authentication, impersonation and authorization, in the real server's order: the
 /// user the request acts as, or the 401/403 it gets.
-fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, query: &[(String, String)]) -> Result<schema::rbac::UserInfo, ApiError> {
+async fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, query: &[(String, String)]) -> Result<schema::rbac::UserInfo, ApiError> {
     let cert_user = parts.extensions.get::<tls::PeerUser>().and_then(|p| p.0.as_ref());
-    let mut user = st.authn.authenticate(&parts.headers, cert_user)?;
+    let authenticated = st.authn.authenticate(&parts.headers, cert_user)?;
+    if let Some(c) = &authenticated.service_account {
+        // A token outlives nothing it names: a deleted (or deleted and re-created)
+        // account's or bound object's tokens stop working at once.
+        if !tokens::token_is_current(st, c).await? {
+            return Err(ApiError::unauthorized());
+        }
+    }
+    let mut user = authenticated.user;
     if let Some(imp) = authn::impersonation(&parts.headers)? {
         for a in authn::impersonation_checks(&imp) {
             let d = st.rbac.authorize(&user, &a);
@@ -217,15 +245,26 @@ async fn handle(st: Arc<AppState>, request: Request) -> Response {
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let query = parse_query(parts.uri.query().unwrap_or(""));
-    let resp = match admit(&st, &parts, &path, &query) {
+    let resp = match admit(&st, &parts, &path, &query).await {
         Err(e) => e.into_response(),
-        Ok(user) => match axum::body::to_bytes(body, MAX_BODY).await {
-            Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("the request body is larger than {MAX_BODY} bytes")).into_response(),
-            Ok(bytes) => {
-                let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user };
-                route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
+        Ok(user) => {
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let privileged = user.groups.iter().any(|g| g == schema::rbac::SYSTEM_MASTERS);
+            match st.inflight.admit(inflight::classify(&parts.method, &segs, &query), privileged) {
+                Err(e) => inflight::response(e),
+                // Held until the answer is ready, body upload included.
+                Ok(_permit) => {
+                    let limit = st.limits.max_request_body_bytes;
+                    match axum::body::to_bytes(body, limit).await {
+                        Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}")).into_response(),
+                        Ok(bytes) => {
+                            let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user };
+                            route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
+                        }
+                    }
+                }
             }
-        },
+        }
     };
     bus::metrics::count(&format!("flotilla_gateway_requests_total{{verb=\"{method}\",code=\"{}\"}}", resp.status().as_u16()), 1.0);
     resp

@@ -157,6 +157,11 @@ const MAP_ENTRY_STR: &[F] = &[k(1, "key", T::Str), k(2, "value", T::Str)];
 const MAP_ENTRY_QTY: &[F] = &[k(1, "key", T::Str), f(2, "value", T::Qty)];
 
 /// The table for (apiVersion, kind), if this decoder knows it.
+/// `kubectl create token NAME [--duration] [--audience] [--bound-object-kind]`.
+const BOUND_OBJECT_REF: &[F] = &[f(1, "kind", T::Str), f(2, "apiVersion", T::Str), f(3, "name", T::Str), f(4, "uid", T::Str)];
+const TOKEN_REQUEST_SPEC: &[F] = &[r(1, "audiences", T::Str), f(3, "boundObjectRef", T::Msg(BOUND_OBJECT_REF)), k(4, "expirationSeconds", T::I64)];
+const TOKEN_REQUEST: &[F] = &[f(1, "metadata", T::Msg(META)), f(2, "spec", T::Msg(TOKEN_REQUEST_SPEC))];
+
 fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
     Some(match (api_version, kind) {
         ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
@@ -168,6 +173,7 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("batch/v1", "CronJob") => CRON_JOB,
         ("policy/v1", "PodDisruptionBudget") => PDB,
         ("scheduling.k8s.io/v1", "PriorityClass") => PRIORITY_CLASS,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }

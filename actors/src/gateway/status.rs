@@ -98,6 +98,16 @@ impl ApiError {
         match e {
             AdmissionError::Invalid { kind, group, name, causes } => Self::invalid(&kind, &group, &name, &causes),
             AdmissionError::BadRequest(m) => Self::bad_request(m),
+            AdmissionError::Forbidden(m) => Self::new(403, "Forbidden", m),
+        }
+    }
+
+    /// Maps a failure of the bus's typed client (admission plugins, their reads).
+    pub fn client(res: &ResourceInfo, name: &str, e: bus::client::ClientError) -> Self {
+        match e {
+            bus::client::ClientError::Bus(e) => Self::store(res, name, e),
+            bus::client::ClientError::Admission(e) => Self::admission(e),
+            bus::client::ClientError::Other(m) => Self::internal(m),
         }
     }
 

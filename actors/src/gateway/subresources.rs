@@ -1,5 +1,6 @@
 //! Subresources: `status` (only status changes), `scale` (autoscaling/v1 Scale over
-//! spec.replicas), `pods/binding` (the scheduler's CAS bind) and `pods/log`. Each is a
+//! spec.replicas), `pods/binding` (the scheduler's CAS bind), `pods/log` and
+//! `serviceaccounts/token` (in tokens.rs). Each is a
 //! read-modify-write with CAS, retried when another writer got there first.
 
 use super::fields;
@@ -22,6 +23,7 @@ pub async fn handle(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &
         ("log", Method::GET) if res.kind == "Pod" => logs::pod_log(st, res, ns, name, req).await,
         ("binding", Method::POST) if res.kind == "Pod" => bind(st, res, ns, name, req).await,
         ("eviction", Method::POST) if res.kind == "Pod" => super::eviction::evict(st, res, ns, name, req).await,
+        ("token", Method::POST) if res.kind == "ServiceAccount" => super::tokens::create(st, res, ns, name, req).await,
         ("status" | "scale", Method::GET) => {
             let (v, _) = read_existing(st, res, ns, name).await?;
             Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }))
