@@ -61,6 +61,13 @@ async fn runs_logs_and_stops_the_whole_group() {
     })).expect("start");
     assert!(wait_for_log(&s.log_path, "hi").await.contains("hi p"), "env reaches the process");
     assert!(rt.alive(started));
+    // The sleeps are forked after the echo: under load they may trail the log line.
+    for _ in 0..250 {
+        if members(started.pid).len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(members(started.pid).len() >= 2, "the shell and its sleeps share one group");
 
     tokio::time::timeout(Duration::from_secs(10), rt.stop_container(started, Duration::from_secs(5))).await.expect("stop finishes");
