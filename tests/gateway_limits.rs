@@ -44,6 +44,12 @@ fn cluster(tmp: &std::path::Path, extra: &[&str]) -> Cluster {
     std::fs::write(dir.join("pki/tokens.csv"), "bob-token,bob,bob-uid\n").expect("tokens");
     let c = Cluster::up_with(&dir, 0, extra);
     c.ok(&["create", "rolebinding", "bob-edit", "--clusterrole=edit", "--user=bob"]);
+    // The binding reaches the gateway's RBAC cache through its informer: until it has,
+    // bob's requests are refused at once and hold no slot.
+    c.eventually(Duration::from_secs(20), "bob may write configmaps", || match curl(&c, "POST", "/api/v1/namespaces/default/configmaps?dryRun=All", Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ready"}}"#)) {
+        (201, _, _) => Ok(()),
+        other => Err(format!("{other:?}")),
+    });
     c
 }
 

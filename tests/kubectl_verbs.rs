@@ -62,8 +62,13 @@ fn everyday_verbs_print_what_kubectl_users_expect() {
     assert_eq!(c.ok(&["get", "deployment", "web", "-o", "jsonpath={.metadata.labels.patched} {.metadata.labels.json}"]), "merge yes");
     let failed_test = c.kubectl(&["patch", "deployment", "web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":7}]"#]);
     assert!(!failed_test.ok && failed_test.stderr.contains("The request is invalid"), "{}", failed_test.stderr);
-    let unchanged = c.ok(&["patch", "deployment", "web", "--type=merge", "-p", r#"{"metadata":{"labels":{"patched":"merge"}}}"#]);
-    assert_eq!(unchanged.trim(), "deployment.apps/web patched (no change)");
+    // A patch that changes nothing is not written (kubectl compares what it read with the
+    // answer: on an object no controller is updating, it says so).
+    c.ok(&["create", "configmap", "still", "--from-literal=a=b"]);
+    c.ok(&["patch", "configmap", "still", "--type=merge", "-p", r#"{"metadata":{"labels":{"patched":"merge"}}}"#]);
+    let unchanged = c.ok(&["patch", "configmap", "still", "--type=merge", "-p", r#"{"metadata":{"labels":{"patched":"merge"}}}"#]);
+    assert_eq!(unchanged.trim(), "configmap/still patched (no change)");
+    c.ok(&["delete", "configmap", "still"]);
 
     // scale, set image, rollout.
     assert_eq!(c.ok(&["scale", "deployment", "web", "--replicas=3"]).trim(), "deployment.apps/web scaled");

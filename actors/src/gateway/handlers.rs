@@ -165,11 +165,17 @@ pub async fn write(st: &AppState, res: &ResourceInfo, name: &str, op: &WriteOp) 
 }
 
 /// Writes `v` over `cur` unless nothing changed: the real store answers an unchanged
-/// object without a new revision.
+/// object without a new revision. A managedFields entry whose only change is its
+/// timestamp is no change (the same write a second later must not count as one).
 pub async fn write_if_changed(st: &AppState, res: &ResourceInfo, name: &str, cur: &Value, v: &Value, expected_rev: Option<Revision>) -> Result<Value, ApiError> {
     let strip = |x: &Value| {
         let mut x = x.clone();
         object::remove_meta(&mut x, "resourceVersion");
+        if let Some(entries) = x.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
         x
     };
     if strip(cur) == strip(v) {
