@@ -8,6 +8,7 @@ pub mod events;
 pub mod keys;
 pub mod logs;
 pub mod object;
+pub mod openapi;
 pub mod quantity;
 pub mod rbac;
 pub mod rbac_defaults;

@@ -5,7 +5,7 @@
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{self, ApiError};
-use super::{json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
+use super::{fields, json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use base64::Engine;
@@ -390,9 +390,10 @@ pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Opt
 }
 
 async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
-    let v = decode_body(req)?;
+    let mut v = decode_body(req)?;
+    let warnings = fields::check(res, req, fields::json_text(req), &mut v)?;
     let created = create_value(st, res, ns, v, req.dry_run()).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(fields::with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
 }
 
 fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
@@ -412,6 +413,7 @@ pub fn pinned_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
 
 async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
     let mut v = decode_body(req)?;
+    let warnings = fields::check(res, req, fields::json_text(req), &mut v)?;
     check_type(res, &v)?;
     check_name(&v, name)?;
     object::set_meta(&mut v, "name", json!(name));
@@ -427,10 +429,10 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     allocate(st, res, &mut v, Some(&cur)).await?;
     admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
     if req.dry_run() {
-        return Ok(json_response(StatusCode::OK, &v));
+        return Ok(fields::with_warnings(json_response(StatusCode::OK, &v), &warnings));
     }
     let out = write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await?;
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(fields::with_warnings(json_response(StatusCode::OK, &out), &warnings))
 }
 
 /// Parses a patch body by its Content-Type.
@@ -468,26 +470,30 @@ async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, 
         let Some((cur, cur_rev)) = read(st, res, ns, name).await? else {
             if kind == PatchType::Apply {
                 let mut v = body.clone();
+                let warnings = fields::check(res, req, fields::json_text(req), &mut v)?;
                 check_name(&v, name)?;
                 object::set_meta(&mut v, "name", json!(name));
                 let created = create_value(st, res, ns, v, req.dry_run()).await?;
-                return Ok(json_response(StatusCode::CREATED, &created));
+                return Ok(fields::with_warnings(json_response(StatusCode::CREATED, &created), &warnings));
             }
             return Err(ApiError::not_found(res, name));
         };
         let mut v = patched(res, &cur, cur_rev, kind, &body)?;
+        // Checked on the result, so JSON patches are covered too; the stored object has
+        // no unknown fields, so whatever is found came with this patch.
+        let warnings = fields::check(res, req, fields::json_text(req), &mut v)?;
         if status_is_separate(res) {
             copy_status(&cur, &mut v);
         }
         allocate(st, res, &mut v, Some(&cur)).await?;
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
         if req.dry_run() {
-            return Ok(json_response(StatusCode::OK, &v));
+            return Ok(fields::with_warnings(json_response(StatusCode::OK, &v), &warnings));
         }
         match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
-            Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
+            Ok(out) => return Ok(fields::with_warnings(json_response(StatusCode::OK, &out), &warnings)),
         }
     }
     Err(ApiError::conflict(res, name))

@@ -9,6 +9,7 @@ mod consistency;
 mod discovery;
 mod handlers;
 mod logs;
+mod fields;
 mod openapi;
 mod patch;
 mod printers;
@@ -235,8 +236,9 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
         ["readyz"] => Ok(if (st.ready)() && st.rbac.synced() { text(StatusCode::OK, "ok") } else { text(StatusCode::INTERNAL_SERVER_ERROR, "[-]flotilla-ready failed: the cluster is still starting\nreadyz check failed") }),
         ["version"] => Ok(json_response(StatusCode::OK, &discovery::version())),
         ["metrics"] => Ok(text(StatusCode::OK, bus::metrics::render())),
-        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
-        ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["openapi", "v3"] if get => Ok(openapi::index()),
+        ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/"), req.q("hash")),
+        ["openapi", "v2"] if get => openapi::v2(req.accept()),
         ["api"] if get => Ok(discovery_doc(req, true)),
         ["apis"] if get => Ok(discovery_doc(req, false)),
         ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
