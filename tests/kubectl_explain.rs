@@ -69,6 +69,12 @@ fn explain(c: &Cluster) {
     let svc = c.ok(&["explain", "svc", "--api-version=v1"]);
     assert_has(&svc, &["KIND:       Service\n", "VERSION:    v1\n", "  spec\t<ServiceSpec>\n"]);
 
+    // The v2 form, which client-go fetches as gnostic protobuf.
+    let v2 = c.ok(&["explain", "pod.spec.containers", "--output=plaintext-openapiv2"]);
+    assert_has(&v2, &["KIND:     Pod\n", "VERSION:  v1\n", "RESOURCE: containers <[]Object>\n", "   name\t<string> -required-\n", "   env\t<[]Object>\n"]);
+    let v2 = c.ok(&["explain", "deployment.spec.strategy", "--recursive", "--output=plaintext-openapiv2"]);
+    assert_has(&v2, &["RESOURCE: strategy <Object>\n", "   rollingUpdate\t<Object>\n", "      maxSurge\t<string>\n"]);
+
     let nope = c.kubectl(&["explain", "pod.spec.nope"]);
     assert!(!nope.ok);
     assert!(nope.stderr.contains(r#"error: field "nope" does not exist"#), "{}", nope.stderr);

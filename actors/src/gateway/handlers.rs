@@ -418,21 +418,30 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     check_name(&v, name)?;
     object::set_meta(&mut v, "name", json!(name));
     set_namespace(res, ns, &mut v)?;
-    let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
     let pinned = pinned_rv(&v)?;
-    if pinned.is_some_and(|p| p != cur_rev) {
-        return Err(ApiError::conflict(res, name));
+    // An update that pins no resourceVersion is unconditional: like the apiserver's
+    // GuaranteedUpdate, it retries when a concurrent write (a controller's status) wins.
+    for _ in 0..CAS_RETRIES {
+        let mut v = v.clone();
+        let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
+        if pinned.is_some_and(|p| p != cur_rev) {
+            return Err(ApiError::conflict(res, name));
+        }
+        if status_is_separate(res) {
+            copy_status(&cur, &mut v);
+        }
+        allocate(st, res, &mut v, Some(&cur)).await?;
+        admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
+        if req.dry_run() {
+            return Ok(fields::with_warnings(json_response(StatusCode::OK, &v), &warnings));
+        }
+        match write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await {
+            Err(e) if e.reason == "Conflict" && pinned.is_none() => continue,
+            Err(e) => return Err(e),
+            Ok(out) => return Ok(fields::with_warnings(json_response(StatusCode::OK, &out), &warnings)),
+        }
     }
-    if status_is_separate(res) {
-        copy_status(&cur, &mut v);
-    }
-    allocate(st, res, &mut v, Some(&cur)).await?;
-    admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-    if req.dry_run() {
-        return Ok(fields::with_warnings(json_response(StatusCode::OK, &v), &warnings));
-    }
-    let out = write(st, res, name, &update_op(res, &v, Some(pinned.unwrap_or(cur_rev)))?).await?;
-    Ok(fields::with_warnings(json_response(StatusCode::OK, &out), &warnings))
+    Err(ApiError::conflict(res, name))
 }
 
 /// Parses a patch body by its Content-Type.

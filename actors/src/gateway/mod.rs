@@ -238,7 +238,7 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
         ["metrics"] => Ok(text(StatusCode::OK, bus::metrics::render())),
         ["openapi", "v3"] if get => Ok(openapi::index()),
         ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/"), req.q("hash")),
-        ["openapi", "v2"] if get => openapi::v2(req.accept()),
+        ["openapi", "v2"] if get => Ok(openapi::v2(req.accept())),
         ["api"] if get => Ok(discovery_doc(req, true)),
         ["apis"] if get => Ok(discovery_doc(req, false)),
         ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),

@@ -1,6 +1,7 @@
 //! Serves the OpenAPI documents that schema/ generates from the API types: `/openapi/v3`
 //! (an index with stable hashes), `/openapi/v3/<gv>` (cacheable for a year when asked by
-//! hash, as kube-apiserver does) and `/openapi/v2`. Rendered once; they are megabytes.
+//! hash, as kube-apiserver does) and `/openapi/v2` (JSON, or gnostic protobuf when asked).
+//! Rendered once; they are megabytes.
 
 use super::status::ApiError;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -10,14 +11,12 @@ use serde_json::{json, Map};
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-/// kubectl asks for v2 in gnostic protobuf first; flotilla publishes v2 as JSON only.
-const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2";
-
 struct Rendered {
     index: Vec<u8>,
     /// gv path → (hash, JSON bytes)
     v3: BTreeMap<String, (String, Vec<u8>)>,
     v2: (String, Vec<u8>),
+    v2_protobuf: Vec<u8>,
 }
 
 fn rendered() -> &'static Rendered {
@@ -33,8 +32,10 @@ fn rendered() -> &'static Rendered {
                 v3.insert(p, (h, bytes));
             }
         }
-        let v2 = serde_json::to_vec(&openapi::v2_document()).unwrap_or_default();
-        Rendered { index: serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default(), v3, v2: (openapi::hash(&v2), v2) }
+        let v2_doc = openapi::v2_document();
+        let v2 = serde_json::to_vec(&v2_doc).unwrap_or_default();
+        let v2_protobuf = openapi::v2proto::encode(&v2_doc);
+        Rendered { index: serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default(), v3, v2: (openapi::hash(&v2), v2), v2_protobuf }
     })
 }
 
@@ -74,19 +75,17 @@ pub fn document(path: &str, hash: Option<&str>) -> Result<Response, ApiError> {
     }
 }
 
-/// `GET /openapi/v2`: JSON when JSON (or anything) is acceptable; a client that will only
-/// take the protobuf form gets 406, which client-go treats as "no v2 here".
-pub fn v2(accept: &str) -> Result<Response, ApiError> {
-    let takes_json = accept.is_empty()
-        || accept.split(',').any(|a| {
-            let t = a.split(';').next().unwrap_or("").trim();
-            t == "application/json" || t == "*/*" || t == "application/*"
-        });
-    if !takes_json && accept.contains(V2_PROTOBUF) {
-        return Err(ApiError::new(406, "NotAcceptable", format!("only the following media types are accepted: application/json; the OpenAPI v2 document is not served as {accept}")));
+/// `GET /openapi/v2`: gnostic protobuf when the client names it (client-go always does),
+/// else JSON, as kube-apiserver negotiates.
+pub fn v2(accept: &str) -> Response {
+    let r = rendered();
+    let (h, json_bytes_) = &r.v2;
+    if accept.contains(openapi::v2proto::ACCEPT_MARK) {
+        let mut resp = json_bytes(&r.v2_protobuf, Some(h), "no-cache, private");
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(openapi::v2proto::CONTENT_TYPE));
+        return resp;
     }
-    let (h, bytes) = &rendered().v2;
-    Ok(json_bytes(bytes, Some(h), "no-cache, private"))
+    json_bytes(json_bytes_, Some(h), "no-cache, private")
 }
 
 #[cfg(test)]
@@ -108,11 +107,10 @@ mod tests {
     }
 
     #[test]
-    fn v2_is_json_or_406_for_protobuf_only() {
-        assert_eq!(v2("application/json").unwrap().status(), StatusCode::OK);
-        assert_eq!(v2("").unwrap().status(), StatusCode::OK);
-        let e = v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf").unwrap_err();
-        assert_eq!(e.code, 406);
-        assert_eq!(v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf, application/json").unwrap().status(), StatusCode::OK);
+    fn v2_is_protobuf_when_asked_else_json() {
+        assert_eq!(v2("application/json").headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(v2("").headers()[header::CONTENT_TYPE], "application/json");
+        let pb = v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf");
+        assert_eq!(pb.headers()[header::CONTENT_TYPE], "application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod fields;
 pub mod lists;
+pub mod v2proto;
 
 use crate::registry::{self, ResourceInfo, RESOURCES};
 use schemars::generate::SchemaSettings;
@@ -219,7 +220,18 @@ pub fn v2_document() -> Value {
     for r in RESOURCES {
         paths.extend(operations(r, false));
     }
-    json!({"swagger": "2.0", "info": info(), "paths": paths, "definitions": definitions()})
+    let mut defs = definitions().clone();
+    // k8s-openapi leaves these typeless (v3 says int-or-string by extension); the v2
+    // document of kube-apiserver types them as strings, which v2 clients print.
+    for (name, format) in [("io.k8s.apimachinery.pkg.util.intstr.IntOrString", Some("int-or-string")), ("io.k8s.apimachinery.pkg.api.resource.Quantity", None)] {
+        if let Some(Value::Object(d)) = defs.get_mut(name) {
+            d.entry("type").or_insert_with(|| json!("string"));
+            if let Some(f) = format {
+                d.entry("format").or_insert_with(|| json!(f));
+            }
+        }
+    }
+    json!({"swagger": "2.0", "info": info(), "paths": paths, "definitions": defs})
 }
 
 /// Group-version paths served, in discovery order.
