@@ -2,6 +2,7 @@
 //! (RFC 7386) and Kubernetes' strategic merge patch, whose list merge keys are the
 //! built-in types' `patchMergeKey`s and whose `$`-directives client-side apply emits.
 
+use schema::openapi::lists::LIST_RULES;
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,32 +55,20 @@ pub fn apply(kind: PatchType, doc: &mut Value, patch: &Value) -> Result<(), Stri
     }
 }
 
-/// The merge key of a list field, from the Kubernetes types' `patchMergeKey` tags.
+/// The merge key of a list field, from the one table of the Kubernetes types'
+/// `patchMergeKey`s that OpenAPI publishes too. The patcher sees field names only, so a
+/// name with several keys (Container ports by containerPort, Service ports by port) is
+/// told apart by the key an element carries.
 fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
-    Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" | "resourceClaims" => "name",
-        "volumeMounts" => "mountPath",
-        "volumeDevices" => "devicePath",
-        "ports" => {
-            // Container ports merge on containerPort, Service ports on port.
-            if sample.and_then(|s| s.get("containerPort")).is_some() {
-                "containerPort"
-            } else {
-                "port"
-            }
-        }
-        "conditions" | "addresses" => "type",
-        "ownerReferences" => "uid",
-        "taints" => "key",
-        "hostAliases" => "ip",
-        "topologySpreadConstraints" => "topologyKey",
-        _ => return None,
-    })
+    let mut keys = LIST_RULES.iter().filter(|r| r.property == field).filter_map(|r| r.merge_key);
+    let first = keys.next()?;
+    let has = |k: &str| sample.and_then(|s| s.get(k)).is_some();
+    Some(if has(first) { first } else { keys.find(|k| has(k)).unwrap_or(first) })
 }
 
-/// Primitive lists merged as sets rather than replaced.
+/// Primitive lists merged as sets rather than replaced (`finalizers`).
 fn is_set_list(field: &str) -> bool {
-    matches!(field, "finalizers")
+    LIST_RULES.iter().any(|r| r.property == field && r.list_type == "set" && r.patch_strategy.is_some())
 }
 
 fn directive(v: &Value) -> Option<&str> {
