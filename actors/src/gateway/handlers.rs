@@ -444,22 +444,6 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     Err(ApiError::conflict(res, name))
 }
 
-/// Parses a patch body by its Content-Type.
-pub fn patch_body(req: &Req) -> Result<(PatchType, Value), ApiError> {
-    let kind = PatchType::from_content_type(req.content_type()).ok_or_else(|| {
-        ApiError::unsupported_media(format!(
-            "the body of the request was in an unknown format ({}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
-            req.content_type()
-        ))
-    })?;
-    let body: Value = if kind == PatchType::Apply {
-        serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
-    } else {
-        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
-    };
-    Ok((kind, body))
-}
-
 /// Applies a patch to the current object and checks what a patch may not change.
 pub fn patched(res: &ResourceInfo, cur: &Value, cur_rev: Revision, kind: PatchType, body: &Value) -> Result<Value, ApiError> {
     let mut v = cur.clone();
@@ -474,7 +458,7 @@ pub fn patched(res: &ResourceInfo, cur: &Value, cur_rev: Revision, kind: PatchTy
 }
 
 async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let (kind, body) = patch_body(req)?;
+    let (kind, body) = patch::body(req)?;
     for _ in 0..CAS_RETRIES {
         let Some((cur, cur_rev)) = read(st, res, ns, name).await? else {
             if kind == PatchType::Apply {

@@ -2,6 +2,8 @@
 //! (RFC 7386) and Kubernetes' strategic merge patch, whose list merge keys are the
 //! built-in types' `patchMergeKey`s and whose `$`-directives client-side apply emits.
 
+use super::status::ApiError;
+use super::Req;
 use schema::openapi::lists::LIST_RULES;
 use serde_json::{Map, Value};
 
@@ -26,6 +28,22 @@ impl PatchType {
             _ => None,
         }
     }
+}
+
+/// Parses a patch body by its Content-Type.
+pub fn body(req: &Req) -> Result<(PatchType, Value), ApiError> {
+    let kind = PatchType::from_content_type(req.content_type()).ok_or_else(|| {
+        ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format ({}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
+            req.content_type()
+        ))
+    })?;
+    let body: Value = if kind == PatchType::Apply {
+        serde_yaml::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?
+    };
+    Ok((kind, body))
 }
 
 /// Applies `patch` (already parsed) to `doc`. Errors are messages for a 400/422.

@@ -2,7 +2,7 @@
 //! spec.replicas), `pods/binding` (the scheduler's CAS bind) and `pods/log`. Each is a
 //! read-modify-write with CAS, retried when another writer got there first.
 
-use super::handlers::{self, copy_status, patch_body, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
+use super::handlers::{self, copy_status, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
 use super::selectors::label_selector_string;
 use super::status::{self, ApiError};
 use super::{json_response, logs, AppState, Req};
@@ -63,7 +63,7 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
         }
         body
     } else {
-        let (kind, body) = patch_body(req)?;
+        let (kind, body) = super::patch::body(req)?;
         let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
         patched(res, &base, cur_rev, kind, &body)?
     };
