@@ -97,6 +97,14 @@ fn validation(c: &Cluster) {
     let spec = c.ok(&["get", "pod", "warned", "-o", "jsonpath={.spec}"]);
     assert!(!spec.contains("containerz") && spec.contains(r#""name":"main""#), "{spec}");
 
+    // kubectl patch sends no fieldValidation: the server's default, Warn, on the status
+    // subresource as on the object.
+    let status = c.kubectl(&["patch", "pod", "warned", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phasez":"x"}}"#]);
+    assert!(status.ok, "{}", status.stderr);
+    assert_eq!(status.stderr.trim(), r#"Warning: unknown field "status.phasez""#);
+    let spec = c.kubectl(&["patch", "pod", "warned", "--type=merge", "-p", r#"{"spec":{"nodeNamez":"x"}}"#]);
+    assert_eq!(spec.stderr.trim(), r#"Warning: unknown field "spec.nodeNamez""#);
+
     let quiet = c.kubectl_stdin(&["apply", "--validate=false", "-f", "-"], Some(&BAD_POD.replace("NAME", "quiet")));
     assert!(quiet.ok, "{}", quiet.stderr);
     assert_eq!((quiet.stdout.trim(), quiet.stderr.trim()), ("pod/quiet created", ""));

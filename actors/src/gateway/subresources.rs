@@ -5,7 +5,7 @@
 use super::handlers::{self, copy_status, patched, pinned_rv, read, read_existing, update_op, write, CAS_RETRIES};
 use super::selectors::label_selector_string;
 use super::status::{self, ApiError};
-use super::{json_response, logs, AppState, Req};
+use super::{fields, json_response, logs, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use schema::admission;
@@ -52,11 +52,12 @@ fn set_spec_field(v: &mut Value, field: &str, val: Value) -> Result<(), ApiError
     }
 }
 
-/// What the client sent, turned into the new full object (not yet admitted).
-fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req: &Req) -> Result<Value, ApiError> {
+/// What the client sent, turned into the new full object (not yet admitted), with the
+/// field-validation warnings for the response.
+fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req: &Req) -> Result<(Value, Vec<String>), ApiError> {
     let name = schema::object::name(cur).unwrap_or("");
     let stale = || ApiError::conflict(res, name);
-    let sent: Value = if req.method == Method::PUT {
+    let mut sent: Value = if req.method == Method::PUT {
         let body = handlers::decode_body(req)?;
         if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
             return Err(stale());
@@ -67,6 +68,8 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
         let base = if sub == "scale" { scale_of(cur) } else { cur.clone() };
         patched(res, &base, cur_rev, kind, &body)?
     };
+    // A status write is checked against the object's own schema; a Scale has none here.
+    let warnings = if sub == "scale" { Vec::new() } else { fields::check(res, req, fields::json_text(req), &mut sent)? };
     let mut v = cur.clone();
     if sub == "scale" {
         let replicas = match sent.pointer("/spec/replicas") {
@@ -80,16 +83,16 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
     } else {
         copy_status(&sent, &mut v);
     }
-    Ok(v)
+    Ok((v, warnings))
 }
 
 async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, sub: &str, req: &Req) -> Result<Response, ApiError> {
     for _ in 0..CAS_RETRIES {
         let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
-        let mut v = apply_sub(res, sub, &cur, cur_rev, req)?;
+        let (mut v, warnings) = apply_sub(res, sub, &cur, cur_rev, req)?;
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
         if req.dry_run() {
-            return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }));
+            return Ok(fields::with_warnings(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }), &warnings));
         }
         match write(st, res, name, &update_op(res, &v, Some(cur_rev))?).await {
             Err(e) if e.reason == "Conflict" => {
@@ -99,7 +102,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
                 }
             }
             Err(e) => return Err(e),
-            Ok(out) => return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&out) } else { out })),
+            Ok(out) => return Ok(fields::with_warnings(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&out) } else { out }), &warnings)),
         }
     }
     Err(ApiError::conflict(res, name))
