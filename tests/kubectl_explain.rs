@@ -5,6 +5,7 @@
 mod common;
 
 use common::cluster::Cluster;
+use std::time::Duration;
 
 const BAD_POD: &str = r#"
 apiVersion: v1
@@ -152,11 +153,13 @@ fn writes_that_consult_openapi(c: &Cluster) {
     assert_eq!(String::from_utf8_lossy(&edit.stdout).trim(), "deployment.apps/web edited");
     assert_eq!(c.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "2");
 
-    // replace: the manifest without a resourceVersion, so the controllers' status writes
-    // in between cannot make it stale.
-    let replaced = c.kubectl_stdin(&["replace", "-f", "-"], Some(&DEPLOY.replace("replicas: 1", "replicas: 3")));
-    assert!(replaced.ok, "{}", replaced.stderr);
-    assert_eq!(replaced.stdout.trim(), "deployment.apps/web replaced");
+    // replace: kubectl pins the resourceVersion it just read, so a status write by the
+    // controllers in between is a genuine 409 (as on any server); a user retries.
+    let replaced = c.eventually(Duration::from_secs(20), "replace succeeds", || {
+        let o = c.kubectl_stdin(&["replace", "-f", "-"], Some(&DEPLOY.replace("replicas: 1", "replicas: 3")));
+        if o.ok { Ok(o.stdout) } else if o.stderr.contains("(Conflict)") { Err(o.stderr) } else { panic!("replace failed: {}", o.stderr) }
+    });
+    assert_eq!(replaced.trim(), "deployment.apps/web replaced");
     let bad = c.kubectl_stdin(&["replace", "-f", "-"], Some(&DEPLOY.replace("replicas: 1", "replicaz: 3")));
     assert!(!bad.ok);
     assert!(bad.stderr.contains(r#"Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: unknown field "spec.replicaz""#), "{}", bad.stderr);
