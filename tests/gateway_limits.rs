@@ -46,8 +46,8 @@ fn cluster(tmp: &std::path::Path, extra: &[&str]) -> Cluster {
     c.ok(&["create", "rolebinding", "bob-edit", "--clusterrole=edit", "--user=bob"]);
     // The binding reaches the gateway's RBAC cache through its informer: until it has,
     // bob's requests are refused at once and hold no slot.
-    c.eventually(Duration::from_secs(20), "bob may write configmaps", || match curl(&c, "POST", "/api/v1/namespaces/default/configmaps?dryRun=All", Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"ready"}}"#)) {
-        (201, _, _) => Ok(()),
+    c.eventually(Duration::from_secs(20), "bob may read configmaps", || match curl(&c, "GET", "/api/v1/namespaces/default/configmaps", None) {
+        (200, _, _) => Ok(()),
         other => Err(format!("{other:?}")),
     });
     c
@@ -107,9 +107,15 @@ fn in_flight_limits_answer_429_and_spare_reads_watches_and_masters() {
     let mut upload = held.0.as_mut().and_then(|h| h.stdin.take()).expect("curl stdin");
     upload.write_all(b"{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",").expect("first half");
     upload.flush().expect("flush");
-    let (code, headers, body) = c.eventually(Duration::from_secs(10), "a second write gets 429", || match curl(&c, "POST", &format!("{cms}?dryRun=All"), Some(probe)) {
+    let (code, headers, body) = c.eventually(Duration::from_secs(30), "a second write gets 429", || match curl(&c, "POST", &format!("{cms}?dryRun=All"), Some(probe)) {
         r @ (429, _, _) => Ok(r),
-        other => Err(format!("{other:?}")),
+        other => {
+            if held.0.as_mut().is_some_and(|h| matches!(h.try_wait(), Ok(Some(_)))) {
+                let out = held.0.take().map(|h| h.wait_with_output());
+                panic!("the held upload ended early: {out:?}");
+            }
+            Err(format!("{other:?}"))
+        }
     });
     assert_eq!(code, 429);
     assert!(headers.contains("retry-after: 1"), "{headers}");

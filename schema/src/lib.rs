@@ -13,6 +13,7 @@ pub mod keys;
 pub mod labels;
 pub mod logs;
 pub mod object;
+pub mod openapi;
 pub mod plugins;
 pub mod printers;
 pub mod quantity;

@@ -1,5 +1,13 @@
 //! The resource registry: one entry per served resource, the single place that says
-//! what a resource is called, where it lives and whether it is namespaced.
+//! what a resource is called, where it lives, whether it is namespaced and which Rust
+//! type (hence which OpenAPI schema) its objects have.
+
+use k8s_openapi::api::{
+    apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events, node::v1 as node,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceInfo {
@@ -14,7 +22,37 @@ pub struct ResourceInfo {
     pub verbs: &'static [&'static str],
     /// Subresources served under the resource, e.g. "status", "scale", "log".
     pub subresources: &'static [&'static str],
+    /// The object type's schema, so OpenAPI and field validation follow the type itself.
+    pub schema: TypeSchema,
     pub categories: &'static [&'static str],
+}
+
+/// A resource's Rust type, seen only through its JSON schema: its definition name
+/// (`io.k8s.api.core.v1.Pod`) and a function that adds it and everything it refers to
+/// to a generator.
+#[derive(Clone, Copy)]
+pub struct TypeSchema {
+    pub name: fn() -> std::borrow::Cow<'static, str>,
+    pub add: fn(&mut SchemaGenerator) -> Schema,
+}
+
+impl TypeSchema {
+    pub const fn of<T: JsonSchema>() -> TypeSchema {
+        TypeSchema { name: T::schema_name, add: SchemaGenerator::subschema_for::<T> }
+    }
+}
+
+// By definition name: two entries naming the same type describe the same schema.
+impl PartialEq for TypeSchema {
+    fn eq(&self, other: &Self) -> bool {
+        (self.name)() == (other.name)()
+    }
+}
+impl Eq for TypeSchema {}
+impl std::fmt::Debug for TypeSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&(self.name)())
+    }
 }
 
 const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
@@ -36,39 +74,39 @@ impl ResourceInfo {
 }
 
 pub static RESOURCES: &[ResourceInfo] = &[
-    ResourceInfo { group: "", version: "v1", kind: "Namespace", plural: "namespaces", singular: "namespace", short_names: &["ns"], namespaced: false, verbs: &["create", "delete", "get", "list", "patch", "update", "watch"], subresources: &["status"], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", short_names: &["no"], namespaced: false, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", short_names: &["po"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "log", "binding", "eviction"], categories: &["all"] },
-    ResourceInfo { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short_names: &["deploy"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
-    ResourceInfo { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short_names: &["rs"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
-    ResourceInfo { group: "node.k8s.io", version: "v1", kind: "RuntimeClass", plural: "runtimeclasses", singular: "runtimeclass", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Namespace", plural: "namespaces", singular: "namespace", short_names: &["ns"], namespaced: false, verbs: &["create", "delete", "get", "list", "patch", "update", "watch"], subresources: &["status"], schema: TypeSchema::of::<core::Namespace>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Node", plural: "nodes", singular: "node", short_names: &["no"], namespaced: false, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<core::Node>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", short_names: &["po"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "log", "binding", "eviction"], schema: TypeSchema::of::<core::Pod>(), categories: &["all"] },
+    ResourceInfo { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::Event>(), categories: &[] },
+    ResourceInfo { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short_names: &["deploy"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::Deployment>(), categories: &["all"] },
+    ResourceInfo { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short_names: &["rs"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::ReplicaSet>(), categories: &["all"] },
+    ResourceInfo { group: "node.k8s.io", version: "v1", kind: "RuntimeClass", plural: "runtimeclasses", singular: "runtimeclass", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<node::RuntimeClass>(), categories: &[] },
     // Stored and served as written; the controllers that act on them come with later issues.
-    ResourceInfo { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &["token"], categories: &[] },
-    ResourceInfo { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short_names: &["pc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "Service", plural: "services", singular: "service", short_names: &["svc"], namespaced: true, verbs: SERVICE_VERBS, subresources: &["status"], categories: &["all"] },
-    ResourceInfo { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", singular: "endpoints", short_names: &["ep"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", singular: "resourcequota", short_names: &["quota"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
-    ResourceInfo { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short_names: &["limits"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", singular: "daemonset", short_names: &["ds"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
-    ResourceInfo { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", singular: "statefulset", short_names: &["sts"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], categories: &["all"] },
-    ResourceInfo { group: "batch", version: "v1", kind: "Job", plural: "jobs", singular: "job", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
-    ResourceInfo { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short_names: &["cj"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &["all"] },
-    ResourceInfo { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", singular: "clusterrolebinding", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], categories: &[] },
-    ResourceInfo { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short_names: &["pdb"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ConfigMap", plural: "configmaps", singular: "configmap", short_names: &["cm"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::ConfigMap>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Secret", plural: "secrets", singular: "secret", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::Secret>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount", short_names: &["sa"], namespaced: true, verbs: ALL_VERBS, subresources: &["token"], schema: TypeSchema::of::<core::ServiceAccount>(), categories: &[] },
+    ResourceInfo { group: "coordination.k8s.io", version: "v1", kind: "Lease", plural: "leases", singular: "lease", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<coordination::Lease>(), categories: &[] },
+    ResourceInfo { group: "scheduling.k8s.io", version: "v1", kind: "PriorityClass", plural: "priorityclasses", singular: "priorityclass", short_names: &["pc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<scheduling::PriorityClass>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "Service", plural: "services", singular: "service", short_names: &["svc"], namespaced: true, verbs: SERVICE_VERBS, subresources: &["status"], schema: TypeSchema::of::<core::Service>(), categories: &["all"] },
+    ResourceInfo { group: "", version: "v1", kind: "Endpoints", plural: "endpoints", singular: "endpoints", short_names: &["ep"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::Endpoints>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "ResourceQuota", plural: "resourcequotas", singular: "resourcequota", short_names: &["quota"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<core::ResourceQuota>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short_names: &["limits"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::LimitRange>(), categories: &[] },
+    ResourceInfo { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", singular: "daemonset", short_names: &["ds"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<apps::DaemonSet>(), categories: &["all"] },
+    ResourceInfo { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", singular: "statefulset", short_names: &["sts"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::StatefulSet>(), categories: &["all"] },
+    ResourceInfo { group: "batch", version: "v1", kind: "Job", plural: "jobs", singular: "job", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<batch::Job>(), categories: &["all"] },
+    ResourceInfo { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short_names: &["cj"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<batch::CronJob>(), categories: &["all"] },
+    ResourceInfo { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<discovery::EndpointSlice>(), categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "Role", plural: "roles", singular: "role", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::Role>(), categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::ClusterRole>(), categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::RoleBinding>(), categories: &[] },
+    ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", singular: "clusterrolebinding", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::ClusterRoleBinding>(), categories: &[] },
+    ResourceInfo { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short_names: &["pdb"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<policy::PodDisruptionBudget>(), categories: &[] },
     // Stored with the core events (same keys and subjects), converted on the way in and
     // out, as the real server keeps one storage for both versions of Event.
-    ResourceInfo { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], categories: &[] },
+    ResourceInfo { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<events::Event>(), categories: &[] },
     // Not stored: answered by the gateway's authorizer.
-    ResourceInfo { group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], categories: &[] },
-    ResourceInfo { group: "authentication.k8s.io", version: "v1", kind: "SelfSubjectReview", plural: "selfsubjectreviews", singular: "selfsubjectreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], categories: &[] },
+    ResourceInfo { group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], schema: TypeSchema::of::<authorization::SelfSubjectAccessReview>(), categories: &[] },
+    ResourceInfo { group: "authentication.k8s.io", version: "v1", kind: "SelfSubjectReview", plural: "selfsubjectreviews", singular: "selfsubjectreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], schema: TypeSchema::of::<authentication::SelfSubjectReview>(), categories: &[] },
 ];
 
 /// Services have no deletecollection on the real server.

@@ -7,7 +7,7 @@ use super::patching;
 use schema::fieldmanager::Writer;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::{deletion, json_response, protobuf, reviews, subresources, table, watch, AppState, Req};
+use super::{deletion, json_response, protobuf, reviews, subresources, table, validation, watch, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use base64::Engine;
@@ -433,10 +433,11 @@ pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Opt
 }
 
 async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
-    let v = decode_body(req)?;
+    let mut v = decode_body(req)?;
+    let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
     let w = fields::writer(res, req, "", "CreateOptions")?;
     let created = create_value(st, res, ns, v, req.dry_run(), Some(w)).await?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(validation::with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
 }
 
 pub fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
@@ -456,6 +457,7 @@ pub fn pinned_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
 
 async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
     let mut v = decode_body(req)?;
+    let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
     let w = fields::writer(res, req, "", "UpdateOptions")?;
     check_type(res, &v)?;
     check_name(&v, name)?;
@@ -473,10 +475,10 @@ async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     allocate(st, res, &mut v, Some(&cur)).await?;
     admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
     if req.dry_run() {
-        return Ok(json_response(StatusCode::OK, &v));
+        return Ok(validation::with_warnings(json_response(StatusCode::OK, &v), &warnings));
     }
     let out = write_if_changed(st, res, name, &cur, &v, Some(pinned.unwrap_or(cur_rev))).await?;
-    Ok(json_response(StatusCode::OK, &out))
+    Ok(validation::with_warnings(json_response(StatusCode::OK, &out), &warnings))
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod subresources;
 mod table;
 mod tls;
 mod tokens;
+mod validation;
 mod watch;
 
 use axum::body::{Body, Bytes};
@@ -108,6 +109,7 @@ pub async fn serve(
     ready: Arc<dyn Fn() -> bool + Send + Sync>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    openapi::warm_up().await;
     let listener = tokio::net::TcpListener::bind(cfg.addr).await.map_err(|e| anyhow::anyhow!("gateway: binding {}: {e}", cfg.addr))?;
     let acceptor = match &cfg.tls {
         Some(files) => Some(tls::acceptor(files)?),
@@ -251,7 +253,15 @@ async fn handle(st: Arc<AppState>, request: Request) -> Response {
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
             let privileged = user.groups.iter().any(|g| g == schema::rbac::SYSTEM_MASTERS);
             match st.inflight.admit(inflight::classify(&parts.method, &segs, &query), privileged) {
-                Err(e) => inflight::response(e),
+                Err(e) => {
+                    // Take in what the client is already sending (briefly, and no more
+                    // than a body may be) before answering: an HTTP/2 answer that races
+                    // the request's last DATA frames ends in a stream reset, and the
+                    // client sees no answer at all instead of the 429.
+                    let drain = axum::body::to_bytes(body, st.limits.max_request_body_bytes);
+                    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), drain).await;
+                    inflight::response(e)
+                }
                 // Held until the answer is ready, body upload included.
                 Ok(_permit) => {
                     let limit = st.limits.max_request_body_bytes;
@@ -279,8 +289,9 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
         ["readyz"] => Ok(if (st.ready)() && st.rbac.synced() { text(StatusCode::OK, "ok") } else { text(StatusCode::INTERNAL_SERVER_ERROR, "[-]flotilla-ready failed: the cluster is still starting\nreadyz check failed") }),
         ["version"] => Ok(json_response(StatusCode::OK, &discovery::version())),
         ["metrics"] => Ok(text(StatusCode::OK, bus::metrics::render())),
-        ["openapi", "v3"] if get => Ok(json_response(StatusCode::OK, &openapi::index())),
-        ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
+        ["openapi", "v3"] if get => Ok(openapi::index()),
+        ["openapi", "v3", rest @ ..] if get => openapi::document(&rest.join("/"), req.q("hash")),
+        ["openapi", "v2"] if get => Ok(openapi::v2(req.accept())),
         ["api"] if get => Ok(discovery_doc(req, true)),
         ["apis"] if get => Ok(discovery_doc(req, false)),
         ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),

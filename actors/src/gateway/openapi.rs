@@ -1,87 +1,102 @@
-//! OpenAPI v3 documents, enough for `kubectl apply` with default validation: an index of
-//! group-versions and, per group-version, a patch/put/post operation per kind carrying
-//! its GVK and the `fieldValidation` parameter. The schemas are permissive objects
-//! (`x-kubernetes-preserve-unknown-fields`); full schemas come with the gateway issue.
+//! Serves the OpenAPI documents that schema/ generates from the API types: `/openapi/v3`
+//! (an index with stable hashes), `/openapi/v3/<gv>` (cacheable for a year when asked by
+//! hash, as kube-apiserver does) and `/openapi/v2` (JSON, or gnostic protobuf when asked).
+//! Rendered once; they are megabytes.
 
-use schema::registry::{self, ResourceInfo, RESOURCES};
-use serde_json::{json, Map, Value};
+use super::status::ApiError;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use schema::openapi;
+use serde_json::{json, Map};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-/// `api/v1` or `apis/<g>/<v>`: the path a group-version's document lives under.
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+struct Rendered {
+    index: Vec<u8>,
+    /// gv path → (hash, JSON bytes)
+    v3: BTreeMap<String, (String, Vec<u8>)>,
+    v2: (String, Vec<u8>),
+    v2_protobuf: Vec<u8>,
 }
 
-/// A short, stable cache key: FNV-1a of the document, in kubectl-like upper base32-ish hex.
-fn hash(doc: &Value) -> String {
-    let bytes = serde_json::to_vec(doc).unwrap_or_default();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    format!("{h:016X}")
+/// Generates and renders every document now, off the async workers: done once before
+/// the gateway listens, so no request (and no write's field validation) stalls a worker
+/// while megabytes of schema are built.
+pub async fn warm_up() {
+    let _ = tokio::task::spawn_blocking(|| {
+        openapi::definitions();
+        rendered();
+    })
+    .await;
 }
 
-pub fn index() -> Value {
-    let mut paths = Map::new();
-    for (g, v) in registry::group_versions() {
-        if let Some(doc) = document(&gv_path(g, v)) {
-            let p = gv_path(g, v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", hash(&doc))}));
+fn rendered() -> &'static Rendered {
+    static R: OnceLock<Rendered> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut v3 = BTreeMap::new();
+        let mut paths = Map::new();
+        for p in openapi::v3_paths() {
+            if let Some(doc) = openapi::v3_document(&p) {
+                let bytes = serde_json::to_vec(&doc).unwrap_or_default();
+                let h = openapi::hash(&bytes);
+                paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={h}")}));
+                v3.insert(p, (h, bytes));
+            }
         }
+        let v2_doc = openapi::v2_document();
+        let v2 = serde_json::to_vec(&v2_doc).unwrap_or_default();
+        let v2_protobuf = openapi::v2proto::encode(&v2_doc);
+        Rendered { index: serde_json::to_vec(&json!({"paths": paths})).unwrap_or_default(), v3, v2: (openapi::hash(&v2), v2), v2_protobuf }
+    })
+}
+
+fn json_bytes(bytes: &[u8], etag: Option<&str>, cache: &'static str) -> Response {
+    let mut r = (StatusCode::OK, bytes.to_vec()).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    if let Some(e) = etag.and_then(|e| HeaderValue::from_str(&format!("\"{e}\"")).ok()) {
+        h.insert(header::ETAG, e);
     }
-    json!({"paths": paths})
+    r
 }
 
-/// `io.k8s.api.core.v1.Pod`, `io.k8s.api.apps.v1.Deployment`, `io.k8s.api.node.v1.RuntimeClass`.
-pub fn schema_name(res: &ResourceInfo) -> String {
-    let pkg = if res.group.is_empty() { "core" } else { res.group.split('.').next().unwrap_or(res.group) };
-    format!("io.k8s.api.{pkg}.{}.{}", res.version, res.kind)
+/// `GET /openapi/v3`: never cached by clients, so new hashes are seen at once.
+pub fn index() -> Response {
+    json_bytes(&rendered().index, None, "no-cache, private")
 }
 
-fn param(name: &str) -> Value {
-    json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}})
-}
-
-fn op(action: &str, gvk: &Value, code: &str, force: bool) -> Value {
-    let mut params = vec![param("dryRun"), param("fieldManager"), param("fieldValidation")];
-    if force {
-        params.push(json!({"name": "force", "in": "query", "schema": {"type": "boolean"}}));
-    }
-    json!({"parameters": params, "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk,
-           "responses": {code: {"description": if code == "201" { "Created" } else { "OK" }}}})
-}
-
-/// The document for `api/v1` or `apis/<g>/<v>`, or None when not served.
-pub fn document(path: &str) -> Option<Value> {
+/// `GET /openapi/v3/<gv>[?hash=]`. With the current hash the answer may be kept for a
+/// year (it can never change under that URL); with a stale one the client is sent to the
+/// current URL, as kube-apiserver does; without one it must revalidate.
+pub fn document(path: &str, hash: Option<&str>) -> Result<Response, ApiError> {
     let path = path.trim_matches('/');
-    let served: Vec<&ResourceInfo> = RESOURCES.iter().filter(|r| gv_path(r.group, r.version) == path).collect();
-    if served.is_empty() {
-        return None;
+    let (h, bytes) = rendered().v3.get(path).ok_or_else(ApiError::no_resource)?;
+    match hash {
+        Some(q) if q == h => Ok(json_bytes(bytes, Some(h), "public, immutable, max-age=31536000")),
+        Some(_) => {
+            let mut r = StatusCode::MOVED_PERMANENTLY.into_response();
+            if let Ok(loc) = HeaderValue::from_str(&format!("/openapi/v3/{path}?hash={h}")) {
+                r.headers_mut().insert(header::LOCATION, loc);
+            }
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+            Ok(r)
+        }
+        None => Ok(json_bytes(bytes, Some(h), "no-cache, private")),
     }
-    let mut paths = Map::new();
-    let mut schemas = Map::new();
-    for r in served {
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let base = format!("/{}", gv_path(r.group, r.version));
-        let coll = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}", r.plural) } else { format!("{base}/{}", r.plural) };
-        paths.insert(coll.clone(), json!({"post": op("post", &gvk, "201", false)}));
-        paths.insert(format!("{coll}/{{name}}"), json!({"put": op("put", &gvk, "200", false), "patch": op("patch", &gvk, "200", true)}));
-        schemas.insert(
-            schema_name(r),
-            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true,
-                   "x-kubernetes-group-version-kind": [gvk],
-                   "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                                  "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                                  "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-                                  "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}),
-        );
+}
+
+/// `GET /openapi/v2`: gnostic protobuf when the client names it (client-go always does),
+/// else JSON, as kube-apiserver negotiates.
+pub fn v2(accept: &str) -> Response {
+    let r = rendered();
+    let (h, json_bytes_) = &r.v2;
+    if accept.contains(openapi::v2proto::ACCEPT_MARK) {
+        let mut resp = json_bytes(&r.v2_protobuf, Some(h), "no-cache, private");
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(openapi::v2proto::CONTENT_TYPE));
+        return resp;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.4"}, "paths": paths, "components": {"schemas": schemas}}))
+    json_bytes(json_bytes_, Some(h), "no-cache, private")
 }
 
 #[cfg(test)]
@@ -89,23 +104,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn index_lists_every_group_version_with_a_hash() {
-        let v = index();
-        for p in ["api/v1", "apis/apps/v1", "apis/node.k8s.io/v1"] {
-            let url = v["paths"][p]["serverRelativeURL"].as_str().unwrap();
-            assert!(url.starts_with(&format!("/openapi/v3/{p}?hash=")), "{url}");
-        }
+    fn index_hashes_match_documents_and_hash_selects_caching() {
+        let idx: serde_json::Value = serde_json::from_slice(&rendered().index).unwrap();
+        let url = idx["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap();
+        let h = url.split("hash=").nth(1).unwrap();
+        let r = document("apis/apps/v1", Some(h)).unwrap();
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "public, immutable, max-age=31536000");
+        let stale = document("apis/apps/v1", Some("0000")).unwrap();
+        assert_eq!(stale.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(stale.headers()[header::LOCATION], format!("/openapi/v3/apis/apps/v1?hash={h}").as_str());
+        assert_eq!(document("api/v1", None).unwrap().headers()[header::CACHE_CONTROL], "no-cache, private");
+        assert!(document("apis/nope/v1", None).is_err());
     }
 
     #[test]
-    fn apps_document_has_patch_with_field_validation() {
-        let d = document("apis/apps/v1").unwrap();
-        let patch = &d["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
-        assert_eq!(d["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"]["x-kubernetes-group-version-kind"][0]["kind"], "Deployment");
-        let core = document("api/v1").unwrap();
-        assert!(core["paths"]["/api/v1/namespaces/{name}"]["patch"].is_object());
-        assert!(document("apis/nope/v1").is_none());
+    fn v2_is_protobuf_when_asked_else_json() {
+        assert_eq!(v2("application/json").headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(v2("").headers()[header::CONTENT_TYPE], "application/json");
+        let pb = v2("application/com.github.proto-openapi.spec.v2@v1.0+protobuf");
+        assert_eq!(pb.headers()[header::CONTENT_TYPE], "application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
     }
 }

@@ -6,7 +6,7 @@ use super::fields;
 use super::handlers::{allocate, check_name, check_type, copy_status, create_value, pinned_rv, read, status_is_separate, write_if_changed, CAS_RETRIES};
 use super::patch::{self, PatchType};
 use super::status::ApiError;
-use super::{json_response, AppState, Req};
+use super::{json_response, validation, AppState, Req};
 use axum::http::StatusCode;
 use axum::response::Response;
 use schema::admission;
@@ -61,9 +61,10 @@ pub async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &s
     for _ in 0..CAS_RETRIES {
         let Some((cur, cur_rev)) = read(st, res, ns, name).await? else {
             let Some(config) = &config else { return Err(ApiError::not_found(res, name)) };
-            let v = fields::apply(res, w.clone(), fields::forced(req), None, config)?;
+            let mut v = fields::apply(res, w.clone(), fields::forced(req), None, config)?;
+            let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
             let created = create_value(st, res, ns, v, req.dry_run(), None).await?;
-            return Ok(json_response(StatusCode::CREATED, &created));
+            return Ok(validation::with_warnings(json_response(StatusCode::CREATED, &created), &warnings));
         };
         let mut v = match &config {
             Some(config) => {
@@ -78,6 +79,9 @@ pub async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &s
             }
             None => patched(res, &cur, cur_rev, kind, &body)?,
         };
+        // Checked on the result, so JSON patches are covered too; the stored object has
+        // no unknown fields, so whatever is found came with this patch.
+        let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
         if status_is_separate(res) {
             copy_status(&cur, &mut v);
         }
@@ -87,12 +91,12 @@ pub async fn patch(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &s
         allocate(st, res, &mut v, Some(&cur)).await?;
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
         if req.dry_run() {
-            return Ok(json_response(StatusCode::OK, &v));
+            return Ok(validation::with_warnings(json_response(StatusCode::OK, &v), &warnings));
         }
         match write_if_changed(st, res, name, &cur, &v, Some(cur_rev)).await {
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) => return Err(e),
-            Ok(out) => return Ok(json_response(StatusCode::OK, &out)),
+            Ok(out) => return Ok(validation::with_warnings(json_response(StatusCode::OK, &out), &warnings)),
         }
     }
     Err(ApiError::conflict(res, name))

@@ -9,7 +9,7 @@ use super::patch::PatchType;
 use super::patching::{patch_body, patched};
 use super::selectors::label_selector_string;
 use super::status::{self, ApiError};
-use super::{json_response, logs, AppState, Req};
+use super::{json_response, logs, validation, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use schema::admission;
@@ -125,9 +125,11 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
     for _ in 0..CAS_RETRIES {
         let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
         let mut v = apply_sub(res, sub, &cur, cur_rev, req)?;
+        // A Scale has no schema of its own; a status write is checked as the whole object.
+        let warnings = if sub == "status" { validation::check(res, req, None, &mut v)? } else { Vec::new() };
         admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
         if req.dry_run() {
-            return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }));
+            return Ok(validation::with_warnings(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&v) } else { v }), &warnings));
         }
         match write_if_changed(st, res, name, &cur, &v, Some(cur_rev)).await {
             Err(e) if e.reason == "Conflict" => {
@@ -137,7 +139,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
                 }
             }
             Err(e) => return Err(e),
-            Ok(out) => return Ok(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&out) } else { out })),
+            Ok(out) => return Ok(validation::with_warnings(json_response(StatusCode::OK, &if sub == "scale" { scale_of(&out) } else { out }), &warnings)),
         }
     }
     Err(ApiError::conflict(res, name))
