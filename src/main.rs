@@ -45,7 +45,8 @@ enum Cmd {
     Controllers(Common),
     /// Run one node agent.
     Node(NodeArgs),
-    /// Benchmarks: `bench store` measures the state group against etcd 3.4.
+    /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
+    /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
 }
 
