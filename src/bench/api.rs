@@ -38,6 +38,10 @@ pub struct ApiArgs {
     /// Keep-alive HTTP/1.1 connections per operation (each carries one request at a time).
     #[arg(long, default_value_t = 32)]
     conns: usize,
+    /// Which operations to run, in this order (LIST last by default: at a rate it cannot
+    /// keep up with, its backlog would slow whatever ran after it).
+    #[arg(long, value_delimiter = ',', default_values_t = [Op::Get, Op::Create, Op::List])]
+    ops: Vec<Op>,
     /// Keep the cluster's data directory (and its log) afterwards.
     #[arg(long)]
     keep: bool,
@@ -46,7 +50,7 @@ pub struct ApiArgs {
 const NS: &str = "bench";
 const CREATE_NS: &str = "bench-create";
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum Op {
     Get,
     List,
@@ -63,6 +67,12 @@ impl Op {
     }
 }
 
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name().to_ascii_lowercase())
+    }
+}
+
 pub async fn run(a: ApiArgs) -> Result<()> {
     let measure = Duration::from_secs_f64(a.duration.unwrap_or(if a.quick { 3.0 } else { 10.0 }));
     let warmup = if a.quick { Duration::from_secs(1) } else { Duration::from_secs(2) };
@@ -72,8 +82,8 @@ pub async fn run(a: ApiArgs) -> Result<()> {
     let data = dir.path.join("cluster");
     let mut cmd = Command::new(std::env::current_exe().context("locating the flotilla binary")?);
     cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string()]);
-    eprintln!("starting flotilla up (gateway on https://{addr}, log {})", dir.path.join("up.log").display());
     let mut up = Proc::spawn("flotilla up", cmd, &dir.path.join("up.log"))?;
+    eprintln!("started flotilla up, pid {} (gateway on https://{addr}, log {})", up.pid(), dir.path.join("up.log").display());
     let https = Https::wait_ready(&mut up, &data.join("pki"), addr).await?;
 
     for ns in [NS, CREATE_NS] {
@@ -100,8 +110,7 @@ pub async fn run(a: ApiArgs) -> Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     println!("{:<7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>7} {:>10}", "op", "target/s", "achieved", "p50(ms)", "p99(ms)", "max(ms)", "errors", "unfinished");
-    // LIST last: at this rate it may fall behind, and its backlog should not slow the others.
-    for op in [Op::Get, Op::Create, Op::List] {
+    for op in a.ops.clone() {
         up.check_alive()?;
         let s = phase(&https, op, &a, warmup, measure).await;
         println!(
