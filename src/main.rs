@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+// The gateway builds and drops a JSON tree per object it answers; under glibc's malloc
+// that churn was a third of a LIST's CPU (BENCHMARKS.md, `flotilla bench api`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "flotilla", version, about = "A Kubernetes-compatible control plane whose components are actors on NATS")]
 struct Cli {
