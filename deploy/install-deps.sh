@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what flotilla needs on Debian 12 and is missing: a C toolchain (for crates
 # that build C), nats-server, etcd-server (the etcd 3.4 that `flotilla bench store` compares
-# against), kubectl (for the tests), and Rust through rustup.
+# against), kubectl (for the tests), Rust through rustup, and the Python `kubernetes`
+# client (pinned, in a venv at <repo>/.venv) that tests/client_python.rs drives.
 set -euo pipefail
 
 SUDO=""
@@ -13,6 +14,10 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+# Debian's own python3 (not whatever `python3` is first on PATH) makes the venv, so the
+# test's interpreter is the same on every machine; ensurepip comes with python3-venv.
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
@@ -36,4 +41,18 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+fi
+
+# The Python client test's interpreter: <repo>/.venv/bin/python with exactly the versions
+# in tests/clients/requirements.txt (kubernetes 32, the client for Kubernetes 1.32, and
+# every package it pulls in). Re-installed only when that file changes.
+FLOTILLA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+reqs="$FLOTILLA_ROOT/tests/clients/requirements.txt"
+venv="$FLOTILLA_ROOT/.venv"
+if ! cmp -s "$reqs" "$venv/requirements.txt" 2>/dev/null; then
+  echo "installing the Python kubernetes client into $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$reqs"
+  cp "$reqs" "$venv/requirements.txt"
 fi

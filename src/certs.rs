@@ -39,6 +39,7 @@ pub fn client_cert(dir: &Path, user: &str, groups: &[&str]) -> Result<(String, S
     }
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate()?;
     let cert = p.signed_by(&key, &issuer, &ca_key)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -76,6 +77,12 @@ pub fn ensure(dir: &Path, extra_ips: &[IpAddr]) -> Result<ClusterCerts> {
 
     let mut sv = CertificateParams::new(vec!["localhost".to_string(), "kubernetes".to_string(), "kubernetes.default".to_string()])?;
     sv.distinguished_name.push(DnType::CommonName, "flotilla-gateway");
+    // What strict verifiers ask of a leaf (OpenSSL's X509_V_FLAG_X509_STRICT, on by default
+    // in Python 3.13's ssl, and so in the Python kubernetes client): an Authority Key
+    // Identifier naming the CA's key, and key usages that allow a TLS server.
+    sv.use_authority_key_identifier_extension = true;
+    sv.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    sv.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     sv.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     for ip in extra_ips {
         if !ip.is_loopback() && !ip.is_unspecified() {

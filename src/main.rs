@@ -20,6 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+// The gateway builds and drops a JSON tree per object it answers; under glibc's malloc
+// that churn was a third of a LIST's CPU (BENCHMARKS.md, `flotilla bench api`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "flotilla", version, about = "A Kubernetes-compatible control plane whose components are actors on NATS")]
 struct Cli {
@@ -46,7 +51,8 @@ enum Cmd {
     Controllers(Common),
     /// Run one node agent.
     Node(NodeArgs),
-    /// Benchmarks: `bench store` measures the state group against etcd 3.4.
+    /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
+    /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
 }
 

@@ -1,11 +1,14 @@
 //! `flotilla bench store`: the same closed-loop load — puts of 256-byte values and
 //! linearizable reads, at 1, 64 and 1,000 concurrent clients — first against a flotilla
 //! state group, then against a 3-member etcd 3.4 on the same machine, then puts against a
-//! single flotilla member; prints one table and the flotilla/etcd ratios.
+//! single flotilla member; prints one table and the flotilla/etcd ratios. `flotilla bench
+//! api` (api.rs) measures the gateway over HTTPS instead.
 
+mod api;
 mod etcd;
 mod flotilla;
 mod load;
+mod openloop;
 mod proc;
 
 use anyhow::{bail, Result};
@@ -25,6 +28,9 @@ pub struct BenchArgs {
 enum BenchCmd {
     /// flotilla's state group against etcd 3.4, side by side (starts and stops both).
     Store(StoreArgs),
+    /// The gateway's GET, LIST and CREATE at a fixed rate over HTTPS (starts and stops a
+    /// local cluster).
+    Api(api::ApiArgs),
 }
 
 #[derive(Args, Clone)]
@@ -63,6 +69,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             r = store(a) => r,
             _ = crate::wait_for_signal() => bail!("interrupted; the bench's processes were stopped"),
         },
+        BenchCmd::Api(a) => tokio::select! {
+            r = api::run(a) => r,
+            _ = crate::wait_for_signal() => bail!("interrupted; the bench's cluster was stopped"),
+        },
     }
 }
 
@@ -90,9 +100,9 @@ struct Row {
 }
 
 /// Removes the bench's directory when the bench ends, however it ends.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
+pub(super) struct TempDir {
+    pub path: PathBuf,
+    pub keep: bool,
 }
 
 impl Drop for TempDir {

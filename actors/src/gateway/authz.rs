@@ -37,7 +37,7 @@ pub fn attributes(method: &Method, path: &str, segs: &[&str], query: &[(String, 
     let resource = parts[0];
     let mut name = parts.get(1).copied().unwrap_or("").to_string();
     let subresource = parts.get(2).copied().unwrap_or("");
-    let watch = matches!(q("watch"), Some("true") | Some("1"));
+    let watch = super::query_bool(q("watch"));
     let verb = match *method {
         Method::GET | Method::HEAD if watch => "watch",
         Method::GET | Method::HEAD if name.is_empty() => "list",

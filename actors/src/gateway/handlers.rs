@@ -101,7 +101,7 @@ pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], re
 }
 
 fn is_watch(req: &Req) -> bool {
-    matches!(req.q("watch"), Some("true") | Some("1"))
+    req.flag("watch")
 }
 
 /// Reads one object with its revision stamped as resourceVersion: the most recent state.

@@ -54,12 +54,12 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
         pod: name.to_string(),
         container: Some(container),
         tail_lines,
-        previous: matches!(req.q("previous"), Some("true") | Some("1")),
+        previous: req.flag("previous"),
         follow_inbox: None,
     };
     // `-f`: the node sends later output to this inbox, one acknowledged chunk at a time;
     // dropping the subscription (the client went away) is what stops it.
-    let follow = matches!(req.q("follow"), Some("true") | Some("1")) && !lr.previous;
+    let follow = req.flag("follow") && !lr.previous;
     let mut follower = None;
     let mut lr = lr;
     if follow {

@@ -88,6 +88,10 @@ impl Req {
     pub fn q(&self, k: &str) -> Option<&str> {
         self.query.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
     }
+    /// A boolean query parameter (`watch`, `follow`, …), read as kube-apiserver reads it.
+    pub fn flag(&self, k: &str) -> bool {
+        query_bool(self.q(k))
+    }
     pub fn header(&self, h: header::HeaderName) -> &str {
         self.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("")
     }
@@ -100,6 +104,12 @@ impl Req {
     pub fn dry_run(&self) -> bool {
         self.query.iter().any(|(k, v)| k == "dryRun" && v == "All")
     }
+}
+
+/// Go's strconv.ParseBool, which kube-apiserver decodes boolean parameters with: the
+/// Python client sends `watch=True`, client-go `watch=true`, some tools `watch=1`.
+pub(crate) fn query_bool(v: Option<&str>) -> bool {
+    matches!(v, Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 /// Serves until `shutdown` fires. `ready` is consulted by /readyz.
@@ -337,6 +347,17 @@ mod tests {
         assert_eq!(percent_decode("%", false), "%");
         assert_eq!(percent_decode("a%2", false), "a%2");
         assert_eq!(percent_decode("%e2%82%ac", false), "€");
+    }
+
+    #[test]
+    fn boolean_parameters_read_like_go_parse_bool() {
+        for yes in ["true", "True", "TRUE", "t", "T", "1"] {
+            assert!(query_bool(Some(yes)), "{yes}");
+        }
+        for no in ["false", "False", "0", "", "yes", "tru"] {
+            assert!(!query_bool(Some(no)), "{no}");
+        }
+        assert!(!query_bool(None));
     }
 
 }
