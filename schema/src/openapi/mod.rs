@@ -4,9 +4,9 @@
 //! `kubectl explain`, openapi-based strategic merge and field validation see real shapes.
 
 pub mod fields;
-pub mod lists;
 pub mod v2proto;
 
+use crate::fieldtypes::{self, ListType, Smp};
 use crate::registry::{self, ResourceInfo, RESOURCES};
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
@@ -18,7 +18,7 @@ const V2_PREFIX: &str = "#/definitions/";
 const V3_PREFIX: &str = "#/components/schemas/";
 
 /// Every definition the registry's types reach, by name, with v2-style refs, the
-/// GVK extension on top-level kinds and list extensions from [`lists`]. Built once.
+/// GVK extension on top-level kinds and the list extensions `fieldtypes` knows. Built once.
 pub fn definitions() -> &'static Map<String, Value> {
     static DEFS: OnceLock<Map<String, Value>> = OnceLock::new();
     DEFS.get_or_init(generate)
@@ -54,22 +54,70 @@ fn generate() -> Map<String, Value> {
             }
         }
     }
-    for rule in lists::LIST_RULES {
-        let Some(p) = defs.get_mut(rule.definition).and_then(|d| d.pointer_mut(&format!("/properties/{}", rule.property))).and_then(Value::as_object_mut) else {
-            continue;
+    annotate_lists(&mut defs);
+    defs
+}
+
+/// The `x-kubernetes-list-*` and `x-kubernetes-patch-*` extensions of every list
+/// property, from the one table of list semantics (`crate::fieldtypes`, which server-side
+/// apply and strategic merge patch use too). That table is keyed by field paths within a
+/// kind; definitions are shared between paths, so each kind's tree is walked from its
+/// root and a list gets the semantics of the first path that reaches it.
+fn annotate_lists(defs: &mut Map<String, Value>) {
+    let mut decided: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut marks = Vec::new();
+    for r in RESOURCES {
+        let root = (r.schema.name)().into_owned();
+        walk_lists(defs, r.kind, &root, &mut Vec::new(), &mut decided, &mut marks);
+    }
+    for (def, prop, list_type, smp) in marks {
+        let Some(p) = defs.get_mut(&def).and_then(|d| d.pointer_mut(&format!("/properties/{prop}"))).and_then(Value::as_object_mut) else { continue };
+        let (ty, keys): (&str, Vec<&str>) = match list_type {
+            ListType::Atomic => ("atomic", vec![]),
+            ListType::Set => ("set", vec![]),
+            ListType::Map(keys) => ("map", keys.iter().map(|k| k.name).collect()),
         };
-        if let (Some(s), Some(k)) = (rule.patch_strategy, rule.merge_key) {
-            p.insert("x-kubernetes-patch-merge-key".into(), json!(k));
-            p.insert("x-kubernetes-patch-strategy".into(), json!(s));
-        } else if let Some(s) = rule.patch_strategy {
-            p.insert("x-kubernetes-patch-strategy".into(), json!(s));
+        p.insert("x-kubernetes-list-type".into(), json!(ty));
+        if !keys.is_empty() {
+            p.insert("x-kubernetes-list-map-keys".into(), json!(keys));
         }
-        p.insert("x-kubernetes-list-type".into(), json!(rule.list_type));
-        if !rule.map_keys.is_empty() {
-            p.insert("x-kubernetes-list-map-keys".into(), json!(rule.map_keys));
+        match smp {
+            Smp::MergeKey(k) => {
+                p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(k));
+            }
+            Smp::MergeSet => {
+                p.insert("x-kubernetes-patch-strategy".into(), json!("merge"));
+            }
+            Smp::Replace => {}
         }
     }
-    defs
+}
+
+/// The definition a property refers to, directly or as its array's items.
+fn referenced(p: &Value) -> Option<&str> {
+    let r = p.get("$ref").or_else(|| p.pointer("/items/$ref")).or_else(|| p.pointer("/allOf/0/$ref"))?;
+    ref_name(r.as_str()?)
+}
+
+fn walk_lists(defs: &Map<String, Value>, kind: &str, def: &str, path: &mut Vec<String>, decided: &mut BTreeSet<(String, String)>, marks: &mut Vec<(String, String, ListType, Smp)>) {
+    // Recursive types (none among ours today) end here rather than loop.
+    if path.len() > 16 {
+        return;
+    }
+    let Some(props) = defs.get(def).and_then(|d| d.get("properties")).and_then(Value::as_object) else { return };
+    for (name, p) in props {
+        path.push(name.clone());
+        if p.get("type").and_then(Value::as_str) == Some("array") && decided.insert((def.to_string(), name.clone())) {
+            let names: Vec<&str> = path.iter().map(String::as_str).collect();
+            let (list_type, smp) = fieldtypes::list(kind, &names);
+            marks.push((def.to_string(), name.clone(), list_type, smp));
+        }
+        if let Some(next) = referenced(p) {
+            walk_lists(defs, kind, next, path, decided, marks);
+        }
+        path.pop();
+    }
 }
 
 /// The definition a `$ref` names, if it is one of ours.
