@@ -100,9 +100,12 @@ fn kubectl_apply_to_running_pods_and_back() {
     // Server version and nodes.
     let v = c.ok(&["version"]);
     assert!(v.contains("Server Version: v1.32"), "{v}");
-    let nodes = c.ok(&["get", "nodes", "--no-headers"]);
-    let ready: Vec<&str> = nodes.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).collect();
-    assert_eq!(ready.len(), 2, "{nodes}");
+    // Both node agents register and report Ready (under load, one may take a moment).
+    c.eventually(Duration::from_secs(15), "two Ready nodes", || {
+        let nodes = c.ok(&["get", "nodes", "--no-headers"]);
+        let ready = nodes.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count();
+        if ready == 2 { Ok(()) } else { Err(nodes) }
+    });
 
     // The state group reports one member, the leader.
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["state", "status", "-o", "json", "--kubeconfig"]).arg(&c.kubeconfig).output().expect("state status");
