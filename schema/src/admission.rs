@@ -58,7 +58,7 @@ pub fn admit_create(res: &ResourceInfo, v: &mut Value) -> Result<(), AdmissionEr
     if !v.is_object() {
         return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
     }
-    check_shape(res, v)?;
+    let whole = check_shape(res, v)?;
     if object::name(v).is_none() {
         if let Some(gen) = v.pointer("/metadata/generateName").and_then(Value::as_str).filter(|s| !s.is_empty()) {
             let name = format!("{gen}{}", random_suffix(5));
@@ -77,7 +77,7 @@ pub fn admit_create(res: &ResourceInfo, v: &mut Value) -> Result<(), AdmissionEr
         default_namespace(v);
     }
     crate::defaults::apply(res, v);
-    validate(res, v)
+    validate_shaped(res, v, whole)
 }
 
 /// Carries server-owned metadata over from the stored object, bumps generation when the
@@ -98,7 +98,7 @@ pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: W
     if !v.is_object() {
         return Err(AdmissionError::BadRequest("the body is not a JSON object".into()));
     }
-    check_shape(res, v)?;
+    let whole = check_shape(res, v)?;
     set_type_meta(res, v);
     let deleting = old.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null());
     for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"] {
@@ -120,7 +120,7 @@ pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: W
     if res.kind == "Namespace" {
         default_namespace(v);
     }
-    validate(res, v)?;
+    validate_shaped(res, v, whole)?;
     let mut causes = Vec::new();
     crate::validate::immutable(res.kind, v, old, &mut causes);
     if res.kind == "Deployment" || res.kind == "ReplicaSet" {
@@ -179,6 +179,12 @@ fn random_suffix(n: usize) -> String {
 
 /// Validates the fields kubectl users set; every problem is reported, not just the first.
 pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
+    validate_shaped(res, v, false)
+}
+
+/// `decoded`: the object already decoded whole as its type before defaulting (which only
+/// adds well-typed fields), so the typed decode need not run a second time per write.
+fn validate_shaped(res: &ResourceInfo, v: &Value, decoded: bool) -> Result<(), AdmissionError> {
     let mut causes = Vec::new();
     match object::name(v) {
         None => causes.push(Cause { reason: "FieldValueRequired".into(), field: "metadata.name".into(), message: "Required value: name or generateName is required".into() }),
@@ -201,6 +207,9 @@ pub fn validate(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
     if !causes.is_empty() {
         return Err(invalid_err(res, v, causes));
     }
+    if decoded {
+        return Ok(());
+    }
     typed_check(res, v).map_err(|e| cannot_handle(res, e))
 }
 
@@ -211,11 +220,13 @@ fn cannot_handle(res: &ResourceInfo, e: serde_json::Error) -> AdmissionError {
 /// Before defaulting touches the object: every field present has its type's shape (a
 /// `spec` that is a list, a number where an object belongs), or the request is a 400.
 /// A required field that is missing is left for validation to report field by field
-/// (serde reports it only after every present field of that object decoded).
-fn check_shape(res: &ResourceInfo, v: &Value) -> Result<(), AdmissionError> {
+/// (serde reports it only after every present field of that object decoded). True when
+/// the object decoded whole.
+fn check_shape(res: &ResourceInfo, v: &Value) -> Result<bool, AdmissionError> {
     match typed_check(res, v) {
-        Err(e) if !e.to_string().starts_with("missing field") => Err(cannot_handle(res, e)),
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.to_string().starts_with("missing field") => Ok(false),
+        Err(e) => Err(cannot_handle(res, e)),
     }
 }
 
