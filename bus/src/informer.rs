@@ -1,11 +1,14 @@
-//! The informer: list, then watch from the list's revision; when the watch fails or its
-//! revision has expired, re-list and start again. Consumers get a full `Listed` snapshot
-//! after every (re)list, then one `Applied`/`Deleted` per change, in revision order.
+//! The informer: list, then watch from the list's revision; when the watch fails, its
+//! revision has expired or an event cannot be read, re-list (after a growing pause) and
+//! start again. Consumers get a full `Listed` snapshot after every (re)list, then one
+//! `Applied`/`Deleted` per change, in revision order.
 
 use crate::client::{info, Client, Object};
 use crate::BusError;
-use futures::{Stream, StreamExt};
-use schema::store::{EventType, Revision};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use schema::store::{Event, EventType, Revision};
 use schema::subjects::{self, EventFilter, NodeFilter};
 use schema::{codec, object};
 use std::time::Duration;
@@ -45,34 +48,103 @@ impl Scope {
     }
 }
 
+/// Pauses between (re)lists: doubling up to a cap, so an informer whose watch keeps
+/// expiring or failing at once does not hammer the state group, and back to the start
+/// after a watch that stayed up (`HEALTHY_FOR`).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { min, max, next: min }
+    }
+
+    /// The pause to take now; the one after it is twice as long, up to the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A watch that lasted this long was healthy: the next failure starts from the shortest pause.
+const HEALTHY_FOR: Duration = Duration::from_secs(30);
+
+type Events = BoxStream<'static, Result<Event, BusError>>;
+
+/// Where an informer lists and watches; the bus in production, a scripted one in the
+/// unit tests of the relist loop's timing.
+pub(crate) trait Source<K>: Send + Sync + 'static {
+    fn list(&self) -> BoxFuture<'_, Result<(Vec<K>, Revision), String>>;
+    fn watch(&self, after: Revision) -> BoxFuture<'_, Result<Events, BusError>>;
+}
+
+struct BusSource {
+    client: Client,
+    namespace: Option<String>,
+    filter: String,
+}
+
+impl<K: Object> Source<K> for BusSource {
+    fn list(&self) -> BoxFuture<'_, Result<(Vec<K>, Revision), String>> {
+        async move { self.client.list::<K>(self.namespace.as_deref()).await.map_err(|e| e.to_string()) }.boxed()
+    }
+    fn watch(&self, after: Revision) -> BoxFuture<'_, Result<Events, BusError>> {
+        async move { self.client.bus.watch(self.filter.clone(), after).await.map(|s| s.boxed()) }.boxed()
+    }
+}
+
 /// An endless stream of informer events for K within `scope`.
 pub fn watch_objects<K: Object>(client: Client, scope: Scope) -> impl Stream<Item = InformerEvent<K>> + Send + 'static {
     let (tx, rx) = futures::channel::mpsc::channel::<InformerEvent<K>>(1024);
-    tokio::spawn(run::<K>(client, scope, tx));
+    match info::<K>() {
+        Ok(r) => {
+            let filter = subjects::event_filter(
+                r.plural,
+                &EventFilter { namespace: scope.namespace.as_deref(), node: scope.node_filter(), name: None },
+            );
+            let source = BusSource { client, namespace: scope.namespace.clone(), filter };
+            tokio::spawn(run::<K, _>(source, scope, tx));
+        }
+        Err(e) => tracing::error!(error = %e, "informer for an unregistered kind"),
+    }
     rx
 }
 
-async fn run<K: Object>(client: Client, scope: Scope, mut tx: futures::channel::mpsc::Sender<InformerEvent<K>>) {
+/// The object an event carries, at the event's revision; None when it cannot be read.
+fn decode<K: Object>(ev: &Event) -> Option<(K, serde_json::Value)> {
+    let mut v = codec::decode::<serde_json::Value>(&ev.value).ok()?;
+    object::set_meta(&mut v, "resourceVersion", serde_json::Value::String(ev.rev.to_string()));
+    let obj = object::from_value::<K>(v.clone()).ok()?;
+    Some((obj, v))
+}
+
+async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, mut tx: futures::channel::mpsc::Sender<InformerEvent<K>>) {
     use futures::SinkExt;
-    let plural = match info::<K>() {
-        Ok(r) => r.plural,
-        Err(e) => {
-            tracing::error!(error = %e, "informer for an unregistered kind");
-            return;
-        }
-    };
-    let filter = subjects::event_filter(
-        plural,
-        &EventFilter { namespace: scope.namespace.as_deref(), node: scope.node_filter(), name: None },
-    );
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut first = true;
     loop {
-        let (items, rev) = match client.list::<K>(scope.namespace.as_deref()).await {
+        if !first {
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        first = false;
+        let (items, rev) = match source.list().await {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(kind = K::KIND, error = %e, "informer list failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
@@ -83,15 +155,14 @@ async fn run<K: Object>(client: Client, scope: Scope, mut tx: futures::channel::
         if tx.send(InformerEvent::Listed(items, rev)).await.is_err() {
             return;
         }
-        let mut events = match client.bus.watch(filter.clone(), rev).await {
-            Ok(s) => Box::pin(s),
+        let mut events = match source.watch(rev).await {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!(kind = K::KIND, error = %e, "informer watch failed; re-listing");
-                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        let started = tokio::time::Instant::now();
         let mut last = rev;
         while let Some(ev) = events.next().await {
             let ev = match ev {
@@ -105,22 +176,30 @@ async fn run<K: Object>(client: Client, scope: Scope, mut tx: futures::channel::
             if ev.rev <= last {
                 continue; // already covered by the list (or a duplicate): never deliver twice
             }
-            last = ev.rev;
-            let decoded = codec::decode::<serde_json::Value>(&ev.value).ok().and_then(|mut v| {
-                object::set_meta(&mut v, "resourceVersion", serde_json::Value::String(ev.rev.to_string()));
-                object::from_value::<K>(v).ok()
-            });
-            let Some(obj) = decoded else {
-                tracing::warn!(kind = K::KIND, rev = ev.rev, "undecodable event skipped");
-                continue;
+            // An event it cannot read is treated as an expired watch: the list tells what
+            // became of that object, where skipping it would leave the cache wrong.
+            let Some((obj, v)) = decode::<K>(&ev) else {
+                tracing::warn!(kind = K::KIND, rev = ev.rev, "undecodable event; re-listing");
+                break;
             };
+            last = ev.rev;
             let out = match ev.typ {
                 EventType::Deleted => InformerEvent::Deleted(obj, ev.rev),
+                // The object left the scope (a bind takes a pod out of the unscheduled
+                // ones): to this informer it is gone, as a field-selector watch says.
+                _ if !scope.admits(&v) => InformerEvent::Deleted(obj, ev.rev),
                 EventType::Added | EventType::Modified => InformerEvent::Applied(obj, ev.rev),
             };
             if tx.send(out).await.is_err() {
                 return;
             }
         }
+        if started.elapsed() >= HEALTHY_FOR {
+            backoff.reset();
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "informer_tests.rs"]
+mod tests;

@@ -7,10 +7,10 @@ pub mod client;
 pub mod events;
 pub mod informer;
 pub mod metrics;
+pub mod watch;
 
-use futures::{Stream, StreamExt};
 use schema::codec;
-use schema::store::{AdminOp, AdminResult, Consistency, Event, ReadOp, ReadResult, RequestId, Revision, StoreError, WriteOp, WriteRequest, WriteResult};
+use schema::store::{AdminOp, AdminResult, Consistency, ReadOp, ReadResult, RequestId, Revision, StoreError, WriteOp, WriteRequest, WriteResult};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use schema::subjects;
@@ -29,6 +29,10 @@ pub enum BusError {
     /// The requested revision is older than the retained history: re-list.
     #[error("resource version {0} is too old")]
     Expired(Revision),
+    /// The events stream's message at this revision is not an event of it: a watch stops
+    /// there (an informer re-lists) rather than pass over a change it cannot read.
+    #[error("the event at revision {rev} cannot be decoded: {reason}")]
+    Undecodable { rev: Revision, reason: String },
     #[error("timed out: {0}")]
     Timeout(String),
 }
@@ -128,101 +132,8 @@ impl Bus {
         self.request(subjects::STATE_ADMIN, op).await
     }
 
-    /// Every event matching `filter` committed after revision `after`, in revision order,
-    /// each once. The stream outlives NATS disconnects and server restarts: when its
-    /// consumer fails it opens a new one from the last delivered revision + 1 (revision N
-    /// is stream message N), and drops anything it already delivered. It ends with
-    /// `Err(Expired)` only when the history it needs is gone.
-    pub async fn watch(
-        &self,
-        filter: String,
-        after: Revision,
-    ) -> Result<impl Stream<Item = Result<Event, BusError>> + Send + 'static, BusError> {
-        use futures::SinkExt;
-        let mut messages = self.open_watch(&filter, after).await?;
-        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Event, BusError>>(256);
-        let bus = self.clone();
-        tokio::spawn(async move {
-            let mut last = after;
-            loop {
-                match messages.next().await {
-                    Some(Ok(ev)) => {
-                        if ev.rev <= last {
-                            continue;
-                        }
-                        last = ev.rev;
-                        if tx.send(Ok(ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => tracing::debug!(error = %e, filter, last, "watch consumer failed; reopening"),
-                    None => tracing::debug!(filter, last, "watch consumer ended; reopening"),
-                }
-                // Reopen from where we are, backing off while NATS is away.
-                let mut backoff = Duration::from_millis(50);
-                loop {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    match bus.open_watch(&filter, last).await {
-                        Ok(m) => {
-                            messages = m;
-                            break;
-                        }
-                        Err(BusError::Expired(r)) => {
-                            let _ = tx.send(Err(BusError::Expired(r))).await;
-                            return;
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "reopening watch failed");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(2));
-                        }
-                    }
-                }
-            }
-        });
-        Ok(rx)
-    }
-
-    async fn open_watch(
-        &self,
-        filter: &str,
-        after: Revision,
-    ) -> Result<futures::stream::BoxStream<'static, Result<Event, BusError>>, BusError> {
-        use async_nats::jetstream::consumer::{push, DeliverPolicy};
-        let stream = self.events_stream().await?;
-        let info = stream.cached_info();
-        if after > 0 && after + 1 < info.state.first_sequence {
-            return Err(BusError::Expired(after));
-        }
-        let cfg = push::OrderedConfig {
-            deliver_subject: self.nats.new_inbox(),
-            filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
-            ..Default::default()
-        };
-        let consumer = stream.create_consumer(cfg).await.map_err(BusError::nats)?;
-        if after > 0 {
-            // The history may have aged out between that look and the consumer's start;
-            // the consumer would silently begin later. Look again.
-            let mut stream = stream;
-            let info = stream.info().await.map_err(BusError::nats)?;
-            if after + 1 < info.state.first_sequence {
-                return Err(BusError::Expired(after));
-            }
-        }
-        let messages = consumer.messages().await.map_err(BusError::nats)?;
-        Ok(messages
-            .map(|m| match m {
-                Ok(msg) => codec::decode::<Event>(&msg.payload).map_err(BusError::from),
-                Err(e) => Err(BusError::nats(e)),
-            })
-            .boxed())
-    }
-
     /// The events stream, waiting for the state group to create it.
-    async fn events_stream(&self) -> Result<async_nats::jetstream::stream::Stream, BusError> {
+    pub(crate) async fn events_stream(&self) -> Result<async_nats::jetstream::stream::Stream, BusError> {
         let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
         loop {
             match self.js.get_stream(subjects::EVENTS_STREAM).await {

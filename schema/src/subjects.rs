@@ -46,7 +46,8 @@ pub fn token(s: &str) -> String {
     out
 }
 
-/// Subject of one object's events. `node` matters for pods only (None = unscheduled).
+/// An object's own subject, kept with it in the store. `node` matters for pods only
+/// (None = unscheduled). Events are published on [`event_subject`] of it.
 pub fn object_event(plural: &str, namespace: Option<&str>, name: &str, node: Option<&str>) -> String {
     let ns = namespace.map(token).unwrap_or_else(|| NONE.to_string());
     if plural == "pods" {
@@ -54,6 +55,34 @@ pub fn object_event(plural: &str, namespace: Option<&str>, name: &str, node: Opt
         format!("ev.pods.{ns}.{node}.{}", token(name))
     } else {
         format!("ev.{plural}.{ns}.{}", token(name))
+    }
+}
+
+/// The pod subject's node token, if `subject` is a pod's own subject (4 tokens after `ev`).
+fn pod_node_token(subject: &str) -> Option<&str> {
+    let mut t = subject.split('.');
+    match (t.next(), t.next(), t.next(), t.next(), t.next(), t.next()) {
+        (Some("ev"), Some("pods"), Some(_), Some(node), Some(_), None) => Some(node),
+        _ => None,
+    }
+}
+
+/// The subject one event is published on, from the object's subject after the change
+/// (`now`) and before it (`before`, None for a create). A pod's event carries a fifth
+/// token, the node it was on before (its node now when that did not change): a bind
+/// (`_` to a node) is then on both the node's subject and the unscheduled one, so the
+/// watcher of unscheduled pods sees the pod leave, as kube-apiserver's field selector
+/// watch does. nats-server 2.9 takes one filter subject per consumer, so each side of a
+/// move must be matchable by one pattern: the node watcher matches the 4th token, the
+/// unscheduled watcher the 5th. spec.nodeName is immutable once set, so no pod moves
+/// the other ways (node to node, node to unscheduled). Other kinds: `now` unchanged.
+pub fn event_subject(now: &str, before: Option<&str>) -> String {
+    match pod_node_token(now) {
+        Some(node) => {
+            let from = before.and_then(pod_node_token).unwrap_or(node);
+            format!("{now}.{from}")
+        }
+        None => now.to_string(),
     }
 }
 
@@ -75,16 +104,17 @@ pub enum NodeFilter<'a> {
 }
 
 /// Subject filter for a watch on `plural` (namespaced tells whether a namespace token exists).
+/// Pod events have five tokens after `ev.pods` (see [`event_subject`]): a node's watcher
+/// matches the node they are on, the unscheduled watcher the node they came from.
 pub fn event_filter(plural: &str, f: &EventFilter<'_>) -> String {
     let ns = f.namespace.map(token).unwrap_or_else(|| "*".to_string());
     let name = f.name.map(token).unwrap_or_else(|| "*".to_string());
     if plural == "pods" {
-        let node = match f.node {
-            NodeFilter::Any => "*".to_string(),
-            NodeFilter::Unscheduled => NONE.to_string(),
-            NodeFilter::Node(n) => token(n),
-        };
-        format!("ev.pods.{ns}.{node}.{name}")
+        match f.node {
+            NodeFilter::Any => format!("ev.pods.{ns}.*.{name}.*"),
+            NodeFilter::Unscheduled => format!("ev.pods.{ns}.*.{name}.{NONE}"),
+            NodeFilter::Node(n) => format!("ev.pods.{ns}.{}.{name}.*", token(n)),
+        }
     } else {
         format!("ev.{plural}.{ns}.{name}")
     }
@@ -110,8 +140,42 @@ mod tests {
         assert_eq!(object_event("pods", Some("demo"), "p", None), "ev.pods.demo._.p");
         assert_eq!(object_event("pods", Some("demo"), "p", Some("n1")), "ev.pods.demo.n1.p");
         let f = EventFilter { node: NodeFilter::Node("n1"), ..Default::default() };
-        assert_eq!(event_filter("pods", &f), "ev.pods.*.n1.*");
+        assert_eq!(event_filter("pods", &f), "ev.pods.*.n1.*.*");
         let f = EventFilter { namespace: Some("demo"), ..Default::default() };
         assert_eq!(event_filter("deployments", &f), "ev.deployments.demo.*");
+    }
+
+    /// Whether a NATS filter subject matches a subject (`*` one token, `>` the rest).
+    fn matches(filter: &str, subject: &str) -> bool {
+        let (mut f, mut s) = (filter.split('.'), subject.split('.'));
+        loop {
+            match (f.next(), s.next()) {
+                (Some(">"), Some(_)) => return true,
+                (Some("*"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn a_bind_is_seen_by_the_unscheduled_and_the_node_watcher() {
+        let pending = object_event("pods", Some("demo"), "p", None);
+        let bound = object_event("pods", Some("demo"), "p", Some("n1"));
+        let created = event_subject(&pending, None);
+        let bind = event_subject(&bound, Some(&pending));
+        let status = event_subject(&bound, Some(&bound));
+        assert_eq!((created.as_str(), bind.as_str(), status.as_str()), ("ev.pods.demo._.p._", "ev.pods.demo.n1.p._", "ev.pods.demo.n1.p.n1"));
+        let unscheduled = event_filter("pods", &EventFilter { node: NodeFilter::Unscheduled, ..Default::default() });
+        let node = event_filter("pods", &EventFilter { node: NodeFilter::Node("n1"), ..Default::default() });
+        let any = event_filter("pods", &EventFilter { namespace: Some("demo"), name: Some("p"), ..Default::default() });
+        let seen = |f: &str| [&created, &bind, &status].iter().map(|s| matches(f, s)).collect::<Vec<_>>();
+        assert_eq!(seen(&unscheduled), vec![true, true, false]);
+        assert_eq!(seen(&node), vec![false, true, true]);
+        assert_eq!(seen(&any), vec![true, true, true]);
+        assert!(matches(EVENTS_ALL, &bind));
+        // Other kinds publish on their own subject.
+        assert_eq!(event_subject("ev.nodes._.n1", Some("ev.nodes._.n1")), "ev.nodes._.n1");
     }
 }

@@ -3,6 +3,7 @@
 //! rules every replica must agree on (preconditions, revision numbering) are unit-tested.
 
 use schema::store::{Event, EventType, RequestId, Revision, StoreError, Stored, WriteOp, WriteResult};
+use schema::subjects;
 use serde::{Deserialize, Serialize};
 
 /// Largest value the store accepts (Kubernetes' own object limit).
@@ -116,11 +117,11 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
     let rev = last_rev + 1;
     match (op, current) {
         (WriteOp::Create { key, .. }, Some(_)) => Err(StoreError::AlreadyExists(key.clone())),
-        (WriteOp::Create { key, subject, value }, None) => Ok(put(key, subject, value, rev, EventType::Added)),
+        (WriteOp::Create { key, subject, value }, None) => Ok(put(key, subject, None, value, rev, EventType::Added)),
         (WriteOp::Update { key, .. }, None) | (WriteOp::Delete { key, .. }, None) => Err(StoreError::NotFound(key.clone())),
         (WriteOp::Update { key, subject, value, expected_rev }, Some(cur)) => {
             check_rev(key, *expected_rev, cur)?;
-            Ok(put(key, subject, value, rev, EventType::Modified))
+            Ok(put(key, subject, Some(&cur.subject), value, rev, EventType::Modified))
         }
         (WriteOp::Delete { key, expected_rev }, Some(cur)) => {
             check_rev(key, *expected_rev, cur)?;
@@ -131,7 +132,7 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
                     rev,
                     typ: EventType::Deleted,
                     key: key.clone(),
-                    subject: cur.subject.clone(),
+                    subject: subjects::event_subject(&cur.subject, Some(&cur.subject)),
                     value: cur.value.clone(),
                 },
                 // The removed value, at the revision of the delete, so a client can
@@ -142,11 +143,14 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
     }
 }
 
-fn put(key: &str, subject: &str, value: &[u8], rev: Revision, typ: EventType) -> Outcome {
+/// The event's subject is decided here, on apply, from the stored subject before the
+/// write: only the state machine knows it for certain (an unconditional update's writer
+/// may have read an older object).
+fn put(key: &str, subject: &str, before: Option<&str>, value: &[u8], rev: Revision, typ: EventType) -> Outcome {
     Outcome {
         rev,
         change: Change::Put(KvEntry { rev, subject: subject.to_string(), value: value.to_vec() }),
-        event: Event { rev, typ, key: key.to_string(), subject: subject.to_string(), value: value.to_vec() },
+        event: Event { rev, typ, key: key.to_string(), subject: subjects::event_subject(subject, before), value: value.to_vec() },
         result: WriteResult { rev, stored: Stored { key: key.to_string(), rev, value: value.to_vec() } },
     }
 }
@@ -251,6 +255,18 @@ mod tests {
         assert_eq!(recall(&del, &remember(&del, 6, &gone)), gone);
         let failed = m.apply(del.clone());
         assert_eq!(recall(&del, &remember(&del, 7, &failed)), failed);
+    }
+
+    #[test]
+    fn a_bind_event_names_the_node_the_pod_left() {
+        let mut m = Mem::default();
+        let (pending, bound) = (subjects::object_event("pods", Some("d"), "p", None), subjects::object_event("pods", Some("d"), "p", Some("n1")));
+        m.apply(WriteOp::Create { key: "pods/d/p".into(), subject: pending.clone(), value: vec![1] }).expect("create");
+        m.apply(WriteOp::Update { key: "pods/d/p".into(), subject: bound.clone(), value: vec![2], expected_rev: None }).expect("bind");
+        m.apply(WriteOp::Delete { key: "pods/d/p".into(), expected_rev: None }).expect("delete");
+        let subs: Vec<_> = m.events.iter().map(|e| e.subject.as_str()).collect();
+        assert_eq!(subs, vec!["ev.pods.d._.p._", "ev.pods.d.n1.p._", "ev.pods.d.n1.p.n1"]);
+        assert_eq!(m.kv.len(), 0);
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! The watch on the events stream: one ordered JetStream consumer per watch, reopened
+//! from the last delivered revision when it fails, deleted as soon as the watch ends
+//! (its reader gone, an error, or expiry) so that finished watches hold no consumers.
+
+use crate::{Bus, BusError};
+use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use schema::codec;
+use schema::store::{Event, Revision};
+use schema::subjects;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One open consumer: its messages and the name to delete it by when the watch is done.
+struct Opened {
+    messages: BoxStream<'static, Result<async_nats::jetstream::Message, String>>,
+    consumer: String,
+}
+
+/// What one stream message is to a watcher.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Decoded {
+    Event(Event),
+    /// A placeholder for a revision a restored group has no event for (`ev._gap`).
+    Gap,
+}
+
+/// Decodes the stream's message `seq`. A message that is not an event, or one whose
+/// revision is not its sequence, breaks "revision N is message N": the watch cannot
+/// say what happened at `seq`, so it must stop rather than pass over it.
+pub(crate) fn decode(seq: u64, subject: &str, payload: &[u8]) -> Result<Decoded, BusError> {
+    if subject == subjects::EVENTS_GAP {
+        return Ok(Decoded::Gap);
+    }
+    let ev: Event = codec::decode(payload).map_err(|e| BusError::Undecodable { rev: seq, reason: e.to_string() })?;
+    if ev.rev != seq {
+        return Err(BusError::Undecodable { rev: seq, reason: format!("stream message {seq} carries revision {}", ev.rev) });
+    }
+    Ok(Decoded::Event(ev))
+}
+
+impl Bus {
+    /// Every event matching `filter` committed after revision `after`, in revision order,
+    /// each once. The stream outlives NATS disconnects and server restarts: when its
+    /// consumer fails it opens a new one from the last delivered revision + 1 (revision N
+    /// is stream message N), and drops anything it already delivered. It ends with
+    /// `Err(Expired)` when the history it needs is gone and with `Err(Undecodable)` at a
+    /// message it cannot read; dropping the stream deletes its consumer.
+    pub async fn watch(&self, filter: String, after: Revision) -> Result<impl Stream<Item = Result<Event, BusError>> + Send + 'static, BusError> {
+        let opened = self.open_watch(&filter, after).await?;
+        let (tx, rx) = mpsc::channel::<Result<Event, BusError>>(256);
+        tokio::spawn(pump(self.clone(), filter, after, opened, tx));
+        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+    }
+
+    async fn open_watch(&self, filter: &str, after: Revision) -> Result<Opened, BusError> {
+        let stream = self.events_stream().await?;
+        let info = stream.cached_info();
+        if after > 0 && after + 1 < info.state.first_sequence {
+            return Err(BusError::Expired(after));
+        }
+        let cfg = push::OrderedConfig {
+            deliver_subject: self.nats.new_inbox(),
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(cfg).await.map_err(BusError::nats)?;
+        let name = consumer.cached_info().name.clone();
+        if after > 0 {
+            // The history may have aged out between that look and the consumer's start;
+            // the consumer would silently begin later. Look again.
+            let mut stream = stream;
+            let info = stream.info().await.map_err(BusError::nats)?;
+            if after + 1 < info.state.first_sequence {
+                self.close_consumer(&name).await;
+                return Err(BusError::Expired(after));
+            }
+        }
+        let messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                self.close_consumer(&name).await;
+                return Err(BusError::nats(e));
+            }
+        };
+        Ok(Opened { messages: messages.map(|m| m.map_err(|e| e.to_string())).boxed(), consumer: name })
+    }
+
+    /// Deletes a watch's consumer. Best effort: one the ordered consumer recreated under
+    /// another name (after a missed heartbeat) lapses 30 s after its subscription goes.
+    async fn close_consumer(&self, name: &str) {
+        match tokio::time::timeout(Duration::from_secs(5), self.js.delete_consumer_from_stream(name, subjects::EVENTS_STREAM)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(consumer = name, error = %e, "deleting a watch consumer failed"),
+            Err(_) => tracing::debug!(consumer = name, "deleting a watch consumer timed out"),
+        }
+    }
+}
+
+/// Moves events from the consumer to the watcher until either side is done.
+async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx: mpsc::Sender<Result<Event, BusError>>) {
+    let mut last = after;
+    loop {
+        let item = tokio::select! {
+            _ = tx.closed() => break,
+            m = opened.messages.next() => m,
+        };
+        match item {
+            Some(Ok(msg)) => {
+                let seq = match msg.info() {
+                    Ok(i) => i.stream_sequence,
+                    Err(e) => {
+                        let _ = tx.send(Err(BusError::Undecodable { rev: last + 1, reason: format!("no stream sequence: {e}") })).await;
+                        break;
+                    }
+                };
+                match decode(seq, msg.subject.as_str(), &msg.payload) {
+                    Ok(Decoded::Gap) => continue,
+                    Ok(Decoded::Event(ev)) => {
+                        if ev.rev <= last {
+                            continue;
+                        }
+                        last = ev.rev;
+                        if tx.send(Ok(ev)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        // Reopening would land on the same message again, forever.
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, filter, last, "watch consumer failed; reopening"),
+            None => tracing::debug!(filter, last, "watch consumer ended; reopening"),
+        }
+        bus.close_consumer(&opened.consumer).await;
+        // Reopen from where we are, backing off while NATS is away.
+        let mut backoff = Duration::from_millis(50);
+        opened = loop {
+            let err = tokio::select! {
+                _ = tx.closed() => return,
+                r = bus.open_watch(&filter, last) => match r {
+                    Ok(o) => break o,
+                    Err(e) => e,
+                },
+            };
+            if let BusError::Expired(r) = err {
+                let _ = tx.send(Err(BusError::Expired(r))).await;
+                return;
+            }
+            tracing::debug!(error = %err, "reopening watch failed");
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        };
+    }
+    bus.close_consumer(&opened.consumer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::store::EventType;
+
+    #[test]
+    fn a_message_that_is_not_its_revision_stops_the_watch() {
+        let ev = Event { rev: 7, typ: EventType::Added, key: "k".into(), subject: "ev.x._.k".into(), value: vec![1] };
+        let bytes = codec::encode(&ev).expect("encode");
+        assert_eq!(decode(7, "ev.x._.k", &bytes).expect("decodes"), Decoded::Event(ev));
+        assert!(matches!(decode(8, "ev.x._.k", &bytes), Err(BusError::Undecodable { rev: 8, .. })));
+        assert!(matches!(decode(9, "ev.x._.k", b"\xc1garbage"), Err(BusError::Undecodable { rev: 9, .. })));
+        assert_eq!(decode(3, subjects::EVENTS_GAP, b"").expect("gap"), Decoded::Gap);
+    }
+}
