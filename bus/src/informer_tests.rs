@@ -77,7 +77,7 @@ async fn a_healthy_watch_resets_the_backoff() {
 }
 
 fn event(rev: Revision, typ: EventType, value: Vec<u8>) -> Event {
-    Event { rev, typ, key: format!("configmaps/d/c{rev}"), subject: "ev.configmaps.d.c".into(), value }
+    Event { rev, typ, key: format!("configmaps/d/c{rev}"), subject: "ev.configmaps.d.c".into(), value, prev: None }
 }
 
 fn encoded(v: serde_json::Value) -> Vec<u8> {

@@ -47,11 +47,11 @@ impl Bus {
     /// is stream message N), and drops anything it already delivered. It ends with
     /// `Err(Expired)` when the history it needs is gone and with `Err(Undecodable)` at a
     /// message it cannot read; dropping the stream deletes its consumer.
-    pub async fn watch(&self, filter: String, after: Revision) -> Result<impl Stream<Item = Result<Event, BusError>> + Send + 'static, BusError> {
+    pub async fn watch(&self, filter: String, after: Revision) -> Result<impl Stream<Item = Result<Event, BusError>> + Send + Unpin + 'static, BusError> {
         let opened = self.open_watch(&filter, after).await?;
         let (tx, rx) = mpsc::channel::<Result<Event, BusError>>(256);
         tokio::spawn(pump(self.clone(), filter, after, opened, tx));
-        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+        Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed())
     }
 
     async fn open_watch(&self, filter: &str, after: Revision) -> Result<Opened, BusError> {
@@ -86,6 +86,23 @@ impl Bus {
             }
         };
         Ok(Opened { messages: messages.map(|m| m.map_err(|e| e.to_string())).boxed(), consumer: name })
+    }
+
+    /// The event committed at `rev` (stream message `rev`), None when the stream no longer
+    /// holds it (aged out, or before a restored group's history) or never had an event
+    /// there (a gap placeholder).
+    pub async fn event_at(&self, rev: Revision) -> Result<Option<Event>, BusError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let stream = self.events_stream().await?;
+        let msg = match stream.get_raw_message(rev).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(BusError::nats(e)),
+        };
+        match decode(msg.sequence, msg.subject.as_str(), &msg.payload)? {
+            Decoded::Event(ev) => Ok(Some(ev)),
+            Decoded::Gap => Ok(None),
+        }
     }
 
     /// Deletes a watch's consumer. Best effort: one the ordered consumer recreated under
@@ -171,7 +188,7 @@ mod tests {
 
     #[test]
     fn a_message_that_is_not_its_revision_stops_the_watch() {
-        let ev = Event { rev: 7, typ: EventType::Added, key: "k".into(), subject: "ev.x._.k".into(), value: vec![1] };
+        let ev = Event { rev: 7, typ: EventType::Added, key: "k".into(), subject: "ev.x._.k".into(), value: vec![1], prev: None };
         let bytes = codec::encode(&ev).expect("encode");
         assert_eq!(decode(7, "ev.x._.k", &bytes).expect("decodes"), Decoded::Event(ev));
         assert!(matches!(decode(8, "ev.x._.k", &bytes), Err(BusError::Undecodable { rev: 8, .. })));

@@ -188,6 +188,12 @@ pub struct Event {
     /// For `Deleted`, the last stored value.
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    /// The revision the object was at just before this change (None for a create): its
+    /// state then is stream message `prev`. A selector watch from an old revision reads
+    /// it to know whether the object matched before this event. Absent in events
+    /// committed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<Revision>,
 }
 
 /// One member's answer to a status request (`flotilla state status`).

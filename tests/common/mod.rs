@@ -111,5 +111,6 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 pub mod cluster;
+pub mod gateway;
 pub mod linearizability;
 pub mod members;

@@ -15,6 +15,7 @@ mod fields;
 mod handlers;
 mod inflight;
 mod logs;
+mod membership;
 mod openapi;
 mod patch;
 mod patching;

@@ -18,7 +18,7 @@ use schema::store::{EventType, Revision, Stored};
 use schema::subjects::{self, EventFilter, NodeFilter};
 use schema::{keys, object};
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Default watch length when the client sets no timeoutSeconds: kubectl `get -w` exits
@@ -130,9 +130,11 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
     // Bookmarks are for clients of JSON objects; kubectl's Table watches never ask.
     let bookmarks = bookmarks && !table::wants_table(req.accept());
     let filtered = !ls.is_empty() || !fs.is_empty();
-    // Synthetic ADDED events when no revision was given; otherwise (with selectors) the
-    // current matches, to know which later events leave the selector.
-    let (initial, after) = if from.is_none() || filtered {
+    // Synthetic ADDED events when no revision was given, and then the list tells which
+    // objects match at the watch's start. From a given revision the current matches say
+    // nothing about that revision: membership is then read per object from the history
+    // (see `membership`).
+    let (initial, after) = if from.is_none() {
         let page = list_objects(st, res, ns.as_deref(), &ls, &fs, 0, None).await?;
         (page.items, from.unwrap_or(page.rev))
     } else {
@@ -155,11 +157,14 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         }
         Err(e) => return Err(ApiError::store(res, "", e)),
     };
-    let mut matching: HashSet<String> = HashSet::new();
+    // Whether each key matched the selectors after the last event of it this watch saw.
+    // After a list, a key not in it did not match; from a revision, it is not known yet.
+    let mut matching: HashMap<String, bool> = HashMap::new();
+    let listed = from.is_none();
     let mut first_lines = Vec::new();
     for obj in &initial {
         if let Ok(k) = object::key_of(res, obj) {
-            matching.insert(k);
+            matching.insert(k, true);
         }
         if from.is_none() {
             first_lines.push(enc.line("ADDED", obj));
@@ -169,6 +174,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         first_lines.push(enc.line("BOOKMARK", &bookmark(res, after, true)));
     }
     let stop = st.shutdown.clone();
+    let bus = st.bus.clone();
     let prefix = keys::prefix(res.plural, if res.namespaced { ns.as_deref() } else { None });
     tokio::spawn(async move {
         for l in first_lines {
@@ -212,27 +218,40 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                     return;
                 }
             };
-            reached = reached.max(ev.rev);
             if !ev.key.starts_with(&prefix) {
+                reached = reached.max(ev.rev);
                 continue;
             }
-            let obj = match super::handlers::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value }) {
+            // A change this watch cannot read ends it, naming the revision: skipping it
+            // (and bookmarking past it) would tell the client it had seen everything.
+            let obj = match super::handlers::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value.clone() }) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(key = %ev.key, error = %e, "gateway: undecodable event skipped");
-                    continue;
+                    tracing::warn!(key = %ev.key, rev = ev.rev, error = %e, "gateway: undecodable event ends the watch");
+                    let status = ApiError::internal(format!("the event at revision {} cannot be decoded: {e}", ev.rev));
+                    let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
+                    return;
                 }
             };
             let emit = if filtered {
-                let was = matching.contains(&ev.key);
-                let now = ls.matches(&obj) && fs.matches(&obj);
-                let e = decide(ev.typ, was, now);
-                if now && ev.typ != EventType::Deleted {
-                    matching.insert(ev.key.clone());
+                let was = match matching.get(&ev.key) {
+                    Some(&b) => b,
+                    None if listed => false,
+                    None => match super::membership::matched_before(&bus, res, &ev, &obj, &ls, &fs).await {
+                        Ok(b) => b,
+                        Err(status) => {
+                            let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
+                            return;
+                        }
+                    },
+                };
+                let now = ev.typ != EventType::Deleted && ls.matches(&obj) && fs.matches(&obj);
+                if now || !listed {
+                    matching.insert(ev.key.clone(), now);
                 } else {
                     matching.remove(&ev.key);
                 }
-                e
+                decide(ev.typ, was, now)
             } else {
                 match ev.typ {
                     EventType::Added => Emit::Added,
@@ -240,6 +259,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                     EventType::Deleted => Emit::Deleted,
                 }
             };
+            reached = reached.max(ev.rev);
             if emit == Emit::Skip {
                 continue;
             }

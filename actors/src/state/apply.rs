@@ -121,7 +121,7 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
         (WriteOp::Update { key, .. }, None) | (WriteOp::Delete { key, .. }, None) => Err(StoreError::NotFound(key.clone())),
         (WriteOp::Update { key, subject, value, expected_rev }, Some(cur)) => {
             check_rev(key, *expected_rev, cur)?;
-            Ok(put(key, subject, Some(&cur.subject), value, rev, EventType::Modified))
+            Ok(put(key, subject, Some(cur), value, rev, EventType::Modified))
         }
         (WriteOp::Delete { key, expected_rev }, Some(cur)) => {
             check_rev(key, *expected_rev, cur)?;
@@ -134,6 +134,7 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
                     key: key.clone(),
                     subject: subjects::event_subject(&cur.subject, Some(&cur.subject)),
                     value: cur.value.clone(),
+                    prev: Some(cur.rev),
                 },
                 // The removed value, at the revision of the delete, so a client can
                 // resume a watch right after its own change.
@@ -146,11 +147,17 @@ pub fn decide(op: &WriteOp, current: Option<&KvEntry>, last_rev: Revision) -> Re
 /// The event's subject is decided here, on apply, from the stored subject before the
 /// write: only the state machine knows it for certain (an unconditional update's writer
 /// may have read an older object).
-fn put(key: &str, subject: &str, before: Option<&str>, value: &[u8], rev: Revision, typ: EventType) -> Outcome {
+fn put(key: &str, subject: &str, before: Option<&KvEntry>, value: &[u8], rev: Revision, typ: EventType) -> Outcome {
     Outcome {
         rev,
         change: Change::Put(KvEntry { rev, subject: subject.to_string(), value: value.to_vec() }),
-        event: Event { rev, typ, key: key.to_string(), subject: subjects::event_subject(subject, before), value: value.to_vec() },
+        event: Event {
+            rev,
+            typ,
+            key: key.to_string(), subject: subjects::event_subject(subject, before.map(|b| b.subject.as_str())),
+            value: value.to_vec(),
+            prev: before.map(|b| b.rev),
+        },
         result: WriteResult { rev, stored: Stored { key: key.to_string(), rev, value: value.to_vec() } },
     }
 }
@@ -267,6 +274,8 @@ mod tests {
         let subs: Vec<_> = m.events.iter().map(|e| e.subject.as_str()).collect();
         assert_eq!(subs, vec!["ev.pods.d._.p._", "ev.pods.d.n1.p._", "ev.pods.d.n1.p.n1"]);
         assert_eq!(m.kv.len(), 0);
+        let prevs: Vec<_> = m.events.iter().map(|e| e.prev).collect();
+        assert_eq!(prevs, vec![None, Some(1), Some(2)]);
     }
 
     #[test]
