@@ -79,7 +79,7 @@ async fn five_shrink_to_three_and_grow_back_under_load() {
     // Nothing acknowledged is lost, and the new members hold it too.
     let acked = acked.lock().expect("acked").clone();
     assert!(acked.len() > 20, "too few writes under load to say anything: {}", acked.len());
-    let stored = match bus.read(&ReadOp::List { prefix: "members/".into(), start_after: None, limit: 0 }).await.expect("list") {
+    let stored = match bus.read(&ReadOp::List { prefix: "members/".into(), start_after: None, limit: 0, at: None }).await.expect("list") {
         ReadResult::List { items, .. } => items.into_iter().map(|s| (s.key, s.value)).collect::<BTreeMap<_, _>>(),
         other => panic!("{other:?}"),
     };

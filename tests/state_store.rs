@@ -120,14 +120,14 @@ async fn state_group_serves_writes_reads_and_publishes_every_revision_once() {
     }
 
     // Lists: key order, prefix, paging.
-    match read(&nats, ReadOp::List { prefix: "a/".into(), start_after: None, limit: 0 }).await {
+    match read(&nats, ReadOp::List { prefix: "a/".into(), start_after: None, limit: 0, at: None }).await {
         Ok(ReadResult::List { items, rev, more }) => {
             assert_eq!(items.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), vec!["a/1", "a/3"]);
             assert_eq!((rev, more), (6, false));
         }
         other => panic!("list a/: {other:?}"),
     }
-    match read(&nats, ReadOp::List { prefix: String::new(), start_after: Some("a/1".into()), limit: 1 }).await {
+    match read(&nats, ReadOp::List { prefix: String::new(), start_after: Some("a/1".into()), limit: 1, at: None }).await {
         Ok(ReadResult::List { items, more, .. }) => {
             assert_eq!(items.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), vec!["a/3"]);
             assert!(more);

@@ -29,6 +29,14 @@ async fn published(gw: &Gateway, rev: u64) {
     .await;
 }
 
+/// The store's revision now (a linearizable read).
+async fn store_rev(gw: &Gateway) -> u64 {
+    match gw.bus.read(&schema::store::ReadOp::Get { key: "none".into() }).await.expect("read") {
+        schema::store::ReadResult::Get { rev, .. } => rev,
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn create_namespace(gw: &Gateway, name: &str) -> u64 {
     let r = gw.call("POST", "/api/v1/namespaces", "application/json", &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":name}}).to_string()).await;
     assert_eq!(r.code, 201, "{}", String::from_utf8_lossy(&r.body));
@@ -46,30 +54,33 @@ fn types(lines: &[Value]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_event_stops_every_watcher() {
     let gw = Gateway::start().await;
-    let ns_rev = create_namespace(&gw, "a").await;
-    published(&gw, ns_rev).await;
+    create_namespace(&gw, "a").await;
+    let base = store_rev(&gw).await;
+    published(&gw, base).await;
     let cm = schema::subjects::object_event("configmaps", Some("a"), "bad", None);
-
-    // A message that is no event at all: the bus watch ends with an error naming it
-    // instead of reopening its consumer onto it forever.
-    inject(&gw, &cm, ns_rev + 1, b"\xc1 not messagepack".to_vec()).await;
-    let mut w = Box::pin(gw.bus.watch("ev.configmaps.a.*".into(), ns_rev).await.expect("watch"));
-    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
-        Ok(Some(Err(bus::BusError::Undecodable { rev, .. }))) => assert_eq!(rev, ns_rev + 1),
-        other => panic!("expected Undecodable at {}, got {other:?}", ns_rev + 1),
-    }
-    drop(w);
 
     // An event whose object cannot be read: the gateway ends the watch with a Status
     // naming the revision, and never bookmarks past it.
-    let bad = Event { rev: ns_rev + 2, typ: EventType::Added, key: "configmaps/a/bad".into(), subject: cm.clone(), value: b"\xc1".to_vec(), prev: None };
-    inject(&gw, &cm, ns_rev + 2, schema::codec::encode(&bad).expect("encode")).await;
-    let path = format!("/api/v1/namespaces/a/configmaps?watch=true&resourceVersion={}&allowWatchBookmarks=true&timeoutSeconds=5", ns_rev + 1);
+    let bad = Event { rev: base + 1, typ: EventType::Added, key: "configmaps/a/bad".into(), subject: cm.clone(), value: b"\xc1".to_vec(), prev: None };
+    inject(&gw, &cm, base + 1, schema::codec::encode(&bad).expect("encode")).await;
+    // And after it a message that is no event at all.
+    inject(&gw, &cm, base + 2, b"\xc1 not messagepack".to_vec()).await;
+
+    let path = format!("/api/v1/namespaces/a/configmaps?watch=true&resourceVersion={base}&allowWatchBookmarks=true&timeoutSeconds=5");
     let lines = gw.get(&path).await.lines();
     let last = lines.last().expect("a line");
     assert_eq!((last["type"].as_str(), last["object"]["code"].as_i64()), (Some("ERROR"), Some(500)), "{lines:?}");
-    assert!(last["object"]["message"].as_str().unwrap_or("").contains(&format!("revision {}", ns_rev + 2)), "{last}");
-    assert!(!lines.iter().any(|l| l["type"] == "BOOKMARK" && rv(&l["object"]) >= ns_rev + 2), "bookmarked past the unreadable event: {lines:?}");
+    assert!(last["object"]["message"].as_str().unwrap_or("").contains(&format!("revision {}", base + 1)), "{last}");
+    assert!(!lines.iter().any(|l| l["type"] == "BOOKMARK" && rv(&l["object"]) > base), "bookmarked past the unreadable event: {lines:?}");
+
+    // The bus watch ends with an error naming the message that is no event, instead of
+    // reopening its consumer onto it forever.
+    let mut w = gw.bus.watch("ev.configmaps.a.*".into(), base + 1).await.expect("watch");
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(bus::BusError::Undecodable { rev, .. }))) => assert_eq!(rev, base + 2),
+        other => panic!("expected Undecodable at {}, got {other:?}", base + 2),
+    }
+    drop(w);
 
     // The informer re-lists on it (the list says what became of the object) rather than
     // skip it and carry on as if it had seen everything.
@@ -169,4 +180,26 @@ async fn a_finished_watch_holds_no_consumer() {
     gw.eventually("the long watch's consumer", || async { (gw.consumers().await == base + 1).then_some(()) }).await;
     client.abort();
     gw.eventually("the abandoned watch's consumer to be deleted", || async { (gw.consumers().await == base).then_some(()) }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_list_is_one_revision() {
+    let gw = Gateway::start().await;
+    create_namespace(&gw, "demo").await;
+    let cms = "/api/v1/namespaces/demo/configmaps";
+    for name in ["c1", "c2", "c3"] {
+        let r = gw.call("POST", cms, "application/json", &json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name}}).to_string()).await;
+        assert_eq!(r.code, 201);
+    }
+    let first = gw.get(&format!("{cms}?limit=1")).await.json();
+    let names = |v: &Value| v["items"].as_array().map(|a| a.iter().map(|i| i["metadata"]["name"].as_str().unwrap_or("").to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    assert_eq!(names(&first), vec!["c1"]);
+    let cont = first["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    // Between the pages c2 goes and c4 comes: the rest of the list is still as of the
+    // first page's revision, which every page reports.
+    assert_eq!(gw.call("DELETE", &format!("{cms}/c2"), "", "").await.code, 200);
+    assert_eq!(gw.call("POST", cms, "application/json", &json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c4"}}).to_string()).await.code, 201);
+    let rest = gw.get(&format!("{cms}?limit=5&continue={}", cont.replace('=', "%3D").replace('+', "%2B").replace('/', "%2F"))).await.json();
+    assert_eq!(names(&rest), vec!["c2", "c3"], "{rest}");
+    assert_eq!(rest["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
 }

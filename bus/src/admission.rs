@@ -26,19 +26,8 @@ fn other(e: impl std::fmt::Display) -> ClientError {
 /// Every stored object under `res` (in `ns`, or everywhere) with its revision.
 pub async fn list_values(bus: &Bus, res: &ResourceInfo, ns: Option<&str>) -> Result<Vec<(Value, Revision)>, ClientError> {
     let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
-    let mut out = Vec::new();
-    let mut start_after = None;
-    loop {
-        let r = bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 1000 }).await?;
-        let ReadResult::List { items, more, .. } = r else { return Err(other("the store answered a list with something else")) };
-        start_after = items.last().map(|s| s.key.clone());
-        for s in &items {
-            out.push((object::from_stored(s).map_err(other)?, s.rev));
-        }
-        if !more {
-            return Ok(out);
-        }
-    }
+    let (items, _) = bus.list_all(&prefix, 1000).await?;
+    items.iter().map(|s| Ok((object::from_stored(s).map_err(other)?, s.rev))).collect()
 }
 
 async fn get_value(bus: &Bus, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Option<(Value, Revision)>, ClientError> {

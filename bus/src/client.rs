@@ -70,23 +70,9 @@ impl Client {
     pub async fn list<K: Object>(&self, ns: Option<&str>) -> Result<(Vec<K>, Revision), ClientError> {
         let res = info::<K>()?;
         let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
-        let mut out = Vec::new();
-        let mut start_after = None;
-        loop {
-            let r = self.bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 1000 }).await?;
-            let ReadResult::List { items, rev, more } = r else {
-                return Err(other("store answered a list with something else"));
-            };
-            start_after = items.last().map(|s| s.key.clone());
-            for s in &items {
-                out.push(typed(s)?);
-            }
-            // Pages after the first may come from a later revision; the watch starts from
-            // the last page's revision, so nothing between pages is missed.
-            if !more {
-                return Ok((out, rev));
-            }
-        }
+        let (items, rev) = self.bus.list_all(&prefix, 1000).await?;
+        let out = items.iter().map(typed).collect::<Result<Vec<K>, _>>()?;
+        Ok((out, rev))
     }
 
     pub async fn create<K: Object>(&self, obj: &K) -> Result<K, ClientError> {

@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod watch;
 
 use schema::codec;
-use schema::store::{AdminOp, AdminResult, Consistency, ReadOp, ReadResult, RequestId, Revision, StoreError, WriteOp, WriteRequest, WriteResult};
+use schema::store::{AdminOp, AdminResult, Consistency, ReadOp, ReadResult, RequestId, Revision, StoreError, Stored, WriteOp, WriteRequest, WriteResult};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use schema::subjects;
@@ -125,6 +125,36 @@ impl Bus {
             Consistency::Serializable => subjects::STATE_READ_LOCAL,
         };
         self.request(subject, op).await
+    }
+
+    /// Every stored item under `prefix`, read in pages of `page` items all at the first
+    /// page's revision, and that revision: a watch from it sees every later change, and
+    /// no change between pages is lost (each page at its own revision would miss a
+    /// delete on an earlier page, then watch past it). When the store can no longer rebuild
+    /// the first page's revision (`Compacted`), the list starts again, a few times.
+    pub async fn list_all(&self, prefix: &str, page: u32) -> Result<(Vec<Stored>, Revision), BusError> {
+        let mut attempts = 0;
+        'again: loop {
+            let (mut out, mut start_after, mut at) = (Vec::new(), None, None);
+            loop {
+                let op = ReadOp::List { prefix: prefix.to_string(), start_after: start_after.clone(), limit: page, at };
+                let (items, rev, more) = match self.read(&op).await {
+                    Ok(ReadResult::List { items, rev, more }) => (items, rev, more),
+                    Ok(_) => return Err(BusError::Store(StoreError::Internal("the store answered a list with something else".into()))),
+                    Err(BusError::Store(StoreError::Compacted { .. })) if attempts < 3 => {
+                        attempts += 1;
+                        continue 'again;
+                    }
+                    Err(e) => return Err(e),
+                };
+                at = Some(rev);
+                start_after = items.last().map(|s| s.key.clone());
+                out.extend(items);
+                if !more {
+                    return Ok((out, rev));
+                }
+            }
+        }
     }
 
     /// Membership changes and backups, carried out by the leader.

@@ -89,8 +89,17 @@ pub struct WriteResult {
 pub enum ReadOp {
     Get { key: String },
     /// Every key starting with `prefix`, in key order, starting after `start_after` when
-    /// given, at most `limit` items (0 = no limit).
-    List { prefix: String, start_after: Option<String>, limit: u32 },
+    /// given, at most `limit` items (0 = no limit). With `at`, as the store was at that
+    /// revision: later pages of one list pass the first page's revision, so the whole
+    /// list is one consistent revision (as etcd pages are); `Compacted` when the store no
+    /// longer holds the changes since.
+    List {
+        prefix: String,
+        start_after: Option<String>,
+        limit: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Revision>,
+    },
 }
 
 /// How fresh a read must be (Kubernetes: `resourceVersion=""` is the most recent,
@@ -156,6 +165,10 @@ pub enum StoreError {
     /// The store holds its quota: only deletes are accepted until space is freed.
     #[error("state store quota exceeded: {used} bytes stored, the quota is {quota} bytes; delete objects to free space")]
     QuotaExceeded { used: u64, quota: u64 },
+    /// A read at a revision whose changes since the store no longer keeps (HTTP 410, as
+    /// etcd's compaction is): list again from the start.
+    #[error("revision {rev} has been compacted: list again")]
+    Compacted { rev: Revision },
     /// A request the store cannot carry out as asked.
     #[error("bad request: {0}")]
     BadRequest(String),

@@ -70,7 +70,7 @@ impl NamespaceController {
 }
 
 async fn list(client: &Client, prefix: String) -> Vec<Stored> {
-    match client.bus.read(&ReadOp::List { prefix, start_after: None, limit: 0 }).await {
+    match client.bus.read(&ReadOp::List { prefix, start_after: None, limit: 0, at: None }).await {
         Ok(ReadResult::List { items, .. }) => items,
         _ => Vec::new(),
     }

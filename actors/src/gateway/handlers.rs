@@ -10,7 +10,7 @@ use super::status::ApiError;
 use super::{deletion, json_response, protobuf, reviews, subresources, table, validation, watch, AppState, Req};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use base64::Engine;
+
 use schema::admission;
 use schema::registry::{self, ResourceInfo};
 use super::consistency::Freshness;
@@ -291,27 +291,36 @@ pub async fn list_objects_at(
 ) -> Result<ListPage, ApiError> {
     let mut consistency = fresh.first_read();
     let prefix = keys::prefix(res.plural, if res.namespaced { ns } else { None });
-    let mut start_after = match cont.filter(|c| !c.is_empty()) {
-        None => None,
+    let (mut start_after, mut at) = match cont.filter(|c| !c.is_empty()) {
+        None => (None, None),
         Some(c) => {
-            let raw = base64::engine::general_purpose::STANDARD.decode(c).map_err(|_| ApiError::bad_request("continue key is not valid"))?;
-            let key = String::from_utf8(raw).map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+            let (key, rev) = continue_token::decode(c)?;
             if !key.starts_with(&prefix) {
                 return Err(ApiError::bad_request("continue key is not valid for this list"));
             }
-            Some(key)
+            (Some(key), rev)
         }
     };
+    // A continued list is read at its first page's revision, as etcd's are; one the store
+    // can no longer rebuild is 410 with the real server's words, so the client lists anew.
+    let too_old = |e: bus::BusError| match e {
+        bus::BusError::Store(schema::store::StoreError::Compacted { .. }) if cont.is_some() => ApiError::expired(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        ),
+        e => ApiError::store(res, "", e),
+    };
     let mut out = Vec::new();
-    let mut list_rev: Option<Revision> = None;
+    let mut list_rev: Option<Revision> = at;
     loop {
-        let r = st.bus.read_with(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 500 }, consistency).await.map_err(|e| ApiError::store(res, "", e))?;
+        let r = st.bus.read_with(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 500, at }, consistency).await.map_err(too_old)?;
         let ReadResult::List { items, rev, more } = r else { return Err(ApiError::internal("the store answered a list with something else")) };
         if list_rev.is_none() && !fresh.judge(rev, consistency == Consistency::Linearizable)? {
             consistency = Consistency::Linearizable;
             continue;
         }
         let rev = *list_rev.get_or_insert(rev);
+        // Every further page at the same revision as the first.
+        at = Some(rev);
         let n = items.len();
         for (idx, s) in items.iter().enumerate() {
             let v = match decode_stored(res, s) {
@@ -325,7 +334,7 @@ pub async fn list_objects_at(
                 out.push(v);
                 if limit > 0 && out.len() == limit {
                     let remaining = idx + 1 < n || more;
-                    let cont = remaining.then(|| base64::engine::general_purpose::STANDARD.encode(s.key.as_bytes()));
+                    let cont = remaining.then(|| continue_token::encode(&s.key, rev));
                     return Ok(ListPage { items: out, rev, cont });
                 }
             }
@@ -333,6 +342,32 @@ pub async fn list_objects_at(
         match items.last() {
             Some(last) if more => start_after = Some(last.key.clone()),
             _ => return Ok(ListPage { items: out, rev, cont: None }),
+        }
+    }
+}
+
+/// `continue` tokens: the last key returned and the revision of the list's first page,
+/// as kube-apiserver's carry (base64 of JSON). A token of only a key (from before tokens
+/// carried the revision) continues at the current revision.
+mod continue_token {
+    use super::ApiError;
+    use base64::Engine as _;
+    use schema::store::Revision;
+
+    pub fn encode(key: &str, rev: Revision) -> String {
+        base64::engine::general_purpose::STANDARD.encode(serde_json::json!({"v": "meta.k8s.io/v1", "rv": rev, "start": key}).to_string())
+    }
+
+    pub fn decode(c: &str) -> Result<(String, Option<Revision>), ApiError> {
+        let invalid = || ApiError::bad_request("continue key is not valid");
+        let raw = base64::engine::general_purpose::STANDARD.decode(c).map_err(|_| invalid())?;
+        let text = String::from_utf8(raw).map_err(|_| invalid())?;
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v) if v.is_object() => {
+                let key = v["start"].as_str().ok_or_else(invalid)?.to_string();
+                Ok((key, Some(v["rv"].as_u64().ok_or_else(invalid)?)))
+            }
+            _ => Ok((text, None)),
         }
     }
 }

@@ -122,7 +122,7 @@ impl ApiError {
             BusError::Store(StoreError::BadRequest(m)) => Self::bad_request(m),
             BusError::Store(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => Self::unavailable(format!("the state group is unavailable: {e}")),
             BusError::Timeout(m) => Self::new(504, "Timeout", format!("Timeout: {m}")),
-            BusError::Expired(rev) => Self::expired(format!("too old resource version: {rev} ({rev})")),
+            BusError::Expired(rev) | BusError::Store(StoreError::Compacted { rev }) => Self::expired(format!("too old resource version: {rev} ({rev})")),
             other => Self::internal(other.to_string()),
         }
     }

@@ -4,6 +4,7 @@
 
 mod apply;
 mod backup;
+mod history;
 mod publisher;
 mod server;
 mod store;

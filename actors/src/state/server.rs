@@ -4,7 +4,7 @@
 //! who leads (no answer yet means "retry"). Serializable reads and status go to any
 //! member. Every request gets its own task and an answer.
 
-use super::{apply, store, TypeConfig};
+use super::{apply, history, store, TypeConfig};
 use futures::StreamExt;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
@@ -396,12 +396,14 @@ async fn handle_read(ctx: &Ctx, payload: &[u8], consistency: Consistency) -> Res
         }
         let db = ctx.db.clone();
         on_disk(move || match op {
-            ReadOp::Get { key } => store::get(&db, &key).map(|(item, rev)| ReadResult::Get { item, rev }),
-            ReadOp::List { prefix, start_after, limit } => {
-                store::list(&db, &prefix, start_after.as_deref(), limit).map(|(items, rev, more)| ReadResult::List { items, rev, more })
+            ReadOp::Get { key } => store::get(&db, &key).map(|(item, rev)| Ok(ReadResult::Get { item, rev })),
+            ReadOp::List { prefix, start_after, limit, at: None } => {
+                store::list(&db, &prefix, start_after.as_deref(), limit).map(|(items, rev, more)| Ok(ReadResult::List { items, rev, more }))
             }
+            ReadOp::List { prefix, start_after, limit, at: Some(at) } => history::list_at(&db, &prefix, start_after.as_deref(), limit, at)
+                .map(|r| r.map(|(items, rev, more)| ReadResult::List { items, rev, more })),
         })
-        .await
+        .await?
     }
     .instrument(span)
     .await

@@ -30,10 +30,10 @@ pub type Db = Arc<Database>;
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 /// vote, committed, purged.
 const RAFT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft");
-const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+pub(super) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// last_rev, applied, membership, snapshot.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Answered request ids (16 bytes) → `Remembered`.
 const DEDUP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dedup");
 /// The same ids ordered by age (8-byte big-endian time ++ id), to forget the old ones.
@@ -42,7 +42,7 @@ const DEDUP_AT: TableDefinition<&[u8], ()> = TableDefinition::new("dedup_at");
 const K_VOTE: &str = "vote";
 const K_COMMITTED: &str = "committed";
 const K_PURGED: &str = "purged";
-const K_LAST_REV: &str = "last_rev";
+pub(super) const K_LAST_REV: &str = "last_rev";
 const K_APPLIED: &str = "applied";
 const K_MEMBERSHIP: &str = "membership";
 const K_SNAPSHOT: &str = "snapshot";
@@ -89,7 +89,7 @@ fn enc<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<Vec<u8>> {
     Ok(codec::encode(v)?)
 }
 
-fn dec<T: DeserializeOwned>(b: &[u8]) -> anyhow::Result<T> {
+pub(super) fn dec<T: DeserializeOwned>(b: &[u8]) -> anyhow::Result<T> {
     Ok(codec::decode(b)?)
 }
 
@@ -100,7 +100,7 @@ fn durable_write(db: &Database) -> anyhow::Result<redb::WriteTransaction> {
     Ok(tx)
 }
 
-fn get_in<T: DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> anyhow::Result<Option<T>> {
+pub(super) fn get_in<T: DeserializeOwned>(t: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> anyhow::Result<Option<T>> {
     match t.get(key)? {
         Some(v) => Ok(Some(dec(v.value())?)),
         None => Ok(None),
@@ -383,7 +383,7 @@ fn entry_bytes(key: &str, e: &KvEntry) -> u64 {
 /// Applies entries in one transaction; returns each entry's answers (one per write it
 /// carries) and the revision reached.
 #[allow(clippy::type_complexity)]
-fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Vec<Result<WriteResult, StoreError>>>, Revision)> {
+pub(super) fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> anyhow::Result<(Vec<Vec<Result<WriteResult, StoreError>>>, Revision)> {
     let mut tx = db.begin_write()?;
     // No fsync of its own: the entries are durable in the log already, and the next log
     // append (or snapshot) commits durably, which persists this too. A crash in between
