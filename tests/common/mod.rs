@@ -49,6 +49,15 @@ impl NatsServer {
         self.wait_accepting();
     }
 
+    /// `restart`, with the JetStream store wiped: nats-server lost everything it held.
+    pub fn restart_empty(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("jetstream"));
+        self.child = spawn(&self.dir.path().join("nats.conf"), &self.log);
+        self.wait_accepting();
+    }
+
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }

@@ -12,7 +12,7 @@ pub mod transport;
 
 pub use apply::MAX_VALUE_BYTES;
 pub use backup::restore;
-pub use publisher::HistoryLimits;
+pub use publisher::{HistoryLimits, TrimPolicy};
 
 use anyhow::Context as _;
 use openraft::{BasicNode, Raft};
@@ -52,6 +52,8 @@ pub struct StateConfig {
     pub history: HistoryLimits,
     /// Bytes of keys and values the store holds before it refuses writes (not deletes).
     pub quota_bytes: u64,
+    /// How many published events each member keeps, and how often it forgets older ones.
+    pub trim: publisher::TrimPolicy,
 }
 
 pub const DEFAULT_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
@@ -68,6 +70,7 @@ impl StateConfig {
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             history: HistoryLimits::default(),
             quota_bytes: DEFAULT_QUOTA_BYTES,
+            trim: publisher::TrimPolicy::default(),
         }
     }
 
@@ -165,7 +168,7 @@ pub async fn start(cfg: StateConfig, nats: async_nats::Client) -> anyhow::Result
     let servers_cancel = CancellationToken::new();
     let limits = server::Limits { quota_bytes: cfg.quota_bytes };
     let (mut servers, serving) = server::spawn(nats.clone(), raft.clone(), db.clone(), limits, servers_cancel.clone()).await?;
-    servers.push(publisher::spawn_trimmer(js.clone(), db.clone(), applied_rx.clone(), servers_cancel.clone()));
+    servers.push(publisher::spawn_trimmer(js.clone(), db.clone(), applied_rx.clone(), cfg.trim, servers_cancel.clone()));
     let (published_tx, published_rx) = watch::channel(0);
     let publisher_cancel = CancellationToken::new();
     let publisher = publisher::Publisher {

@@ -21,10 +21,21 @@ const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
-/// Events this member keeps after the stream has them, so that a stream that lost its
-/// newest messages (nats-server's disk is not synced on every publish) can be refilled.
-const KEEP_PUBLISHED: u64 = 10_000;
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// Events this member keeps after the stream has them (`keep`), so that a stream that
+/// lost its newest messages (nats-server's disk is not synced on every publish) can be
+/// refilled; checked every `every`. A stream that lost more than that is started again
+/// after the loss (see `Publisher::publish_up_to`).
+#[derive(Debug, Clone, Copy)]
+pub struct TrimPolicy {
+    pub keep: u64,
+    pub every: Duration,
+}
+
+impl Default for TrimPolicy {
+    fn default() -> Self {
+        TrimPolicy { keep: 10_000, every: Duration::from_secs(10) }
+    }
+}
 
 /// How much history the events stream keeps for resuming watches: whichever limit is
 /// reached first drops the oldest events, and a watch from before them is "expired".
@@ -68,16 +79,16 @@ pub async fn ensure_stream(js: &jetstream::Context, max_payload: usize, limits: 
 /// Every member forgets the events the stream already holds (keeping a margin), so the
 /// events table, and every snapshot that copies it, stays small. This is the compaction
 /// of old revisions; the stream's own limits compact the history watches read.
-pub fn spawn_trimmer(js: jetstream::Context, db: store::Db, applied: watch::Receiver<Revision>, cancel: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_trimmer(js: jetstream::Context, db: store::Db, applied: watch::Receiver<Revision>, policy: TrimPolicy, cancel: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(TRIM_EVERY) => {}
+                _ = tokio::time::sleep(policy.every) => {}
             }
             let Ok(mut stream) = js.get_stream(subjects::EVENTS_STREAM).await else { continue };
             let Ok(info) = stream.info().await else { continue };
-            let upto = info.state.last_sequence.min(*applied.borrow()).saturating_sub(KEEP_PUBLISHED);
+            let upto = info.state.last_sequence.min(*applied.borrow()).saturating_sub(policy.keep);
             if upto == 0 {
                 continue;
             }
@@ -131,6 +142,8 @@ impl Publisher {
         let mut backoff = BACKOFF_MIN;
         // Unknown until the stream is asked: 0 makes the first round look.
         let mut known: Revision = 0;
+        let mut recheck = tokio::time::interval(Duration::from_secs(5));
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // NATS may be away when the member starts: the stream is made (or its limits set)
         // as soon as it is reachable.
         while let Err(e) = ensure_stream(&self.js, self.nats.server_info().max_payload, self.history).await {
@@ -147,7 +160,11 @@ impl Publisher {
                 tokio::select! {
                     r = self.applied.changed() => if r.is_err() { return },
                     r = metrics.changed() => if r.is_err() { return },
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    // Look at the stream again even without a new write: it may have lost
+                    // messages, or been made anew, and must be refilled before watchers
+                    // come to rely on it.
+                    // (An interval, not a sleep made anew each turn: metrics change often.)
+                    _ = recheck.tick() => known = 0,
                 }
                 continue;
             }
@@ -186,21 +203,49 @@ impl Publisher {
         Ok(())
     }
 
+    /// The stream, made again if it is gone (nats-server lost its store, or someone
+    /// deleted it): a new one starts at sequence 1 and is refilled like a lagging one.
+    async fn stream(&self) -> anyhow::Result<stream::Stream> {
+        match self.js.get_stream(subjects::EVENTS_STREAM).await {
+            Ok(s) => Ok(s),
+            Err(e) if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) => {
+                tracing::warn!(error = %e, "state: the events stream is gone; making it again");
+                ensure_stream(&self.js, self.nats.server_info().max_payload, self.history).await?;
+                Ok(self.js.get_stream(subjects::EVENTS_STREAM).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Publishes every revision the stream lacks, up to `target`, in order.
     async fn publish_up_to(&self, target: Revision) -> anyhow::Result<Round> {
-        let stream = self.js.get_stream(subjects::EVENTS_STREAM).await?;
+        let stream = self.stream().await?;
         let info = stream.get_info().await?;
         let mut last = info.state.last_sequence;
         let db = self.db.clone();
-        let base = tokio::task::spawn_blocking(move || store::history_base(&db)).await??;
-        if last < base {
-            // A group restored from a backup at `base` has no events before it, yet the
-            // stream's next message must be revision base + 1. Fill the gap with empty
-            // messages on a subject no watch reads (each with its expected sequence, so
-            // two publishers cannot interleave), then purge them. nats-server 2.9 counts
-            // sequences wrongly after a purge *to* a sequence, so this purges everything.
-            tracing::info!(base, stream = last, "state: starting the events stream after the restored revision");
-            self.fill_gap(last, base).await?;
+        let (base, first_kept) = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store::history_base(&db)?, store::first_event_rev(&db)?))).await??;
+        // The stream lacks revisions this member no longer holds: a group restored from a
+        // backup at `base` has no events before it, and a stream that lost more than the
+        // trimmer keeps (nats-server lost its store) cannot get them back. Its next
+        // message must still be the next revision: fill the gap with empty messages on a
+        // subject no watch reads (each with its expected sequence, so two publishers
+        // cannot interleave), then purge, so a watch from inside the gap is told Expired
+        // and re-lists rather than silently missing what was there. nats-server 2.9
+        // counts sequences wrongly after a purge *to* a sequence, so this purges all.
+        let missing_to = match first_kept {
+            _ if last >= target => None,
+            Some(first) if first > last + 1 => Some((first - 1).min(target)),
+            None => Some(target),
+            _ => None,
+        };
+        let gap_to = base.max(missing_to.unwrap_or(0));
+        if last < gap_to {
+            if missing_to.is_some_and(|m| m > base) {
+                tracing::warn!(from = last + 1, to = gap_to, "state: the events stream lost revisions this member no longer holds; watches from before them will be told Expired");
+            } else {
+                tracing::info!(base, stream = last, "state: starting the events stream after the restored revision");
+            }
+            self.fill_gap(last, gap_to).await?;
             stream.purge().await?;
             return Ok(Round::Reread);
         }
@@ -215,19 +260,30 @@ impl Publisher {
             }
             for (event, bytes) in found {
                 let rev = event.rev;
-                let msg = PublishMessage::build().payload(bytes.into()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
+                let payload = bytes::Bytes::from(bytes);
+                let msg = PublishMessage::build().payload(payload.clone()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
                 match self.js.send_publish(event.subject, msg).await {
-                    Ok(ack) => acks.push_back((rev, ack)),
+                    Ok(ack) => acks.push_back((rev, payload, ack)),
                     // Publishing stops at the first failure: later revisions would be
                     // refused anyway, since they expect this one before them.
                     Err(e) if acks.is_empty() => return Err(e.into()),
                     Err(_) => break,
                 }
             }
-            for (rev, ack) in acks {
+            for (rev, payload, ack) in acks {
                 match ack.await {
                     Ok(a) => {
                         if a.duplicate {
+                            // The stream already had a message with this id: it counts only
+                            // if it is this very event at this very sequence (after a
+                            // restore or a purge an id can name another revision's event).
+                            let there = stream.get_raw_message(a.sequence).await.ok().map(|m| m.payload);
+                            if !duplicate_is_ours(rev, a.sequence, there.as_deref(), &payload) {
+                                if last > info.state.last_sequence {
+                                    self.published.send_replace(last);
+                                }
+                                anyhow::bail!("revision {rev}: the stream's message {} under this id is another event; retrying once the stream's duplicate window has passed", a.sequence);
+                            }
                             tracing::debug!(rev, "state: event already in the stream");
                         }
                         last = rev;
@@ -244,5 +300,25 @@ impl Publisher {
             }
         }
         Ok(Round::Done(last))
+    }
+}
+
+/// Whether a duplicate ack for revision `rev` means the stream holds this event as
+/// message `rev`: the ack names the earlier message with the id, whose payload must be
+/// ours.
+fn duplicate_is_ours(rev: Revision, acked_seq: u64, stored: Option<&[u8]>, ours: &[u8]) -> bool {
+    acked_seq == rev && stored == Some(ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_duplicate_counts_only_when_it_is_this_event_at_its_revision() {
+        assert!(duplicate_is_ours(7, 7, Some(b"ev7"), b"ev7"));
+        assert!(!duplicate_is_ours(7, 5, Some(b"ev7"), b"ev7"), "the id names an earlier sequence");
+        assert!(!duplicate_is_ours(7, 7, Some(b"other"), b"ev7"), "another event under the id");
+        assert!(!duplicate_is_ours(7, 7, None, b"ev7"), "the message is gone");
     }
 }

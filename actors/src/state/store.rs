@@ -662,7 +662,6 @@ pub fn trim_events(db: &Database, rev: Revision) -> anyhow::Result<u64> {
 }
 
 /// The oldest event still kept here, if any.
-#[cfg(test)]
 pub fn first_event_rev(db: &Database) -> anyhow::Result<Option<Revision>> {
     let tx = db.begin_read()?;
     let t = tx.open_table(EVENTS)?;
