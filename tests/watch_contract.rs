@@ -51,39 +51,37 @@ fn types(lines: &[Value]) -> Vec<String> {
     lines.iter().map(|l| format!("{} {}", l["type"].as_str().unwrap_or(""), l["object"]["metadata"]["name"].as_str().unwrap_or(""))).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_event_stops_every_watcher() {
+/// A gateway over a store at revision `base`, whose stream then holds, as revisions
+/// base+1 and base+2, an event whose object cannot be read and a message that is no event.
+async fn with_unreadable_events() -> (Gateway, u64) {
     let gw = Gateway::start().await;
     create_namespace(&gw, "a").await;
     let base = store_rev(&gw).await;
     published(&gw, base).await;
     let cm = schema::subjects::object_event("configmaps", Some("a"), "bad", None);
-
-    // An event whose object cannot be read: the gateway ends the watch with a Status
-    // naming the revision, and never bookmarks past it.
     let bad = Event { rev: base + 1, typ: EventType::Added, key: "configmaps/a/bad".into(), subject: cm.clone(), value: b"\xc1".to_vec(), prev: None };
     inject(&gw, &cm, base + 1, schema::codec::encode(&bad).expect("encode")).await;
-    // And after it a message that is no event at all.
     inject(&gw, &cm, base + 2, b"\xc1 not messagepack".to_vec()).await;
+    (gw, base)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_ends_a_watch_at_an_unreadable_event() {
+    let (gw, base) = with_unreadable_events().await;
+    // A Status naming the revision, and no bookmark past it.
     let path = format!("/api/v1/namespaces/a/configmaps?watch=true&resourceVersion={base}&allowWatchBookmarks=true&timeoutSeconds=5");
     let lines = gw.get(&path).await.lines();
     let last = lines.last().expect("a line");
     assert_eq!((last["type"].as_str(), last["object"]["code"].as_i64()), (Some("ERROR"), Some(500)), "{lines:?}");
     assert!(last["object"]["message"].as_str().unwrap_or("").contains(&format!("revision {}", base + 1)), "{last}");
     assert!(!lines.iter().any(|l| l["type"] == "BOOKMARK" && rv(&l["object"]) > base), "bookmarked past the unreadable event: {lines:?}");
+}
 
-    // The bus watch ends with an error naming the message that is no event, instead of
-    // reopening its consumer onto it forever.
-    let mut w = gw.bus.watch("ev.configmaps.a.*".into(), base + 1).await.expect("watch");
-    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
-        Ok(Some(Err(bus::BusError::Undecodable { rev, .. }))) => assert_eq!(rev, base + 2),
-        other => panic!("expected Undecodable at {}, got {other:?}", base + 2),
-    }
-    drop(w);
-
-    // The informer re-lists on it (the list says what became of the object) rather than
-    // skip it and carry on as if it had seen everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_informer_relists_at_an_unreadable_event() {
+    let (gw, _) = with_unreadable_events().await;
+    // The list says what became of the object; skipping the event would carry on as if
+    // the informer had seen everything.
     let mut inf = Box::pin(bus::informer::watch_objects::<ConfigMap>(bus::Client::new(gw.bus.clone()), bus::informer::Scope { namespace: Some("a".into()), ..Default::default() }));
     let mut lists = 0;
     while lists < 2 {
@@ -92,6 +90,17 @@ async fn an_unreadable_event_stops_every_watcher() {
             Ok(Some(other)) => panic!("the informer delivered past the unreadable event: {other:?}"),
             _ => panic!("the informer did not re-list after the unreadable event"),
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_watch_stops_at_a_message_that_is_no_event() {
+    let (gw, base) = with_unreadable_events().await;
+    // An error naming the message, instead of reopening the consumer onto it forever.
+    let mut w = gw.bus.watch("ev.configmaps.a.*".into(), base + 1).await.expect("watch");
+    match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+        Ok(Some(Err(bus::BusError::Undecodable { rev, .. }))) => assert_eq!(rev, base + 2),
+        other => panic!("expected Undecodable at {}, got {other:?}", base + 2),
     }
 }
 
