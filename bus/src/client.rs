@@ -32,6 +32,14 @@ impl ClientError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClientError::Bus(BusError::Store(StoreError::Conflict { .. } | StoreError::AlreadyExists(_))))
     }
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::AlreadyExists(_))))
+    }
+    /// The write may or may not have been applied: no member answered in time, or the
+    /// answer was lost. A writer that counts its writes must find out by reading.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::Unavailable(_) | StoreError::NotLeader { .. }) | BusError::Nats(_) | BusError::Timeout(_)))
+    }
 }
 
 pub fn info<K: Resource>() -> Result<&'static ResourceInfo, ClientError> {
