@@ -123,6 +123,11 @@ impl Cache {
         }
     }
 
+    /// Where a pod is counted, and what it holds there.
+    pub fn placed(&self, key: &str) -> Option<(String, Resources)> {
+        self.placed.get(key).cloned()
+    }
+
     pub fn clear_pods(&mut self) {
         self.placed.clear();
         self.requested.clear();
