@@ -39,6 +39,8 @@ pub fn orphans<'a>(owners: &HashSet<String>, dependents: impl IntoIterator<Item 
 }
 
 pub struct GarbageCollector {
+    /// How often every object is reconciled again, events or not.
+    resync: std::time::Duration,
     client: Client,
     owners: HashSet<String>,
     dependents: HashMap<(String, String, &'static str), Dependent>,
@@ -53,8 +55,14 @@ pub struct GarbageCollector {
 }
 
 impl GarbageCollector {
+    /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
+    pub fn resync_every(mut self, d: std::time::Duration) -> Self {
+        self.resync = d;
+        self
+    }
+
     pub fn new(client: Client) -> Self {
-        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new(), finalizing: HashMap::new(), passes: HashMap::new() }
+        GarbageCollector { resync: super::RESYNC, client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new(), finalizing: HashMap::new(), passes: HashMap::new() }
     }
 
     fn track<K: bus::client::Object>(&mut self, kind: &'static str, obj: &K, present: bool) {
@@ -228,7 +236,7 @@ impl Handler<PassDone> for GarbageCollector {
 impl Actor for GarbageCollector {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| {
+        ctx.run_interval(self.resync, |act, ctx| {
             bus::metrics::handle(ACTOR, || {
                 act.sweep(ctx);
                 let waiting: Vec<String> = act.finalizing.keys().cloned().collect();

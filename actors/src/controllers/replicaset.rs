@@ -130,6 +130,8 @@ impl Writer for StoreWriter {
 }
 
 pub struct ReplicaSetController {
+    /// How often every object is reconciled again, events or not.
+    resync: std::time::Duration,
     writer: Arc<dyn Writer>,
     sets: Cache<ReplicaSet>,
     pods: OwnedIndex<Pod>,
@@ -139,12 +141,18 @@ pub struct ReplicaSetController {
 }
 
 impl ReplicaSetController {
+    /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
+    pub fn resync_every(mut self, d: std::time::Duration) -> Self {
+        self.resync = d;
+        self
+    }
+
     pub fn new(client: Client) -> Self {
         Self::with_writer(Arc::new(StoreWriter(client)))
     }
 
     pub fn with_writer(writer: Arc<dyn Writer>) -> Self {
-        ReplicaSetController { writer, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
+        ReplicaSetController { resync: super::RESYNC, writer, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
     }
 
     fn put_pod(&mut self, p: Pod) {
@@ -341,7 +349,7 @@ impl Handler<Finished> for ReplicaSetController {
 impl Actor for ReplicaSetController {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| {
+        ctx.run_interval(self.resync, |act, ctx| {
             act.sets.keys().into_iter().for_each(|k| act.queue.add(k));
             act.kick(ctx);
         });
