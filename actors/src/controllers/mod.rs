@@ -191,9 +191,7 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
     });
     let c = client.clone();
     let gc = gc::GarbageCollector::create(move |ctx| {
-        ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
-        ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
-        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        ctx.add_stream(bus::metadata::watch_metadata(c.clone()));
         gc::GarbageCollector::new(c).resync_every(resync_gc)
     });
     let stop = tokio_util::sync::CancellationToken::new();

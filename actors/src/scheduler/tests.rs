@@ -148,7 +148,7 @@ fn a_relist_while_bindings_are_in_flight_keeps_their_places() {
     actix::System::new().block_on(async {
         tokio::time::pause();
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut rig = Rig::start(Recorder { gate: Some(gate.clone()), ..Default::default() });
+        let rig = Rig::start(Recorder { gate: Some(gate.clone()), ..Default::default() });
         // Room for one pod on each node.
         rig.nodes.unbounded_send(InformerEvent::Listed(vec![node("n1", 1, 0), node("n2", 1, 0)], 1)).unwrap();
         rig.pods.unbounded_send(InformerEvent::Listed(vec![pod("a", "100m")], 1)).unwrap();
