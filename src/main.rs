@@ -5,6 +5,7 @@ mod apiserver_flags;
 mod bench;
 mod bootstrap;
 mod certs;
+mod controller_flags;
 mod health;
 mod members;
 mod natsd;
@@ -48,7 +49,7 @@ enum Cmd {
     /// Run the scheduler.
     Scheduler(Common),
     /// Run the controllers (deployment, replicaset, garbage collector).
-    Controllers(Common),
+    Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
@@ -63,6 +64,14 @@ pub struct Common {
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long)]
     pub health_addr: Option<SocketAddr>,
+}
+
+#[derive(Args, Clone)]
+pub struct ControllersArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    flags: controller_flags::ControllerFlags,
 }
 
 #[derive(Args)]
@@ -150,9 +159,9 @@ async fn run(cli: Cli) -> Result<()> {
             component(&c, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
-            let bus = bus::Bus::connect(&c.nats_url).await?;
-            let h = actors::controllers::start(bus).await?;
-            component(&c, "controllers", || async move { h.shutdown().await }).await
+            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let h = actors::controllers::start(bus, c.flags.config()).await?;
+            component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {
             let bus = bus::Bus::connect(&a.common.nats_url).await?;

@@ -36,6 +36,11 @@ pub struct UpArgs {
     pub token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
+    #[command(flatten)]
+    pub controllers: crate::controller_flags::ControllerFlags,
+    /// Each node agent's pod limit (the kubelet's --max-pods).
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
 }
 
 /// The state group as `up` runs it.
@@ -127,14 +132,15 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step(&format!("gateway on https://{}", a.gateway_addr));
 
     step("starting controllers and scheduler");
-    let controllers = actors::controllers::start(bus.clone()).await?;
+    let controllers = actors::controllers::start(bus.clone(), a.controllers.config()).await?;
     let scheduler = actors::scheduler::start(bus.clone()).await?;
 
     let mut nodes = Vec::new();
     for i in 1..=a.nodes {
         let name = format!("node-{i}");
         step(&format!("starting node agent {name}"));
-        let cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
+        let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
+        cfg.max_pods = a.max_pods;
         nodes.push(node_agent::start(cfg, bus.clone()).await?);
     }
     wait_nodes_ready(&client, a.nodes).await;

@@ -3,6 +3,7 @@
 //! out the commands through the runtime and the store, and reports status through one
 //! writer per pod.
 
+pub mod admission;
 pub mod lifecycle;
 pub mod node;
 pub mod status;
@@ -41,6 +42,8 @@ pub struct Kubelet {
     pub data_dir: PathBuf,
     pub client: Client,
     pub runtime: Arc<dyn Runtime>,
+    /// What admission lets the node's pods add up to.
+    pub allocatable: admission::Allocatable,
     pods: HashMap<String, PodRt>,
     /// Set by Shutdown: nothing new starts and no status is written any more, so the store
     /// keeps saying what should run and a restarted agent brings it back.
@@ -49,7 +52,8 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtime: Arc<dyn Runtime>) -> Kubelet {
-        Kubelet { node, host_ip, data_dir, client, runtime, pods: HashMap::new(), stopping: false }
+        let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
+        Kubelet { node, host_ip, data_dir, client, runtime, allocatable, pods: HashMap::new(), stopping: false }
     }
 
     fn span(&self) -> tracing::Span {
@@ -167,6 +171,14 @@ impl Kubelet {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if deletion.is_none() && matches!(phase, Some("Succeeded" | "Failed")) {
             return;
+        }
+        if deletion.is_none() {
+            let running = self.pods.values().filter(|rt| !matches!(status::phase(&rt.state.containers, rt.state.policy), "Succeeded" | "Failed")).map(|rt| &rt.pod);
+            if let Err(r) = admission::admit(&pod, running, self.allocatable) {
+                tracing::warn!(pod = %uid, reason = %r.reason, "pod rejected");
+                tokio::spawn(reject(self.client.clone(), self.node.clone(), pod, r).instrument(self.span()));
+                return;
+            }
         }
         self.admit(uid.clone(), pod);
         let ev = match deletion {
@@ -425,6 +437,45 @@ async fn delete_from_store(client: Client, pod: Pod) {
 /// Writes the newest status of one pod, one write at a time (so writes never reorder),
 /// with compare-and-swap on the stored pod and a retry on conflict; skips the write when
 /// the store already holds that status. Ends when the pod's runtime entry is dropped.
+/// Fails a pod the node cannot take, as the kubelet does: phase Failed with the reason
+/// and message, and a Warning event; the pod's controller replaces it.
+async fn reject(client: Client, node: String, pod: Pod, why: admission::Rejection) {
+    let (ns, name, uid) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default(), pod.metadata.uid.clone());
+    let mut ev = bus::events::event(bus::events::reference(&pod), "Warning", &why.reason, &why.message, "kubelet");
+    if let Some(src) = ev.source.as_mut() {
+        src.host = Some(node.clone());
+    }
+    ev.reporting_instance = Some(node);
+    bus::events::record(&client, ev);
+    for _ in 0..10 {
+        let mut cur = match client.get::<Pod>(ns.as_deref(), &name).await {
+            Ok(Some(p)) if p.metadata.uid == uid => p,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "reading a rejected pod failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let st = cur.status.get_or_insert_with(Default::default);
+        if st.phase.as_deref() == Some("Failed") {
+            return;
+        }
+        st.phase = Some("Failed".into());
+        st.reason = Some(why.reason.clone());
+        st.message = Some(why.message.clone());
+        match client.update(&cur).await {
+            Ok(_) => return,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) if e.is_not_found() => return,
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "failing a rejected pod failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 async fn status_writer(client: Client, ns: String, name: String, uid: String, mut rx: tokio::sync::watch::Receiver<Option<serde_json::Value>>) {
     while rx.changed().await.is_ok() {
         let Some(status) = rx.borrow_and_update().clone() else { continue };
