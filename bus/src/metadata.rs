@@ -8,7 +8,7 @@ use crate::informer::InformerEvent;
 use crate::BusError;
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use schema::store::{EventType, ReadOp, ReadResult, Revision};
+use schema::store::{EventType, Revision};
 use schema::{codec, keys, registry, subjects};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,25 +67,15 @@ fn stored_plurals() -> Vec<&'static str> {
     out
 }
 
-/// Lists one resource whole; returns its objects' metadata and the revision of the read.
+/// Lists one resource whole, at one revision; returns its objects' metadata and it.
 async fn list_plural(client: &Client, plural: &str) -> Result<(Vec<Meta>, Revision), BusError> {
-    let prefix = keys::prefix(plural, None);
-    let (mut out, mut start_after, mut at) = (Vec::new(), None, 0);
-    loop {
-        let r = client.bus.read(&ReadOp::List { prefix: prefix.clone(), start_after: start_after.clone(), limit: 1000 }).await?;
-        let ReadResult::List { items, rev, more } = r else {
-            return Err(BusError::Nats("store answered a list with something else".into()));
-        };
-        at = at.max(rev);
-        start_after = items.last().map(|s| s.key.clone());
-        for s in &items {
-            let v: serde_json::Value = codec::decode(&s.value)?;
-            out.extend(Meta::of(&s.key, &v, s.rev));
-        }
-        if !more {
-            return Ok((out, at));
-        }
+    let (items, rev) = client.bus.list_all(&keys::prefix(plural, None), 1000).await?;
+    let mut out = Vec::with_capacity(items.len());
+    for s in &items {
+        let v: serde_json::Value = codec::decode(&s.value)?;
+        out.extend(Meta::of(&s.key, &v, s.rev));
     }
+    Ok((out, rev))
 }
 
 /// An endless stream of metadata events for every stored resource: a `Listed` snapshot
@@ -99,7 +89,7 @@ pub fn watch_metadata(client: Client) -> impl Stream<Item = InformerEvent<Meta>>
 
 async fn run(client: Client, mut tx: futures::channel::mpsc::Sender<InformerEvent<Meta>>) {
     use futures::SinkExt;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = crate::informer::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     'relist: loop {
         let mut all = Vec::new();
         // Each resource is read at its own revision; the watch starts at the oldest and
@@ -113,8 +103,7 @@ async fn run(client: Client, mut tx: futures::channel::mpsc::Sender<InformerEven
                 }
                 Err(e) => {
                     tracing::warn!(plural, error = %e, "metadata informer list failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue 'relist;
                 }
             }
@@ -128,18 +117,25 @@ async fn run(client: Client, mut tx: futures::channel::mpsc::Sender<InformerEven
             Ok(s) => Box::pin(s),
             Err(e) => {
                 tracing::warn!(error = %e, "metadata informer watch failed; re-listing");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(backoff.next_delay()).await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        // Re-lists pause longer each time a watch fails soon after it began (expired,
+        // unreadable); one that stayed up starts the pauses over.
+        let started = tokio::time::Instant::now();
+        let mut pause = || {
+            if started.elapsed() >= Duration::from_secs(30) {
+                backoff.reset();
+            }
+            backoff.next_delay()
+        };
         while let Some(ev) = events.next().await {
             let ev = match ev {
                 Ok(ev) => ev,
                 Err(e) => {
                     tracing::warn!(error = %e, "metadata informer watch ended; re-listing");
-                    tokio::time::sleep(backoff).await;
+                    tokio::time::sleep(pause()).await;
                     continue 'relist;
                 }
             };
@@ -154,6 +150,7 @@ async fn run(client: Client, mut tx: futures::channel::mpsc::Sender<InformerEven
                 None if registry::RESOURCES.iter().all(|r| r.plural != plural) => continue,
                 None => {
                     tracing::warn!(key = %ev.key, rev = ev.rev, "undecodable event; re-listing");
+                    tokio::time::sleep(pause()).await;
                     continue 'relist;
                 }
             };
