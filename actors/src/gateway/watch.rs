@@ -18,7 +18,7 @@ use schema::store::{EventType, Revision, Stored};
 use schema::subjects::{self, EventFilter, NodeFilter};
 use schema::{keys, object};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Default watch length when the client sets no timeoutSeconds: kubectl `get -w` exits
@@ -130,15 +130,18 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
     // Bookmarks are for clients of JSON objects; kubectl's Table watches never ask.
     let bookmarks = bookmarks && !table::wants_table(req.accept());
     let filtered = !ls.is_empty() || !fs.is_empty();
-    // Synthetic ADDED events when no revision was given, and then the list tells which
-    // objects match at the watch's start. From a given revision the current matches say
-    // nothing about that revision: membership is then read per object from the history
-    // (see `membership`).
-    let (initial, after) = if from.is_none() {
+    // Synthetic ADDED events when no revision was given. With selectors the list (at C)
+    // also tells which objects matched just before any event after C. From a revision R
+    // before C that says nothing about events in (R, C]: for those, each object's state
+    // before the event is read from the history (see `membership`).
+    let (initial, after, listed_at) = if from.is_none() || filtered {
         let page = list_objects(st, res, ns.as_deref(), &ls, &fs, 0, None).await?;
-        (page.items, from.unwrap_or(page.rev))
+        let after = from.unwrap_or(page.rev);
+        // A list older than the start (a resourceVersion from the future) misses events
+        // this watch never sees: it cannot tell membership then.
+        (page.items, after, (page.rev >= after).then_some(page.rev))
     } else {
-        (Vec::new(), from.unwrap_or(0))
+        (Vec::new(), from.unwrap_or(0), None)
     };
     let mut enc = Encoder { res, table: table::wants_table(req.accept()), first: true };
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
@@ -157,14 +160,14 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         }
         Err(e) => return Err(ApiError::store(res, "", e)),
     };
-    // Whether each key matched the selectors after the last event of it this watch saw.
-    // After a list, a key not in it did not match; from a revision, it is not known yet.
-    let mut matching: HashMap<String, bool> = HashMap::new();
-    let listed = from.is_none();
+    // The keys that matched the selectors after the last event of them this watch saw;
+    // before its first one, whether the list had it (for events after the list).
+    let mut matching: HashSet<String> = HashSet::new();
+    let mut listed: HashSet<String> = HashSet::new();
     let mut first_lines = Vec::new();
     for obj in &initial {
         if let Ok(k) = object::key_of(res, obj) {
-            matching.insert(k, true);
+            listed.insert(k);
         }
         if from.is_none() {
             first_lines.push(enc.line("ADDED", obj));
@@ -234,20 +237,25 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                 }
             };
             let emit = if filtered {
-                let was = match matching.get(&ev.key) {
-                    Some(&b) => b,
-                    None if listed => false,
-                    None => match super::membership::matched_before(&bus, res, &ev, &obj, &ls, &fs).await {
+                let was = if matching.contains(&ev.key) {
+                    true
+                } else if listed_at.is_some_and(|c| ev.rev > c) {
+                    listed.contains(&ev.key)
+                } else {
+                    match super::membership::matched_before(&bus, res, &ev, &obj, &ls, &fs).await {
                         Ok(b) => b,
                         Err(status) => {
                             let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
                             return;
                         }
-                    },
+                    }
                 };
                 let now = ev.typ != EventType::Deleted && ls.matches(&obj) && fs.matches(&obj);
-                if now || !listed {
-                    matching.insert(ev.key.clone(), now);
+                // Only matches are kept: for a key not kept, a later event after the list
+                // reads "not listed" (false), an earlier one its state from the history.
+                listed.remove(&ev.key);
+                if now {
+                    matching.insert(ev.key.clone());
                 } else {
                     matching.remove(&ev.key);
                 }
