@@ -86,3 +86,68 @@ async fn a_stream_that_lost_more_than_the_store_keeps_is_started_again_after_the
         other => panic!("{other:?}"),
     }
 }
+
+/// A consistent backup of the running group, as `flotilla backup` takes it.
+async fn backup(bus: &bus::Bus) -> Vec<u8> {
+    use schema::store::{AdminOp, AdminResult};
+    let (mut name, mut data) = (None, Vec::new());
+    loop {
+        let AdminResult::BackupChunk { backup, total, data: chunk, .. } = bus.admin(&AdminOp::Backup { backup: name.clone(), offset: data.len() as u64 }).await.expect("backup") else { panic!("not a backup chunk") };
+        data.extend_from_slice(&chunk);
+        name = Some(backup);
+        if data.len() as u64 >= total {
+            return data;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_restored_onto_a_stream_that_went_on_publishes_its_own_history() {
+    let nats = common::NatsServer::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let client = async_nats::connect(&nats.url).await.expect("connect");
+    let bus = bus::Bus::from_client(client.clone());
+    let old = actors::state::start(actors::state::StateConfig::single(tmp.path().join("old")), client.clone()).await.expect("state group");
+    old.wait_ready().await;
+    for i in 0..3 {
+        create(&bus, &format!("kept{i}")).await;
+    }
+    let snapshot = backup(&bus).await;
+    let mut lost = 0;
+    for i in 0..2 {
+        lost = create(&bus, &format!("lost{i}")).await;
+    }
+    eventually("the old group's revisions in the stream", || async { stream_state(&bus).await.filter(|s| s.1 == lost) }).await;
+    // A watcher that read the old history up to its end.
+    let mut old_watch = bus.watch("ev.configmaps.a.*".into(), 0).await.expect("watch");
+    for _ in 0..lost {
+        tokio::time::timeout(Duration::from_secs(10), old_watch.next()).await.expect("old event").expect("open").expect("event");
+    }
+    old.shutdown().await;
+
+    // Restored at revision 3, the group writes its own revisions 4 and 5.
+    let dir = tmp.path().join("restored");
+    let (at, _) = actors::state::restore(&snapshot, &dir).expect("restore");
+    assert_eq!(at, 3);
+    let restored = actors::state::start(actors::state::StateConfig::single(dir), client.clone()).await.expect("restored group");
+    restored.wait_ready().await;
+    let (r4, r5) = (create(&bus, "new0").await, create(&bus, "new1").await);
+    assert_eq!((r4, r5), (4, 5));
+    // Revisions 4 and 5 in the stream are the restored group's, not the old ones.
+    let mut w = bus.watch("ev.configmaps.a.*".into(), 3).await.expect("watch the restored history");
+    let mut keys = Vec::new();
+    while keys.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(20), w.next()).await {
+            Ok(Some(Ok(ev))) => keys.push((ev.rev, ev.key)),
+            Ok(Some(Err(bus::BusError::Expired(_)))) => w = bus.watch("ev.configmaps.a.*".into(), 3).await.expect("watch again"),
+            other => panic!("{other:?} after {keys:?}"),
+        }
+    }
+    assert_eq!(keys, vec![(4, "configmaps/a/new0".to_string()), (5, "configmaps/a/new1".to_string())]);
+    // The watcher that had read the old history is told so, not continued in the new one.
+    match tokio::time::timeout(Duration::from_secs(20), old_watch.next()).await {
+        Ok(Some(Err(bus::BusError::Expired(_)))) => {}
+        other => panic!("the old history's watcher must be told Expired, got {other:?}"),
+    }
+    restored.shutdown().await;
+}

@@ -116,9 +116,36 @@ impl Bus {
     }
 }
 
+/// Whether the stream still holds, as message `rev`, the event of `key` this watch
+/// delivered last.
+#[derive(Debug, PartialEq)]
+enum Continuity {
+    Same,
+    /// The stream has not reached `rev` (it lost its newest messages, which the publisher
+    /// puts back): wait for it.
+    Behind,
+    /// Another event is message `rev` now (the stream was made again with another history).
+    Other,
+}
+
+impl Bus {
+    async fn continuity(&self, rev: Revision, key: &str) -> Result<Continuity, BusError> {
+        if let Some(ev) = self.event_at(rev).await? {
+            return Ok(if ev.key == key { Continuity::Same } else { Continuity::Other });
+        }
+        let mut stream = self.events_stream().await?;
+        let info = stream.info().await.map_err(BusError::nats)?;
+        // Gone by age (first sequence past it): reopening tells Expired by itself.
+        Ok(if info.state.last_sequence < rev { Continuity::Behind } else { Continuity::Same })
+    }
+}
+
 /// Moves events from the consumer to the watcher until either side is done.
 async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx: mpsc::Sender<Result<Event, BusError>>) {
     let mut last = after;
+    // The key of the last event delivered: before reopening, the stream must still hold
+    // it where it was, or this watch would go on in a history its reader never saw.
+    let mut last_key: Option<String> = None;
     loop {
         let item = tokio::select! {
             _ = tx.closed() => break,
@@ -140,6 +167,7 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
                             continue;
                         }
                         last = ev.rev;
+                        last_key = Some(ev.key.clone());
                         if tx.send(Ok(ev)).await.is_err() {
                             break;
                         }
@@ -159,9 +187,19 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
         // Reopen from where we are, backing off while NATS is away.
         let mut backoff = Duration::from_millis(50);
         opened = loop {
+            let reopen = async {
+                if let Some(key) = &last_key {
+                    match bus.continuity(last, key).await? {
+                        Continuity::Same => {}
+                        Continuity::Behind => return Err(BusError::Nats(format!("the stream has not reached revision {last} again yet"))),
+                        Continuity::Other => return Err(BusError::Expired(last)),
+                    }
+                }
+                bus.open_watch(&filter, last).await
+            };
             let err = tokio::select! {
                 _ = tx.closed() => return,
-                r = bus.open_watch(&filter, last) => match r {
+                r = reopen => match r {
                     Ok(o) => break o,
                     Err(e) => e,
                 },

@@ -6,7 +6,8 @@
 use super::{store, TypeConfig};
 use async_nats::jetstream::{self, context::PublishErrorKind, message::PublishMessage, stream};
 use openraft::Raft;
-use schema::store::Revision;
+use schema::codec;
+use schema::store::{Event, Revision};
 use schema::subjects;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -168,9 +169,13 @@ impl Publisher {
                 }
                 continue;
             }
-            match self.publish_up_to(target).await {
+            // A first look (after start, and every few seconds) also checks that what the
+            // stream holds is this group's history.
+            match self.publish_up_to(target, known == 0).await {
                 Ok(Round::Done(last)) => {
-                    known = last;
+                    // A stream ahead of this member (a new leader still applying, or
+                    // another history) is looked at again on the next apply.
+                    known = last.min(target);
                     self.published.send_replace(last);
                     backoff = BACKOFF_MIN;
                 }
@@ -217,13 +222,39 @@ impl Publisher {
         }
     }
 
+    /// Whether the stream's message `rev` is this group's event at `rev` (true when there
+    /// is nothing to compare: no such message, or an event this member no longer keeps).
+    async fn stream_is_ours(&self, stream: &stream::Stream, rev: Revision, base: Revision) -> anyhow::Result<bool> {
+        if rev <= base {
+            return Ok(true);
+        }
+        let db = self.db.clone();
+        let Some((_, ours)) = tokio::task::spawn_blocking(move || store::events(&db, rev, rev)).await??.pop() else { return Ok(true) };
+        let there = match stream.get_raw_message(rev).await {
+            Ok(m) => m.payload,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => return Ok(true),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(same_event(&there, &ours))
+    }
+
     /// Publishes every revision the stream lacks, up to `target`, in order.
-    async fn publish_up_to(&self, target: Revision) -> anyhow::Result<Round> {
+    async fn publish_up_to(&self, target: Revision, verify: bool) -> anyhow::Result<Round> {
         let stream = self.stream().await?;
         let info = stream.get_info().await?;
         let mut last = info.state.last_sequence;
         let db = self.db.clone();
         let (base, first_kept) = tokio::task::spawn_blocking(move || Ok::<_, anyhow::Error>((store::history_base(&db)?, store::first_event_rev(&db)?))).await??;
+        // Checked on a first look and whenever the stream is ahead of what this member has
+        // applied: a history that is not ours must not be taken as published.
+        if (verify || last > target) && !self.stream_is_ours(&stream, last.min(target), base).await? {
+            // Another history (a group restored from a backup onto a stream that went on
+            // past it, or another cluster's): watchers would read its events as ours. Start
+            // the stream again; everyone watching is told Expired and re-lists.
+            tracing::warn!(rev = last.min(target), "state: the events stream holds another history than this group's; making it again");
+            self.js.delete_stream(subjects::EVENTS_STREAM).await?;
+            return Ok(Round::Reread);
+        }
         // The stream lacks revisions this member no longer holds: a group restored from a
         // backup at `base` has no events before it, and a stream that lost more than the
         // trimmer keeps (nats-server lost its store) cannot get them back. Its next
@@ -304,15 +335,23 @@ impl Publisher {
 }
 
 /// Whether a duplicate ack for revision `rev` means the stream holds this event as
-/// message `rev`: the ack names the earlier message with the id, whose payload must be
-/// ours.
+/// message `rev`: the ack names the earlier message with the id, which must be ours.
 fn duplicate_is_ours(rev: Revision, acked_seq: u64, stored: Option<&[u8]>, ours: &[u8]) -> bool {
-    acked_seq == rev && stored == Some(ours)
+    acked_seq == rev && stored.is_some_and(|s| same_event(s, ours))
+}
+
+/// Whether two encoded events are the same change: revision, key, kind and value. The
+/// subject and the previous revision are left out, so that members of two versions (a
+/// rolling upgrade) agree on an event either of them published.
+fn same_event(a: &[u8], b: &[u8]) -> bool {
+    let (Ok(a), Ok(b)) = (codec::decode::<Event>(a), codec::decode::<Event>(b)) else { return a == b };
+    (a.rev, &a.key, a.typ, &a.value) == (b.rev, &b.key, b.typ, &b.value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schema::store::EventType;
 
     #[test]
     fn a_duplicate_counts_only_when_it_is_this_event_at_its_revision() {
@@ -320,5 +359,9 @@ mod tests {
         assert!(!duplicate_is_ours(7, 5, Some(b"ev7"), b"ev7"), "the id names an earlier sequence");
         assert!(!duplicate_is_ours(7, 7, Some(b"other"), b"ev7"), "another event under the id");
         assert!(!duplicate_is_ours(7, 7, None, b"ev7"), "the message is gone");
+        let ev = |rev, value: u8, subject: &str| codec::encode(&Event { rev, typ: EventType::Modified, key: "k".into(), subject: subject.into(), value: vec![value], prev: Some(1) }).expect("encode");
+        assert!(same_event(&ev(7, 1, "ev.pods.d.n.p.n"), &ev(7, 1, "ev.pods.d.n.p")), "a subject of another version is the same event");
+        assert!(!same_event(&ev(7, 1, "s"), &ev(7, 2, "s")));
+        assert!(!same_event(&ev(7, 1, "s"), &ev(8, 1, "s")));
     }
 }
