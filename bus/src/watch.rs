@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use schema::codec;
-use schema::store::{Event, Revision};
+use schema::store::{Event, EventType, Revision};
 use schema::subjects;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -129,9 +129,11 @@ enum Continuity {
 }
 
 impl Bus {
-    async fn continuity(&self, rev: Revision, key: &str) -> Result<Continuity, BusError> {
+    /// By key and kind of change: cheap to remember per event, and another history
+    /// differs there almost always (comparing values would mean keeping each one).
+    async fn continuity(&self, rev: Revision, seen: &(String, EventType)) -> Result<Continuity, BusError> {
         if let Some(ev) = self.event_at(rev).await? {
-            return Ok(if ev.key == key { Continuity::Same } else { Continuity::Other });
+            return Ok(if (&ev.key, ev.typ) == (&seen.0, seen.1) { Continuity::Same } else { Continuity::Other });
         }
         let mut stream = self.events_stream().await?;
         let info = stream.info().await.map_err(BusError::nats)?;
@@ -143,9 +145,9 @@ impl Bus {
 /// Moves events from the consumer to the watcher until either side is done.
 async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx: mpsc::Sender<Result<Event, BusError>>) {
     let mut last = after;
-    // The key of the last event delivered: before reopening, the stream must still hold
+    // The last event delivered: before reopening, the stream must still hold
     // it where it was, or this watch would go on in a history its reader never saw.
-    let mut last_key: Option<String> = None;
+    let mut last_seen: Option<(String, EventType)> = None;
     loop {
         let item = tokio::select! {
             _ = tx.closed() => break,
@@ -167,7 +169,7 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
                             continue;
                         }
                         last = ev.rev;
-                        last_key = Some(ev.key.clone());
+                        last_seen = Some((ev.key.clone(), ev.typ));
                         if tx.send(Ok(ev)).await.is_err() {
                             break;
                         }
@@ -188,8 +190,8 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
         let mut backoff = Duration::from_millis(50);
         opened = loop {
             let reopen = async {
-                if let Some(key) = &last_key {
-                    match bus.continuity(last, key).await? {
+                if let Some(seen) = &last_seen {
+                    match bus.continuity(last, seen).await? {
                         Continuity::Same => {}
                         Continuity::Behind => return Err(BusError::Nats(format!("the stream has not reached revision {last} again yet"))),
                         Continuity::Other => return Err(BusError::Expired(last)),
@@ -222,7 +224,6 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::store::EventType;
 
     #[test]
     fn a_message_that_is_not_its_revision_stops_the_watch() {
