@@ -59,7 +59,7 @@ pub fn list_at(db: &Database, prefix: &str, start_after: Option<&str>, limit: u3
         _ => Bound::Included(prefix),
     };
     let mut current = kv.range::<&str>((start, Bound::Unbounded))?;
-    let mut rebuilt = then.into_iter().filter_map(|(_, s)| s).peekable();
+    let mut rebuilt = then.into_values().flatten().peekable();
     let mut next_current = || -> anyhow::Result<Option<Stored>> {
         for item in current.by_ref() {
             let (k, v) = item?;
