@@ -27,6 +27,8 @@ spec:
     metadata:
       labels: {app: sleepers}
     spec:
+      # Host processes: the test is about the control plane's counts, not containers.
+      runtimeClassName: host
       terminationGracePeriodSeconds: 1
       containers:
       - name: main
