@@ -19,7 +19,7 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn arch() -> &'static str {
+pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -57,7 +57,7 @@ pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
             "capacity": capacity.clone(), "allocatable": capacity,
             "conditions": conditions(now),
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
-            "nodeInfo": {"kubeletVersion": "v1.32.4-flotilla", "kubeProxyVersion": "", "containerRuntimeVersion": "flotilla-process://0.1",
+            "nodeInfo": {"kubeletVersion": "v1.32.4-flotilla", "kubeProxyVersion": "", "containerRuntimeVersion": cfg.container_runtime_version,
                 "operatingSystem": "linux", "architecture": arch(), "osImage": os_image(), "kernelVersion": kernel(),
                 "machineID": "", "systemUUID": "", "bootID": ""},
         }
@@ -111,12 +111,13 @@ pub fn refresh_conditions(existing: &[NodeCondition], now: &Time) -> Vec<NodeCon
 
 /// Refreshes the node's conditions every `period` (compare-and-swap, re-read on
 /// conflict), re-registering the node if it was deleted, until cancelled.
-pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::CancellationToken) {
+pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<dyn crate::runtime::Runtime>, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(cfg.heartbeat) => {}
         }
+        let images = node_images(runtime.list_images().await);
         for _ in 0..5 {
             let mut node = match client.get::<Node>(None, &cfg.name).await {
                 Ok(Some(n)) => n,
@@ -134,6 +135,7 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::
             let now = schema::object::now();
             let status = node.status.get_or_insert_with(Default::default);
             status.conditions = Some(refresh_conditions(status.conditions.as_deref().unwrap_or_default(), &now));
+            status.images = Some(images.clone());
             match client.update(&node).await {
                 Ok(_) => break,
                 Err(e) if e.is_conflict() => continue,
@@ -146,6 +148,12 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::
     }
 }
 
+/// `status.images` as the kubelet reports them (largest first, at most 50).
+pub fn node_images(mut list: Vec<crate::runtime::NodeImage>) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
+    list.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.names.cmp(&b.names)));
+    list.into_iter().take(50).map(|i| k8s_openapi::api::core::v1::ContainerImage { names: Some(i.names), size_bytes: Some(i.size_bytes as i64) }).collect()
+}
+
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
@@ -153,7 +161,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> NodeConfig {
-        NodeConfig { name: "n1".into(), data_dir: "/tmp".into(), cpu_millis: 2000, memory_bytes: 4 << 30, max_pods: 110, heartbeat: DEFAULT_HEARTBEAT, host_ip: "127.0.0.1".into() }
+        NodeConfig { cpu_millis: 2000, memory_bytes: 4 << 30, ..NodeConfig::from_host("n1".into(), "/tmp".into()) }
     }
 
     #[test]
@@ -165,6 +173,7 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
         assert_eq!(v["metadata"]["labels"]["node.kubernetes.io/instance-type"], "flotilla");
         assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "v1.32.4-flotilla");
+        assert_eq!(v["status"]["nodeInfo"]["containerRuntimeVersion"], "flotilla-process://0.1");
         assert_eq!(v["status"]["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.1"}));
         let node: Node = serde_json::from_value(v).expect("a valid Node");
         let conds = node.status.unwrap().conditions.unwrap();
