@@ -20,16 +20,22 @@ def main():
     p.add_argument("--port", action="append", default=[])
     p.add_argument("--workdir", default="/")
     p.add_argument("--stop-signal", default="")
+    p.add_argument("--busybox-applets", action="store_true",
+                   help="add /bin/<applet> -> busybox links and a minimal /etc/passwd, /etc/group")
     a = p.parse_args()
 
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(a.out))) as tmp:
         layer_path = os.path.join(tmp, "layer.tar")
         with tarfile.open(a.rootfs) as src, tarfile.open(layer_path, "w", format=tarfile.PAX_FORMAT) as dst:
+            names = set()
             for m in src:
                 n = m.name if m.name.startswith("./") else "./" + m.name
                 if any(n.startswith(d) and n != d for d in DROP):
                     continue
+                names.add(n.rstrip("/"))
                 dst.addfile(m, src.extractfile(m) if m.isreg() else None)
+            if a.busybox_applets:
+                add_busybox(src, dst, names, tmp)
         h = hashlib.sha256()
         with open(layer_path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -72,6 +78,34 @@ def main():
             add_bytes(out, "blobs/sha256/" + digest(manifest)[7:], manifest)
             out.add(layer_path, "blobs/sha256/" + layer_digest[7:])
         os.replace(part, a.out)
+
+
+def add_busybox(src, dst, names, tmp):
+    # mmdebstrap's extract variant runs no hooks: the applet links are made here, from the
+    # image's own busybox (`busybox --list`), as its package's postinst would.
+    import subprocess
+    src.extract("./bin/busybox", tmp, set_attrs=False)
+    os.chmod(os.path.join(tmp, "bin", "busybox"), 0o755)
+    applets = subprocess.run([os.path.join(tmp, "bin", "busybox"), "--list"], check=True, capture_output=True, text=True).stdout.split()
+    for app in applets:
+        n = "./bin/" + app
+        if n in names:
+            continue
+        link = tarfile.TarInfo(n)
+        link.type = tarfile.SYMTYPE
+        link.linkname = "busybox"
+        dst.addfile(link)
+    files = {"./etc/passwd": b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+             "./etc/group": b"root:x:0:\nnogroup:x:65534:\n"}
+    for n, data in files.items():
+        if n not in names:
+            add_bytes(dst, n, data)
+    for d in ("./root", "./tmp"):
+        if d not in names:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "./tmp" else 0o700
+            dst.addfile(info)
 
 
 def digest(b):

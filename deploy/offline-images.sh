@@ -14,12 +14,9 @@ pack() { /usr/bin/python3 "$here/oci-archive.py" "$@"; }
 
 if [ ! -s "$out/busybox.tar" ]; then
   echo "building busybox (busybox-static)"
-  mmdebstrap --quiet --variant=extract --include=busybox-static \
-    --customize-hook='"$1"/bin/busybox --list | while read -r a; do [ -e "$1/bin/$a" ] || ln -s busybox "$1/bin/$a"; done' \
-    --customize-hook='mkdir -p "$1/root" "$1/tmp" && printf "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n" >"$1/etc/passwd" && printf "root:x:0:\nnogroup:x:65534:\n" >"$1/etc/group"' \
-    "$suite" "$work/busybox-rootfs.tar"
+  mmdebstrap --quiet --variant=extract --include=busybox-static "$suite" "$work/busybox-rootfs.tar"
   pack --rootfs "$work/busybox-rootfs.tar" --out "$out/busybox.tar" --name docker.io/library/busybox \
-    --tag latest --tag 1 --tag 1.35 --tag 1.35.0 --cmd '["sh"]'
+    --tag latest --tag 1 --tag 1.35 --tag 1.35.0 --cmd '["sh"]' --busybox-applets
 fi
 
 if [ ! -s "$out/nginx.tar" ]; then

@@ -8,6 +8,7 @@ mod certs;
 mod health;
 mod members;
 mod natsd;
+mod runtime_flags;
 mod state;
 mod status;
 mod up;
@@ -47,8 +48,8 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run the scheduler.
     Scheduler(Common),
-    /// Run the controllers (deployment, replicaset, garbage collector).
-    Controllers(Common),
+    /// Run the controllers (deployment, replicaset, garbage collector, node IPAM, …).
+    Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
@@ -82,6 +83,15 @@ struct GatewayArgs {
 }
 
 #[derive(Args)]
+struct ControllersArgs {
+    #[command(flatten)]
+    common: Common,
+    /// kube-controller-manager's --cluster-cidr: each node gets a /24 of it as its podCIDR.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+}
+
+#[derive(Args)]
 struct NodeArgs {
     #[command(flatten)]
     common: Common,
@@ -95,6 +105,8 @@ struct NodeArgs {
     /// Memory capacity in bytes (default: the host's).
     #[arg(long)]
     memory_bytes: Option<u64>,
+    #[command(flatten)]
+    runtime: runtime_flags::RuntimeFlags,
 }
 
 fn init_tracing() {
@@ -149,10 +161,11 @@ async fn run(cli: Cli) -> Result<()> {
             let h = actors::scheduler::start(bus).await?;
             component(&c, "scheduler", || async move { h.shutdown().await }).await
         }
-        Cmd::Controllers(c) => {
-            let bus = bus::Bus::connect(&c.nats_url).await?;
-            let h = actors::controllers::start(bus).await?;
-            component(&c, "controllers", || async move { h.shutdown().await }).await
+        Cmd::Controllers(a) => {
+            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: a.cluster_cidr.clone(), ..Default::default() };
+            let h = actors::controllers::start_with(bus, actors::controllers::ControllersConfig { node_ipam: ipam }).await?;
+            component(&a.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
@@ -163,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(m) = a.memory_bytes {
                 cfg.memory_bytes = m;
             }
+            a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name).join("images"), |w| eprintln!("{w}"))?;
             let h = node_agent::start(cfg, bus).await?;
             component(&a.common, "node agent", || async move { h.shutdown().await }).await
         }

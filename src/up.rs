@@ -36,6 +36,11 @@ pub struct UpArgs {
     pub token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
+    #[command(flatten)]
+    pub runtime: crate::runtime_flags::RuntimeFlags,
+    /// kube-controller-manager's --cluster-cidr: each node gets a /24 of it as its podCIDR.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 /// The state group as `up` runs it.
@@ -127,15 +132,34 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step(&format!("gateway on https://{}", a.gateway_addr));
 
     step("starting controllers and scheduler");
-    let controllers = actors::controllers::start(bus.clone()).await?;
+    let ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: a.cluster_cidr.clone(), ..Default::default() };
+    let controllers = actors::controllers::start_with(bus.clone(), actors::controllers::ControllersConfig { node_ipam: ipam }).await?;
     let scheduler = actors::scheduler::start(bus.clone()).await?;
 
     let mut nodes = Vec::new();
     for i in 1..=a.nodes {
         let name = format!("node-{i}");
         step(&format!("starting node agent {name}"));
-        let cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
-        nodes.push(node_agent::start(cfg, bus.clone()).await?);
+        let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
+        a.runtime.apply(&mut cfg, &data_dir.join("images"), |w| if i == 1 { step(w) })?;
+        match node_agent::start(cfg, bus.clone()).await {
+            Ok(n) => {
+                if let Some(pid) = n.containerd_pid() {
+                    step(&format!("node agent {name}: containerd pid {pid}"));
+                }
+                nodes.push(n)
+            }
+            Err(e) => {
+                // The agents already up stop their containerd before `up` gives up.
+                for n in nodes {
+                    n.shutdown().await;
+                }
+                controllers.shutdown().await;
+                scheduler.shutdown().await;
+                state.shutdown().await;
+                return Err(e.context(format!("starting node agent {name}")));
+            }
+        }
     }
     wait_nodes_ready(&client, a.nodes).await;
 

@@ -93,15 +93,26 @@ pub struct NodeHandle {
 
 /// Starts the runtime, registers the node, then runs its heartbeat, its log service and
 /// the kubelet actor. Call inside an actix System (the actor runs on the System's thread).
-pub async fn start(mut cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle> {
+pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle> {
+    let mut cleanup = shutdown::Cleanup { node: cfg.name.clone(), ..Default::default() };
+    match start_parts(cfg, bus, &mut cleanup).await {
+        Ok((kubelet, stop)) => Ok(NodeHandle { kubelet, stop, cleanup }),
+        Err(e) => {
+            // Whatever was started (containerd, the bridge) goes again.
+            cleanup.run().await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown::Cleanup) -> anyhow::Result<(Addr<kubelet::Kubelet>, CancellationToken)> {
     use tracing::Instrument;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime { host_ip: cfg.host_ip.clone() });
-    let mut cleanup = shutdown::Cleanup { node: cfg.name.clone(), ..Default::default() };
     let default: Arc<dyn runtime::Runtime> = match &cfg.runtime {
         RuntimeKind::Process => process.clone(),
         RuntimeKind::Simulated => Arc::new(runtime::simulated::SimulatedRuntime::default()),
-        RuntimeKind::Containerd { endpoint } => runtime::cri::connect(&cfg, endpoint.as_deref(), &mut cleanup).await?,
+        RuntimeKind::Containerd { endpoint } => runtime::cri::connect(&cfg, endpoint.as_deref(), cleanup).await?,
     };
     cfg.container_runtime_version = default.version();
     let client = bus::Client::new(bus.clone());
@@ -123,7 +134,7 @@ pub async fn start(mut cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHan
         ctx.add_stream(pods);
         k
     });
-    Ok(NodeHandle { kubelet, stop, cleanup })
+    Ok((kubelet, stop))
 }
 
 /// How long pod processes get between SIGTERM and SIGKILL when the agent stops.

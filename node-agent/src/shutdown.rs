@@ -15,6 +15,8 @@ pub struct Cleanup {
     pub containerd: Option<Containerd>,
     /// Whether the node's bridge is ours to remove.
     pub bridge: bool,
+    /// Stops what the agent serves beside its runtime (the air-gap registry).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Cleanup {
@@ -33,6 +35,7 @@ impl Cleanup {
         if self.bridge {
             crate::network::remove_bridge(&self.node).await;
         }
+        self.stop.cancel();
     }
 }
 

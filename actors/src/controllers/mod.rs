@@ -1,5 +1,5 @@
 //! The controllers (Deployment, ReplicaSet, garbage collector, namespace, quota,
-//! serviceaccount) and what they share: the message that drives their queues (`queue`),
+//! serviceaccount, node IPAM) and what they share: the message that drives their queues (`queue`),
 //! expectations for their own writes in flight (`expectations`), graceful pod deletion,
 //! and read-modify-write with CAS.
 
@@ -9,6 +9,7 @@ pub use bus::events;
 pub mod expectations;
 pub mod gc;
 pub mod namespace;
+pub mod nodeipam;
 pub mod owned;
 pub mod propagation;
 pub mod queue;
@@ -146,12 +147,26 @@ pub struct ControllersHandle {
     replicaset: Addr<replicaset::ReplicaSetController>,
     gc: Addr<gc::GarbageCollector>,
     namespace: Addr<namespace::NamespaceController>,
-    /// The task-shaped controllers (quota, serviceaccount) and what stops them.
+    /// The task-shaped controllers (quota, serviceaccount, node IPAM) and what stops them.
     tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
 }
 
-/// Starts every controller; each lists and watches what it needs over the bus.
+/// kube-controller-manager's flags that flotilla's controllers take.
+#[derive(Debug, Clone, Default)]
+pub struct ControllersConfig {
+    pub node_ipam: nodeipam::NodeIpamConfig,
+}
+
+/// Starts every controller with the defaults.
 pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
+    start_with(bus, ControllersConfig::default()).await
+}
+
+/// Starts every controller; each lists and watches what it needs over the bus.
+pub async fn start_with(bus: bus::Bus, cfg: ControllersConfig) -> anyhow::Result<ControllersHandle> {
+    if nodeipam::parse_cidr(&cfg.node_ipam.cluster_cidr).is_none() {
+        anyhow::bail!("--cluster-cidr {:?} is not an IPv4 CIDR", cfg.node_ipam.cluster_cidr);
+    }
     let client = Client::new(bus);
     let c = client.clone();
     let deployment = deployment::DeploymentController::create(move |ctx| {
@@ -173,7 +188,10 @@ pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
         gc::GarbageCollector::new(c)
     });
     let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = (vec![quota::start(client.clone(), stop.clone()), serviceaccount::start(client.clone(), stop.clone())], stop);
+    let tasks = (
+        vec![quota::start(client.clone(), stop.clone()), serviceaccount::start(client.clone(), stop.clone()), nodeipam::start(client.clone(), cfg.node_ipam, stop.clone())],
+        stop,
+    );
     let c = client;
     let namespace = namespace::NamespaceController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));

@@ -4,6 +4,7 @@
 
 pub mod airgap;
 pub mod pause;
+pub mod registry;
 pub mod reference;
 
 use crate::runtime::PullPolicy;

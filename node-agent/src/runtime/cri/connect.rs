@@ -5,7 +5,7 @@
 use super::client::Cri;
 use super::containerd::{kill_shims, Containerd, Layout};
 use super::CriRuntime;
-use crate::images::{airgap, pause};
+use crate::images::{airgap, pause, registry};
 use crate::runtime::Runtime;
 use crate::shutdown::Cleanup;
 use crate::NodeConfig;
@@ -28,11 +28,19 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
             let c = Containerd::start(layout, pause::PAUSE_IMAGE).await?;
             tracing::info!(node = %cfg.name, pid = c.pid(), "containerd started");
             let socket = c.layout.socket();
+            let layout = c.layout.clone();
             let (cri, version) = (c.cri.clone(), c.version.clone());
             cleanup.containerd = Some(c);
             let archive = cfg.data_dir.join("containerd/pause.tar");
             pause::write(&archive)?;
             airgap::import(&socket, &archive).await?;
+            // docker.io resolves against the air-gap folder only (an empty one answers 404).
+            let dir = cfg.images_dir.clone().unwrap_or_else(|| cfg.data_dir.join("images"));
+            let addr = registry::serve(&dir, cleanup.stop.clone()).await?;
+            let hosts = layout.registry_config_dir().join("docker.io");
+            std::fs::create_dir_all(&hosts)?;
+            std::fs::write(hosts.join("hosts.toml"), registry::hosts_toml(addr))?;
+            tracing::info!(node = %cfg.name, %addr, "air-gap registry serving docker.io");
             if let Some(dir) = &cfg.images_dir {
                 let t0 = std::time::Instant::now();
                 let (n, errs) = airgap::import_dir(&socket, dir).await;
