@@ -7,6 +7,9 @@ set -euo pipefail
 out="${1:?usage: offline-images.sh DIR}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$out"
+# Tests build the cache from several processes at once: one builds, the others wait.
+exec 9>"$out/.lock"
+flock 9
 work="$(mktemp -d "${out%/}/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 suite=bookworm

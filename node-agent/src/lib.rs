@@ -67,6 +67,15 @@ fn host_memory() -> u64 {
 }
 
 impl NodeConfig {
+    /// The name of what this agent makes in host-wide namespaces (its bridge, its cgroup
+    /// parent): the node's name behind a tag of its data dir, so two clusters on one host
+    /// whose nodes share names never share a bridge.
+    pub fn host_id(&self) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(self.data_dir.to_string_lossy().as_bytes());
+        format!("{:02x}{:02x}-{}", h[0], h[1], self.name)
+    }
+
     /// Capacity from the host: its CPUs and memory; host processes until told otherwise.
     pub fn from_host(name: String, data_dir: PathBuf) -> NodeConfig {
         let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
@@ -94,7 +103,7 @@ pub struct NodeHandle {
 /// Starts the runtime, registers the node, then runs its heartbeat, its log service and
 /// the kubelet actor. Call inside an actix System (the actor runs on the System's thread).
 pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle> {
-    let mut cleanup = shutdown::Cleanup { node: cfg.name.clone(), ..Default::default() };
+    let mut cleanup = shutdown::Cleanup { node: cfg.name.clone(), host_id: cfg.host_id(), ..Default::default() };
     match start_parts(cfg, bus, &mut cleanup).await {
         Ok((kubelet, stop)) => Ok(NodeHandle { kubelet, stop, cleanup }),
         Err(e) => {

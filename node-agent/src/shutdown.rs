@@ -9,6 +9,8 @@ use crate::runtime::cri::containerd::Containerd;
 #[derive(Default)]
 pub struct Cleanup {
     pub node: String,
+    /// `NodeConfig::host_id`: names the bridge and the cgroup parent.
+    pub host_id: String,
     /// The CRI endpoint the pods ran on (own containerd or given).
     pub cri: Option<Cri>,
     /// The containerd this agent started.
@@ -31,9 +33,10 @@ impl Cleanup {
             let dir = c.layout.dir.clone();
             c.stop().await;
             unmount_under(&dir);
+            crate::runtime::cri::cgroups::remove_node(&self.host_id);
         }
         if self.bridge {
-            crate::network::remove_bridge(&self.node).await;
+            crate::network::remove_bridge(&self.host_id).await;
         }
         self.stop.cancel();
     }

@@ -34,37 +34,38 @@ pub async fn setup(client: &bus::Client, cfg: &crate::NodeConfig) -> Result<Stri
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let layout = crate::runtime::cri::containerd::Layout::for_node(&cfg.data_dir);
-    write_conflist(&layout.cni_conf_dir(), &cfg.name, &cidr, &layout.cni_ipam_dir())?;
+    write_conflist(&layout.cni_conf_dir(), &cfg.host_id(), &cfg.name, &cidr, &layout.cni_ipam_dir())?;
     enable_forwarding();
-    tracing::info!(node = %cfg.name, pod_cidr = %cidr, bridge = %bridge_name(&cfg.name), "pod network configured");
+    tracing::info!(node = %cfg.name, pod_cidr = %cidr, bridge = %bridge_name(&cfg.host_id()), "pod network configured");
     Ok(cidr)
 }
 
 /// The conflist's file name in containerd's CNI conf dir.
 pub const CONFLIST: &str = "10-flotilla.conflist";
 
-/// A Linux interface name (at most 15 bytes) for this node's bridge: `fl-<node>` when it
-/// fits, else `fl-` and a hash of the name, so two nodes never share one.
+/// A Linux interface name (at most 15 bytes) for this agent's bridge, from its host id
+/// (`NodeConfig::host_id`, `<tag>-<node>`): `fl<host id>` when it fits, else `fl` and a
+/// hash of it, so two agents never share one.
 pub fn bridge_name(node: &str) -> String {
     let clean: String = node.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
-    let name = format!("fl-{clean}");
+    let name = format!("fl{clean}");
     if name.len() <= 15 && clean.len() == node.len() {
         return name;
     }
     use sha2::Digest;
     let h = sha2::Sha256::digest(node.as_bytes());
-    format!("fl-{:x}", h).chars().take(15).collect()
+    format!("fl{:x}", h).chars().take(15).collect()
 }
 
 /// The CNI network config for a node: bridge (the node's gateway on its first address, no
 /// masquerading: pod traffic stays on this machine), host-local IPAM over the podCIDR with
 /// its state in the agent's data dir, portmap for hostPorts.
-pub fn conflist(node: &str, pod_cidr: &str, ipam_dir: &Path) -> serde_json::Value {
+pub fn conflist(host_id: &str, node: &str, pod_cidr: &str, ipam_dir: &Path) -> serde_json::Value {
     json!({
         "cniVersion": "0.4.0",
         "name": format!("flotilla-{node}"),
         "plugins": [
-            {"type": "bridge", "bridge": bridge_name(node), "isGateway": true, "ipMasq": false, "hairpinMode": true,
+            {"type": "bridge", "bridge": bridge_name(host_id), "isGateway": true, "ipMasq": false, "hairpinMode": true,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": ipam_dir.to_string_lossy()}},
             {"type": "portmap", "capabilities": {"portMappings": true}},
@@ -72,9 +73,9 @@ pub fn conflist(node: &str, pod_cidr: &str, ipam_dir: &Path) -> serde_json::Valu
     })
 }
 
-pub fn write_conflist(conf_dir: &Path, node: &str, pod_cidr: &str, ipam_dir: &Path) -> std::io::Result<()> {
+pub fn write_conflist(conf_dir: &Path, host_id: &str, node: &str, pod_cidr: &str, ipam_dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(conf_dir)?;
-    let body = serde_json::to_vec_pretty(&conflist(node, pod_cidr, ipam_dir))?;
+    let body = serde_json::to_vec_pretty(&conflist(host_id, node, pod_cidr, ipam_dir))?;
     let tmp = conf_dir.join(format!(".{CONFLIST}.tmp"));
     std::fs::write(&tmp, body)?;
     // containerd watches the dir: it must never read a half-written file.
@@ -98,9 +99,9 @@ pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Removes the node's bridge (the CNI bridge plugin never does).
-pub async fn remove_bridge(node: &str) {
-    let name = bridge_name(node);
+/// Removes the agent's bridge (the CNI bridge plugin never does).
+pub async fn remove_bridge(host_id: &str) {
+    let name = bridge_name(host_id);
     if !link_exists(&name) {
         return;
     }
@@ -117,7 +118,7 @@ mod tests {
 
     #[test]
     fn bridge_names_fit_and_differ() {
-        assert_eq!(bridge_name("node-1"), "fl-node-1");
+        assert_eq!(bridge_name("1a2b-node-1"), "fl1a2b-node-1");
         let long = bridge_name("a-very-long-node-name-indeed");
         assert!(long.len() <= 15 && long.starts_with("fl-"), "{long}");
         assert_ne!(long, bridge_name("a-very-long-node-name-indeed-2"));
@@ -126,8 +127,8 @@ mod tests {
 
     #[test]
     fn conflist_uses_the_node_cidr_and_bridge() {
-        let c = conflist("node-2", "10.244.2.0/24", Path::new("/d/ipam"));
-        assert_eq!(c["plugins"][0]["bridge"], "fl-node-2");
+        let c = conflist("1a2b-node-2", "node-2", "10.244.2.0/24", Path::new("/d/ipam"));
+        assert_eq!(c["plugins"][0]["bridge"], "fl1a2b-node-2");
         assert_eq!(c["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], "10.244.2.0/24");
         assert_eq!(c["plugins"][0]["ipam"]["dataDir"], "/d/ipam");
         assert_eq!(c["plugins"][1]["type"], "portmap");

@@ -57,5 +57,5 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
     if left > 0 {
         tracing::info!(node = %cfg.name, sandboxes = left, "removed sandboxes a previous agent left");
     }
-    Ok(Arc::new(CriRuntime::new(cri, &version, &cfg.name, &cfg.host_ip)))
+    Ok(Arc::new(CriRuntime::new(cri, &version, &cfg.name, &cfg.host_id(), &cfg.host_ip)))
 }

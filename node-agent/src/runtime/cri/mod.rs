@@ -4,6 +4,7 @@
 //! directory, and their ends are seen by polling ContainerStatus (containerd 1.6 has no
 //! container event stream), as the kubelet's PLEG relists.
 
+pub mod cgroups;
 pub mod client;
 pub mod containerd;
 mod connect;
@@ -28,17 +29,20 @@ pub struct CriRuntime {
     /// `containerd://1.6.20`.
     version: String,
     node: String,
+    /// `NodeConfig::host_id`: the pods' cgroup parent is named after it.
+    host_id: String,
     host_ip: String,
     /// Each sandbox's config: CreateContainer wants it again.
     configs: Arc<Mutex<HashMap<String, pb::PodSandboxConfig>>>,
 }
 
 impl CriRuntime {
-    pub fn new(cri: Cri, version: &pb::VersionResponse, node: &str, host_ip: &str) -> CriRuntime {
+    pub fn new(cri: Cri, version: &pb::VersionResponse, node: &str, host_id: &str, host_ip: &str) -> CriRuntime {
         CriRuntime {
             cri,
             version: format!("{}://{}", version.runtime_name, version.runtime_version),
             node: node.to_string(),
+            host_id: host_id.to_string(),
             host_ip: host_ip.to_string(),
             configs: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -53,7 +57,7 @@ fn bare_id(started_id: &str) -> String {
     started_id.split_once("://").map(|(_, id)| id).unwrap_or(started_id).to_string()
 }
 
-fn sandbox_config(spec: &SandboxSpec, node: &str) -> pb::PodSandboxConfig {
+fn sandbox_config(spec: &SandboxSpec, node: &str, host_id: &str) -> pb::PodSandboxConfig {
     let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
     labels.insert("io.kubernetes.pod.name".into(), spec.name.clone());
     labels.insert("io.kubernetes.pod.namespace".into(), spec.namespace.clone());
@@ -82,7 +86,7 @@ fn sandbox_config(spec: &SandboxSpec, node: &str) -> pb::PodSandboxConfig {
         labels,
         annotations: HashMap::new(),
         linux: Some(pb::LinuxPodSandboxConfig {
-            cgroup_parent: String::new(),
+            cgroup_parent: cgroups::pod_parent(host_id, &spec.uid),
             security_context: Some(pb::LinuxSandboxSecurityContext {
                 namespace_options: Some(pb::NamespaceOption { network: network as i32, pid: pb::NamespaceMode::Container as i32, ipc: pb::NamespaceMode::Pod as i32, target_id: String::new() }),
                 ..Default::default()
@@ -170,7 +174,7 @@ impl Runtime for CriRuntime {
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>> {
         let cri = self.cri.clone();
-        let config = sandbox_config(spec, &self.node);
+        let config = sandbox_config(spec, &self.node, &self.host_id);
         let configs = self.configs.clone();
         let (uid, host_network, host_ip) = (spec.uid.clone(), spec.host_network, self.host_ip.clone());
         Box::pin(async move {
@@ -258,10 +262,14 @@ impl Runtime for CriRuntime {
     fn remove_sandbox(&self, sandbox: &Sandbox) -> BoxFuture<'static, ()> {
         let cri = self.cri.clone();
         let id = sandbox.id.clone();
-        if let Ok(mut m) = self.configs.lock() {
-            m.remove(&id);
-        }
-        Box::pin(async move { remove_sandbox_id(&cri, &id).await })
+        let uid = self.configs.lock().ok().and_then(|mut m| m.remove(&id)).and_then(|c| c.metadata).map(|m| m.uid);
+        let host_id = self.host_id.clone();
+        Box::pin(async move {
+            remove_sandbox_id(&cri, &id).await;
+            if let Some(uid) = uid {
+                cgroups::remove_pod(&host_id, &uid);
+            }
+        })
     }
 
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
