@@ -5,6 +5,7 @@ mod apiserver_flags;
 mod bench;
 mod bootstrap;
 mod certs;
+mod controller_flags;
 mod health;
 mod members;
 mod natsd;
@@ -66,6 +67,14 @@ pub struct Common {
     pub health_addr: Option<SocketAddr>,
 }
 
+#[derive(Args, Clone)]
+pub struct ControllersArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    flags: controller_flags::ControllerFlags,
+}
+
 #[derive(Args)]
 struct GatewayArgs {
     #[command(flatten)]
@@ -80,15 +89,6 @@ struct GatewayArgs {
     token_auth_file: Option<PathBuf>,
     #[command(flatten)]
     apiserver: apiserver_flags::ApiServerFlags,
-}
-
-#[derive(Args)]
-struct ControllersArgs {
-    #[command(flatten)]
-    common: Common,
-    /// kube-controller-manager's --cluster-cidr: each node gets a /24 of it as its podCIDR.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    cluster_cidr: String,
 }
 
 #[derive(Args)]
@@ -161,11 +161,10 @@ async fn run(cli: Cli) -> Result<()> {
             let h = actors::scheduler::start(bus).await?;
             component(&c, "scheduler", || async move { h.shutdown().await }).await
         }
-        Cmd::Controllers(a) => {
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
-            let ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: a.cluster_cidr.clone(), ..Default::default() };
-            let h = actors::controllers::start_with(bus, actors::controllers::ControllersConfig { node_ipam: ipam }).await?;
-            component(&a.common, "controllers", || async move { h.shutdown().await }).await
+        Cmd::Controllers(c) => {
+            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let h = actors::controllers::start(bus, c.flags.config()).await?;
+            component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {
             let bus = bus::Bus::connect(&a.common.nats_url).await?;

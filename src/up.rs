@@ -38,9 +38,11 @@ pub struct UpArgs {
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
     #[command(flatten)]
     pub runtime: crate::runtime_flags::RuntimeFlags,
-    /// kube-controller-manager's --cluster-cidr: each node gets a /24 of it as its podCIDR.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pub cluster_cidr: String,
+    #[command(flatten)]
+    pub controllers: crate::controller_flags::ControllerFlags,
+    /// Each node agent's pod limit (the kubelet's --max-pods).
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
 }
 
 /// The state group as `up` runs it.
@@ -132,8 +134,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step(&format!("gateway on https://{}", a.gateway_addr));
 
     step("starting controllers and scheduler");
-    let ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: a.cluster_cidr.clone(), ..Default::default() };
-    let controllers = actors::controllers::start_with(bus.clone(), actors::controllers::ControllersConfig { node_ipam: ipam }).await?;
+    let controllers = actors::controllers::start(bus.clone(), a.controllers.config()).await?;
     let scheduler = actors::scheduler::start(bus.clone()).await?;
 
     let mut nodes = Vec::new();
@@ -141,6 +142,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         let name = format!("node-{i}");
         step(&format!("starting node agent {name}"));
         let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
+        cfg.max_pods = a.max_pods;
         a.runtime.apply(&mut cfg, &data_dir.join("images"), |w| if i == 1 { step(w) })?;
         match node_agent::start(cfg, bus.clone()).await {
             Ok(n) => {

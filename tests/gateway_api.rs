@@ -158,8 +158,9 @@ async fn gateway_serves_the_kubernetes_api() {
     // A selector watch sees a pod enter (ADDED) and leave (DELETED) the selector.
     let pods = "/api/v1/namespaces/demo/pods";
     let watch_addr = addr.clone();
-    let watch = tokio::spawn(async move { api(&watch_addr, "GET", "/api/v1/namespaces/demo/pods?watch=true&labelSelector=app%3Dx&timeoutSeconds=3", "", "").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // From the list's revision, so the watch sees what follows however late it starts.
+    let rv = api(&addr, "GET", pods, "", "").await.json()["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_string();
+    let watch = tokio::spawn(async move { api(&watch_addr, "GET", &format!("/api/v1/namespaces/demo/pods?watch=true&labelSelector=app%3Dx&timeoutSeconds=3&resourceVersion={rv}"), "", "").await });
     assert_eq!(api(&addr, "POST", pods, "application/json", &pod("p1", json!({"app":"x"}))).await.code, 201);
     let relabel = api(&addr, "PATCH", &format!("{pods}/p1"), "application/merge-patch+json", r#"{"metadata":{"labels":{"app":"y"}}}"#).await;
     assert_eq!(relabel.code, 200);

@@ -161,9 +161,9 @@ fn kubectl_apply_to_running_pods_and_back() {
     let before = c.ok(&["logs", "-n", "demo", &first]);
     let last_tick: u64 = before.lines().filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok()).max().unwrap_or(0);
     let follow = c.kubectl_background(&["logs", "-f", "-n", "demo", &first]);
-    std::thread::sleep(Duration::from_millis(3500));
-    let followed = follow.stop();
-    assert!(followed.contains(&format!("tick {}\n", last_tick + 2)), "logs -f after tick {last_tick} printed:\n{followed}");
+    let want = format!("tick {}\n", last_tick + 2);
+    follow.wait_for(Duration::from_secs(30), "logs -f prints ticks written after the request", |o| o.contains(&want));
+    follow.stop();
 
     // Kill one pod's process: the pod stays, RESTARTS goes to 1, Running again.
     let pids = pod_pids(&first);
@@ -187,17 +187,17 @@ fn kubectl_apply_to_running_pods_and_back() {
 
     // Watch while scaling to 5.
     let watch = c.kubectl_background(&["get", "pods", "-n", "demo", "-w", "--request-timeout=60s"]);
-    std::thread::sleep(Duration::from_secs(2));
+    // The listing's rows come first: then the watch is open.
+    watch.wait_for(Duration::from_secs(30), "the watch lists the pods", |o| o.lines().filter(|l| l.contains("Running")).count() >= 3);
     assert!(c.ok(&["scale", "deploy", "ticker", "-n", "demo", "--replicas=5"]).contains("scaled"));
     let p = c.eventually(Duration::from_secs(30), "5 pods Running", || running(&c, 5));
     let yaml = c.ok(&["get", "deploy", "ticker", "-n", "demo", "-o", "yaml"]);
     assert!(yaml.contains("replicas: 5"), "{yaml}");
-    std::thread::sleep(Duration::from_secs(1));
-    let text = watch.stop();
-    for (name, ..) in &p {
-        assert!(text.contains(name.as_str()), "watch output lacks {name}:\n{text}");
-    }
-    assert!(text.lines().filter(|l| l.contains("Running")).count() >= 5, "watch output:\n{text}");
+    let names: Vec<String> = p.iter().map(|x| x.0.clone()).collect();
+    watch.wait_for(Duration::from_secs(30), "the watch shows every pod Running", |o| {
+        names.iter().all(|n| o.lines().any(|l| l.starts_with(n.as_str()) && l.contains("Running")))
+    });
+    watch.stop();
 
     // Errors.
     let nf = c.kubectl(&["get", "pod", "nosuch", "-n", "demo"]);

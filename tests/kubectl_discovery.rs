@@ -90,7 +90,7 @@ fn kubectl_discovers_the_server_and_works_through_its_proxy() {
             String::from_utf8_lossy(&o.stdout).into_owned()
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // The watch starts from `rv`, so it sees this create however late curl connects.
     c.ok(&["create", "configmap", "via-proxy", "--from-literal=a=b"]);
     let events = watcher.join().expect("watch thread");
     let added: Vec<serde_json::Value> = events.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();

@@ -140,9 +140,9 @@ fn everyday_verbs_print_what_kubectl_users_expect() {
 
     // get -w: the initial row, then the change as it happens.
     let watch = c.kubectl_background(&["get", "cm", "cm-0", "-w", "-o", "custom-columns=NAME:.metadata.name,I:.data.i"]);
-    std::thread::sleep(Duration::from_secs(1));
+    watch.wait_for(Duration::from_secs(20), "the initial row", |o| o.contains("cm-0"));
     c.ok(&["patch", "cm", "cm-0", "--type=merge", "-p", r#"{"data":{"i":"changed"}}"#]);
-    std::thread::sleep(Duration::from_secs(1));
+    watch.wait_for(Duration::from_secs(20), "the change", |o| o.contains("changed"));
     let seen = watch.stop();
     let rows: Vec<Vec<&str>> = lines(&seen).iter().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows, vec![vec!["NAME", "I"], vec!["cm-0", "x"], vec!["cm-0", "changed"]], "{seen}");
@@ -222,8 +222,6 @@ fn delete_propagation_orphan_foreground_background() {
     assert_eq!(count("rs", "orphan"), 1);
     assert_eq!(count("pods", "orphan"), 2);
     assert_eq!(c.ok(&["get", "rs", "-l", "app=orphan", "-o", "jsonpath={.items[0].metadata.ownerReferences}"]), "");
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(count("pods", "orphan"), 2, "the collector leaves orphaned pods alone");
 
     // Foreground: the deployment stays, marked, until its ReplicaSet and pods are gone.
     deploy("fore");
@@ -250,6 +248,9 @@ fn delete_propagation_orphan_foreground_background() {
         let (rs, pods) = (count("rs", "back"), count("pods", "back"));
         if rs + pods == 0 { Ok(()) } else { Err(format!("{rs} rs, {pods} pods")) }
     });
+    // The collector has handled every event since the orphaning (it collected the later
+    // deployments' dependents), and it left the orphans alone.
+    assert_eq!((count("rs", "orphan"), count("pods", "orphan")), (1, 2), "the collector leaves orphaned dependents alone");
     let bogus = c.kubectl(&["delete", "--raw", "/apis/apps/v1/namespaces/default/replicasets?propagationPolicy=Sideways"]);
     assert!(!bogus.ok && bogus.stderr.contains("Unsupported value: \"Sideways\""), "{}", bogus.stderr);
     assert_eq!(count("rs", "orphan"), 1, "a refused deletecollection deletes nothing");

@@ -80,7 +80,8 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
         c.ok(&["create", "configmap", &format!("before-{i}"), &format!("--from-literal=i={i}")]);
     }
     let watch = c.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the listing is printed the watch runs from its revision.
+    watch.wait_for(Duration::from_secs(30), "the watch lists the ConfigMaps", |o| (0..5).all(|i| events(o).contains(&format!("ADDED before-{i}"))));
 
     let leader = st.iter().find(|m| m["role"] == "leader").expect("leader");
     let pid = leader["pid"].as_i64().expect("leader pid") as i32;
@@ -100,7 +101,7 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
     c.ok(&["delete", "configmap", "before-0"]);
     c.ok(&["label", "configmap", "before-1", "after=yes"]);
     // The watch saw everything: the list, then each change after the failover, in order.
-    std::thread::sleep(Duration::from_secs(2));
+    watch.wait_for(Duration::from_secs(30), "the watch shows the last change", |o| events(o).contains(&"MODIFIED before-1".to_string()));
     let seen = watch.stop();
     let lines = events(&seen);
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
@@ -146,7 +147,7 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  blob: {}\n", "x".repeat(bytes))
     };
     let big_watch = c.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    big_watch.wait_for(Duration::from_secs(30), "the watch lists the ConfigMaps", |o| events(o).contains(&"ADDED after".to_string()));
     let ok = c.kubectl_stdin(&["create", "-f", "-"], Some(&cm("big-1400k", 1400 * 1024)));
     assert!(ok.ok, "a 1.4 MiB ConfigMap must be stored: {}", ok.stderr);
     let too_big = c.kubectl_stdin(&["create", "-f", "-"], Some(&cm("big-2m", 2 * 1024 * 1024)));
@@ -155,7 +156,7 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
     assert!(c.kubectl(&["get", "configmap", "big-2m"]).stderr.contains("NotFound"));
     let got = c.ok(&["get", "configmap", "big-1400k", "-o", "jsonpath={.data.blob}"]);
     assert_eq!(got.len(), 1400 * 1024);
-    std::thread::sleep(Duration::from_millis(1500));
+    big_watch.wait_for(Duration::from_secs(30), "the 1.4 MiB ConfigMap is watched", |o| events(o).contains(&"ADDED big-1400k".to_string()));
     let seen = big_watch.stop();
     assert!(events(&seen).contains(&"ADDED big-1400k".to_string()), "the 1.4 MiB ConfigMap is watched:\n{}", &seen[..seen.len().min(2000)]);
 
@@ -182,9 +183,9 @@ fn killing_the_leader_loses_nothing_and_backups_restore() {
     assert!(c2.ok(&["get", "configmap", "before-1", "--show-labels"]).contains("after=yes"));
     // The restored cluster takes writes and serves watches from its new history.
     let w = c2.kubectl_background(&["get", "configmaps", "-w", "--output-watch-events"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    w.wait_for(Duration::from_secs(30), "the watch lists the ConfigMaps", |o| events(o).contains(&"ADDED before-1".to_string()));
     c2.ok(&["create", "configmap", "restored-new", "--from-literal=y=1"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    w.wait_for(Duration::from_secs(30), "the new ConfigMap is watched", |o| events(o).contains(&"ADDED restored-new".to_string()));
     let seen = w.stop();
     assert!(events(&seen).contains(&"ADDED restored-new".to_string()), "watch on the restored cluster:\n{seen}");
 }

@@ -32,6 +32,14 @@ impl ClientError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, ClientError::Bus(BusError::Store(StoreError::Conflict { .. } | StoreError::AlreadyExists(_))))
     }
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::AlreadyExists(_))))
+    }
+    /// The write may or may not have been applied: no member answered in time, or the
+    /// answer was lost. A writer that counts its writes must find out by reading.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, ClientError::Bus(BusError::Store(StoreError::Unavailable(_) | StoreError::NotLeader { .. }) | BusError::Nats(_) | BusError::Timeout(_)))
+    }
 }
 
 pub fn info<K: Resource>() -> Result<&'static ResourceInfo, ClientError> {
@@ -58,10 +66,18 @@ impl Client {
     }
 
     pub async fn get<K: Object>(&self, ns: Option<&str>, name: &str) -> Result<Option<K>, ClientError> {
-        let res = info::<K>()?;
+        match self.get_value(info::<K>()?, ns, name).await? {
+            Some(v) => Ok(Some(object::from_value(v).map_err(other)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Client::get`] for a resource known only at run time (the garbage collector's
+    /// owners and dependents may be of any kind).
+    pub async fn get_value(&self, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Option<Value>, ClientError> {
         let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
         match self.bus.read(&ReadOp::Get { key }).await? {
-            ReadResult::Get { item: Some(s), .. } => Ok(Some(typed(&s)?)),
+            ReadResult::Get { item: Some(s), .. } => Ok(Some(object::from_stored(&s).map_err(other)?)),
             _ => Ok(None),
         }
     }
@@ -105,8 +121,13 @@ impl Client {
 
     /// Compare-and-swap on the object's resourceVersion (unconditional when it has none).
     pub async fn update<K: Object>(&self, obj: &K) -> Result<K, ClientError> {
-        let res = info::<K>()?;
-        let mut v = object::to_value(obj).map_err(other)?;
+        let v = object::to_value(obj).map_err(other)?;
+        let stored = self.update_value(info::<K>()?, v).await?;
+        object::from_value(stored).map_err(other)
+    }
+
+    /// [`Client::update`] for a resource known only at run time.
+    pub async fn update_value(&self, res: &ResourceInfo, mut v: Value) -> Result<Value, ClientError> {
         let expected_rev = object::resource_version(&v);
         let key = object::key_of(res, &v).map_err(other)?;
         let old = match self.bus.read(&ReadOp::Get { key: key.clone() }).await? {
@@ -118,7 +139,7 @@ impl Client {
         // server does (the garbage collector finishing an Orphan or Foreground delete).
         if object::finalized(&v) {
             let r = self.bus.write(&WriteOp::Delete { key, expected_rev }).await?;
-            return typed(&r.stored);
+            return object::from_stored(&r.stored).map_err(other);
         }
         let op = WriteOp::Update {
             key,
@@ -127,7 +148,15 @@ impl Client {
             expected_rev,
         };
         let r = self.bus.write(&op).await?;
-        typed(&r.stored)
+        object::from_stored(&r.stored).map_err(other)
+    }
+
+    /// Removes an object of a resource known only at run time, if it is still at
+    /// `expected_rev` (when given).
+    pub async fn delete_value(&self, res: &ResourceInfo, ns: Option<&str>, name: &str, expected_rev: Option<Revision>) -> Result<(), ClientError> {
+        let key = keys::object(res.plural, if res.namespaced { ns } else { None }, name);
+        self.bus.write(&WriteOp::Delete { key, expected_rev }).await?;
+        Ok(())
     }
 
     /// Removes the object from the store now (graceful pod deletion is the caller's job).

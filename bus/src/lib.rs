@@ -6,6 +6,7 @@ pub mod admission;
 pub mod client;
 pub mod events;
 pub mod informer;
+pub mod metadata;
 pub mod metrics;
 
 use futures::{Stream, StreamExt};

@@ -138,7 +138,8 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     let scope = bus::informer::Scope { node: Some(cfg.name.clone()), ..Default::default() };
     let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
     let runtimes = runtime::Runtimes::new(default, vec![process]);
-    let k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
+    let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
+    k.allocatable = kubelet::admission::Allocatable { cpu_millis: cfg.cpu_millis, memory_bytes: cfg.memory_bytes, pods: u64::from(cfg.max_pods) };
     let kubelet = kubelet::Kubelet::create(move |ctx| {
         ctx.add_stream(pods);
         k

@@ -111,6 +111,20 @@ impl std::fmt::Display for Qty {
     }
 }
 
+/// What a pod asks a node for, as the scheduler and the kubelet's admission both count it:
+/// the sum of its containers' requests (a limit stands in for a missing request), in
+/// millicores and bytes.
+pub fn pod_requests(p: &k8s_openapi::api::core::v1::Pod) -> (u64, u64) {
+    let (mut cpu, mut mem) = (0, 0);
+    for c in p.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
+        let res = c.resources.as_ref();
+        let get = |name: &str| res.and_then(|r| r.requests.as_ref().and_then(|m| m.get(name)).or_else(|| r.limits.as_ref().and_then(|m| m.get(name)))).map(|q| q.0.clone());
+        cpu += get("cpu").and_then(|q| cpu_millis(&q)).unwrap_or(0);
+        mem += get("memory").and_then(|q| value(&q)).unwrap_or(0);
+    }
+    (cpu, mem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

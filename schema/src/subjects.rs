@@ -7,6 +7,9 @@
 pub const EVENTS_STREAM: &str = "FLOTILLA_EVENTS";
 /// Subjects captured by [`EVENTS_STREAM`].
 pub const EVENTS_ALL: &str = "ev.>";
+/// Every object's events, without the stream's placeholders (their subject has one token
+/// after `ev`): what a watcher of all resources at once subscribes to.
+pub const OBJECT_EVENTS: &str = "ev.*.>";
 /// Placeholders that carry the events stream's sequence past revisions a restored group
 /// has no events for; inside the stream, read by no watch, purged at once.
 pub const EVENTS_GAP: &str = "ev._gap";

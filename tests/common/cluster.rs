@@ -98,8 +98,9 @@ impl Cluster {
     }
 
     /// Starts a long-running kubectl (`get -w`, `logs -f`); stopped by PID on `stop` or drop.
+    /// Its output is read as it comes, so a test can wait for what it printed.
     pub fn kubectl_background(&self, args: &[&str]) -> Background {
-        let child = Command::new("kubectl")
+        let mut child = Command::new("kubectl")
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .stdin(Stdio::null())
@@ -107,7 +108,21 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting kubectl");
-        Background(Some(child))
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = out.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::Read;
+            let mut r = BufReader::new(stdout);
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Background { child: Some(child), out, reader: Some(reader) }
     }
 
     /// Runs the flotilla binary itself (state status, backup, …) against this cluster's
@@ -155,22 +170,48 @@ impl Cluster {
 }
 
 /// A kubectl running beside the test; stopped even when an assertion fails first.
-pub struct Background(Option<Child>);
+pub struct Background {
+    child: Option<Child>,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Background {
+    /// What it has printed so far.
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits until what it printed satisfies `pred`; panics with the output after `within`.
+    pub fn wait_for(&self, within: Duration, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self.output();
+            if pred(&out) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}; printed so far:\n{out}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM, then everything it printed.
     pub fn stop(mut self) -> String {
-        let Some(child) = self.0.take() else { return String::new() };
-        // SAFETY: signalling a child this test started, by PID.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let out = child.wait_with_output().expect("kubectl output");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling a child this test started, by PID.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.output()
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }

@@ -237,6 +237,8 @@ fn same_status(a: Option<&DeploymentStatus>, b: &DeploymentStatus) -> bool {
 }
 
 pub struct DeploymentController {
+    /// How often every object is reconciled again, events or not.
+    resync: std::time::Duration,
     client: Client,
     deployments: Cache<Deployment>,
     sets: OwnedIndex<ReplicaSet>,
@@ -244,8 +246,14 @@ pub struct DeploymentController {
 }
 
 impl DeploymentController {
+    /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
+    pub fn resync_every(mut self, d: std::time::Duration) -> Self {
+        self.resync = d;
+        self
+    }
+
     pub fn new(client: Client) -> Self {
-        DeploymentController { client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default() }
+        DeploymentController { resync: super::RESYNC, client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default() }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -332,7 +340,7 @@ async fn execute(client: &Client, d: &Deployment, actions: Vec<Action>) {
 impl Actor for DeploymentController {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| {
+        ctx.run_interval(self.resync, |act, ctx| {
             let keys = act.deployments.keys();
             keys.into_iter().for_each(|k| act.queue.add(k));
             act.kick(ctx);

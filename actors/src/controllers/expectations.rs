@@ -3,11 +3,15 @@
 //! pass does not create or delete again, so watch lag never causes a double create.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
-/// Expectations older than this are dropped: the watch event was lost or the write failed
-/// without telling us; the level-triggered pass then recounts from the cache.
-pub const TTL: Duration = Duration::from_secs(30);
+/// Expectations not lowered for this long are dropped (kube's ExpectationsTimeout): the
+/// watch event was lost or a write failed without telling us, and the level-triggered pass
+/// recounts from the cache. The clock starts at the last write issued for the key, not at
+/// the start of its pass, so a pass that spends minutes in slow-start batches never
+/// outlives its own expectations.
+pub const TTL: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, Clone)]
 struct Pending {
@@ -31,6 +35,14 @@ impl Expectations {
         self.tidy(key);
     }
 
+    /// Moves the expiry of `key`'s expectations to `now`: its writes are still being
+    /// issued (a long pass), so what is still expected is not stale.
+    pub fn touch(&mut self, key: &str, now: Instant) {
+        if let Some(p) = self.by_key.get_mut(key) {
+            p.at = now;
+        }
+    }
+
     /// A pod of `key` was seen: its create has landed.
     pub fn created(&mut self, key: &str, name: &str) {
         if let Some(p) = self.by_key.get_mut(key) {
@@ -49,7 +61,8 @@ impl Expectations {
         self.tidy(key);
     }
 
-    /// A write did not happen (failed, or skipped by slow start): expect nothing for it.
+    /// A write is known not to have happened (refused, or skipped by slow start): expect
+    /// nothing for it. Writes whose outcome is unknown must not be lowered.
     pub fn lower(&mut self, key: &str, name: &str) {
         self.deleted(key, name);
     }
@@ -60,6 +73,11 @@ impl Expectations {
             None => true,
             Some(p) => now.saturating_duration_since(p.at) >= TTL || (p.creates.is_empty() && p.deletes.is_empty()),
         }
+    }
+
+    /// How many writes of `key` are still unseen: (creates, deletes).
+    pub fn outstanding(&self, key: &str) -> (usize, usize) {
+        self.by_key.get(key).map(|p| (p.creates.len(), p.deletes.len())).unwrap_or((0, 0))
     }
 
     pub fn forget(&mut self, key: &str) {
@@ -86,6 +104,7 @@ mod tests {
         e.created("demo/web", "p1");
         e.deleted("demo/web", "old");
         assert!(!e.satisfied("demo/web", t0), "p2 not seen yet");
+        assert_eq!(e.outstanding("demo/web"), (1, 0));
         e.created("demo/web", "p2");
         assert!(e.satisfied("demo/web", t0));
         assert!(e.satisfied("demo/other", t0));
@@ -101,5 +120,16 @@ mod tests {
         e.expect("k", ["p2".to_string()], [], t0);
         assert!(!e.satisfied("k", t0 + TTL - Duration::from_secs(1)));
         assert!(e.satisfied("k", t0 + TTL));
+    }
+
+    #[test]
+    fn a_long_pass_keeps_its_expectations_alive() {
+        let t0 = Instant::now();
+        let mut e = Expectations::default();
+        e.expect("k", ["p1".to_string()], [], t0);
+        // The pass is still issuing writes four minutes in; the clock restarts there.
+        e.touch("k", t0 + Duration::from_secs(240));
+        assert!(!e.satisfied("k", t0 + TTL + Duration::from_secs(1)));
+        assert!(e.satisfied("k", t0 + Duration::from_secs(240) + TTL));
     }
 }

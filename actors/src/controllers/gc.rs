@@ -1,99 +1,91 @@
-//! The garbage collector: dependents whose controlling owner is gone are deleted
-//! (Background propagation). It confirms each owner's absence with a fresh read from the
-//! store before deleting, because its informers for owners and dependents are separate
-//! streams and one may lag the other. An owner's deletion looks only at that owner's
-//! dependents; the whole graph is swept after a (re)list and on the periodic resync.
-//! Owners deleted with the Orphan or Foreground policy wait for this collector behind
-//! their finalizer (see `propagation`); it runs one pass per such owner at a time, again
-//! whenever one of its dependents changes, and on every resync.
-//! Not yet: owners of kinds other than Deployment and ReplicaSet.
+//! The garbage collector: objects of any kind whose owners (of any kind the registry
+//! serves) are all gone are deleted (Background propagation), as kube's collector does from
+//! its graph of every resource's metadata. It confirms each owner's absence with a fresh
+//! read before deleting, because the graph may lag the store. An owner's deletion looks
+//! only at that owner's dependents; the whole graph is swept after a (re)list and on the
+//! periodic resync. Owners deleted with the Orphan or Foreground policy wait for this
+//! collector behind their finalizer (see `propagation`); it runs one pass per such owner
+//! at a time, again whenever one of its dependents changes, and on every resync.
 
-use super::propagation::{self, Owner};
-use super::{delete_pod_gracefully, owner_ref, ControllerMsg};
+use super::propagation::{self, Dep};
+use super::ControllerMsg;
 use actix::prelude::*;
 use bus::informer::InformerEvent;
+use bus::metadata::Meta;
 use bus::Client;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use std::collections::{HashMap, HashSet};
 
 const ACTOR: &str = "garbage-collector";
 
-/// A dependent: its kind, namespace, name and its controlling owner (kind, name, uid).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Dependent {
-    pub kind: &'static str,
-    pub namespace: String,
-    pub name: String,
-    pub owner_kind: String,
-    pub owner_name: String,
-    pub owner_uid: String,
-}
-
-/// The owner kinds this collector can confirm gone; dependents of others are left alone.
-pub const OWNER_KINDS: &[&str] = &["Deployment", "ReplicaSet"];
-
-/// Dependents whose owner uid is not among the live owners.
-pub fn orphans<'a>(owners: &HashSet<String>, dependents: impl IntoIterator<Item = &'a Dependent>) -> Vec<Dependent> {
-    dependents.into_iter().filter(|d| !owners.contains(&d.owner_uid) && OWNER_KINDS.contains(&d.owner_kind.as_str())).cloned().collect()
+/// The dependents (by uid) none of whose owners is among the live objects.
+pub fn orphans<'a>(live: &HashMap<String, Meta>, dependents: impl IntoIterator<Item = &'a Meta>) -> Vec<Meta> {
+    dependents
+        .into_iter()
+        .filter(|d| !d.owners.is_empty() && !d.deleting && d.owners.iter().all(|o| !live.contains_key(&o.uid)))
+        .cloned()
+        .collect()
 }
 
 pub struct GarbageCollector {
+    /// How often every object is reconciled again, events or not.
+    resync: std::time::Duration,
     client: Client,
-    owners: HashSet<String>,
-    dependents: HashMap<(String, String, &'static str), Dependent>,
-    /// Dependent ids by owner uid, so a deleted owner finds its dependents directly.
-    by_owner: HashMap<String, HashSet<(String, String, &'static str)>>,
-    in_flight: HashSet<Dependent>,
-    listed: HashSet<&'static str>,
+    /// Every object that exists, by uid: the possible owners.
+    live: HashMap<String, Meta>,
+    /// Dependents' uids by owner uid.
+    by_owner: HashMap<String, HashSet<String>>,
+    in_flight: HashSet<String>,
+    listed: bool,
     /// Owners being deleted with Orphan or Foreground, by uid.
-    finalizing: HashMap<String, Owner>,
+    finalizing: HashMap<String, Meta>,
     /// Owners with a pass under way, and whether another was asked for meanwhile.
     passes: HashMap<String, bool>,
 }
 
 impl GarbageCollector {
+    /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
+    pub fn resync_every(mut self, d: std::time::Duration) -> Self {
+        self.resync = d;
+        self
+    }
+
     pub fn new(client: Client) -> Self {
-        GarbageCollector { client, owners: HashSet::new(), dependents: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: HashSet::new(), finalizing: HashMap::new(), passes: HashMap::new() }
+        GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
     }
 
-    fn track<K: bus::client::Object>(&mut self, kind: &'static str, obj: &K, present: bool) {
-        let m = obj.metadata();
-        let id = (m.namespace.clone().unwrap_or_default(), m.name.clone().unwrap_or_default(), kind);
-        self.untrack(&id);
-        if !present {
-            return;
+    fn put(&mut self, m: Meta, ctx: &mut Context<Self>) {
+        self.remove(&m.uid.clone());
+        for o in &m.owners {
+            self.by_owner.entry(o.uid.clone()).or_default().insert(m.uid.clone());
         }
-        // A bound pod already terminating is its node agent's to finish.
-        if m.deletion_timestamp.is_some() {
-            return;
+        if propagation::policy_of(m.deleting, &m.finalizers).is_some() {
+            self.finalizing.insert(m.uid.clone(), m.clone());
+            self.start_pass(&m.uid.clone(), ctx);
+        } else {
+            self.finalizing.remove(&m.uid);
         }
-        if let Some((owner_kind, owner_name, owner_uid)) = owner_ref(m) {
-            if OWNER_KINDS.contains(&owner_kind.as_str()) {
-                self.by_owner.entry(owner_uid.clone()).or_default().insert(id.clone());
-                self.dependents.insert(id.clone(), Dependent { kind, namespace: id.0, name: id.1, owner_kind, owner_name, owner_uid });
-            }
-        }
+        // A dependent changing wakes its finalizing owners' passes.
+        let waiting: Vec<String> = m.owners.iter().filter(|o| self.finalizing.contains_key(&o.uid)).map(|o| o.uid.clone()).collect();
+        self.live.insert(m.uid.clone(), m);
+        waiting.iter().for_each(|uid| self.start_pass(uid, ctx));
     }
 
-    /// Keeps `finalizing` up to date from an owner-kind event, and wakes the pass of the
-    /// owner a dependent event is about.
-    fn observe(&mut self, kind: &'static str, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, present: bool, ctx: &mut Context<Self>) {
-        let uid = m.uid.clone().unwrap_or_default();
-        if propagation::dependent_kind(kind).is_some() {
-            if present && propagation::policy_of(m).is_some() {
-                let owner = Owner { kind, namespace: m.namespace.clone().unwrap_or_default(), name: m.name.clone().unwrap_or_default(), uid: uid.clone() };
-                self.finalizing.insert(uid.clone(), owner);
-                self.start_pass(&uid, ctx);
-            } else {
-                self.finalizing.remove(&uid);
+    fn remove(&mut self, uid: &str) -> Option<Meta> {
+        let old = self.live.remove(uid)?;
+        for o in &old.owners {
+            if let Some(s) = self.by_owner.get_mut(&o.uid) {
+                s.remove(uid);
+                if s.is_empty() {
+                    self.by_owner.remove(&o.uid);
+                }
             }
         }
-        for r in m.owner_references.as_deref().unwrap_or_default() {
-            if self.finalizing.contains_key(&r.uid) {
-                self.start_pass(&r.uid.clone(), ctx);
-            }
-        }
+        Some(old)
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<Meta> {
+        self.by_owner.get(uid).map(|s| s.iter().filter_map(|d| self.live.get(d).cloned()).collect()).unwrap_or_default()
     }
 
     fn start_pass(&mut self, uid: &str, ctx: &mut Context<Self>) {
@@ -102,11 +94,16 @@ impl GarbageCollector {
             return;
         }
         let Some(owner) = self.finalizing.get(uid).cloned() else { return };
+        let deps: Vec<Dep> = self
+            .dependents_of(uid)
+            .into_iter()
+            .map(|d| Dep { api_version: d.api_version.clone(), kind: d.kind, name: d.name.clone(), deleting: d.deleting, owns: self.by_owner.contains_key(&d.uid) })
+            .collect();
         self.passes.insert(uid.to_string(), false);
         let client = self.client.clone();
         let addr = ctx.address();
         tokio::spawn(async move {
-            let finished = match propagation::pass(&client, &owner).await {
+            let finished = match propagation::pass(&client, &owner, &deps).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::warn!(owner = %owner.name, error = %e, "finishing an orphan or foreground deletion failed; retried on resync");
@@ -117,83 +114,57 @@ impl GarbageCollector {
         });
     }
 
-    fn untrack(&mut self, id: &(String, String, &'static str)) {
-        if let Some(old) = self.dependents.remove(id) {
-            if let Some(s) = self.by_owner.get_mut(&old.owner_uid) {
-                s.remove(id);
-                if s.is_empty() {
-                    self.by_owner.remove(&old.owner_uid);
-                }
-            }
-        }
-    }
-
-    /// Until every kind has been listed once, a missing owner may just not be known yet.
-    fn ready(&self) -> bool {
-        self.listed.len() >= 3
-    }
-
-    /// Collects the orphans among everything tracked: after a list and on resync.
+    /// Collects the orphans among everything known: after a list and on resync.
     fn sweep(&mut self, ctx: &mut Context<Self>) {
-        if self.ready() {
-            let found = orphans(&self.owners, self.dependents.values());
+        if self.listed {
+            let found = orphans(&self.live, self.live.values());
             self.collect_all(found, ctx);
         }
     }
 
     /// Collects the orphans among one owner's dependents: when that owner is deleted.
     fn sweep_owner(&mut self, uid: &str, ctx: &mut Context<Self>) {
-        if !self.ready() {
-            return;
+        if self.listed {
+            let deps = self.dependents_of(uid);
+            let found = orphans(&self.live, deps.iter());
+            self.collect_all(found, ctx);
         }
-        let deps: Vec<Dependent> = self.by_owner.get(uid).map(|ids| ids.iter().filter_map(|id| self.dependents.get(id).cloned()).collect()).unwrap_or_default();
-        let found = orphans(&self.owners, deps.iter());
-        self.collect_all(found, ctx);
     }
 
-    fn collect_all(&mut self, found: Vec<Dependent>, ctx: &mut Context<Self>) {
+    fn collect_all(&mut self, found: Vec<Meta>, ctx: &mut Context<Self>) {
         for d in found {
-            if !self.in_flight.insert(d.clone()) {
+            if !self.in_flight.insert(d.uid.clone()) {
                 continue;
             }
             let client = self.client.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
                 collect(&client, &d).await;
-                addr.do_send(Collected(d));
+                addr.do_send(Collected(d.uid));
             });
         }
     }
 }
 
-async fn owner_exists(client: &Client, d: &Dependent) -> bool {
-    let r = match d.owner_kind.as_str() {
-        "Deployment" => client.get::<Deployment>(Some(&d.namespace), &d.owner_name).await.map(|o| o.and_then(|o| o.metadata.uid)),
-        "ReplicaSet" => client.get::<ReplicaSet>(Some(&d.namespace), &d.owner_name).await.map(|o| o.and_then(|o| o.metadata.uid)),
-        _ => return true, // owners of kinds this collector does not know are left alone
-    };
-    match r {
-        Ok(Some(uid)) => uid == d.owner_uid,
+/// Whether the owner a reference names still exists (the same object, by uid). Owners of
+/// kinds the registry does not serve are never presumed gone.
+async fn owner_exists(client: &Client, ns: Option<&str>, o: &OwnerReference) -> bool {
+    let Some(res) = schema::registry::by_kind(&o.api_version, &o.kind) else { return true };
+    match client.get_value(res, if res.namespaced { ns } else { None }, &o.name).await {
+        Ok(Some(v)) => v["metadata"]["uid"].as_str() == Some(o.uid.as_str()),
         Ok(None) => false,
         Err(_) => true, // unsure: keep the dependent
     }
 }
 
-async fn collect(client: &Client, d: &Dependent) {
-    if owner_exists(client, d).await {
-        return;
+async fn collect(client: &Client, d: &Meta) {
+    for o in &d.owners {
+        if owner_exists(client, d.namespace.as_deref(), o).await {
+            return;
+        }
     }
-    tracing::info!(kind = d.kind, namespace = %d.namespace, name = %d.name, owner = %d.owner_name, "deleting dependent of a deleted owner");
-    let r = match d.kind {
-        "ReplicaSet" => client.delete::<ReplicaSet>(Some(&d.namespace), &d.name, None).await.map(drop),
-        "Pod" => match client.get::<Pod>(Some(&d.namespace), &d.name).await {
-            Ok(Some(p)) => delete_pod_gracefully(client, &p).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        },
-        _ => Ok(()),
-    };
-    if let Err(e) = r {
+    tracing::info!(kind = d.kind, namespace = ?d.namespace, name = %d.name, "deleting dependent whose owners are gone");
+    if let Err(e) = propagation::delete_any(client, &d.api_version, d.kind, d.namespace.as_deref(), &d.name, &d.uid, false).await {
         if !e.is_not_found() {
             tracing::warn!(name = %d.name, error = %e, "garbage collection failed");
         }
@@ -202,7 +173,7 @@ async fn collect(client: &Client, d: &Dependent) {
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Collected(Dependent);
+struct Collected(String);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -228,7 +199,7 @@ impl Handler<PassDone> for GarbageCollector {
 impl Actor for GarbageCollector {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| {
+        ctx.run_interval(self.resync, |act, ctx| {
             bus::metrics::handle(ACTOR, || {
                 act.sweep(ctx);
                 let waiting: Vec<String> = act.finalizing.keys().cloned().collect();
@@ -238,64 +209,40 @@ impl Actor for GarbageCollector {
     }
 }
 
-macro_rules! owner_stream {
-    ($kind:ty, $name:literal, $is_dependent:expr) => {
-        impl StreamHandler<InformerEvent<$kind>> for GarbageCollector {
-            fn handle(&mut self, ev: InformerEvent<$kind>, ctx: &mut Context<Self>) {
-                bus::metrics::handle(ACTOR, || {
-                    match ev {
-                        InformerEvent::Listed(items, _) => {
-                            self.listed.insert($name);
-                            let stale: Vec<_> = self.dependents.keys().filter(|k| k.2 == $name).cloned().collect();
-                            stale.iter().for_each(|k| self.untrack(k));
-                            for o in &items {
-                                self.observe($name, &o.metadata, true, ctx);
-                                if let Some(uid) = o.metadata.uid.clone() {
-                                    self.owners.insert(uid);
-                                }
-                                if $is_dependent {
-                                    self.track($name, o, true);
-                                }
-                            }
-                            self.sweep(ctx);
-                        }
-                        InformerEvent::Applied(o, _) => {
-                            self.observe($name, &o.metadata, true, ctx);
-                            if let Some(uid) = o.metadata.uid.clone() {
-                                self.owners.insert(uid);
-                            }
-                            if $is_dependent {
-                                self.track($name, &o, true);
-                                // A dependent written after its owner was deleted.
-                                let id = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default(), $name);
-                                if let Some(d) = self.dependents.get(&id).cloned() {
-                                    if self.ready() {
-                                        self.collect_all(orphans(&self.owners, [&d]), ctx);
-                                    }
-                                }
-                            }
-                        }
-                        InformerEvent::Deleted(o, _) => {
-                            self.observe($name, &o.metadata, false, ctx);
-                            if $is_dependent {
-                                self.track($name, &o, false);
-                            }
-                            if let Some(uid) = o.metadata.uid.clone() {
-                                self.owners.remove(&uid);
-                                self.sweep_owner(&uid, ctx);
-                            }
-                        }
-                    }
-                })
+impl StreamHandler<InformerEvent<Meta>> for GarbageCollector {
+    fn handle(&mut self, ev: InformerEvent<Meta>, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || match ev {
+            InformerEvent::Listed(items, _) => {
+                self.live.clear();
+                self.by_owner.clear();
+                self.finalizing.clear();
+                for m in items {
+                    self.put(m, ctx);
+                }
+                self.listed = true;
+                self.sweep(ctx);
             }
-            fn finished(&mut self, _: &mut Context<Self>) {}
-        }
-    };
+            InformerEvent::Applied(m, _) => {
+                let uid = m.uid.clone();
+                self.put(m, ctx);
+                // A dependent written after its owners were deleted.
+                if self.listed {
+                    if let Some(d) = self.live.get(&uid).cloned() {
+                        self.collect_all(orphans(&self.live, [&d]), ctx);
+                    }
+                }
+            }
+            InformerEvent::Deleted(m, _) => {
+                self.remove(&m.uid);
+                self.finalizing.remove(&m.uid);
+                let waiting: Vec<String> = m.owners.iter().filter(|o| self.finalizing.contains_key(&o.uid)).map(|o| o.uid.clone()).collect();
+                waiting.iter().for_each(|uid| self.start_pass(uid, ctx));
+                self.sweep_owner(&m.uid, ctx);
+            }
+        })
+    }
+    fn finished(&mut self, _: &mut Context<Self>) {}
 }
-
-owner_stream!(Deployment, "Deployment", false);
-owner_stream!(ReplicaSet, "ReplicaSet", true);
-owner_stream!(Pod, "Pod", true);
 
 impl Handler<Collected> for GarbageCollector {
     type Result = ();
@@ -321,29 +268,49 @@ impl Handler<ControllerMsg> for GarbageCollector {
 mod tests {
     use super::*;
 
-    fn dep(name: &str, owner_uid: &str) -> Dependent {
-        Dependent { kind: "Pod", namespace: "demo".into(), name: name.into(), owner_kind: "ReplicaSet".into(), owner_name: "rs".into(), owner_uid: owner_uid.into() }
+    fn meta(kind: &'static str, name: &str, uid: &str, owners: &[(&str, &str)]) -> Meta {
+        Meta {
+            api_version: "v1".into(),
+            kind,
+            plural: "things",
+            namespace: Some("demo".into()),
+            name: name.into(),
+            uid: uid.into(),
+            owners: owners.iter().map(|(k, u)| OwnerReference { api_version: "v1".into(), kind: k.to_string(), name: "o".into(), uid: u.to_string(), ..Default::default() }).collect(),
+            deleting: false,
+            finalizers: vec![],
+            rev: 1,
+        }
+    }
+
+    fn live(ms: &[Meta]) -> HashMap<String, Meta> {
+        ms.iter().map(|m| (m.uid.clone(), m.clone())).collect()
     }
 
     #[test]
-    fn only_dependents_of_missing_owners_are_orphans() {
-        let owners: HashSet<String> = ["alive".to_string()].into();
-        let deps = [dep("a", "alive"), dep("b", "gone")];
-        let o = orphans(&owners, deps.iter());
-        assert_eq!(o, vec![dep("b", "gone")]);
+    fn only_dependents_whose_owners_are_all_gone_are_orphans() {
+        let job = meta("Job", "j", "job-uid", &[]);
+        let a = meta("Pod", "a", "a", &[("Job", "job-uid")]);
+        let b = meta("Pod", "b", "b", &[("Job", "gone")]);
+        let c = meta("Pod", "c", "c", &[("Job", "gone"), ("Job", "job-uid")]);
+        let l = live(&[job, a.clone(), b.clone(), c.clone()]);
+        assert_eq!(orphans(&l, [&a, &b, &c]), vec![b], "one live owner is enough to keep an object");
     }
 
     #[test]
-    fn owners_of_unknown_kinds_are_never_presumed_gone() {
-        let mut by_job = dep("c", "job-uid");
-        by_job.owner_kind = "Job".into();
-        assert!(orphans(&HashSet::new(), [&by_job]).is_empty());
+    fn owners_of_any_kind_count() {
+        // A ConfigMap owning a Secret, a Service owning an EndpointSlice: no list of kinds.
+        let cm = meta("ConfigMap", "cm", "cm-uid", &[]);
+        let secret = meta("Secret", "s", "s", &[("ConfigMap", "cm-uid")]);
+        assert!(orphans(&live(&[cm, secret.clone()]), [&secret]).is_empty());
+        assert_eq!(orphans(&live(&[secret.clone()]), [&secret]), vec![secret]);
     }
 
     #[test]
-    fn replicasets_of_a_deleted_deployment_are_orphans() {
-        let rs = Dependent { kind: "ReplicaSet", namespace: "demo".into(), name: "web-5d9c7b8f6".into(), owner_kind: "Deployment".into(), owner_name: "web".into(), owner_uid: "d-uid".into() };
-        let owners: HashSet<String> = ["rs-uid".to_string()].into();
-        assert_eq!(orphans(&owners, [&rs, &dep("web-5d9c7b8f6-abcde", "rs-uid")]), vec![rs.clone()]);
+    fn objects_without_owners_or_already_deleting_are_left_alone() {
+        let free = meta("ConfigMap", "free", "f", &[]);
+        let mut going = meta("Pod", "g", "g", &[("ReplicaSet", "gone")]);
+        going.deleting = true;
+        assert!(orphans(&live(&[]), [&free, &going]).is_empty());
     }
 }

@@ -26,8 +26,33 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::time::Duration;
 
-/// The safety net: every object is reconciled again this often, events or not.
-pub const RESYNC: Duration = Duration::from_secs(30);
+/// The safety net: every object is reconciled again this often, events or not (the
+/// default of [`Config::min_resync_period`]). The watch contract delivers every change,
+/// so this only bounds how long a controller's own bug can leave an object unreconciled;
+/// kube-controller-manager's default is 12 hours.
+pub const RESYNC: Duration = Duration::from_secs(5 * 60);
+
+/// The controller manager's settings, named after kube-controller-manager's flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Each controller resyncs after a random period in [min, 2·min), as kube's do, so
+    /// they do not all wake together.
+    pub min_resync_period: Duration,
+    /// --cluster-cidr and --node-cidr-mask-size of the node IPAM controller.
+    pub node_ipam: nodeipam::NodeIpamConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { min_resync_period: RESYNC, node_ipam: nodeipam::NodeIpamConfig::default() }
+    }
+}
+
+impl Config {
+    fn resync(&self) -> Duration {
+        self.min_resync_period.mul_f64(1.0 + (uuid::Uuid::new_v4().as_u128() % 1024) as f64 / 1024.0)
+    }
+}
 
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
@@ -151,45 +176,37 @@ pub struct ControllersHandle {
     tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
 }
 
-/// kube-controller-manager's flags that flotilla's controllers take.
-#[derive(Debug, Clone, Default)]
-pub struct ControllersConfig {
-    pub node_ipam: nodeipam::NodeIpamConfig,
-}
-
-/// Starts every controller with the defaults.
-pub async fn start(bus: bus::Bus) -> anyhow::Result<ControllersHandle> {
-    start_with(bus, ControllersConfig::default()).await
-}
-
 /// Starts every controller; each lists and watches what it needs over the bus.
-pub async fn start_with(bus: bus::Bus, cfg: ControllersConfig) -> anyhow::Result<ControllersHandle> {
+pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHandle> {
     if nodeipam::parse_cidr(&cfg.node_ipam.cluster_cidr).is_none() {
         anyhow::bail!("--cluster-cidr {:?} is not an IPv4 CIDR", cfg.node_ipam.cluster_cidr);
     }
     let client = Client::new(bus);
+    let (resync_d, resync_rs, resync_gc) = (cfg.resync(), cfg.resync(), cfg.resync());
     let c = client.clone();
     let deployment = deployment::DeploymentController::create(move |ctx| {
         ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
-        deployment::DeploymentController::new(c)
+        deployment::DeploymentController::new(c).resync_every(resync_d)
     });
     let c = client.clone();
     let replicaset = replicaset::ReplicaSetController::create(move |ctx| {
         ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
-        replicaset::ReplicaSetController::new(c)
+        replicaset::ReplicaSetController::new(c).resync_every(resync_rs)
     });
     let c = client.clone();
     let gc = gc::GarbageCollector::create(move |ctx| {
-        ctx.add_stream(watch_objects::<Deployment>(c.clone(), Scope::default()));
-        ctx.add_stream(watch_objects::<ReplicaSet>(c.clone(), Scope::default()));
-        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
-        gc::GarbageCollector::new(c)
+        ctx.add_stream(bus::metadata::watch_metadata(c.clone()));
+        gc::GarbageCollector::new(c).resync_every(resync_gc)
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks = (
-        vec![quota::start(client.clone(), stop.clone()), serviceaccount::start(client.clone(), stop.clone()), nodeipam::start(client.clone(), cfg.node_ipam, stop.clone())],
+        vec![
+            quota::start(client.clone(), cfg.resync(), stop.clone()),
+            serviceaccount::start(client.clone(), stop.clone()),
+            nodeipam::start(client.clone(), cfg.node_ipam.clone(), stop.clone()),
+        ],
         stop,
     );
     let c = client;

@@ -49,7 +49,7 @@ fn quota_unsynced(q: &ResourceQuota, deleted: bool) -> bool {
     !deleted && q.spec.as_ref().and_then(|s| s.hard.as_ref()) != q.status.as_ref().and_then(|s| s.hard.as_ref())
 }
 
-pub fn start(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+pub fn start(client: Client, resync_every: std::time::Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut events = futures::stream::select_all(vec![
             namespaces::<ResourceQuota>(&client, quota_unsynced),
@@ -58,7 +58,7 @@ pub fn start(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle
             namespaces::<ConfigMap>(&client, deleted),
             namespaces::<Secret>(&client, deleted),
         ]);
-        let mut resync = tokio::time::interval(super::RESYNC);
+        let mut resync = tokio::time::interval(resync_every);
         loop {
             let mut dirty: BTreeSet<String> = BTreeSet::new();
             tokio::select! {

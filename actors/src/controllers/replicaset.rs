@@ -12,7 +12,9 @@ use bus::Client;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use std::time::Instant;
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 const ACTOR: &str = "replicaset-controller";
 /// At most this many creates or deletes per pass (kube's burstReplicas).
@@ -111,8 +113,26 @@ pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut d
     actions
 }
 
+/// Where a pass's writes go: the store in production, a recorder in the actor's tests.
+pub trait Writer: Send + Sync + 'static {
+    /// Carries out one pass's actions; returns the pods whose create or delete is known
+    /// not to have happened (a write whose outcome is unknown is not among them).
+    fn execute(&self, rs: ReplicaSet, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>>;
+}
+
+struct StoreWriter(Client);
+
+impl Writer for StoreWriter {
+    fn execute(&self, rs: ReplicaSet, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>> {
+        let client = self.0.clone();
+        Box::pin(async move { execute(&client, &rs, actions).await })
+    }
+}
+
 pub struct ReplicaSetController {
-    client: Client,
+    /// How often every object is reconciled again, events or not.
+    resync: std::time::Duration,
+    writer: Arc<dyn Writer>,
     sets: Cache<ReplicaSet>,
     pods: OwnedIndex<Pod>,
     /// Its own creates and deletes not yet seen on the watch, per ReplicaSet key.
@@ -121,8 +141,18 @@ pub struct ReplicaSetController {
 }
 
 impl ReplicaSetController {
+    /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
+    pub fn resync_every(mut self, d: std::time::Duration) -> Self {
+        self.resync = d;
+        self
+    }
+
     pub fn new(client: Client) -> Self {
-        ReplicaSetController { client, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
+        Self::with_writer(Arc::new(StoreWriter(client)))
+    }
+
+    pub fn with_writer(writer: Arc<dyn Writer>) -> Self {
+        ReplicaSetController { resync: super::RESYNC, writer, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
     }
 
     fn put_pod(&mut self, p: Pod) {
@@ -178,10 +208,10 @@ impl ReplicaSetController {
             if !creates.is_empty() || !deletes.is_empty() {
                 self.expectations.expect(&key, creates, deletes, now);
             }
-            let client = self.client.clone();
+            let writer = self.writer.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
-                let not_done = execute(&client, &rs, actions).await;
+                let not_done = writer.execute(rs, actions).await;
                 addr.do_send(Finished { key, not_done });
             });
         }
@@ -198,6 +228,40 @@ struct Finished {
 
 fn record(client: &Client, rs: &ReplicaSet, type_: &str, reason: &str, message: String) {
     events::record(client, events::event(events::reference(rs), type_, reason, &message, ACTOR));
+}
+
+/// How a create ended, as far as the controller can tell.
+pub enum Created {
+    Yes,
+    /// Refused: nothing was written.
+    No(bus::client::ClientError),
+    /// No answer, and reading did not settle it.
+    Unknown(bus::client::ClientError),
+}
+
+/// Creates `p`; a create whose answer was lost (the write may have committed) is checked
+/// by reading the pod back, then by creating it again under the same name, which either
+/// lands it or answers AlreadyExists. Pod names are random, so a pod of this name that
+/// exists is the one this pass made.
+pub async fn create_checked(client: &Client, p: &Pod) -> Created {
+    let first = match client.create(p).await {
+        Ok(_) => return Created::Yes,
+        Err(e) if e.is_already_exists() => return Created::Yes,
+        Err(e) if !e.is_ambiguous() => return Created::No(e),
+        Err(e) => e,
+    };
+    let (ns, name) = (p.metadata.namespace.as_deref(), p.metadata.name.as_deref().unwrap_or(""));
+    match client.get::<Pod>(ns, name).await {
+        Ok(Some(_)) => return Created::Yes,
+        Ok(None) => {}
+        Err(_) => return Created::Unknown(first),
+    }
+    match client.create(p).await {
+        Ok(_) => Created::Yes,
+        Err(e) if e.is_already_exists() => Created::Yes,
+        Err(e) if e.is_ambiguous() => Created::Unknown(e),
+        Err(e) => Created::No(e),
+    }
 }
 
 /// Carries the actions out; returns the pods whose create or delete did not happen.
@@ -225,15 +289,20 @@ async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) -> Vec<
             not_done.extend(chunk.iter().filter_map(|p| p.metadata.name.clone()));
             continue;
         }
-        let results = futures::future::join_all(chunk.iter().map(|p| client.create(p))).await;
+        let results = futures::future::join_all(chunk.iter().map(|p| create_checked(client, p))).await;
         for (p, r) in chunk.iter().zip(results) {
             let name = p.metadata.name.clone().unwrap_or_default();
             match r {
-                Ok(_) => record(client, rs, "Normal", "SuccessfulCreate", format!("Created pod: {name}")),
-                Err(e) => {
+                Created::Yes => record(client, rs, "Normal", "SuccessfulCreate", format!("Created pod: {name}")),
+                Created::No(e) => {
                     tracing::warn!(pod = %name, error = %e, "creating pod failed");
                     record(client, rs, "Warning", "FailedCreate", format!("Error creating: {e}"));
                     not_done.push(name);
+                    failed = true;
+                }
+                Created::Unknown(e) => {
+                    // Stays expected: the watch shows it if it landed, the expiry if not.
+                    tracing::warn!(pod = %name, error = %e, "pod create outcome unknown");
                     failed = true;
                 }
             }
@@ -268,6 +337,9 @@ impl Handler<Finished> for ReplicaSetController {
     fn handle(&mut self, m: Finished, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
             m.not_done.iter().for_each(|n| self.expectations.lower(&m.key, n));
+            // The pass issued its last write just now: what it still expects is fresh,
+            // however long its slow-start batches took.
+            self.expectations.touch(&m.key, Instant::now());
             self.queue.done(&m.key);
             self.kick(ctx);
         })
@@ -277,7 +349,7 @@ impl Handler<Finished> for ReplicaSetController {
 impl Actor for ReplicaSetController {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(super::RESYNC, |act, ctx| {
+        ctx.run_interval(self.resync, |act, ctx| {
             act.sets.keys().into_iter().for_each(|k| act.queue.add(k));
             act.kick(ctx);
         });
@@ -452,5 +524,80 @@ mod tests {
         let a = reconcile(&rs(2), &[pod("a").on_node("n").ready().build(), pod("b").on_node("n").build()], true, &mut names());
         let st = a.iter().find_map(|x| if let Action::Status(s) = x { Some(s.clone()) } else { None }).unwrap();
         assert_eq!((st.replicas, st.ready_replicas), (2, Some(1)));
+    }
+
+    /// Records each create a pass asks for and takes `took` to carry a pass out, as the
+    /// store does under load; nothing it writes comes back on a watch by itself.
+    struct SlowWriter {
+        created: std::sync::Mutex<Vec<String>>,
+        took: std::time::Duration,
+    }
+
+    impl Writer for SlowWriter {
+        fn execute(&self, _rs: ReplicaSet, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>> {
+            let mut c = self.created.lock().unwrap();
+            c.extend(actions.iter().filter_map(|a| if let Action::Create(p) = a { p.metadata.name.clone() } else { None }));
+            let took = self.took;
+            Box::pin(async move {
+                tokio::time::sleep(took).await;
+                Vec::new()
+            })
+        }
+    }
+
+    impl SlowWriter {
+        fn created(&self) -> Vec<String> {
+            self.created.lock().unwrap().clone()
+        }
+    }
+
+    async fn until(cond: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("condition never held");
+    }
+
+    /// The actor, not only `reconcile`: a pass whose writes take longer than the old 30 s
+    /// expectation window, while the pod watch lags behind, must not create again.
+    #[test]
+    fn a_pass_longer_than_the_old_window_creates_each_pod_once() {
+        actix::System::new().block_on(async {
+            tokio::time::pause();
+            let writer = Arc::new(SlowWriter { created: Default::default(), took: std::time::Duration::from_secs(45) });
+            let (rs_tx, rs_rx) = futures::channel::mpsc::unbounded::<InformerEvent<ReplicaSet>>();
+            let (pod_tx, pod_rx) = futures::channel::mpsc::unbounded::<InformerEvent<Pod>>();
+            let w = writer.clone();
+            let _addr = ReplicaSetController::create(move |ctx| {
+                ctx.add_stream(rs_rx);
+                ctx.add_stream(pod_rx);
+                ReplicaSetController::with_writer(w)
+            });
+            rs_tx.unbounded_send(InformerEvent::Listed(vec![rs(10)], 1)).unwrap();
+            pod_tx.unbounded_send(InformerEvent::Listed(Vec::new(), 1)).unwrap();
+            until(|| writer.created().len() == 10).await;
+            // The pass is still writing 45 s later; only three of its pods have come back.
+            tokio::time::sleep(std::time::Duration::from_secs(50)).await;
+            let made = writer.created();
+            for (i, name) in made.iter().take(3).enumerate() {
+                pod_tx.unbounded_send(InformerEvent::Applied(pod(name).build(), 2 + i as u64)).unwrap();
+            }
+            // Resyncs and the pod events run more passes; none may create.
+            tokio::time::sleep(std::time::Duration::from_secs(95)).await;
+            assert_eq!(writer.created().len(), 10, "created again from a lagging cache: {:?}", writer.created());
+            for (i, name) in made.iter().skip(3).enumerate() {
+                pod_tx.unbounded_send(InformerEvent::Applied(pod(name).build(), 10 + i as u64)).unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(95)).await;
+            assert_eq!(writer.created().len(), 10);
+            // A pod that really goes away is replaced, once.
+            pod_tx.unbounded_send(InformerEvent::Deleted(pod(&made[0]).build(), 30)).unwrap();
+            until(|| writer.created().len() == 11).await;
+            tokio::time::sleep(std::time::Duration::from_secs(95)).await;
+            assert_eq!(writer.created().len(), 11);
+        });
     }
 }

@@ -25,16 +25,8 @@ pub struct NodeInfo {
 
 /// What a pod asks for: the sum of its containers' requests (limits when no request).
 pub fn requests(p: &Pod) -> Resources {
-    let mut r = Resources { pods: 1, ..Default::default() };
-    for c in p.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default() {
-        let res = c.resources.as_ref();
-        let get = |name: &str| {
-            res.and_then(|r| r.requests.as_ref().and_then(|m| m.get(name)).or_else(|| r.limits.as_ref().and_then(|m| m.get(name)))).map(|q| q.0.clone())
-        };
-        r.cpu_millis += get("cpu").and_then(|q| quantity::cpu_millis(&q)).unwrap_or(0);
-        r.memory += get("memory").and_then(|q| quantity::value(&q)).unwrap_or(0);
-    }
-    r
+    let (cpu_millis, memory) = quantity::pod_requests(p);
+    Resources { cpu_millis, memory, pods: 1 }
 }
 
 pub fn node_info(n: &Node, requested: Resources) -> NodeInfo {
@@ -121,6 +113,11 @@ impl Cache {
                 sub(t, r);
             }
         }
+    }
+
+    /// Where a pod is counted, and what it holds there.
+    pub fn placed(&self, key: &str) -> Option<(String, Resources)> {
+        self.placed.get(key).cloned()
     }
 
     pub fn clear_pods(&mut self) {

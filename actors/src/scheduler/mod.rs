@@ -1,20 +1,24 @@
 //! The scheduler actor: keeps a queue of unscheduled pods and a cache of nodes and their
 //! allocations, places each pod with the plugins (pure) and binds it with a
 //! compare-and-swap on the pod. A pod that fits nowhere waits for the cluster to change.
+//! A placed pod is assumed on its node (counted there, on that node only) from the moment
+//! it is placed until its binding is seen on the watch or fails, as kube-scheduler does.
 
 pub mod cache;
 pub mod plugins;
+pub mod queue;
 
-use crate::controllers::{events, update_outcome, update_with_retry, Outcome};
+use crate::controllers::{events, update_outcome, Outcome};
 use actix::prelude::*;
 use bus::informer::{watch_objects, InformerEvent, Scope};
 use bus::Client;
 use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::time::Instant;
 
 const ACTOR: &str = "scheduler";
-const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(5);
 
 fn key_of(p: &Pod) -> String {
     format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""))
@@ -27,91 +31,289 @@ fn wants_scheduling(p: &Pod) -> bool {
         && matches!(spec.and_then(|s| s.scheduler_name.as_deref()), None | Some("default-scheduler"))
 }
 
+/// How a binding ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BindResult {
+    Bound,
+    /// Someone else bound it first, to this node.
+    AlreadyBound(String),
+    /// The pod (of that uid) no longer exists.
+    Gone,
+    Failed,
+}
+
+/// The scheduler's writes: the store in production, a recorder in the actor's tests.
+pub trait Binder: Send + Sync + 'static {
+    fn bind(&self, pod: Pod, node: String) -> BoxFuture<'static, BindResult>;
+    fn unschedulable(&self, pod: Pod, why: String) -> BoxFuture<'static, ()>;
+}
+
+struct StoreBinder(Client);
+
+impl Binder for StoreBinder {
+    fn bind(&self, pod: Pod, node: String) -> BoxFuture<'static, BindResult> {
+        let c = self.0.clone();
+        Box::pin(async move { bind(&c, &pod, &node).await })
+    }
+    fn unschedulable(&self, pod: Pod, why: String) -> BoxFuture<'static, ()> {
+        let c = self.0.clone();
+        Box::pin(async move { mark_unschedulable(&c, &pod, &why).await })
+    }
+}
+
+/// A pod placed on a node whose binding has not been seen on the watch yet.
+#[derive(Debug, Clone)]
+struct Assumed {
+    uid: Option<String>,
+    node: String,
+    requests: cache::Resources,
+    /// The bind request is still running.
+    binding: bool,
+    /// The watch has shown the pod bound (the cache holds its real placement).
+    confirmed: bool,
+}
+
+/// Counters the actor's tests read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub passes: u64,
+    pub attempts: u64,
+    pub waiting: usize,
+    pub assumed: usize,
+    /// Pods counted per node (bound and assumed).
+    pub pods_per_node: Vec<(String, u64)>,
+}
+
 pub struct Scheduler {
-    client: Client,
+    binder: Arc<dyn Binder>,
     cache: cache::Cache,
-    /// Unscheduled pods waiting for a decision, by key.
-    pending: BTreeMap<String, Pod>,
-    /// Keys whose binding is being written.
-    binding: HashSet<String>,
-    /// Keys that fit nowhere last time, with the message written for them.
-    unschedulable: BTreeMap<String, String>,
+    queue: queue::SchedulingQueue,
+    assumed: HashMap<String, Assumed>,
     /// The reasons last written on each waiting pod, so a retry with the same outcome
     /// costs no store round trip.
     reported: HashMap<String, String>,
-    scheduled: bool,
+    /// A Schedule message is on its way.
+    armed: bool,
+    /// The timer that flushes backoffs, and when it fires.
+    wake: Option<(Instant, SpawnHandle)>,
+    stats: Stats,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 enum Msg {
     Schedule,
-    Bound { key: String, ok: bool },
+    Bound { key: String, result: BindResult },
     Stop,
 }
 
+#[derive(Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
 impl Scheduler {
     pub fn new(client: Client) -> Self {
-        Scheduler { client, cache: cache::Cache::default(), pending: BTreeMap::new(), binding: HashSet::new(), unschedulable: BTreeMap::new(), reported: HashMap::new(), scheduled: false }
+        Self::with_binder(Arc::new(StoreBinder(client)))
     }
 
+    pub fn with_binder(binder: Arc<dyn Binder>) -> Self {
+        Scheduler { binder, cache: cache::Cache::default(), queue: Default::default(), assumed: HashMap::new(), reported: HashMap::new(), armed: false, wake: None, stats: Stats::default() }
+    }
+
+    /// Sends a Schedule message when there are pods to try, else sets the timer for the
+    /// next backoff to end: an idle scheduler handles nothing.
     fn kick(&mut self, ctx: &mut Context<Self>) {
-        if !self.scheduled && self.pending.keys().any(|k| !self.binding.contains(k) && !self.unschedulable.contains_key(k)) {
-            self.scheduled = true;
-            ctx.notify(Msg::Schedule);
+        if self.queue.has_active() {
+            if !self.armed {
+                self.armed = true;
+                ctx.notify(Msg::Schedule);
+            }
+            return;
+        }
+        let next = self.queue.next_wake();
+        if self.wake.as_ref().map(|(t, _)| *t) == next {
+            return;
+        }
+        if let Some((_, h)) = self.wake.take() {
+            ctx.cancel_future(h);
+        }
+        if let Some(at) = next {
+            let h = ctx.run_later(at.saturating_duration_since(Instant::now()), |act, ctx| {
+                bus::metrics::handle(ACTOR, || {
+                    act.wake = None;
+                    act.queue.flush(Instant::now());
+                    act.kick(ctx);
+                })
+            });
+            self.wake = Some((at, h));
         }
     }
 
     fn schedule(&mut self, ctx: &mut Context<Self>) {
-        self.scheduled = false;
-        let keys: Vec<String> = self.pending.keys().filter(|k| !self.binding.contains(*k) && !self.unschedulable.contains_key(*k)).cloned().collect();
-        for key in keys {
-            let Some(pod) = self.pending.get(&key).cloned() else { continue };
+        self.armed = false;
+        self.stats.passes += 1;
+        let now = Instant::now();
+        for (key, pod) in self.queue.pop_active(now) {
+            self.stats.attempts += 1;
             let info = plugins::pod_info(&pod);
             match plugins::place(&info, &self.cache.snapshot()) {
                 Ok(node) => {
                     // Counted at once, so the next pod in this pass already sees it.
                     self.cache.assume(&key, &node, info.requests);
-                    self.binding.insert(key.clone());
-                    let client = self.client.clone();
+                    self.assumed.insert(key.clone(), Assumed { uid: pod.metadata.uid.clone(), node: node.clone(), requests: info.requests, binding: true, confirmed: false });
+                    let bind = self.binder.bind(pod, node);
                     let addr = ctx.address();
                     tokio::spawn(async move {
-                        let ok = bind(&client, &pod, &node).await;
-                        addr.do_send(Msg::Bound { key, ok });
+                        let result = bind.await;
+                        addr.do_send(Msg::Bound { key, result });
                     });
                 }
                 Err(why) => {
                     tracing::info!(pod = %key, reason = %why, "pod does not fit");
-                    self.unschedulable.insert(key.clone(), why.clone());
+                    self.queue.unschedulable(&key);
                     if self.reported.get(&key) == Some(&why) {
                         continue;
                     }
                     self.reported.insert(key.clone(), why.clone());
-                    let client = self.client.clone();
-                    tokio::spawn(async move { mark_unschedulable(&client, &pod, &why).await });
+                    tokio::spawn(self.binder.unschedulable(pod, why));
                 }
             }
         }
     }
 
-    fn retry_unschedulable(&mut self, ctx: &mut Context<Self>) {
-        if !self.unschedulable.is_empty() {
-            self.unschedulable.clear();
-            self.kick(ctx);
+    fn bound(&mut self, key: String, result: BindResult) {
+        let now = Instant::now();
+        let Some(mut a) = self.assumed.remove(&key) else { return };
+        a.binding = false;
+        match result {
+            BindResult::Bound | BindResult::AlreadyBound(_) => {
+                self.queue.bound(&key);
+                self.reported.remove(&key);
+                if let BindResult::AlreadyBound(node) = result {
+                    if !a.confirmed && node != a.node {
+                        self.cache.assume(&key, &node, a.requests);
+                        a.node = node;
+                    }
+                }
+                // Until the watch shows the binding, the pod stays counted where it went
+                // and a stale unbound copy of it is not placed again.
+                if !a.confirmed {
+                    self.assumed.insert(key, a);
+                }
+            }
+            BindResult::Gone => {
+                if !a.confirmed {
+                    self.cache.remove_pod(&key);
+                }
+                self.queue.remove(&key);
+            }
+            BindResult::Failed => {
+                if !a.confirmed {
+                    self.cache.remove_pod(&key);
+                }
+                self.queue.bind_failed(&key, now);
+            }
         }
+    }
+
+    /// Whether an unbound event is an old copy of a pod this scheduler has placed.
+    fn is_assumed(&self, key: &str, p: &Pod) -> bool {
+        self.assumed.get(key).is_some_and(|a| a.uid == p.metadata.uid)
+    }
+
+    /// A pod as the watch shows it; returns whether capacity may have been freed.
+    fn observe(&mut self, p: Pod, now: Instant) -> bool {
+        let k = key_of(&p);
+        let bound = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+        if bound {
+            self.queue.remove(&k);
+            self.reported.remove(&k);
+            if let Some(a) = self.assumed.get_mut(&k) {
+                if a.uid == p.metadata.uid {
+                    a.confirmed = true;
+                    if !a.binding {
+                        self.assumed.remove(&k);
+                    }
+                }
+            }
+            let before = self.cache.placed(&k);
+            self.cache.set_pod(&k, &p);
+            let after = self.cache.placed(&k);
+            return before.is_some() && before != after;
+        }
+        if self.is_assumed(&k, &p) {
+            return false;
+        }
+        if wants_scheduling(&p) {
+            self.queue.upsert(&k, p, now);
+        } else {
+            self.queue.remove(&k);
+            self.reported.remove(&k);
+        }
+        false
+    }
+
+    fn forget_pod(&mut self, p: &Pod) -> bool {
+        let k = key_of(p);
+        self.queue.remove(&k);
+        self.reported.remove(&k);
+        if self.assumed.get(&k).is_some_and(|a| !a.binding && a.uid == p.metadata.uid) {
+            self.assumed.remove(&k);
+        }
+        let held = self.cache.placed(&k).is_some();
+        self.cache.remove_pod(&k);
+        held
+    }
+
+    /// A fresh list: the cache and queue are rebuilt from it, and the pods whose bindings
+    /// are in flight or not yet seen stay counted on the node they were placed on.
+    fn relist(&mut self, pods: Vec<Pod>, now: Instant) {
+        self.cache.clear_pods();
+        let listed: HashMap<String, Option<String>> = pods.iter().map(|p| (key_of(p), p.metadata.uid.clone())).collect();
+        for k in self.queue.keys() {
+            if !listed.contains_key(&k) {
+                self.queue.remove(&k);
+            }
+        }
+        self.assumed.retain(|k, a| a.binding || listed.get(k).is_some_and(|u| *u == a.uid));
+        for a in self.assumed.values_mut() {
+            a.confirmed = false;
+        }
+        for p in pods {
+            self.observe(p, now);
+        }
+        for (k, a) in &self.assumed {
+            if !a.confirmed {
+                self.cache.assume(k, &a.node, a.requests);
+            }
+        }
+        self.reported.retain(|k, _| listed.contains_key(k));
+        self.queue.move_unschedulable(now);
+    }
+
+    fn stats(&self) -> Stats {
+        let mut per_node: Vec<(String, u64)> = self.cache.snapshot().into_iter().map(|n| (n.name, n.requested.pods)).collect();
+        per_node.sort();
+        Stats { waiting: self.queue.len(), assumed: self.assumed.len(), pods_per_node: per_node, ..self.stats.clone() }
     }
 }
 
-async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
+async fn bind(client: &Client, pod: &Pod, node: &str) -> BindResult {
     let ns = pod.metadata.namespace.as_deref();
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let uid = pod.metadata.uid.clone();
-    let bound_here = std::sync::atomic::AtomicBool::new(false);
-    let ok = update_with_retry::<Pod, _>(client, ns, name, |cur| {
-        // Someone else bound it, or it is another pod of the same name: leave it.
-        if cur.metadata.uid != uid || cur.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
+    let seen = std::sync::Mutex::new(BindResult::Bound);
+    let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
+        // Another pod of the same name, or someone else bound it: leave it.
+        if cur.metadata.uid != uid {
+            *seen.lock().unwrap() = BindResult::Gone;
             return;
         }
+        if let Some(n) = cur.spec.as_ref().and_then(|s| s.node_name.clone()) {
+            *seen.lock().unwrap() = BindResult::AlreadyBound(n);
+            return;
+        }
+        *seen.lock().unwrap() = BindResult::Bound;
         if let Some(s) = cur.spec.as_mut() {
             s.node_name = Some(node.to_string());
         }
@@ -119,13 +321,21 @@ async fn bind(client: &Client, pod: &Pod, node: &str) -> bool {
         let conds = st.conditions.get_or_insert_with(Vec::new);
         conds.retain(|c| c.type_ != "PodScheduled");
         conds.push(PodCondition { type_: "PodScheduled".into(), status: "True".into(), last_transition_time: Some(schema::object::now()), ..Default::default() });
-        bound_here.store(true, std::sync::atomic::Ordering::SeqCst);
     })
     .await;
-    if ok && bound_here.load(std::sync::atomic::Ordering::SeqCst) {
-        events::record(client, events::event(events::reference(pod), "Normal", "Scheduled", &format!("Successfully assigned {}/{name} to {node}", ns.unwrap_or("")), "default-scheduler"));
+    let seen = seen.into_inner().unwrap_or(BindResult::Failed);
+    match out {
+        Outcome::Written => {
+            events::record(client, events::event(events::reference(pod), "Normal", "Scheduled", &format!("Successfully assigned {}/{name} to {node}", ns.unwrap_or("")), "default-scheduler"));
+            BindResult::Bound
+        }
+        Outcome::Unchanged => seen,
+        Outcome::Gone => BindResult::Gone,
+        Outcome::Failed(e) => {
+            tracing::warn!(pod = %name, error = %e, "binding failed");
+            BindResult::Failed
+        }
     }
-    ok
 }
 
 /// Writes PodScheduled=False with the reasons, and a FailedScheduling event, only when the
@@ -161,30 +371,29 @@ async fn mark_unschedulable(client: &Client, pod: &Pod, why: &str) {
 
 impl Actor for Scheduler {
     type Context = Context<Self>;
-    fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(RETRY_UNSCHEDULABLE, |act, ctx| act.retry_unschedulable(ctx));
-    }
 }
 
 impl StreamHandler<InformerEvent<Node>> for Scheduler {
     fn handle(&mut self, ev: InformerEvent<Node>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            let mut changed_shape = false;
-            match ev {
+            let changed_shape = match ev {
                 InformerEvent::Listed(nodes, _) => {
                     self.cache.clear_nodes();
                     nodes.iter().for_each(|n| {
                         self.cache.set_node(n);
                     });
-                    changed_shape = true;
+                    true
                 }
                 // Heartbeats change nothing that matters to placement; only readiness,
                 // cordoning, taints or capacity changes are worth a retry of waiting pods.
-                InformerEvent::Applied(n, _) => changed_shape = self.cache.set_node(&n),
-                InformerEvent::Deleted(n, _) => self.cache.remove_node(n.metadata.name.as_deref().unwrap_or("")),
-            }
+                InformerEvent::Applied(n, _) => self.cache.set_node(&n),
+                InformerEvent::Deleted(n, _) => {
+                    self.cache.remove_node(n.metadata.name.as_deref().unwrap_or(""));
+                    false
+                }
+            };
             if changed_shape {
-                self.unschedulable.clear();
+                self.queue.move_unschedulable(Instant::now());
             }
             self.kick(ctx);
         })
@@ -195,45 +404,24 @@ impl StreamHandler<InformerEvent<Node>> for Scheduler {
 impl StreamHandler<InformerEvent<Pod>> for Scheduler {
     fn handle(&mut self, ev: InformerEvent<Pod>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            match ev {
+            let now = Instant::now();
+            let freed = match ev {
                 InformerEvent::Listed(pods, _) => {
-                    self.cache.clear_pods();
-                    self.pending.clear();
-                    self.reported.clear();
-                    for p in pods {
-                        self.observe(p);
-                    }
+                    self.relist(pods, now);
+                    false
                 }
-                InformerEvent::Applied(p, _) => self.observe(p),
-                InformerEvent::Deleted(p, _) => {
-                    let k = key_of(&p);
-                    self.cache.remove_pod(&k);
-                    self.pending.remove(&k);
-                    self.reported.remove(&k);
-                    // Freed resources may let a waiting pod fit.
-                    self.unschedulable.clear();
-                }
+                InformerEvent::Applied(p, _) => self.observe(p, now),
+                InformerEvent::Deleted(p, _) => self.forget_pod(&p),
+            };
+            // Only capacity given back (a bound pod gone or finished) can help a pod that
+            // fit nowhere; a pending pod's deletion or a status write cannot.
+            if freed {
+                self.queue.move_unschedulable(now);
             }
             self.kick(ctx);
         })
     }
     fn finished(&mut self, _: &mut Context<Self>) {}
-}
-
-impl Scheduler {
-    fn observe(&mut self, p: Pod) {
-        let k = key_of(&p);
-        if wants_scheduling(&p) {
-            self.pending.insert(k, p);
-        } else {
-            self.pending.remove(&k);
-            self.unschedulable.remove(&k);
-            self.reported.remove(&k);
-            if !self.binding.contains(&k) {
-                self.cache.set_pod(&k, &p);
-            }
-        }
-    }
 }
 
 impl Handler<Msg> for Scheduler {
@@ -242,22 +430,18 @@ impl Handler<Msg> for Scheduler {
         bus::metrics::handle(ACTOR, || {
             match m {
                 Msg::Schedule => self.schedule(ctx),
-                Msg::Bound { key, ok } => {
-                    self.binding.remove(&key);
-                    if !ok {
-                        // The binding did not land (conflicts are already retried inside):
-                        // forget the assumption and wait for the next retry round rather
-                        // than spin on a pod the store keeps refusing.
-                        self.cache.remove_pod(&key);
-                        if self.pending.contains_key(&key) {
-                            self.unschedulable.insert(key, "binding failed".into());
-                        }
-                    }
-                }
+                Msg::Bound { key, result } => self.bound(key, result),
                 Msg::Stop => ctx.stop(),
             }
             self.kick(ctx);
         })
+    }
+}
+
+impl Handler<GetStats> for Scheduler {
+    type Result = MessageResult<GetStats>;
+    fn handle(&mut self, _: GetStats, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.stats())
     }
 }
 
@@ -280,3 +464,6 @@ impl SchedulerHandle {
         let _ = self.addr.send(Msg::Stop).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 //! out the commands through the pod's runtime (`workers` starts containers: sandbox, image,
 //! container) and the store (`store`), and reports status through one writer per pod.
 
+pub mod admission;
 pub mod lifecycle;
 pub mod node;
 pub mod spec;
@@ -59,6 +60,8 @@ pub struct Kubelet {
     pub data_dir: PathBuf,
     pub client: Client,
     pub runtimes: Runtimes,
+    /// What admission lets the node's pods add up to.
+    pub allocatable: admission::Allocatable,
     pods: HashMap<String, PodRt>,
     /// Numbers every container start, so an exit names the instance it ended.
     next_instance: u64,
@@ -71,7 +74,8 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
-        Kubelet { node, host_ip, data_dir, client, runtimes, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false }
+        let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
+        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false }
     }
 
     fn span(&self) -> tracing::Span {
@@ -184,6 +188,14 @@ impl Kubelet {
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         if deletion.is_none() && matches!(phase, Some("Succeeded" | "Failed")) {
             return;
+        }
+        if deletion.is_none() {
+            let running = self.pods.values().filter(|rt| !matches!(status::phase(&rt.state.containers, rt.state.policy), "Succeeded" | "Failed")).map(|rt| &rt.pod);
+            if let Err(r) = admission::admit(&pod, running, self.allocatable) {
+                tracing::warn!(pod = %uid, reason = %r.reason, "pod rejected");
+                tokio::spawn(store::reject(self.client.clone(), self.node.clone(), pod, r).instrument(self.span()));
+                return;
+            }
         }
         self.admit(uid.clone(), pod);
         let ev = match deletion {

@@ -1,10 +1,11 @@
-//! Node registration and heartbeats: the Node object built from the agent's config (pure)
-//! and the loop that keeps its Ready condition fresh.
+//! Node registration and heartbeats: the Node object built from the agent's config (pure),
+//! and the loop that renews the node's Lease and reports its conditions when they change.
 
 use crate::NodeConfig;
 use bus::Client;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -109,8 +110,79 @@ pub fn refresh_conditions(existing: &[NodeCondition], now: &Time) -> Vec<NodeCon
     out
 }
 
-/// Refreshes the node's conditions every `period` (compare-and-swap, re-read on
-/// conflict), re-registering the node if it was deleted, until cancelled.
+/// How often the Node's status is written when nothing in it changed (the kubelet's
+/// nodeStatusReportFrequency); liveness in between is the Lease's job.
+pub const STATUS_REPORT_EVERY: Duration = Duration::from_secs(5 * 60);
+/// The Lease's leaseDurationSeconds, as the kubelet sets it.
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+
+/// What a status write is for: the conditions' statuses without their timestamps.
+fn condition_states(cs: &[NodeCondition]) -> Vec<(String, String, Option<String>)> {
+    let mut v: Vec<_> = cs.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect();
+    v.sort();
+    v
+}
+
+/// Whether the heartbeat must write the Node's status now: a condition changed (say the
+/// node lifecycle controller marked it Unknown), or the last report is too old.
+pub fn status_due(existing: &[NodeCondition], now: &Time) -> bool {
+    let fresh = refresh_conditions(existing, now);
+    if condition_states(existing) != condition_states(&fresh) {
+        return true;
+    }
+    let last = existing.iter().filter_map(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0).max();
+    match last {
+        None => true,
+        Some(t) => now.0.duration_since(t).unsigned_abs() >= STATUS_REPORT_EVERY,
+    }
+}
+
+/// The node's Lease in kube-node-lease, as the kubelet keeps it.
+pub fn lease_object(cfg: &NodeConfig, node_uid: Option<&str>, now: &Time) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(cfg.name.clone()),
+            namespace: Some(LEASE_NAMESPACE.into()),
+            owner_references: node_uid.map(|uid| vec![OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: cfg.name.clone(), uid: uid.to_string(), ..Default::default() }]),
+            ..Default::default()
+        },
+        spec: Some(LeaseSpec { holder_identity: Some(cfg.name.clone()), lease_duration_seconds: Some(LEASE_DURATION_SECONDS), renew_time: Some(MicroTime(now.0)), ..Default::default() }),
+    }
+}
+
+pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Renews the node's Lease (creating it if missing).
+async fn renew_lease(client: &Client, cfg: &NodeConfig, node_uid: Option<&str>) {
+    let now = schema::object::now();
+    for _ in 0..5 {
+        let res = match client.get::<Lease>(Some(LEASE_NAMESPACE), &cfg.name).await {
+            Ok(Some(mut l)) => {
+                let spec = l.spec.get_or_insert_with(Default::default);
+                spec.renew_time = Some(MicroTime(now.0));
+                spec.holder_identity = Some(cfg.name.clone());
+                spec.lease_duration_seconds = Some(LEASE_DURATION_SECONDS);
+                client.update(&l).await.map(drop)
+            }
+            Ok(None) => client.create(&lease_object(cfg, node_uid, &now)).await.map(drop),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => return,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing the node lease failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Every `period`: renews the Lease, and writes the Node's conditions when they changed
+/// or every [`STATUS_REPORT_EVERY`] (compare-and-swap, re-read on conflict), re-registering
+/// the node if it was deleted, until cancelled. An idle node so costs its watchers one
+/// Lease event per period and a Node event every five minutes, as with the kubelet (or
+/// when the runtime's image list changed, for `status.images`).
 pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<dyn crate::runtime::Runtime>, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
@@ -118,6 +190,7 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<
             _ = tokio::time::sleep(cfg.heartbeat) => {}
         }
         let images = node_images(runtime.list_images().await);
+        let mut uid = None;
         for _ in 0..5 {
             let mut node = match client.get::<Node>(None, &cfg.name).await {
                 Ok(Some(n)) => n,
@@ -132,9 +205,15 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<
                     break;
                 }
             };
+            uid = node.metadata.uid.clone();
             let now = schema::object::now();
             let status = node.status.get_or_insert_with(Default::default);
-            status.conditions = Some(refresh_conditions(status.conditions.as_deref().unwrap_or_default(), &now));
+            let existing = status.conditions.clone().unwrap_or_default();
+            let images_changed = status.images.as_ref() != Some(&images);
+            if !status_due(&existing, &now) && !images_changed {
+                break;
+            }
+            status.conditions = Some(refresh_conditions(&existing, &now));
             status.images = Some(images.clone());
             match client.update(&node).await {
                 Ok(_) => break,
@@ -145,6 +224,7 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<
                 }
             }
         }
+        renew_lease(&client, &cfg, uid.as_deref()).await;
     }
 }
 
@@ -202,5 +282,25 @@ mod tests {
         assert_eq!(get("MemoryPressure").last_heartbeat_time, Some(now));
         assert_eq!(get("NetworkUnavailable").status, "False", "others' conditions are kept");
         assert_eq!(new.len(), 5);
+    }
+
+    #[test]
+    fn status_is_written_on_change_or_every_five_minutes() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let cs: Vec<NodeCondition> = serde_json::from_value(conditions("2026-01-01T00:00:00Z")).unwrap();
+        assert!(!status_due(&cs, &at("2026-01-01T00:00:10Z")), "nothing changed: the lease says the node is alive");
+        assert!(status_due(&cs, &at("2026-01-01T00:05:00Z")), "the periodic report");
+        let mut unknown = cs.clone();
+        unknown.iter_mut().find(|c| c.type_ == "Ready").unwrap().status = "Unknown".into();
+        assert!(status_due(&unknown, &at("2026-01-01T00:00:10Z")), "a condition to restore");
+    }
+
+    #[test]
+    fn the_lease_is_held_by_the_node() {
+        let l = lease_object(&cfg(), Some("uid-1"), &Time("2026-01-01T00:00:00Z".parse().unwrap()));
+        let spec = l.spec.unwrap();
+        assert_eq!((spec.holder_identity.as_deref(), spec.lease_duration_seconds), (Some("n1"), Some(40)));
+        assert_eq!(l.metadata.namespace.as_deref(), Some("kube-node-lease"));
+        assert_eq!(l.metadata.owner_references.unwrap()[0].kind, "Node");
     }
 }

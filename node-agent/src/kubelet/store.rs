@@ -1,5 +1,6 @@
 //! The kubelet's writes to the store: each pod's status through one writer task (so
-//! writes never reorder), and the final removal of a pod whose containers all stopped.
+//! writes never reorder), the final removal of a pod whose containers all stopped, and the
+//! Failed status of a pod admission refused.
 
 use bus::Client;
 use k8s_openapi::api::core::v1::Pod;
@@ -27,6 +28,45 @@ pub async fn delete_from_store(client: Client, pod: Pod) {
             Err(e) if e.is_conflict() => continue,
             Err(e) => {
                 tracing::warn!(pod = %name, error = %e, "deleting a terminated pod failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Fails a pod the node cannot take, as the kubelet does: phase Failed with the reason
+/// and message, and a Warning event; the pod's controller replaces it.
+pub async fn reject(client: Client, node: String, pod: Pod, why: super::admission::Rejection) {
+    let (ns, name, uid) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default(), pod.metadata.uid.clone());
+    let mut ev = bus::events::event(bus::events::reference(&pod), "Warning", &why.reason, &why.message, "kubelet");
+    if let Some(src) = ev.source.as_mut() {
+        src.host = Some(node.clone());
+    }
+    ev.reporting_instance = Some(node);
+    bus::events::record(&client, ev);
+    for _ in 0..10 {
+        let mut cur = match client.get::<Pod>(ns.as_deref(), &name).await {
+            Ok(Some(p)) if p.metadata.uid == uid => p,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "reading a rejected pod failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let st = cur.status.get_or_insert_with(Default::default);
+        if st.phase.as_deref() == Some("Failed") {
+            return;
+        }
+        st.phase = Some("Failed".into());
+        st.reason = Some(why.reason.clone());
+        st.message = Some(why.message.clone());
+        match client.update(&cur).await {
+            Ok(_) => return,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) if e.is_not_found() => return,
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "failing a rejected pod failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
