@@ -2,7 +2,10 @@
 # Turns a root filesystem tar (from mmdebstrap) into an OCI image archive (an OCI layout
 # in a tar, one uncompressed layer) that `ctr images import` and flotilla's air-gap folder
 # take, so the usual images run on machines without a registry. Standard library only.
-import argparse, hashlib, io, json, os, sys, tarfile, tempfile
+import argparse, hashlib, io, json, os, platform, sys, tarfile, tempfile
+
+# OCI's names for the machine the packages were built for (mmdebstrap uses the host's).
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}.get(platform.machine(), platform.machine())
 
 # Paths a container runtime provides itself or that only an installer needs.
 DROP = ("./dev/", "./proc/", "./sys/", "./var/cache/apt/", "./var/lib/apt/lists/")
@@ -55,7 +58,7 @@ def main():
         if a.stop_signal:
             cfg["StopSignal"] = a.stop_signal
         image_config = json.dumps({
-            "architecture": "amd64", "os": "linux", "config": cfg,
+            "architecture": ARCH, "os": "linux", "config": cfg,
             "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
             "history": [{"created_by": "flotilla deploy/offline-images.sh (Debian packages)"}],
         }, sort_keys=True).encode()
@@ -66,7 +69,7 @@ def main():
         }, sort_keys=True).encode()
         index = json.dumps({"schemaVersion": 2, "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest(manifest), "size": len(manifest),
-            "platform": {"architecture": "amd64", "os": "linux"},
+            "platform": {"architecture": ARCH, "os": "linux"},
             "annotations": {"io.containerd.image.name": f"{a.name}:{t}", "org.opencontainers.image.ref.name": t},
         } for t in a.tag]}, sort_keys=True).encode()
 

@@ -3,7 +3,7 @@
 //! crashed predecessor left are removed (their pods are started afresh).
 
 use super::client::Cri;
-use super::containerd::{kill_shims, Containerd, Layout};
+use super::containerd::{Containerd, Layout};
 use super::CriRuntime;
 use crate::images::{airgap, pause, registry};
 use crate::runtime::Runtime;
@@ -21,11 +21,9 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
             (cri, v)
         }
         None => {
-            let layout = Layout::for_node(&cfg.data_dir);
-            // Shims of a containerd that died with its agent still hold their containers.
-            kill_shims(&layout.socket());
-            crate::shutdown::unmount_under(&layout.dir);
-            let c = Containerd::start(layout, pause::PAUSE_IMAGE).await?;
+            // A containerd that died with its agent left its shims running: the new one
+            // reconnects to them, and the leftover sandboxes are removed below.
+            let c = Containerd::start(Layout::for_node(&cfg.data_dir), pause::PAUSE_IMAGE).await?;
             tracing::info!(node = %cfg.name, pid = c.pid(), "containerd started");
             let socket = c.layout.socket();
             let layout = c.layout.clone();
