@@ -27,6 +27,8 @@ use tracing::Instrument;
 pub use spec::pod_dir;
 
 const ACTOR: &str = "kubelet";
+/// How long a pod's containers may take to start before its status says ContainerCreating.
+const STARTING_REPORT: Duration = Duration::from_millis(500);
 
 /// A pod's sandbox, as far as the shell knows it.
 enum SandboxSlot {
@@ -46,6 +48,8 @@ struct PodRt {
     sandbox: SandboxSlot,
     sandbox_attempt: u32,
     pod_ip: Option<String>,
+    /// Starts asked of the runtime whose answer has not come back.
+    starting: usize,
     /// Running containers by index, with the instance number the kubelet gave each start.
     procs: HashMap<usize, (u64, Started)>,
     start_time: Timestamp,
@@ -218,7 +222,7 @@ impl Kubelet {
         let qos = status::qos_class(pod.spec.as_ref());
         self.pods.insert(
             uid,
-            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, procs: HashMap::new(), start_time, qos, status_tx },
+            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), start_time, qos, status_tx },
         );
     }
 
@@ -238,6 +242,13 @@ impl Kubelet {
         }
         let Some(rt) = self.pods.get_mut(uid) else { return };
         match rt.state.lifecycle {
+            // A start that answers quickly (host processes) is reported with its result, in
+            // one status write instead of a ContainerCreating one first; a slow one (a pull)
+            // shows ContainerCreating after STARTING_REPORT.
+            Lifecycle::Active | Lifecycle::Terminating { .. } if rt.starting > 0 => {
+                let u = uid.to_string();
+                ctx.run_later(STARTING_REPORT, move |act, _| act.report(&u));
+            }
             Lifecycle::Active | Lifecycle::Terminating { .. } => self.report(uid),
             Lifecycle::Removing => self.release_sandbox(uid),
             Lifecycle::Gone => {

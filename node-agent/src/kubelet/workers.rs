@@ -25,6 +25,7 @@ impl Kubelet {
             Ok(r) => r.clone(),
             Err(m) => return Some(Event::CreateFailed { idx, message: m.clone() }),
         };
+        rt.starting += 1;
         match &mut rt.sandbox {
             SandboxSlot::Ready(sb) => {
                 let sb = sb.clone();
@@ -36,6 +37,7 @@ impl Kubelet {
                 let dir = spec::pod_dir(&data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
                 if let Err(e) = std::fs::create_dir_all(&dir) {
                     rt.sandbox = SandboxSlot::None;
+                    rt.starting -= 1;
                     return Some(Event::CreateFailed { idx, message: format!("failed to create the pod's directory {}: {e}", dir.display()) });
                 }
                 let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt);
@@ -58,6 +60,7 @@ impl Kubelet {
             }
             if let Some(rt) = self.pods.get_mut(uid) {
                 rt.sandbox = SandboxSlot::None;
+                rt.starting = 0;
             }
             return;
         };
@@ -75,12 +78,14 @@ impl Kubelet {
                 for idx in pending {
                     self.start_in(uid, idx, sb.clone(), runtime.clone(), ctx);
                 }
-                self.report(uid);
             }
             Err(e) => {
                 let message = e.to_string();
                 tracing::warn!(node = %self.node, error = %message, "pod sandbox failed");
                 self.note(uid, "Warning", "FailedCreatePodSandBox", message.clone());
+                if let Some(rt) = self.pods.get_mut(uid) {
+                    rt.starting = rt.starting.saturating_sub(pending.len());
+                }
                 for idx in pending {
                     self.drive(uid, Event::CreateFailed { idx, message: message.clone() }, ctx);
                 }
@@ -95,6 +100,9 @@ impl Kubelet {
         let pod_ip = rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone());
         let d = Downward { node: &self.node, host_ip: &self.host_ip, pod_ip: &pod_ip };
         let Some(cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &d) else {
+            if let Some(rt) = self.pods.get_mut(uid) {
+                rt.starting = rt.starting.saturating_sub(1);
+            }
             self.drive(uid, Event::CreateFailed { idx, message: "no such container in the pod spec".into() }, ctx);
             return;
         };
@@ -116,6 +124,9 @@ impl Kubelet {
 
     fn start_done(&mut self, uid: &str, idx: usize, instance: u64, runtime: Arc<dyn Runtime>, res: StartResult, ctx: &mut Context<Self>) {
         let (name, image) = (self.container_name(uid, idx), self.container_image(uid, idx));
+        if let Some(rt) = self.pods.get_mut(uid) {
+            rt.starting = rt.starting.saturating_sub(1);
+        }
         if !self.pods.contains_key(uid) || self.stopping {
             // Nobody wants it any more.
             if let Ok((_, s)) = res {
