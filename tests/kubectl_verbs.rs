@@ -251,6 +251,27 @@ fn delete_propagation_orphan_foreground_background() {
     // The collector has handled every event since the orphaning (it collected the later
     // deployments' dependents), and it left the orphans alone.
     assert_eq!((count("rs", "orphan"), count("pods", "orphan")), (1, 2), "the collector leaves orphaned dependents alone");
+    // Owners of any kind: a ConfigMap owning a Secret (Background), a Secret owning a
+    // ConfigMap (Orphan).
+    c.ok(&["create", "configmap", "owner-cm", "--from-literal=a=b"]);
+    let uid = c.ok(&["get", "configmap", "owner-cm", "-o", "jsonpath={.metadata.uid}"]);
+    let owned = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: owned-secret\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner-cm, uid: {uid}}}\nstringData: {{k: v}}\n");
+    assert!(c.kubectl_stdin(&["create", "-f", "-"], Some(&owned)).ok);
+    c.ok(&["delete", "configmap", "owner-cm"]);
+    c.eventually(wait, "the Secret owned by a deleted ConfigMap is collected", || {
+        let o = c.kubectl(&["get", "secret", "owned-secret"]);
+        if o.stderr.contains("(NotFound)") { Ok(()) } else { Err(format!("{}{}", o.stdout, o.stderr)) }
+    });
+    c.ok(&["create", "secret", "generic", "owner-secret", "--from-literal=a=b"]);
+    let uid = c.ok(&["get", "secret", "owner-secret", "-o", "jsonpath={.metadata.uid}"]);
+    let owned = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept-cm\n  ownerReferences:\n  - {{apiVersion: v1, kind: Secret, name: owner-secret, uid: {uid}}}\ndata: {{k: v}}\n");
+    assert!(c.kubectl_stdin(&["create", "-f", "-"], Some(&owned)).ok);
+    c.ok(&["delete", "secret", "owner-secret", "--cascade=orphan"]);
+    c.eventually(wait, "the orphaned ConfigMap loses its owner and stays", || {
+        let o = c.kubectl(&["get", "configmap", "kept-cm", "-o", "jsonpath={.metadata.ownerReferences}"]);
+        let owner = c.kubectl(&["get", "secret", "owner-secret"]);
+        if o.ok && o.stdout.is_empty() && owner.stderr.contains("(NotFound)") { Ok(()) } else { Err(format!("{} {} {}", o.stdout, o.stderr, owner.stdout)) }
+    });
     let bogus = c.kubectl(&["delete", "--raw", "/apis/apps/v1/namespaces/default/replicasets?propagationPolicy=Sideways"]);
     assert!(!bogus.ok && bogus.stderr.contains("Unsupported value: \"Sideways\""), "{}", bogus.stderr);
     assert_eq!(count("rs", "orphan"), 1, "a refused deletecollection deletes nothing");

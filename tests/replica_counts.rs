@@ -27,6 +27,8 @@ spec:
     metadata:
       labels: {app: sleepers}
     spec:
+      # Host processes: the test is about the control plane's counts, not containers.
+      runtimeClassName: host
       terminationGracePeriodSeconds: 1
       containers:
       - name: main
@@ -73,14 +75,16 @@ fn four_hundred_replicas_make_exactly_four_hundred_pods_and_then_rest() {
         let running = p.iter().filter(|s| *s == "Running").count();
         if running == REPLICAS && p.len() == REPLICAS { Ok(()) } else { Err(format!("{running} Running of {} pods", p.len())) }
     });
-    c.eventually(Duration::from_secs(120), "the Deployment reports 400 available", || {
+    // Generous: on two loaded cores the controllers' view trails the store by minutes
+    // (issue "Scale" measures and shortens that lag); this test is about counts.
+    c.eventually(Duration::from_secs(600), "the Deployment reports 400 available", || {
         let out = c.ok(&["get", "deployment", "sleepers", "-n", "load", "-o", "jsonpath={.status.availableReplicas}/{.status.readyReplicas}/{.status.replicas}"]);
         if out == "400/400/400" { Ok(()) } else { Err(out) }
     });
 
     // The cluster has nothing left to do: some 10 s window soon shows no actor handling
     // anything (before the fix the scheduler kept handling ~500 messages a second).
-    c.eventually(Duration::from_secs(120), "a 10 s window with flat handled-message counters", || {
+    c.eventually(Duration::from_secs(300), "a 10 s window with flat handled-message counters", || {
         let mut before = handled(&c);
         std::thread::sleep(Duration::from_secs(10));
         let mut after = handled(&c);
