@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what flotilla needs on Debian 12 and is missing: a C toolchain (for crates
 # that build C), nats-server, etcd-server (the etcd 3.4 that `flotilla bench store` compares
-# against), kubectl (for the tests), Rust through rustup, and the Python `kubernetes`
-# client (pinned, in a venv at <repo>/.venv) that tests/client_python.rs drives.
+# against), containerd + runc + the CNI plugins (the node agents' container runtime and pod
+# network), mmdebstrap and busybox-static (deploy/offline-images.sh and the sandbox image),
+# kubectl (for the tests), Rust through rustup, and the Python `kubernetes` client (pinned,
+# in a venv at <repo>/.venv) that tests/client_python.rs drives.
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +16,13 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 [ -x /usr/bin/etcd ] || command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v containerd >/dev/null 2>&1 || need+=(containerd)
+command -v runc >/dev/null 2>&1 || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+{ [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 # Debian's own python3 (not whatever `python3` is first on PATH) makes the venv, so the
 # test's interpreter is the same on every machine; ensurepip comes with python3-venv.
 [ -x /usr/bin/python3 ] || need+=(python3)

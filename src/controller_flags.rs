@@ -10,11 +10,16 @@ pub struct ControllerFlags {
     /// this (kube-controller-manager's --min-resync-period).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub min_resync_period: Duration,
+    /// Each node gets a /24 of this as its podCIDR (kube-controller-manager's
+    /// --cluster-cidr, with --allocate-node-cidrs on).
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
 }
 
 impl ControllerFlags {
     pub fn config(&self) -> actors::controllers::Config {
-        actors::controllers::Config { min_resync_period: self.min_resync_period }
+        let node_ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: self.cluster_cidr.clone(), ..Default::default() };
+        actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam }
     }
 }
 

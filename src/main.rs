@@ -9,6 +9,7 @@ mod controller_flags;
 mod health;
 mod members;
 mod natsd;
+mod runtime_flags;
 mod state;
 mod status;
 mod up;
@@ -48,7 +49,7 @@ enum Cmd {
     Gateway(GatewayArgs),
     /// Run the scheduler.
     Scheduler(Common),
-    /// Run the controllers (deployment, replicaset, garbage collector).
+    /// Run the controllers (deployment, replicaset, garbage collector, node IPAM, …).
     Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
@@ -104,6 +105,8 @@ struct NodeArgs {
     /// Memory capacity in bytes (default: the host's).
     #[arg(long)]
     memory_bytes: Option<u64>,
+    #[command(flatten)]
+    runtime: runtime_flags::RuntimeFlags,
 }
 
 fn init_tracing() {
@@ -172,6 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(m) = a.memory_bytes {
                 cfg.memory_bytes = m;
             }
+            a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name).join("images"), |w| eprintln!("{w}"))?;
             let h = node_agent::start(cfg, bus).await?;
             component(&a.common, "node agent", || async move { h.shutdown().await }).await
         }

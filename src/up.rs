@@ -37,6 +37,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
     #[command(flatten)]
+    pub runtime: crate::runtime_flags::RuntimeFlags,
+    #[command(flatten)]
     pub controllers: crate::controller_flags::ControllerFlags,
     /// Each node agent's pod limit (the kubelet's --max-pods).
     #[arg(long, default_value_t = 110)]
@@ -141,7 +143,25 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         step(&format!("starting node agent {name}"));
         let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
         cfg.max_pods = a.max_pods;
-        nodes.push(node_agent::start(cfg, bus.clone()).await?);
+        a.runtime.apply(&mut cfg, &data_dir.join("images"), |w| if i == 1 { step(w) })?;
+        match node_agent::start(cfg, bus.clone()).await {
+            Ok(n) => {
+                if let Some(pid) = n.containerd_pid() {
+                    step(&format!("node agent {name}: containerd pid {pid}"));
+                }
+                nodes.push(n)
+            }
+            Err(e) => {
+                // The agents already up stop their containerd before `up` gives up.
+                for n in nodes {
+                    n.shutdown().await;
+                }
+                controllers.shutdown().await;
+                scheduler.shutdown().await;
+                state.shutdown().await;
+                return Err(e.context(format!("starting node agent {name}")));
+            }
+        }
     }
     wait_nodes_ready(&client, a.nodes).await;
 

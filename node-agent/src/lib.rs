@@ -1,9 +1,13 @@
 //! The node agent (flotilla's kubelet): registers its Node, keeps it Ready with heartbeats,
-//! runs the pods bound to it through a runtime and serves their logs.
+//! runs the pods bound to it through a runtime (its own containerd, any CRI endpoint, host
+//! processes, or simulated) and serves their logs.
 
+pub mod images;
 pub mod kubelet;
 pub mod logs;
+pub mod network;
 pub mod runtime;
+mod shutdown;
 
 use actix::prelude::*;
 use std::path::PathBuf;
@@ -11,18 +15,47 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Which runtime runs the pods that name no `runtimeClassName`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// CRI: the agent's own containerd child, or `endpoint` when given
+    /// (kubelet's --container-runtime-endpoint).
+    Containerd { endpoint: Option<PathBuf> },
+    /// Host processes (`runtimeClassName: host` works on every node whatever this is).
+    Process,
+    /// Hollow nodes: pods "run" without processes.
+    Simulated,
+}
+
+impl RuntimeKind {
+    /// containerd when it can run here (installed, and we are root), else host
+    /// processes, with the one-line reason.
+    pub fn detect() -> (RuntimeKind, Option<&'static str>) {
+        if runtime::cri::containerd::available() {
+            (RuntimeKind::Containerd { endpoint: None }, None)
+        } else {
+            (RuntimeKind::Process, Some("containerd, runc or ctr is not installed, or the agent is not root: pods run as host processes (they need spec.containers[].command)"))
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub name: String,
-    /// Per-node directory: pod working directories and logs.
+    /// Per-node directory: pod working directories and logs, the containerd child's state.
     pub data_dir: PathBuf,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
     pub max_pods: u32,
     /// Mirrors the kubelet's node-status-update-frequency.
     pub heartbeat: Duration,
-    /// The address pods get in host mode.
+    /// The node's address (host-mode pods report it as theirs).
     pub host_ip: String,
+    pub runtime: RuntimeKind,
+    /// The air-gap folder: image archives imported into containerd at start.
+    pub images_dir: Option<PathBuf>,
+    /// `nodeInfo.containerRuntimeVersion`, filled in once the runtime answers.
+    pub container_runtime_version: String,
 }
 
 fn host_memory() -> u64 {
@@ -34,7 +67,16 @@ fn host_memory() -> u64 {
 }
 
 impl NodeConfig {
-    /// Capacity from the host: its CPUs and memory.
+    /// The name of what this agent makes in host-wide namespaces (its bridge, its cgroup
+    /// parent): the node's name behind a tag of its data dir, so two clusters on one host
+    /// whose nodes share names never share a bridge.
+    pub fn host_id(&self) -> String {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(self.data_dir.to_string_lossy().as_bytes());
+        format!("{:02x}{:02x}-{}", h[0], h[1], self.name)
+    }
+
+    /// Capacity from the host: its CPUs and memory; host processes until told otherwise.
     pub fn from_host(name: String, data_dir: PathBuf) -> NodeConfig {
         let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
         NodeConfig {
@@ -45,6 +87,9 @@ impl NodeConfig {
             max_pods: 110,
             heartbeat: kubelet::node::DEFAULT_HEARTBEAT,
             host_ip: "127.0.0.1".into(),
+            runtime: RuntimeKind::Process,
+            images_dir: None,
+            container_runtime_version: "flotilla-process://0.1".into(),
         }
     }
 }
@@ -52,40 +97,72 @@ impl NodeConfig {
 pub struct NodeHandle {
     kubelet: Addr<kubelet::Kubelet>,
     stop: CancellationToken,
+    cleanup: shutdown::Cleanup,
 }
 
-/// Registers the node, then runs its heartbeat, its log service and the kubelet actor.
-/// Call inside an actix System (the actor runs on the System's thread).
+/// Starts the runtime, registers the node, then runs its heartbeat, its log service and
+/// the kubelet actor. Call inside an actix System (the actor runs on the System's thread).
 pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle> {
+    let mut cleanup = shutdown::Cleanup { node: cfg.name.clone(), host_id: cfg.host_id(), ..Default::default() };
+    match start_parts(cfg, bus, &mut cleanup).await {
+        Ok((kubelet, stop)) => Ok(NodeHandle { kubelet, stop, cleanup }),
+        Err(e) => {
+            // Whatever was started (containerd, the bridge) goes again.
+            cleanup.run().await;
+            Err(e)
+        }
+    }
+}
+
+async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown::Cleanup) -> anyhow::Result<(Addr<kubelet::Kubelet>, CancellationToken)> {
     use tracing::Instrument;
     std::fs::create_dir_all(&cfg.data_dir)?;
+    let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime { host_ip: cfg.host_ip.clone() });
+    let default: Arc<dyn runtime::Runtime> = match &cfg.runtime {
+        RuntimeKind::Process => process.clone(),
+        RuntimeKind::Simulated => Arc::new(runtime::simulated::SimulatedRuntime::default()),
+        RuntimeKind::Containerd { endpoint } => runtime::cri::connect(&cfg, endpoint.as_deref(), cleanup).await?,
+    };
+    cfg.container_runtime_version = default.version();
     let client = bus::Client::new(bus.clone());
     kubelet::node::register(&client, &cfg).await.map_err(|e| anyhow::anyhow!("registering node {}: {e}", cfg.name))?;
+    if cleanup.containerd.is_some() {
+        // Our own containerd: its pod network is ours to configure.
+        network::setup(&client, &cfg).await?;
+        cleanup.bridge = true;
+    }
     let stop = CancellationToken::new();
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
-    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), stop.clone()).instrument(span()));
+    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), default.clone(), stop.clone()).instrument(span()));
     tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()).instrument(span()));
     let scope = bus::informer::Scope { node: Some(cfg.name.clone()), ..Default::default() };
     let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
-    let runtime: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime);
-    let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtime);
+    let runtimes = runtime::Runtimes::new(default, vec![process]);
+    let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
     k.allocatable = kubelet::admission::Allocatable { cpu_millis: cfg.cpu_millis, memory_bytes: cfg.memory_bytes, pods: u64::from(cfg.max_pods) };
     let kubelet = kubelet::Kubelet::create(move |ctx| {
         ctx.add_stream(pods);
         k
     });
-    Ok(NodeHandle { kubelet, stop })
+    Ok((kubelet, stop))
 }
 
 /// How long pod processes get between SIGTERM and SIGKILL when the agent stops.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 impl NodeHandle {
-    /// Stops the agent: every pod process group gets SIGTERM, then SIGKILL after
-    /// [`SHUTDOWN_GRACE`]; returns once they are gone. The store is left as it is (no
-    /// status written), so a restart on the same data dir resumes the pods.
+    /// Stops the agent: every container gets its stop signal, then SIGKILL after
+    /// [`SHUTDOWN_GRACE`], every sandbox is removed; then the agent's containerd, its shims,
+    /// the node's bridge. The store is left as it is (no status written), so a restart on
+    /// the same data dir resumes the pods.
     pub async fn shutdown(self) {
         self.stop.cancel();
         let _ = self.kubelet.send(kubelet::Shutdown { grace: SHUTDOWN_GRACE }).await;
+        self.cleanup.run().await;
+    }
+
+    /// The PID of the agent's containerd child, if it runs one.
+    pub fn containerd_pid(&self) -> Option<u32> {
+        self.cleanup.containerd.as_ref().map(|c| c.pid())
     }
 }

@@ -1,5 +1,7 @@
 //! Answers `kubectl logs` for the pods of this node: the gateway asks on the node's log
-//! subject, this reads the container's log file (current or previous instance).
+//! subject, this reads the container's log file (current or previous instance). Files
+//! written by a CRI runtime are in the CRI log format (`<time> stdout F <line>`): the
+//! text is taken out of it, as the kubelet does.
 
 use futures::StreamExt;
 use schema::codec;
@@ -32,6 +34,41 @@ fn pod_dir(data_dir: &Path, ns: &str, pod: &str) -> Option<PathBuf> {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
+}
+
+/// One line in the CRI log format: (message, whether the line is complete).
+fn cri_line(line: &[u8]) -> Option<(&[u8], bool)> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let (time, stream, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    let msg = parts.next().unwrap_or(b"");
+    let looks_like_time = time.len() >= 20 && time.get(4) == Some(&b'-') && time.get(10) == Some(&b'T');
+    if !looks_like_time || !(stream == b"stdout" || stream == b"stderr") {
+        return None;
+    }
+    match tag {
+        b"F" => Some((msg, true)),
+        b"P" => Some((msg, false)),
+        _ => None,
+    }
+}
+
+/// The container's output from a log file: CRI-format lines are unwrapped (partial lines
+/// joined), anything else (host-mode output) is passed on as it is.
+pub fn decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        match cri_line(body) {
+            Some((msg, complete)) => {
+                out.extend_from_slice(msg);
+                if complete {
+                    out.push(b'\n');
+                }
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
 }
 
 fn tail(bytes: Vec<u8>, lines: Option<u64>) -> Vec<u8> {
@@ -79,7 +116,7 @@ fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
 
 pub fn answer(data_dir: &Path, req: &LogRequest) -> LogResponse {
     match locate(data_dir, req) {
-        Ok(f) => LogResponse::Data(tail(std::fs::read(f).unwrap_or_default(), req.tail_lines)),
+        Ok(f) => LogResponse::Data(tail(decode(&std::fs::read(f).unwrap_or_default()), req.tail_lines)),
         Err(r) => r,
     }
 }
@@ -109,7 +146,12 @@ async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, mut offs
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
         }
-        let chunk = read_from(&path, offset);
+        let mut chunk = read_from(&path, offset);
+        // Only whole lines: a CRI line cut in two would not decode.
+        match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(i) => chunk.truncate(i + 1),
+            None => chunk.clear(),
+        }
         if chunk.is_empty() {
             idle += 1;
             if idle < FOLLOW_PROBE_EVERY {
@@ -118,7 +160,7 @@ async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, mut offs
         }
         idle = 0;
         offset += chunk.len() as u64;
-        let Ok(payload) = codec::encode(&LogResponse::Data(chunk)) else { return };
+        let Ok(payload) = codec::encode(&LogResponse::Data(decode(&chunk))) else { return };
         match tokio::time::timeout(std::time::Duration::from_secs(5), nats.request(inbox.clone(), payload.into())).await {
             Ok(Ok(_)) => {}
             _ => return,
@@ -144,8 +186,10 @@ pub async fn serve(nats: async_nats::Client, node: String, data_dir: PathBuf, st
         let (resp, follower) = span.in_scope(|| match codec::decode::<LogRequest>(&msg.payload) {
             Ok(req) => match locate(&data_dir, &req) {
                 Ok(path) => {
-                    let all = std::fs::read(&path).unwrap_or_default();
-                    let offset = all.len() as u64;
+                    let raw = std::fs::read(&path).unwrap_or_default();
+                    // Follow from the last whole line on.
+                    let offset = raw.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0) as u64;
+                    let all = decode(&raw[..offset as usize]);
                     let follower = req.follow_inbox.clone().filter(|_| !req.previous).map(|inbox| (inbox, path, offset));
                     (LogResponse::Data(tail(all, req.tail_lines)), follower)
                 }
@@ -185,6 +229,13 @@ mod tests {
         let other = LogRequest { pod: "q".into(), ..req("c", false, None) };
         assert!(matches!(answer(&data, &other), LogResponse::NotFound(_)));
         let _ = std::fs::remove_dir_all(data);
+    }
+
+    #[test]
+    fn cri_lines_are_unwrapped_and_others_kept() {
+        let cri = b"2026-12-02T07:27:01.123456789Z stdout F hello\n2026-12-02T07:27:01.2Z stderr P par\n2026-12-02T07:27:01.3Z stderr F tial\n2026-12-02T07:27:01.4Z stdout F \n";
+        assert_eq!(decode(cri), b"hello\npartial\n\n");
+        assert_eq!(decode(b"plain output\nstdout F x\n"), b"plain output\nstdout F x\n");
     }
 
     #[test]

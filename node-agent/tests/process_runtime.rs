@@ -10,10 +10,13 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
     ContainerSpec {
         pod_key: "t/p".into(),
         name: "c".into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
+        image: "busybox".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec![script.into()],
         env: vec![("HOSTNAME".into(), "p".into())],
-        working_dir: dir.join("work"),
+        working_dir: Some(dir.join("work")),
         log_path: dir.join("c/0.log"),
+        attempt: 0,
     }
 }
 
@@ -54,35 +57,36 @@ async fn wait_for_log(path: &Path, text: &str) -> String {
 async fn runs_logs_and_stops_the_whole_group() {
     let dir = scratch("stop");
     let s = spec(&dir, "echo hi $HOSTNAME; sleep 100 & sleep 100");
-    let rt = ProcessRuntime;
+    let rt = ProcessRuntime::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let started = rt.start_container(&s, Box::new(move |_, code| {
+    let started = rt.spawn(&s, Box::new(move |code| {
         let _ = tx.send(code);
     })).expect("start");
+    let pid = started.pid.expect("host processes have a pid");
     assert!(wait_for_log(&s.log_path, "hi").await.contains("hi p"), "env reaches the process");
-    assert!(rt.alive(started));
+    assert!(group_alive(pid));
     // The sleeps are forked after the echo: under load they may trail the log line.
     for _ in 0..250 {
-        if members(started.pid).len() >= 2 {
+        if members(pid).len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(members(started.pid).len() >= 2, "the shell and its sleeps share one group");
+    assert!(members(pid).len() >= 2, "the shell and its sleeps share one group");
 
-    tokio::time::timeout(Duration::from_secs(10), rt.stop_container(started, Duration::from_secs(5))).await.expect("stop finishes");
+    tokio::time::timeout(Duration::from_secs(10), rt.stop_container(&started, Duration::from_secs(5))).await.expect("stop finishes");
     let code = tokio::time::timeout(Duration::from_secs(5), rx).await.expect("exit seen").expect("code");
     assert_eq!(code, 128 + libc::SIGTERM, "SIGTERM was enough");
-    assert!(!rt.alive(started) && !group_alive(started.pid));
-    assert!(members(started.pid).is_empty(), "no process of the group survives");
+    assert!(!group_alive(pid));
+    assert!(members(pid).is_empty(), "no process of the group survives");
     // The main process was reaped by the runtime, not left a zombie.
     for _ in 0..100 {
-        if !Path::new(&format!("/proc/{}", started.pid)).exists() {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(!Path::new(&format!("/proc/{}", started.pid)).exists());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -90,18 +94,19 @@ async fn runs_logs_and_stops_the_whole_group() {
 async fn sigterm_ignored_means_sigkill_after_grace() {
     let dir = scratch("kill");
     let s = spec(&dir, "trap '' TERM; echo ready; while true; do sleep 1; done");
-    let rt = ProcessRuntime;
+    let rt = ProcessRuntime::default();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let started = rt.start_container(&s, Box::new(move |_, code| {
+    let started = rt.spawn(&s, Box::new(move |code| {
         let _ = tx.send(code);
     })).expect("start");
+    let pid = started.pid.expect("host processes have a pid");
     wait_for_log(&s.log_path, "ready").await;
     let t0 = std::time::Instant::now();
-    rt.stop_container(started, Duration::from_millis(300)).await;
+    rt.stop_container(&started, Duration::from_millis(300)).await;
     assert!(t0.elapsed() >= Duration::from_millis(300), "the grace period was given");
     let code = tokio::time::timeout(Duration::from_secs(5), rx).await.expect("exit seen").expect("code");
     assert_eq!(code, 128 + libc::SIGKILL);
-    assert!(members(started.pid).is_empty());
+    assert!(members(pid).is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -109,10 +114,10 @@ async fn sigterm_ignored_means_sigkill_after_grace() {
 fn a_missing_working_dir_is_a_create_error() {
     let dir = scratch("wd");
     let mut s = spec(&dir, "true");
-    s.working_dir = dir.join("nosuch");
-    let e = ProcessRuntime.start_container(&s, Box::new(|_, _| {})).unwrap_err();
+    s.working_dir = Some(dir.join("nosuch"));
+    let e = ProcessRuntime::default().spawn(&s, Box::new(|_| {})).unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
-    assert!(!s.working_dir.exists(), "nothing is created on the host");
+    assert!(!dir.join("nosuch").exists(), "nothing is created on the host");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -121,7 +126,7 @@ async fn an_exit_reports_its_code() {
     let dir = scratch("exit");
     let s = spec(&dir, "echo bye >&2; exit 3");
     let (tx, rx) = tokio::sync::oneshot::channel();
-    ProcessRuntime.start_container(&s, Box::new(move |_, code| {
+    ProcessRuntime::default().spawn(&s, Box::new(move |code| {
         let _ = tx.send(code);
     })).expect("start");
     let code = tokio::time::timeout(Duration::from_secs(5), rx).await.expect("exit seen").expect("code");

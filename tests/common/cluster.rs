@@ -31,15 +31,19 @@ impl Cluster {
         Cluster::up_with(data_dir, nodes, &[])
     }
 
-    /// `up` with more arguments for `flotilla up` (e.g. `--state-members 3`).
+    /// `up` with more arguments for `flotilla up` (e.g. `--state-members 3`). Pods run as
+    /// host processes unless `extra` picks a `--runtime`: the tests that need containerd
+    /// say so (tests/containerd_pods.rs).
     pub fn up_with(data_dir: &Path, nodes: u32, extra: &[&str]) -> Cluster {
         let addr = format!("127.0.0.1:{}", free_port());
+        let runtime: &[&str] = if extra.contains(&"--runtime") { &[] } else { &["--runtime", "process"] };
         let log = data_dir.with_extension(format!("up-{}.log", free_port()));
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--nodes", &nodes.to_string(), "--gateway-addr", &addr])
+            .args(runtime)
             .args(extra)
             .env("RUST_LOG", "info,async_nats=warn,openraft=warn")
             .stdin(Stdio::null())

@@ -1,5 +1,5 @@
 //! The controllers (Deployment, ReplicaSet, garbage collector, namespace, quota,
-//! serviceaccount) and what they share: the message that drives their queues (`queue`),
+//! serviceaccount, node IPAM) and what they share: the message that drives their queues (`queue`),
 //! expectations for their own writes in flight (`expectations`), graceful pod deletion,
 //! and read-modify-write with CAS.
 
@@ -9,6 +9,7 @@ pub use bus::events;
 pub mod expectations;
 pub mod gc;
 pub mod namespace;
+pub mod nodeipam;
 pub mod owned;
 pub mod propagation;
 pub mod queue;
@@ -37,11 +38,13 @@ pub struct Config {
     /// Each controller resyncs after a random period in [min, 2·min), as kube's do, so
     /// they do not all wake together.
     pub min_resync_period: Duration,
+    /// --cluster-cidr and --node-cidr-mask-size of the node IPAM controller.
+    pub node_ipam: nodeipam::NodeIpamConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { min_resync_period: RESYNC }
+        Config { min_resync_period: RESYNC, node_ipam: nodeipam::NodeIpamConfig::default() }
     }
 }
 
@@ -169,12 +172,15 @@ pub struct ControllersHandle {
     replicaset: Addr<replicaset::ReplicaSetController>,
     gc: Addr<gc::GarbageCollector>,
     namespace: Addr<namespace::NamespaceController>,
-    /// The task-shaped controllers (quota, serviceaccount) and what stops them.
+    /// The task-shaped controllers (quota, serviceaccount, node IPAM) and what stops them.
     tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
 }
 
 /// Starts every controller; each lists and watches what it needs over the bus.
 pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHandle> {
+    if nodeipam::parse_cidr(&cfg.node_ipam.cluster_cidr).is_none() {
+        anyhow::bail!("--cluster-cidr {:?} is not an IPv4 CIDR", cfg.node_ipam.cluster_cidr);
+    }
     let client = Client::new(bus);
     let (resync_d, resync_rs, resync_gc) = (cfg.resync(), cfg.resync(), cfg.resync());
     let c = client.clone();
@@ -195,7 +201,14 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         gc::GarbageCollector::new(c).resync_every(resync_gc)
     });
     let stop = tokio_util::sync::CancellationToken::new();
-    let tasks = (vec![quota::start(client.clone(), cfg.resync(), stop.clone()), serviceaccount::start(client.clone(), stop.clone())], stop);
+    let tasks = (
+        vec![
+            quota::start(client.clone(), cfg.resync(), stop.clone()),
+            serviceaccount::start(client.clone(), stop.clone()),
+            nodeipam::start(client.clone(), cfg.node_ipam.clone(), stop.clone()),
+        ],
+        stop,
+    );
     let c = client;
     let namespace = namespace::NamespaceController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));

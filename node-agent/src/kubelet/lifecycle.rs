@@ -11,6 +11,10 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long without failing starts its back-off over.
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// The kubelet's image pull back-off starts at 10 s (and doubles up to MAX_BACKOFF).
+pub const INITIAL_PULL_BACKOFF: Duration = Duration::from_secs(10);
+/// How long ErrImagePull shows before the pod's next sync shows ImagePullBackOff.
+pub const PULL_RESYNC: Duration = Duration::from_secs(2);
 /// terminationGracePeriodSeconds when the pod says nothing.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
@@ -26,7 +30,9 @@ pub struct Terminated {
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
     Waiting { reason: String, message: Option<String> },
-    Running { pid: i32, started_at: Timestamp },
+    /// `instance` numbers the kubelet's starts of this container: an exit names the
+    /// instance it ended, so a late exit of a replaced one changes nothing.
+    Running { instance: u64, started_at: Timestamp },
     Terminated(Terminated),
 }
 
@@ -39,8 +45,12 @@ pub struct Container {
     pub last_state: Option<Terminated>,
     /// The wait before the next restart after a failure.
     pub backoff: Duration,
-    /// `flotilla://<pid>` of the newest instance.
+    /// The runtime's id of the newest instance (`containerd://…`, `flotilla://<pid>`).
     pub container_id: Option<String>,
+    /// `imageID` of the newest instance.
+    pub image_id: String,
+    /// The wait before the next pull after a failed one.
+    pub pull_backoff: Duration,
 }
 
 impl Container {
@@ -53,6 +63,8 @@ impl Container {
             last_state: None,
             backoff: INITIAL_BACKOFF,
             container_id: None,
+            image_id: String::new(),
+            pull_backoff: INITIAL_PULL_BACKOFF,
         }
     }
 
@@ -60,11 +72,11 @@ impl Container {
         matches!(self.state, State::Running { .. })
     }
 
-    /// Records the end of the running instance `pid`; None when `pid` is not the current
-    /// instance (an exit of an earlier one, already replaced, changes nothing).
-    fn record_exit(&mut self, pid: i32, code: i32, at: Timestamp) -> Option<Terminated> {
-        let State::Running { pid: current, started_at } = self.state else { return None };
-        if current != pid {
+    /// Records the end of the running `instance`; None when it is not the current one (an
+    /// exit of an earlier one, already replaced, changes nothing).
+    fn record_exit(&mut self, instance: u64, code: i32, at: Timestamp) -> Option<Terminated> {
+        let State::Running { instance: current, started_at } = self.state else { return None };
+        if current != instance {
             return None;
         }
         let t = Terminated { exit_code: code, reason: if code == 0 { "Completed".into() } else { "Error".into() }, started_at, finished_at: at };
@@ -136,11 +148,15 @@ impl PodState {
 pub enum Event {
     /// The pod is bound to this node and not being deleted: start its containers.
     Admitted,
-    /// The runtime started container `idx` as process `pid`.
-    Started { idx: usize, pid: i32, at: Timestamp },
+    /// The runtime started `instance` of container `idx` as `id`, from image `image_id`.
+    Started { idx: usize, instance: u64, id: String, image_id: String, at: Timestamp },
+    /// The container's image could not be pulled (`ErrImagePull`, the runtime's words).
+    PullFailed { idx: usize, message: String },
+    /// Absent with `imagePullPolicy: Never`.
+    NeverPull { idx: usize, message: String },
     /// The runtime could not create it (no command, unknown runtime class …).
     CreateFailed { idx: usize, message: String },
-    Exited { idx: usize, pid: i32, code: i32, at: Timestamp },
+    Exited { idx: usize, instance: u64, code: i32, at: Timestamp },
     /// The back-off timer of container `idx` fired.
     BackoffElapsed { idx: usize },
     /// The pod has a deletionTimestamp: stop it within `grace`, then remove it.
@@ -153,6 +169,8 @@ pub enum Event {
 pub enum Command {
     Start { idx: usize },
     RestartAfter { idx: usize, after: Duration },
+    /// Look at the image of container `idx` again after `after` (BackoffElapsed).
+    PullBackoff { idx: usize, after: Duration },
     /// SIGTERM the container's process group, SIGKILL after `grace` (zero: at once).
     Stop { idx: usize, grace: Duration },
     /// Remove the pod object from the store (deletion finished).
@@ -193,10 +211,12 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
         }
         (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Admitted) => (pod, vec![]),
 
-        (_, Event::Started { idx, pid, at }) => {
+        (_, Event::Started { idx, instance, id, image_id, at }) => {
             let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
-            c.state = State::Running { pid, started_at: at };
-            c.container_id = Some(format!("flotilla://{pid}"));
+            c.state = State::Running { instance, started_at: at };
+            c.container_id = Some(id);
+            c.image_id = image_id;
+            c.pull_backoff = INITIAL_PULL_BACKOFF;
             let cmds = match lifecycle {
                 Lifecycle::Active => vec![],
                 // A start that raced with the deletion: stop it like the others.
@@ -213,10 +233,29 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
             finish_if_stopped(pod, vec![])
         }
 
-        (Lifecycle::Active, Event::Exited { idx, pid, code, at }) => {
+        (Lifecycle::Active, Event::PullFailed { idx, message }) => {
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            c.state = State::Waiting { reason: "ErrImagePull".into(), message: Some(message) };
+            // Shown as ErrImagePull until the next sync, then ImagePullBackOff while waiting.
+            (pod, vec![Command::PullBackoff { idx, after: PULL_RESYNC }])
+        }
+        (Lifecycle::Active, Event::NeverPull { idx, message }) => {
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.state = State::Waiting { reason: "ErrImageNeverPull".into(), message: Some(message) };
+            }
+            (pod, vec![])
+        }
+        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::PullFailed { idx, message } | Event::NeverPull { idx, message }) => {
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.state = State::Waiting { reason: "ErrImagePull".into(), message: Some(message) };
+            }
+            finish_if_stopped(pod, vec![])
+        }
+
+        (Lifecycle::Active, Event::Exited { idx, instance, code, at }) => {
             let policy = pod.policy;
             let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
-            let Some(t) = c.record_exit(pid, code, at) else { return (pod, vec![]) };
+            let Some(t) = c.record_exit(instance, code, at) else { return (pod, vec![]) };
             if !policy.restarts(code) {
                 return (pod, vec![]);
             }
@@ -233,20 +272,33 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
             }
             (pod, vec![Command::RestartAfter { idx, after: wait }])
         }
-        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Exited { idx, pid, code, at }) => {
+        (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Exited { idx, instance, code, at }) => {
             if let Some(c) = pod.containers.get_mut(idx) {
-                c.record_exit(pid, code, at);
+                c.record_exit(instance, code, at);
             }
             finish_if_stopped(pod, vec![])
         }
 
         (Lifecycle::Active, Event::BackoffElapsed { idx }) => {
             let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
-            if !matches!(&c.state, State::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
-                return (pod, vec![]);
+            let reason = match &c.state {
+                State::Waiting { reason, .. } => reason.clone(),
+                _ => return (pod, vec![]),
+            };
+            match reason.as_str() {
+                "CrashLoopBackOff" => {
+                    c.restart_count += 1;
+                    (pod, vec![Command::Start { idx }])
+                }
+                "ErrImagePull" => {
+                    let wait = c.pull_backoff;
+                    c.pull_backoff = (c.pull_backoff * 2).min(MAX_BACKOFF);
+                    c.state = State::Waiting { reason: "ImagePullBackOff".into(), message: Some(crate::images::backoff_message(&c.image)) };
+                    (pod, vec![Command::PullBackoff { idx, after: wait }])
+                }
+                "ImagePullBackOff" => (pod, vec![Command::Start { idx }]),
+                _ => (pod, vec![]),
             }
-            c.restart_count += 1;
-            (pod, vec![Command::Start { idx }])
         }
         (Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::BackoffElapsed { .. }) => (pod, vec![]),
 
@@ -317,17 +369,17 @@ mod tests {
     fn admission_starts_every_container() {
         let (p, cmds) = step(pod(RestartPolicy::Always, &["a", "b"]), Event::Admitted);
         assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::Start { idx: 1 }]);
-        let (p, cmds) = step(p, Event::Started { idx: 0, pid: 10, at: t(0) });
+        let (p, cmds) = step(p, Event::Started { idx: 0, instance: 10, id: format!("flotilla://{}", 10), image_id: String::new(), at: t(0) });
         assert!(cmds.is_empty());
-        assert_eq!(p.containers[0].state, State::Running { pid: 10, started_at: t(0) });
+        assert_eq!(p.containers[0].state, State::Running { instance: 10, started_at: t(0) });
         assert_eq!(p.containers[0].container_id.as_deref(), Some("flotilla://10"));
     }
 
     #[test]
     fn crash_restarts_with_growing_backoff() {
         let p = pod(RestartPolicy::Always, &["c"]);
-        let (p, _) = run(p, vec![Event::Admitted, Event::Started { idx: 0, pid: 10, at: t(0) }]);
-        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 10, code: 137, at: t(5) });
+        let (p, _) = run(p, vec![Event::Admitted, Event::Started { idx: 0, instance: 10, id: format!("flotilla://{}", 10), image_id: String::new(), at: t(0) }]);
+        let (p, cmds) = step(p, Event::Exited { idx: 0, instance: 10, code: 137, at: t(5) });
         assert_eq!(cmds, vec![Command::RestartAfter { idx: 0, after: INITIAL_BACKOFF }]);
         assert_eq!(waiting_reason(&p.containers[0]), Some("CrashLoopBackOff"));
         let State::Waiting { message: Some(m), .. } = &p.containers[0].state else { panic!("waiting") };
@@ -342,9 +394,9 @@ mod tests {
         let mut p = p;
         let mut waits = vec![];
         for i in 0..12 {
-            let pid = 11 + i;
-            let (next, _) = step(p, Event::Started { idx: 0, pid, at: t(10 + i as i64) });
-            let (next, cmds) = step(next, Event::Exited { idx: 0, pid, code: 1, at: t(11 + i as i64) });
+            let n = 11 + i;
+            let (next, _) = step(p, Event::Started { idx: 0, instance: n, id: format!("flotilla://{n}"), image_id: String::new(), at: t(10 + i as i64) });
+            let (next, cmds) = step(next, Event::Exited { idx: 0, instance: n, code: 1, at: t(11 + i as i64) });
             let [Command::RestartAfter { after, .. }] = cmds.as_slice() else { panic!("{cmds:?}") };
             waits.push(after.as_secs());
             let (next, _) = step(next, Event::BackoffElapsed { idx: 0 });
@@ -358,15 +410,15 @@ mod tests {
     fn long_runs_reset_the_backoff() {
         let mut p = pod(RestartPolicy::Always, &["c"]);
         p.containers[0].backoff = Duration::from_secs(160);
-        let (_, cmds) = run(p, vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code: 1, at: t(700) }]);
+        let (_, cmds) = run(p, vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, code: 1, at: t(700) }]);
         assert_eq!(cmds, vec![Command::RestartAfter { idx: 0, after: INITIAL_BACKOFF }]);
     }
 
     #[test]
     fn an_exit_of_a_replaced_instance_changes_nothing() {
         let p = pod(RestartPolicy::Always, &["c"]);
-        let (p, _) = run(p, vec![Event::Started { idx: 0, pid: 1, at: t(0) }]);
-        let (q, cmds) = step(p.clone(), Event::Exited { idx: 0, pid: 99, code: 1, at: t(1) });
+        let (p, _) = run(p, vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }]);
+        let (q, cmds) = step(p.clone(), Event::Exited { idx: 0, instance: 99, code: 1, at: t(1) });
         assert!(cmds.is_empty());
         assert_eq!(q, p);
     }
@@ -376,7 +428,7 @@ mod tests {
         for (policy, code, restarts) in
             [(RestartPolicy::Never, 1, false), (RestartPolicy::Never, 0, false), (RestartPolicy::OnFailure, 0, false), (RestartPolicy::OnFailure, 2, true), (RestartPolicy::Always, 0, true)]
         {
-            let (p, cmds) = run(pod(policy, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code, at: t(1) }]);
+            let (p, cmds) = run(pod(policy, &["c"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, code, at: t(1) }]);
             assert_eq!(!cmds.is_empty(), restarts, "{policy:?} exit {code}");
             if !restarts {
                 assert!(matches!(&p.containers[0].state, State::Terminated(t) if t.exit_code == code));
@@ -394,20 +446,40 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_pull_shows_err_image_pull_then_backs_off() {
+        let p = pod(RestartPolicy::Always, &["c"]);
+        let msg = "rpc error: code = NotFound desc = failed to pull and unpack image \"docker.io/library/nope:latest\"";
+        let (p, cmds) = run(p, vec![Event::Admitted, Event::PullFailed { idx: 0, message: msg.into() }]);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::PullBackoff { idx: 0, after: PULL_RESYNC }]);
+        assert_eq!(p.containers[0].state, State::Waiting { reason: "ErrImagePull".into(), message: Some(msg.into()) });
+        let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert_eq!(cmds, vec![Command::PullBackoff { idx: 0, after: INITIAL_PULL_BACKOFF }]);
+        assert_eq!(p.containers[0].state, State::Waiting { reason: "ImagePullBackOff".into(), message: Some("Back-off pulling image \"busybox\"".into()) });
+        let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
+        // The next failure waits twice as long; restarts are not counted for pulls.
+        let (p, _) = run(p, vec![Event::PullFailed { idx: 0, message: msg.into() }]);
+        let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert_eq!(cmds, vec![Command::PullBackoff { idx: 0, after: INITIAL_PULL_BACKOFF * 2 }]);
+        assert_eq!(p.containers[0].restart_count, 0);
+        assert_eq!(crate::kubelet::status::phase(&p.containers, p.policy), "Pending");
+    }
+
+    #[test]
     fn deletion_stops_then_removes_from_the_store() {
         let grace = Duration::from_secs(30);
-        let (p, _) = run(pod(RestartPolicy::Always, &["a", "b"]), vec![Event::Admitted, Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Started { idx: 1, pid: 2, at: t(0) }]);
+        let (p, _) = run(pod(RestartPolicy::Always, &["a", "b"]), vec![Event::Admitted, Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Started { idx: 1, instance: 2, id: format!("flotilla://{}", 2), image_id: String::new(), at: t(0) }]);
         let (p, cmds) = step(p, Event::DeletionRequested { grace });
         assert_eq!(cmds, vec![Command::Stop { idx: 0, grace }, Command::Stop { idx: 1, grace }]);
         assert_eq!(p.lifecycle, Lifecycle::Terminating { grace });
 
         // The first exit neither restarts nor finishes the pod.
-        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 1, code: 143, at: t(3) });
+        let (p, cmds) = step(p, Event::Exited { idx: 0, instance: 1, code: 143, at: t(3) });
         assert!(cmds.is_empty());
         let (p, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
         assert!(cmds.is_empty());
         // The last one does: the pod is deleted from the store.
-        let (p, cmds) = step(p, Event::Exited { idx: 1, pid: 2, code: 137, at: t(30) });
+        let (p, cmds) = step(p, Event::Exited { idx: 1, instance: 2, code: 137, at: t(30) });
         assert_eq!(cmds, vec![Command::DeleteFromStore]);
         assert_eq!(p.lifecycle, Lifecycle::Removing);
         // Seen again before the store's delete event: ask again; then forget it.
@@ -430,7 +502,7 @@ mod tests {
 
     #[test]
     fn a_shorter_grace_takes_over() {
-        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::DeletionRequested { grace: DEFAULT_GRACE }]);
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::DeletionRequested { grace: DEFAULT_GRACE }]);
         let (p, cmds) = step(p, Event::DeletionRequested { grace: Duration::from_secs(60) });
         assert!(cmds.is_empty());
         let (_, cmds) = step(p, Event::DeletionRequested { grace: Duration::ZERO });
@@ -439,12 +511,12 @@ mod tests {
 
     #[test]
     fn force_deletion_kills_at_once() {
-        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }]);
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }]);
         let (p, cmds) = step(p, Event::Removed);
         assert_eq!(cmds, vec![Command::Stop { idx: 0, grace: Duration::ZERO }]);
         assert_eq!(p.lifecycle, Lifecycle::Gone);
         // Its exit, and a pending restart timer, do nothing any more.
-        let (p, cmds) = step(p, Event::Exited { idx: 0, pid: 1, code: 137, at: t(1) });
+        let (p, cmds) = step(p, Event::Exited { idx: 0, instance: 1, code: 137, at: t(1) });
         assert!(cmds.is_empty());
         let (_, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
         assert!(cmds.is_empty());
@@ -452,7 +524,7 @@ mod tests {
 
     #[test]
     fn a_crash_looping_container_does_not_restart_while_terminating() {
-        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code: 1, at: t(1) }]);
+        let (p, _) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, code: 1, at: t(1) }]);
         let (p, cmds) = step(p, Event::DeletionRequested { grace: DEFAULT_GRACE });
         assert_eq!(cmds, vec![Command::DeleteFromStore], "nothing runs: removed at once");
         let (_, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
@@ -462,7 +534,7 @@ mod tests {
     #[test]
     fn unknown_indexes_are_ignored() {
         let p = pod(RestartPolicy::Always, &["c"]);
-        for ev in [Event::Started { idx: 5, pid: 1, at: t(0) }, Event::Exited { idx: 5, pid: 1, code: 0, at: t(0) }, Event::BackoffElapsed { idx: 5 }, Event::CreateFailed { idx: 5, message: "x".into() }] {
+        for ev in [Event::Started { idx: 5, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 5, instance: 1, code: 0, at: t(0) }, Event::BackoffElapsed { idx: 5 }, Event::CreateFailed { idx: 5, message: "x".into() }] {
             let (q, cmds) = step(p.clone(), ev);
             assert!(cmds.is_empty());
             assert_eq!(q, p);

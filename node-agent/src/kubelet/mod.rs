@@ -1,14 +1,17 @@
 //! The kubelet actor: a thin shell fed by the informer of this node's pods, by container
 //! exits and by timers. It feeds each pod's pure state machine (`lifecycle::step`), carries
-//! out the commands through the runtime and the store, and reports status through one
-//! writer per pod.
+//! out the commands through the pod's runtime (`workers` starts containers: sandbox, image,
+//! container) and the store (`store`), and reports status through one writer per pod.
 
 pub mod admission;
 pub mod lifecycle;
 pub mod node;
+pub mod spec;
 pub mod status;
+mod store;
+mod workers;
 
-use crate::runtime::{ContainerSpec, Runtime, Started};
+use crate::runtime::{Runtime, Runtimes, Sandbox, Started};
 use actix::prelude::*;
 use bus::informer::InformerEvent;
 use bus::Client;
@@ -16,20 +19,39 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use lifecycle::{Command, Container, Event, Lifecycle, PodState, RestartPolicy};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-const ACTOR: &str = "kubelet";
+pub use spec::pod_dir;
 
-/// What the shell keeps beside a pod's pure state: the stored object, its processes and
-/// the channel to its status writer.
+const ACTOR: &str = "kubelet";
+/// How long a pod's containers may take to start before its status says ContainerCreating.
+const STARTING_REPORT: Duration = Duration::from_millis(500);
+
+/// A pod's sandbox, as far as the shell knows it.
+enum SandboxSlot {
+    None,
+    /// Being made; these containers start once it is there.
+    Creating(Vec<usize>),
+    Ready(Sandbox),
+}
+
+/// What the shell keeps beside a pod's pure state: the stored object, its runtime,
+/// sandbox and containers, and the channel to its status writer.
 struct PodRt {
     pod: Pod,
     state: PodState,
-    /// Processes by container index.
-    procs: HashMap<usize, Started>,
+    /// The runtime its runtimeClassName picks, or why there is none.
+    runtime: Result<Arc<dyn Runtime>, String>,
+    sandbox: SandboxSlot,
+    sandbox_attempt: u32,
+    pod_ip: Option<String>,
+    /// Starts asked of the runtime whose answer has not come back.
+    starting: usize,
+    /// Running containers by index, with the instance number the kubelet gave each start.
+    procs: HashMap<usize, (u64, Started)>,
     start_time: Timestamp,
     qos: &'static str,
     /// The latest status; a per-pod writer task coalesces and writes it.
@@ -41,19 +63,23 @@ pub struct Kubelet {
     pub host_ip: String,
     pub data_dir: PathBuf,
     pub client: Client,
-    pub runtime: Arc<dyn Runtime>,
+    pub runtimes: Runtimes,
     /// What admission lets the node's pods add up to.
     pub allocatable: admission::Allocatable,
     pods: HashMap<String, PodRt>,
+    /// Numbers every container start, so an exit names the instance it ended.
+    next_instance: u64,
+    /// Exits seen before their start's answer was handled.
+    early_exits: HashMap<u64, i32>,
     /// Set by Shutdown: nothing new starts and no status is written any more, so the store
     /// keeps saying what should run and a restarted agent brings it back.
     stopping: bool,
 }
 
 impl Kubelet {
-    pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtime: Arc<dyn Runtime>) -> Kubelet {
+    pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
         let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
-        Kubelet { node, host_ip, data_dir, client, runtime, allocatable, pods: HashMap::new(), stopping: false }
+        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false }
     }
 
     fn span(&self) -> tracing::Span {
@@ -70,7 +96,7 @@ impl Actor for Kubelet {
 struct Exited {
     uid: String,
     idx: usize,
-    pid: i32,
+    instance: u64,
     code: i32,
 }
 
@@ -81,8 +107,8 @@ struct RestartDue {
     idx: usize,
 }
 
-/// Stops every container (SIGTERM, then SIGKILL after `grace`) and answers once the
-/// processes are gone; then the actor stops.
+/// Stops every container (its stop signal, then SIGKILL after `grace`) and removes every
+/// sandbox, and answers once they are gone; then the actor stops.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown {
@@ -91,11 +117,6 @@ pub struct Shutdown {
 
 fn uid_of(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_else(|| format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or("")))
-}
-
-/// The pod's directory: working dirs and logs; the log service finds logs by its name.
-pub fn pod_dir(data_dir: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
-    data_dir.join("pods").join(format!("{ns}_{name}_{uid}"))
 }
 
 /// The grace period of a deletion: the one the delete asked for, else the pod's own.
@@ -176,7 +197,7 @@ impl Kubelet {
             let running = self.pods.values().filter(|rt| !matches!(status::phase(&rt.state.containers, rt.state.policy), "Succeeded" | "Failed")).map(|rt| &rt.pod);
             if let Err(r) = admission::admit(&pod, running, self.allocatable) {
                 tracing::warn!(pod = %uid, reason = %r.reason, "pod rejected");
-                tokio::spawn(reject(self.client.clone(), self.node.clone(), pod, r).instrument(self.span()));
+                tokio::spawn(store::reject(self.client.clone(), self.node.clone(), pod, r).instrument(self.span()));
                 return;
             }
         }
@@ -195,14 +216,18 @@ impl Kubelet {
         let state = PodState::new(&ns, &name, &uid, policy, resumed_containers(&pod));
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(Timestamp::now);
         let (status_tx, status_rx) = tokio::sync::watch::channel(None);
-        tokio::spawn(status_writer(self.client.clone(), ns.clone(), name.clone(), uid.clone(), status_rx).instrument(self.span()));
-        tracing::info!(pod = %format!("{ns}/{name}"), node = %self.node, "pod admitted");
+        tokio::spawn(store::status_writer(self.client.clone(), ns.clone(), name.clone(), uid.clone(), status_rx).instrument(self.span()));
+        let runtime = self.runtimes.for_class(pod.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()), &self.node);
+        tracing::info!(pod = %format!("{ns}/{name}"), node = %self.node, runtime = runtime.as_ref().map(|r| r.handler()).unwrap_or("none"), "pod admitted");
         let qos = status::qos_class(pod.spec.as_ref());
-        self.pods.insert(uid, PodRt { pod, state, procs: HashMap::new(), start_time, qos, status_tx });
+        self.pods.insert(
+            uid,
+            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), start_time, qos, status_tx },
+        );
     }
 
     /// Feeds one event to a pod's state machine, carries out its commands (which may feed
-    /// further events: a start answers with Started or CreateFailed), then reports status.
+    /// further events), then reports status.
     fn drive(&mut self, uid: &str, ev: Event, ctx: &mut Context<Self>) {
         let mut queue = VecDeque::from([ev]);
         while let Some(ev) = queue.pop_front() {
@@ -215,14 +240,41 @@ impl Kubelet {
                 }
             }
         }
-        let Some(rt) = self.pods.get(uid) else { return };
+        let Some(rt) = self.pods.get_mut(uid) else { return };
         match rt.state.lifecycle {
+            // A start that answers quickly (host processes) is reported with its result, in
+            // one status write instead of a ContainerCreating one first; a slow one (a pull)
+            // shows ContainerCreating after STARTING_REPORT.
+            Lifecycle::Active | Lifecycle::Terminating { .. } if rt.starting > 0 => {
+                let u = uid.to_string();
+                ctx.run_later(STARTING_REPORT, move |act, _| act.report(&u));
+            }
             Lifecycle::Active | Lifecycle::Terminating { .. } => self.report(uid),
-            Lifecycle::Removing => {}
+            Lifecycle::Removing => self.release_sandbox(uid),
             Lifecycle::Gone => {
+                self.release_sandbox(uid);
                 // Dropping the entry ends its status writer.
                 self.pods.remove(uid);
             }
+        }
+    }
+
+    /// Removes the pod's sandbox (its network too) once nothing of the pod should run.
+    fn release_sandbox(&mut self, uid: &str) {
+        let Some(rt) = self.pods.get_mut(uid) else { return };
+        if let (SandboxSlot::Ready(sb), Ok(runtime)) = (std::mem::replace(&mut rt.sandbox, SandboxSlot::None), &rt.runtime) {
+            let procs: Vec<Started> = rt.procs.drain().map(|(_, (_, s))| s).collect();
+            let runtime = runtime.clone();
+            tokio::spawn(
+                async move {
+                    // Running containers were told to stop; the sandbox goes once they have.
+                    for s in &procs {
+                        runtime.stop_container(s, Duration::ZERO).await;
+                    }
+                    runtime.remove_sandbox(&sb).await;
+                }
+                .instrument(self.span()),
+            );
         }
     }
 
@@ -242,116 +294,39 @@ impl Kubelet {
         self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx).map(|c| c.name.clone())).unwrap_or_default()
     }
 
+    fn container_image(&self, uid: &str, idx: usize) -> String {
+        self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx)?.image.clone()).unwrap_or_default()
+    }
+
     fn execute(&mut self, uid: &str, cmd: Command, ctx: &mut Context<Self>) -> Option<Event> {
         match cmd {
-            Command::Start { idx } => {
-                let ev = self.start_container(uid, idx, ctx);
-                let name = self.container_name(uid, idx);
-                match &ev {
-                    Event::Started { .. } => {
-                        let image = self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx)?.image.clone()).unwrap_or_default();
-                        // Host-process mode runs commands from the machine: nothing is pulled.
-                        self.note(uid, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine"));
-                        self.note(uid, "Normal", "Created", format!("Created container: {name}"));
-                        self.note(uid, "Normal", "Started", format!("Started container {name}"));
-                    }
-                    Event::CreateFailed { message, .. } => self.note(uid, "Warning", "Failed", format!("Error: {message}")),
-                    _ => {}
-                }
-                Some(ev)
-            }
+            Command::Start { idx } => self.start(uid, idx, ctx),
             Command::RestartAfter { idx, after } => {
                 let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
                 self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
                 ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);
                 None
             }
+            Command::PullBackoff { idx, after } => {
+                if after != lifecycle::PULL_RESYNC {
+                    self.note(uid, "Normal", "BackOff", crate::images::backoff_message(&self.container_image(uid, idx)));
+                }
+                ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);
+                None
+            }
             Command::Stop { idx, grace } => {
-                let s = self.pods.get(uid).and_then(|rt| rt.procs.get(&idx)).copied()?;
+                let rt = self.pods.get(uid)?;
+                let (s, runtime) = (rt.procs.get(&idx).map(|(_, s)| s.clone())?, rt.runtime.clone().ok()?);
                 self.note(uid, "Normal", "Killing", format!("Stopping container {}", self.container_name(uid, idx)));
-                tokio::spawn(self.runtime.stop_container(s, grace).instrument(self.span()));
+                tokio::spawn(async move { runtime.stop_container(&s, grace).await }.instrument(self.span()));
                 None
             }
             Command::DeleteFromStore => {
                 let pod = self.pods.get(uid).map(|rt| rt.pod.clone())?;
-                tokio::spawn(delete_from_store(self.client.clone(), pod).instrument(self.span()));
+                tokio::spawn(store::delete_from_store(self.client.clone(), pod).instrument(self.span()));
                 None
             }
         }
-    }
-
-    fn start_container(&mut self, uid: &str, idx: usize, ctx: &mut Context<Self>) -> Event {
-        let Some(rt) = self.pods.get(uid) else { return Event::CreateFailed { idx, message: "the pod is gone".into() } };
-        let class = rt.pod.spec.as_ref().and_then(|s| s.runtime_class_name.clone());
-        if let Some(class) = class.filter(|c| c != self.runtime.handler()) {
-            return Event::CreateFailed {
-                idx,
-                message: format!(
-                    "failed to get sandbox runtime: no runtime for RuntimeClass \"{class}\" is configured on node {}: only \"{}\" (host-process mode) is available",
-                    self.node,
-                    self.runtime.handler()
-                ),
-            };
-        }
-        let Some(spec) = self.container_spec(rt, idx) else { return Event::CreateFailed { idx, message: "no such container in the pod spec".into() } };
-        let default_dir = pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid).join("work");
-        if spec.working_dir == default_dir {
-            if let Err(e) = std::fs::create_dir_all(&default_dir) {
-                return Event::CreateFailed { idx, message: format!("failed to create the pod's working directory: {e}") };
-            }
-        }
-        let addr = ctx.address();
-        let u = uid.to_string();
-        let on_exit = Box::new(move |s: Started, code: i32| addr.do_send(Exited { uid: u, idx, pid: s.pid, code }));
-        match self.runtime.start_container(&spec, on_exit) {
-            Ok(s) => {
-                tracing::info!(pod = %spec.pod_key, container = %spec.name, pid = s.pid, "container started");
-                if let Some(rt) = self.pods.get_mut(uid) {
-                    rt.procs.insert(idx, s);
-                }
-                Event::Started { idx, pid: s.pid, at: Timestamp::now() }
-            }
-            Err(e) => Event::CreateFailed { idx, message: e.to_string() },
-        }
-    }
-
-    fn container_spec(&self, rt: &PodRt, idx: usize) -> Option<ContainerSpec> {
-        let c = rt.pod.spec.as_ref()?.containers.get(idx)?;
-        let (ns, name, uid) = (&rt.state.namespace, &rt.state.name, &rt.state.uid);
-        let dir = pod_dir(&self.data_dir, ns, name, uid);
-        // Kubernetes semantics: command replaces the entrypoint, args follow it; without a
-        // command there is nothing to run in host mode, and the runtime says so.
-        let mut command: Vec<String> = c.command.clone().unwrap_or_default();
-        if !command.is_empty() {
-            command.extend(c.args.clone().unwrap_or_default());
-        }
-        let mut env = vec![("HOSTNAME".to_string(), name.clone())];
-        for e in c.env.iter().flatten() {
-            let value = match (&e.value, &e.value_from) {
-                (Some(v), _) => Some(v.clone()),
-                (None, Some(from)) => from.field_ref.as_ref().and_then(|f| match f.field_path.as_str() {
-                    "metadata.name" => Some(name.clone()),
-                    "metadata.namespace" => Some(ns.clone()),
-                    "metadata.uid" => Some(uid.clone()),
-                    "spec.nodeName" => Some(self.node.clone()),
-                    "status.podIP" | "status.hostIP" => Some(self.host_ip.clone()),
-                    _ => None,
-                }),
-                (None, None) => Some(String::new()),
-            };
-            if let Some(v) = value {
-                env.push((e.name.clone(), v));
-            }
-        }
-        let restarts = rt.state.containers.get(idx).map(|c| c.restart_count).unwrap_or(0);
-        Some(ContainerSpec {
-            pod_key: format!("{ns}/{name}"),
-            name: c.name.clone(),
-            command,
-            env,
-            working_dir: c.working_dir.clone().filter(|w| !w.is_empty()).map(PathBuf::from).unwrap_or_else(|| dir.join("work")),
-            log_path: dir.join(&c.name).join(format!("{restarts}.log")),
-        })
     }
 
     fn report(&self, uid: &str) {
@@ -360,7 +335,7 @@ impl Kubelet {
         }
         let Some(rt) = self.pods.get(uid) else { return };
         let prev = rt.pod.status.as_ref().and_then(|s| serde_json::to_value(s).ok());
-        let status = lifecycle::pod_status(&rt.state, &self.host_ip, rt.start_time, rt.qos, prev.as_ref(), Timestamp::now());
+        let status = lifecycle::pod_status(&rt.state, &self.host_ip, rt.pod_ip.as_deref(), rt.start_time, rt.qos, prev.as_ref(), Timestamp::now());
         // Only a changed status wakes the writer.
         rt.status_tx.send_if_modified(|cur| {
             if cur.as_ref() == Some(&status) {
@@ -376,10 +351,20 @@ impl Handler<Exited> for Kubelet {
     type Result = ();
     fn handle(&mut self, m: Exited, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            if let Some(rt) = self.pods.get(&m.uid) {
-                tracing::info!(pod = %format!("{}/{}", rt.state.namespace, rt.state.name), container = m.idx, code = m.code, "container exited");
+            let Some(rt) = self.pods.get_mut(&m.uid) else { return };
+            match rt.procs.get(&m.idx) {
+                Some((instance, _)) if *instance == m.instance => {
+                    rt.procs.remove(&m.idx);
+                }
+                // Its start's answer is still to come: the exit waits for it.
+                None => {
+                    self.early_exits.insert(m.instance, m.code);
+                    return;
+                }
+                Some(_) => {}
             }
-            self.drive(&m.uid, Event::Exited { idx: m.idx, pid: m.pid, code: m.code, at: Timestamp::now() }, ctx);
+            tracing::info!(pod = %format!("{}/{}", rt.state.namespace, rt.state.name), container = m.idx, code = m.code, "container exited");
+            self.drive(&m.uid, Event::Exited { idx: m.idx, instance: m.instance, code: m.code, at: Timestamp::now() }, ctx);
         })
     }
 }
@@ -398,114 +383,27 @@ impl Handler<Shutdown> for Kubelet {
             self.stopping = true;
             // Dropping the pods' entries ends their status writers and makes the exits that
             // follow no-ops: the stored status stays as it was.
-            let procs: Vec<Started> = self.pods.drain().flat_map(|(_, rt)| rt.procs.into_values()).collect();
-            tracing::info!(node = %self.node, processes = procs.len(), "stopping every pod");
-            let stops: Vec<_> = procs.iter().map(|s| self.runtime.stop_container(*s, m.grace)).collect();
+            let pods: Vec<PodRt> = self.pods.drain().map(|(_, rt)| rt).collect();
+            tracing::info!(node = %self.node, pods = pods.len(), "stopping every pod");
+            let stops: Vec<_> = pods
+                .into_iter()
+                .filter_map(|rt| {
+                    let runtime = rt.runtime.ok()?;
+                    let procs: Vec<Started> = rt.procs.into_values().map(|(_, s)| s).collect();
+                    let sandbox = match rt.sandbox {
+                        SandboxSlot::Ready(sb) => Some(sb),
+                        _ => None,
+                    };
+                    let grace = m.grace;
+                    Some(async move {
+                        futures::future::join_all(procs.iter().map(|s| runtime.stop_container(s, grace))).await;
+                        if let Some(sb) = sandbox {
+                            runtime.remove_sandbox(&sb).await;
+                        }
+                    })
+                })
+                .collect();
             Box::pin(futures::future::join_all(stops).instrument(self.span()).into_actor(self).map(|_, _, ctx| ctx.stop())) as ResponseActFuture<Self, ()>
         })
-    }
-}
-
-/// Removes a pod whose containers have all stopped. Only the same pod (same uid) is
-/// deleted, compare-and-swap on its revision: a re-created pod of the same name survives.
-async fn delete_from_store(client: Client, pod: Pod) {
-    let ns = pod.metadata.namespace.clone();
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    for _ in 0..10 {
-        let current = match client.get::<Pod>(ns.as_deref(), &name).await {
-            Ok(Some(p)) if p.metadata.uid == pod.metadata.uid => p,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "reading a terminated pod failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let rev = current.metadata.resource_version.as_deref().and_then(|r| r.parse().ok());
-        match client.delete::<Pod>(ns.as_deref(), &name, rev).await {
-            Ok(_) => return,
-            Err(e) if e.is_not_found() => return,
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "deleting a terminated pod failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-/// Writes the newest status of one pod, one write at a time (so writes never reorder),
-/// with compare-and-swap on the stored pod and a retry on conflict; skips the write when
-/// the store already holds that status. Ends when the pod's runtime entry is dropped.
-/// Fails a pod the node cannot take, as the kubelet does: phase Failed with the reason
-/// and message, and a Warning event; the pod's controller replaces it.
-async fn reject(client: Client, node: String, pod: Pod, why: admission::Rejection) {
-    let (ns, name, uid) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default(), pod.metadata.uid.clone());
-    let mut ev = bus::events::event(bus::events::reference(&pod), "Warning", &why.reason, &why.message, "kubelet");
-    if let Some(src) = ev.source.as_mut() {
-        src.host = Some(node.clone());
-    }
-    ev.reporting_instance = Some(node);
-    bus::events::record(&client, ev);
-    for _ in 0..10 {
-        let mut cur = match client.get::<Pod>(ns.as_deref(), &name).await {
-            Ok(Some(p)) if p.metadata.uid == uid => p,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "reading a rejected pod failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        let st = cur.status.get_or_insert_with(Default::default);
-        if st.phase.as_deref() == Some("Failed") {
-            return;
-        }
-        st.phase = Some("Failed".into());
-        st.reason = Some(why.reason.clone());
-        st.message = Some(why.message.clone());
-        match client.update(&cur).await {
-            Ok(_) => return,
-            Err(e) if e.is_conflict() => continue,
-            Err(e) if e.is_not_found() => return,
-            Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "failing a rejected pod failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
-}
-
-async fn status_writer(client: Client, ns: String, name: String, uid: String, mut rx: tokio::sync::watch::Receiver<Option<serde_json::Value>>) {
-    while rx.changed().await.is_ok() {
-        let Some(status) = rx.borrow_and_update().clone() else { continue };
-        let Ok(new) = serde_json::from_value::<k8s_openapi::api::core::v1::PodStatus>(status) else {
-            tracing::error!(pod = %name, "computed an invalid pod status");
-            continue;
-        };
-        for _ in 0..10 {
-            let mut pod = match client.get::<Pod>(Some(&ns), &name).await {
-                Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p,
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "reading pod for status failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            if pod.status.as_ref() == Some(&new) {
-                break;
-            }
-            pod.status = Some(new.clone());
-            match client.update(&pod).await {
-                Ok(_) => break,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) if e.is_not_found() => return,
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "writing pod status failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
     }
 }

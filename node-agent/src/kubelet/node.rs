@@ -20,7 +20,7 @@ fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn arch() -> &'static str {
+pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -58,7 +58,7 @@ pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
             "capacity": capacity.clone(), "allocatable": capacity,
             "conditions": conditions(now),
             "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.name}],
-            "nodeInfo": {"kubeletVersion": "v1.32.4-flotilla", "kubeProxyVersion": "", "containerRuntimeVersion": "flotilla-process://0.1",
+            "nodeInfo": {"kubeletVersion": "v1.32.4-flotilla", "kubeProxyVersion": "", "containerRuntimeVersion": cfg.container_runtime_version,
                 "operatingSystem": "linux", "architecture": arch(), "osImage": os_image(), "kernelVersion": kernel(),
                 "machineID": "", "systemUUID": "", "bootID": ""},
         }
@@ -181,13 +181,15 @@ async fn renew_lease(client: &Client, cfg: &NodeConfig, node_uid: Option<&str>) 
 /// Every `period`: renews the Lease, and writes the Node's conditions when they changed
 /// or every [`STATUS_REPORT_EVERY`] (compare-and-swap, re-read on conflict), re-registering
 /// the node if it was deleted, until cancelled. An idle node so costs its watchers one
-/// Lease event per period and a Node event every five minutes, as with the kubelet.
-pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::CancellationToken) {
+/// Lease event per period and a Node event every five minutes, as with the kubelet (or
+/// when the runtime's image list changed, for `status.images`).
+pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<dyn crate::runtime::Runtime>, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(cfg.heartbeat) => {}
         }
+        let images = node_images(runtime.list_images().await);
         let mut uid = None;
         for _ in 0..5 {
             let mut node = match client.get::<Node>(None, &cfg.name).await {
@@ -207,10 +209,12 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::
             let now = schema::object::now();
             let status = node.status.get_or_insert_with(Default::default);
             let existing = status.conditions.clone().unwrap_or_default();
-            if !status_due(&existing, &now) {
+            let images_changed = status.images.as_ref() != Some(&images);
+            if !status_due(&existing, &now) && !images_changed {
                 break;
             }
             status.conditions = Some(refresh_conditions(&existing, &now));
+            status.images = Some(images.clone());
             match client.update(&node).await {
                 Ok(_) => break,
                 Err(e) if e.is_conflict() => continue,
@@ -224,6 +228,12 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, stop: tokio_util::sync::
     }
 }
 
+/// `status.images` as the kubelet reports them (largest first, at most 50).
+pub fn node_images(mut list: Vec<crate::runtime::NodeImage>) -> Vec<k8s_openapi::api::core::v1::ContainerImage> {
+    list.sort_by(|a, b| b.size_bytes.cmp(&a.size_bytes).then_with(|| a.names.cmp(&b.names)));
+    list.into_iter().take(50).map(|i| k8s_openapi::api::core::v1::ContainerImage { names: Some(i.names), size_bytes: Some(i.size_bytes as i64) }).collect()
+}
+
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
@@ -231,7 +241,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> NodeConfig {
-        NodeConfig { name: "n1".into(), data_dir: "/tmp".into(), cpu_millis: 2000, memory_bytes: 4 << 30, max_pods: 110, heartbeat: DEFAULT_HEARTBEAT, host_ip: "127.0.0.1".into() }
+        NodeConfig { cpu_millis: 2000, memory_bytes: 4 << 30, ..NodeConfig::from_host("n1".into(), "/tmp".into()) }
     }
 
     #[test]
@@ -243,6 +253,7 @@ mod tests {
         assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "n1");
         assert_eq!(v["metadata"]["labels"]["node.kubernetes.io/instance-type"], "flotilla");
         assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "v1.32.4-flotilla");
+        assert_eq!(v["status"]["nodeInfo"]["containerRuntimeVersion"], "flotilla-process://0.1");
         assert_eq!(v["status"]["addresses"][0], json!({"type": "InternalIP", "address": "127.0.0.1"}));
         let node: Node = serde_json::from_value(v).expect("a valid Node");
         let conds = node.status.unwrap().conditions.unwrap();

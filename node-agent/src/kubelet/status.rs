@@ -89,7 +89,7 @@ fn container_status(c: &Container) -> Value {
     };
     let running = c.running();
     let mut s = json!({
-        "name": c.name, "image": c.image, "imageID": "", "ready": running, "started": running,
+        "name": c.name, "image": c.image, "imageID": c.image_id, "ready": running, "started": running,
         "restartCount": c.restart_count, "state": state,
         "lastState": c.last_state.as_ref().map(terminated_json).unwrap_or_else(|| json!({})),
     });
@@ -102,7 +102,7 @@ fn container_status(c: &Container) -> Value {
 /// The status block the kubelet writes. `prev` is the stored status: condition transition
 /// times are kept while a condition's status stays the same, so rewriting an unchanged pod
 /// yields an identical status (and no write).
-pub fn pod_status(pod: &PodState, host_ip: &str, start_time: Timestamp, qos: &str, prev: Option<&Value>, now: Timestamp) -> Value {
+pub fn pod_status(pod: &PodState, host_ip: &str, pod_ip: Option<&str>, start_time: Timestamp, qos: &str, prev: Option<&Value>, now: Timestamp) -> Value {
     let cs = &pod.containers;
     let all_ready = !cs.is_empty() && cs.iter().all(Container::running);
     let phase = phase(cs, pod.policy);
@@ -131,16 +131,21 @@ pub fn pod_status(pod: &PodState, host_ip: &str, start_time: Timestamp, qos: &st
         c
     };
     let ready_to_start = !completed;
-    json!({
+    let mut s = json!({
         "phase": phase,
         "conditions": [cond("PodReadyToStartContainers", ready_to_start), cond("Initialized", true), cond("Ready", all_ready),
             cond("ContainersReady", all_ready), cond("PodScheduled", true)],
         "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
-        "podIP": host_ip, "podIPs": [{"ip": host_ip}],
         "startTime": ts(start_time),
         "containerStatuses": cs.iter().map(container_status).collect::<Vec<_>>(),
         "qosClass": qos,
-    })
+    });
+    // Known once the pod's sandbox exists.
+    if let Some(ip) = pod_ip {
+        s["podIP"] = json!(ip);
+        s["podIPs"] = json!([{"ip": ip}]);
+    }
+    s
 }
 
 #[cfg(test)]
@@ -163,8 +168,8 @@ mod tests {
 
     #[test]
     fn pending_until_every_container_started() {
-        let p = feed(pod(RestartPolicy::Always, &["a", "b"]), vec![Event::Admitted, Event::Started { idx: 0, pid: 1, at: t(0) }]);
-        let s = pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(1));
+        let p = feed(pod(RestartPolicy::Always, &["a", "b"]), vec![Event::Admitted, Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }]);
+        let s = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(1));
         assert_eq!(s["phase"], "Pending");
         assert_eq!(cond(&s, "Ready")["status"], "False");
         assert_eq!(cond(&s, "Ready")["message"], "containers with unready status: [b]");
@@ -173,8 +178,8 @@ mod tests {
 
     #[test]
     fn running_and_ready_when_all_run() {
-        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Admitted, Event::Started { idx: 0, pid: 7, at: t(0) }]);
-        let s = pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(1));
+        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Admitted, Event::Started { idx: 0, instance: 7, id: format!("flotilla://{}", 7), image_id: String::new(), at: t(0) }]);
+        let s = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(1));
         assert_eq!(s["phase"], "Running");
         for ty in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
             assert_eq!(cond(&s, ty)["status"], "True", "{ty}");
@@ -188,13 +193,13 @@ mod tests {
         assert_eq!(typed.phase.as_deref(), Some("Running"));
 
         // Recomputed later with the stored status: identical, so nothing is written.
-        assert_eq!(pod_status(&p, "127.0.0.1", t(0), "BestEffort", Some(&s), t(100)), s);
+        assert_eq!(pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", Some(&s), t(100)), s);
     }
 
     #[test]
     fn a_crash_loop_keeps_the_pod_running_but_unready() {
-        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, pid: 7, at: t(0) }, Event::Exited { idx: 0, pid: 7, code: 1, at: t(2) }]);
-        let s = pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(3));
+        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, instance: 7, id: format!("flotilla://{}", 7), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 7, code: 1, at: t(2) }]);
+        let s = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(3));
         assert_eq!(s["phase"], "Running");
         assert_eq!(cond(&s, "Ready")["status"], "False");
         let c = &s["containerStatuses"][0];
@@ -206,7 +211,7 @@ mod tests {
     #[test]
     fn create_errors_stay_pending() {
         let p = feed(pod(RestartPolicy::Always, &["b"]), vec![Event::Admitted, Event::CreateFailed { idx: 0, message: "has no command".into() }]);
-        let s = pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(1));
+        let s = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(1));
         assert_eq!(s["phase"], "Pending");
         assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "CreateContainerError");
         assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["message"], "has no command");
@@ -215,8 +220,8 @@ mod tests {
     #[test]
     fn completed_pods_succeed_or_fail() {
         let done = |policy, code| {
-            let p = feed(pod(policy, &["a"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }, Event::Exited { idx: 0, pid: 1, code, at: t(1) }]);
-            pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(2))
+            let p = feed(pod(policy, &["a"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, code, at: t(1) }]);
+            pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(2))
         };
         let s = done(RestartPolicy::Never, 0);
         assert_eq!(s["phase"], "Succeeded");
@@ -229,10 +234,10 @@ mod tests {
 
     #[test]
     fn transition_times_move_only_on_change() {
-        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, pid: 1, at: t(0) }]);
-        let first = pod_status(&p, "127.0.0.1", t(0), "BestEffort", None, t(1));
-        let p = feed(p, vec![Event::Exited { idx: 0, pid: 1, code: 1, at: t(50) }]);
-        let second = pod_status(&p, "127.0.0.1", t(0), "BestEffort", Some(&first), t(50));
+        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }]);
+        let first = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(1));
+        let p = feed(p, vec![Event::Exited { idx: 0, instance: 1, code: 1, at: t(50) }]);
+        let second = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", Some(&first), t(50));
         assert_eq!(cond(&second, "Ready")["lastTransitionTime"], ts(t(50)));
         assert_eq!(cond(&second, "PodScheduled")["lastTransitionTime"], ts(t(1)));
     }

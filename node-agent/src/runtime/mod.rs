@@ -1,11 +1,69 @@
-//! The runtime interface the kubelet drives. The process runtime (host mode) is the only
-//! one today; CRI over gRPC and the simulated runtime for hollow nodes implement the same.
+//! The one runtime interface the kubelet drives, after the CRI's shape: a pod gets a
+//! sandbox (its network and shared namespaces), its containers run inside it, and images
+//! are made present first. Implementations: CRI over gRPC (`cri`, containerd), host
+//! processes (`process`, `runtimeClassName: host`) and `simulated` (hollow nodes).
 
+pub mod cri;
 pub mod process;
+pub mod simulated;
 
 use futures::future::BoxFuture;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// What the kubelet asks for before a pod's first container: the pod's sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Bumped on every new sandbox of the same pod (a failed one keeps its name reserved).
+    pub attempt: u32,
+    pub hostname: String,
+    /// The pod's directory; container log paths are relative to it (`<name>/<n>.log`).
+    pub log_dir: PathBuf,
+    pub host_network: bool,
+    pub ports: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortMapping {
+    /// "TCP", "UDP" or "SCTP".
+    pub protocol: String,
+    pub container_port: i32,
+    pub host_port: i32,
+    pub host_ip: String,
+}
+
+/// A pod's sandbox as the runtime made it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    /// The pod's address: its own on the pod network, the node's in host mode.
+    pub ip: Option<String>,
+}
+
+/// `imagePullPolicy`, defaulted by the API (Always for `:latest` or no tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn parse(s: Option<&str>, image: &str) -> PullPolicy {
+        match s {
+            Some("Always") => PullPolicy::Always,
+            Some("Never") => PullPolicy::Never,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            _ if crate::images::reference::tag_or_latest(image) == "latest" => PullPolicy::Always,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
+}
 
 /// What the kubelet asks a runtime to run: one container of one pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,18 +71,36 @@ pub struct ContainerSpec {
     /// `<namespace>/<pod>`, for messages and spans.
     pub pod_key: String,
     pub name: String,
-    /// command followed by args (Kubernetes semantics: command replaces the entrypoint).
+    pub image: String,
+    /// `command` replaces the image's entrypoint and drops its cmd; `args` replace the cmd.
+    /// Empty means "not set" (the image's own are used where there is an image).
     pub command: Vec<String>,
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    pub working_dir: PathBuf,
-    /// stdout and stderr of this instance are appended here.
+    /// The container's working directory; None: the image's (host mode: the pod's dir).
+    pub working_dir: Option<PathBuf>,
+    /// stdout and stderr of this instance go here; relative to the sandbox's log_dir as
+    /// `<name>/<attempt>.log`.
     pub log_path: PathBuf,
+    pub attempt: u32,
 }
 
-/// A started container: its main process, which leads its own process group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A started container.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Started {
-    pub pid: i32,
+    /// As `containerStatuses[].containerID` shows it: `containerd://<id>`, `flotilla://<pid>`.
+    pub id: String,
+    /// The main process when the runtime knows it (host mode: the process group leader).
+    pub pid: Option<i32>,
+}
+
+/// An image made present for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageReady {
+    /// What `containerStatuses[].imageID` shows.
+    pub image_id: String,
+    /// Whether a pull happened, and how long it took (for the kubelet's Pulled event).
+    pub pulled: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,23 +108,81 @@ pub enum RuntimeError {
     /// The container cannot be created from its spec (`CreateContainerError`).
     #[error("{0}")]
     Create(String),
+    /// The pod's sandbox could not be made (the kubelet's FailedCreatePodSandBox).
+    #[error("{0}")]
+    Sandbox(String),
+    /// Pulling failed (`ErrImagePull`): the runtime's own words.
+    #[error("{0}")]
+    ImagePull(String),
+    /// Absent with `imagePullPolicy: Never` (`ErrImageNeverPull`).
+    #[error("{0}")]
+    ImageNeverPull(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Called once, with the process and its exit code (128+signal when killed), when the
-/// container's main process ends.
-pub type OnExit = Box<dyn FnOnce(Started, i32) + Send>;
+/// Called once, with the exit code (128+signal when killed), when the container ends.
+pub type OnExit = Box<dyn FnOnce(i32) + Send>;
 
 pub trait Runtime: Send + Sync {
     /// The RuntimeClass handler this runtime serves (`runtimeClassName`).
     fn handler(&self) -> &'static str;
-    /// Starts the container. Called from the kubelet's own thread: the process runtime ties
-    /// its children's lives to the spawning thread.
-    fn start_container(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError>;
-    /// SIGTERM to the container's whole process group, SIGKILL after `grace` (at once when
-    /// `grace` is zero); resolves once no process of the group is left.
-    fn stop_container(&self, started: Started, grace: Duration) -> BoxFuture<'static, ()>;
-    /// Whether any live process of the container's group remains.
-    fn alive(&self, started: Started) -> bool;
+    /// `nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.6.20`.
+    fn version(&self) -> String;
+    /// Makes `image` present as `policy` says.
+    fn ensure_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>>;
+    fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>>;
+    /// Creates and starts the container in `sandbox`. Called from the kubelet's own thread,
+    /// and polled there: the process runtime ties its children's lives to that thread.
+    fn start_container(&self, sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>>;
+    /// Stops the container: its stop signal, SIGKILL after `grace` (at once when zero);
+    /// resolves once it no longer runs.
+    fn stop_container(&self, started: &Started, grace: Duration) -> BoxFuture<'static, ()>;
+    /// Stops whatever still runs in the sandbox and removes it (and its network).
+    fn remove_sandbox(&self, sandbox: &Sandbox) -> BoxFuture<'static, ()>;
+    /// The images present, for the Node's `status.images`.
+    fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+/// One entry of a Node's `status.images`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeImage {
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
+/// The runtimes of one node: the default one (containerd, or host processes where there
+/// is none) and the others a pod picks with `runtimeClassName` (`host`).
+#[derive(Clone)]
+pub struct Runtimes {
+    default: std::sync::Arc<dyn Runtime>,
+    others: Vec<std::sync::Arc<dyn Runtime>>,
+}
+
+impl Runtimes {
+    pub fn new(default: std::sync::Arc<dyn Runtime>, others: Vec<std::sync::Arc<dyn Runtime>>) -> Runtimes {
+        let others = others.into_iter().filter(|r| r.handler() != default.handler()).collect();
+        Runtimes { default, others }
+    }
+
+    pub fn default_runtime(&self) -> &std::sync::Arc<dyn Runtime> {
+        &self.default
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &std::sync::Arc<dyn Runtime>> {
+        std::iter::once(&self.default).chain(self.others.iter())
+    }
+
+    /// The runtime for a pod's `runtimeClassName` (none: the default), or the message the
+    /// pod shows when this node has no such handler.
+    pub fn for_class(&self, class: Option<&str>, node: &str) -> Result<std::sync::Arc<dyn Runtime>, String> {
+        let Some(class) = class else { return Ok(self.default.clone()) };
+        if let Some(r) = self.all().find(|r| r.handler() == class) {
+            return Ok(r.clone());
+        }
+        let handlers: Vec<&str> = self.all().map(|r| r.handler()).collect();
+        Err(format!("failed to get sandbox runtime: no runtime for RuntimeClass \"{class}\" is configured on node {node} (handlers: {})", handlers.join(", ")))
+    }
 }

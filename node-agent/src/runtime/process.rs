@@ -1,9 +1,10 @@
 //! The process runtime (host mode): each container is a host process running the
 //! container's command, in its own process group so that signals reach every child, its
 //! output appended to a log file, and tied to the agent so a crashed agent leaves no
-//! direct children behind.
+//! direct children behind. Its "sandbox" is the node itself: pods share the host's
+//! network and filesystem, and there is no image to pull.
 
-use super::{ContainerSpec, OnExit, Runtime, RuntimeError, Started};
+use super::{ContainerSpec, ImageReady, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
 use futures::future::BoxFuture;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,8 +13,20 @@ use std::time::Duration;
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(25);
 
-#[derive(Default)]
-pub struct ProcessRuntime;
+pub struct ProcessRuntime {
+    /// The address host-mode pods report as their pod IP.
+    pub host_ip: String,
+}
+
+impl Default for ProcessRuntime {
+    fn default() -> Self {
+        ProcessRuntime { host_ip: "127.0.0.1".into() }
+    }
+}
+
+fn pid_of(started: &Started) -> i32 {
+    started.pid.unwrap_or(0)
+}
 
 /// Signals a whole process group. Groups 0 and 1 would mean "our own group" and "every
 /// process": never signalled, whatever a caller passes.
@@ -60,13 +73,13 @@ async fn wait_gone(pgid: i32, limit: Duration) -> bool {
     }
 }
 
-impl Runtime for ProcessRuntime {
-    fn handler(&self) -> &'static str {
-        "host"
-    }
-
-    fn start_container(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
-        let Some((prog, args)) = spec.command.split_first() else {
+impl ProcessRuntime {
+    /// Spawns the container's process in its own group, output appended to its log.
+    pub fn spawn(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+        // Kubernetes semantics: command replaces the entrypoint, args follow it; without a
+        // command there is no image entrypoint to fall back on in host mode.
+        let argv: Vec<String> = if spec.command.is_empty() { vec![] } else { spec.command.iter().chain(&spec.args).cloned().collect() };
+        let Some((prog, args)) = argv.split_first() else {
             return Err(RuntimeError::Create(format!(
                 "failed to create containerd task: container \"{}\" has no command: host-process mode needs spec.containers[].command (there is no image entrypoint to fall back on)",
                 spec.name
@@ -76,11 +89,20 @@ impl Runtime for ProcessRuntime {
             std::fs::create_dir_all(dir)?;
         }
         // Host mode runs in the host's filesystem: a workingDir is used as it is, never
-        // created (the kubelet creates the pod's own default directory).
-        if !spec.working_dir.is_dir() {
+        // created; without one, the pod's own directory (`<pod dir>/work`) is made and used.
+        let working_dir = match &spec.working_dir {
+            Some(w) => w.clone(),
+            None => {
+                let pod_dir = spec.log_path.parent().and_then(|p| p.parent()).ok_or_else(|| RuntimeError::Create("the log path has no pod directory".into()))?;
+                let w = pod_dir.join("work");
+                std::fs::create_dir_all(&w)?;
+                w
+            }
+        };
+        if !working_dir.is_dir() {
             return Err(RuntimeError::Create(format!(
                 "failed to create containerd task: working directory {:?} of container \"{}\" does not exist on the host",
-                spec.working_dir, spec.name
+                working_dir, spec.name
             )));
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&spec.log_path)?;
@@ -89,7 +111,7 @@ impl Runtime for ProcessRuntime {
             .env_clear()
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&spec.working_dir)
+            .current_dir(&working_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -116,13 +138,43 @@ impl Runtime for ProcessRuntime {
                 }
                 Err(_) => 255,
             };
-            on_exit(Started { pid }, code);
+            on_exit(code);
         });
-        Ok(Started { pid })
+        Ok(Started { id: format!("flotilla://{pid}"), pid: Some(pid) })
+    }
+}
+
+impl Runtime for ProcessRuntime {
+    fn handler(&self) -> &'static str {
+        "host"
     }
 
-    fn stop_container(&self, started: Started, grace: Duration) -> BoxFuture<'static, ()> {
-        let pgid = started.pid;
+    fn version(&self) -> String {
+        "flotilla-process://0.1".into()
+    }
+
+    fn ensure_image(&self, _image: &str, _policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+        // Host mode runs commands from the machine: nothing is pulled.
+        Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None }) })
+    }
+
+    fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>> {
+        let s = Sandbox { id: format!("host/{}", spec.uid), ip: Some(self.host_ip.clone()) };
+        Box::pin(async move { Ok(s) })
+    }
+
+    fn start_container(&self, _sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>> {
+        // Spawned now, on the caller's (the kubelet's) thread; the future only carries the answer.
+        let r = self.spawn(spec, on_exit);
+        Box::pin(async move { r })
+    }
+
+    fn remove_sandbox(&self, _sandbox: &Sandbox) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
+    fn stop_container(&self, started: &Started, grace: Duration) -> BoxFuture<'static, ()> {
+        let pgid = pid_of(started);
         Box::pin(async move {
             if !grace.is_zero() {
                 signal_group(pgid, libc::SIGTERM);
@@ -137,9 +189,6 @@ impl Runtime for ProcessRuntime {
         })
     }
 
-    fn alive(&self, started: Started) -> bool {
-        group_alive(started.pid)
-    }
 }
 
 #[cfg(test)]
@@ -148,8 +197,18 @@ mod tests {
 
     #[test]
     fn no_command_is_a_create_error() {
-        let spec = ContainerSpec { pod_key: "t/p".into(), name: "c".into(), command: vec![], env: vec![], working_dir: "/tmp".into(), log_path: "/tmp/x.log".into() };
-        let e = ProcessRuntime.start_container(&spec, Box::new(|_, _| {})).unwrap_err();
+        let spec = ContainerSpec {
+            pod_key: "t/p".into(),
+            name: "c".into(),
+            image: "busybox".into(),
+            command: vec![],
+            args: vec!["x".into()],
+            env: vec![],
+            working_dir: Some("/tmp".into()),
+            log_path: "/tmp/x.log".into(),
+            attempt: 0,
+        };
+        let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");
     }
 

@@ -1,0 +1,174 @@
+//! Starting a container, the kubelet's `SyncPod` in small: the pod's sandbox first (once,
+//! shared by its containers), then the image as the pull policy says, then the container.
+//! Each step is a future run on the kubelet's own thread (the process runtime ties its
+//! children to it); its answer comes back to the actor and is fed to the state machine.
+
+use super::lifecycle::{Event, Lifecycle};
+use super::spec::{self, Downward};
+use super::{Exited, Kubelet, SandboxSlot};
+use crate::runtime::{ImageReady, PullPolicy, Runtime, RuntimeError, Sandbox, Started};
+use actix::prelude::*;
+use jiff::Timestamp;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::Instrument;
+
+type StartResult = Result<(ImageReady, Started), RuntimeError>;
+
+impl Kubelet {
+    /// Carries out `Command::Start`: the answer comes later, as Started, PullFailed,
+    /// NeverPull or CreateFailed; only a pod without a runtime answers at once.
+    pub(super) fn start(&mut self, uid: &str, idx: usize, ctx: &mut Context<Self>) -> Option<Event> {
+        let (node, data_dir) = (self.node.clone(), self.data_dir.clone());
+        let rt = self.pods.get_mut(uid)?;
+        let runtime = match &rt.runtime {
+            Ok(r) => r.clone(),
+            Err(m) => return Some(Event::CreateFailed { idx, message: m.clone() }),
+        };
+        rt.starting += 1;
+        match &mut rt.sandbox {
+            SandboxSlot::Ready(sb) => {
+                let sb = sb.clone();
+                self.start_in(uid, idx, sb, runtime, ctx);
+            }
+            SandboxSlot::Creating(pending) => pending.push(idx),
+            SandboxSlot::None => {
+                rt.sandbox = SandboxSlot::Creating(vec![idx]);
+                let dir = spec::pod_dir(&data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+                if let Err(e) = std::fs::create_dir_all(&dir) {
+                    rt.sandbox = SandboxSlot::None;
+                    rt.starting -= 1;
+                    return Some(Event::CreateFailed { idx, message: format!("failed to create the pod's directory {}: {e}", dir.display()) });
+                }
+                let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt);
+                rt.sandbox_attempt += 1;
+                tracing::debug!(node = %node, pod = %format!("{}/{}", rt.state.namespace, rt.state.name), "creating the pod sandbox");
+                let fut = runtime.run_sandbox(&sandbox_spec);
+                let u = uid.to_string();
+                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.sandbox_done(&u, runtime, res, ctx)));
+            }
+        }
+        None
+    }
+
+    fn sandbox_done(&mut self, uid: &str, runtime: Arc<dyn Runtime>, res: Result<Sandbox, RuntimeError>, ctx: &mut Context<Self>) {
+        let stopping = self.stopping;
+        let Some(rt) = self.pods.get_mut(uid).filter(|rt| !stopping && rt.state.lifecycle == Lifecycle::Active) else {
+            // The pod went (or the agent is stopping) meanwhile: its sandbox goes too.
+            if let Ok(sb) = res {
+                tokio::spawn(async move { runtime.remove_sandbox(&sb).await }.instrument(self.span()));
+            }
+            if let Some(rt) = self.pods.get_mut(uid) {
+                rt.sandbox = SandboxSlot::None;
+                rt.starting = 0;
+            }
+            return;
+        };
+        let pending = match std::mem::replace(&mut rt.sandbox, SandboxSlot::None) {
+            SandboxSlot::Creating(p) => p,
+            other => {
+                rt.sandbox = other;
+                Vec::new()
+            }
+        };
+        match res {
+            Ok(sb) => {
+                rt.pod_ip = sb.ip.clone();
+                rt.sandbox = SandboxSlot::Ready(sb.clone());
+                for idx in pending {
+                    self.start_in(uid, idx, sb.clone(), runtime.clone(), ctx);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(node = %self.node, error = %message, "pod sandbox failed");
+                self.note(uid, "Warning", "FailedCreatePodSandBox", message.clone());
+                if let Some(rt) = self.pods.get_mut(uid) {
+                    rt.starting = rt.starting.saturating_sub(pending.len());
+                }
+                for idx in pending {
+                    self.drive(uid, Event::CreateFailed { idx, message: message.clone() }, ctx);
+                }
+            }
+        }
+    }
+
+    fn start_in(&mut self, uid: &str, idx: usize, sb: Sandbox, runtime: Arc<dyn Runtime>, ctx: &mut Context<Self>) {
+        let Some(rt) = self.pods.get(uid) else { return };
+        let restarts = rt.state.containers.get(idx).map(|c| c.restart_count).unwrap_or(0);
+        let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+        let pod_ip = rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone());
+        let d = Downward { node: &self.node, host_ip: &self.host_ip, pod_ip: &pod_ip };
+        let Some(cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &d) else {
+            if let Some(rt) = self.pods.get_mut(uid) {
+                rt.starting = rt.starting.saturating_sub(1);
+            }
+            self.drive(uid, Event::CreateFailed { idx, message: "no such container in the pod spec".into() }, ctx);
+            return;
+        };
+        let declared = rt.pod.spec.as_ref().and_then(|s| s.containers.get(idx)).and_then(|c| c.image_pull_policy.clone());
+        let policy = PullPolicy::parse(declared.as_deref(), &cspec.image);
+        self.next_instance += 1;
+        let instance = self.next_instance;
+        let (addr, u) = (ctx.address(), uid.to_string());
+        let on_exit = Box::new(move |code: i32| addr.do_send(Exited { uid: u, idx, instance, code }));
+        let rt2 = runtime.clone();
+        let fut = async move {
+            let image = rt2.ensure_image(&cspec.image, policy).await?;
+            let started = rt2.start_container(&sb, &cspec, on_exit).await?;
+            Ok((image, started))
+        };
+        let u = uid.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |res: StartResult, act, ctx| act.start_done(&u, idx, instance, runtime, res, ctx)));
+    }
+
+    fn start_done(&mut self, uid: &str, idx: usize, instance: u64, runtime: Arc<dyn Runtime>, res: StartResult, ctx: &mut Context<Self>) {
+        let (name, image) = (self.container_name(uid, idx), self.container_image(uid, idx));
+        if let Some(rt) = self.pods.get_mut(uid) {
+            rt.starting = rt.starting.saturating_sub(1);
+        }
+        if !self.pods.contains_key(uid) || self.stopping {
+            // Nobody wants it any more.
+            if let Ok((_, s)) = res {
+                tokio::spawn(async move { runtime.stop_container(&s, Duration::ZERO).await }.instrument(self.span()));
+            }
+            return;
+        }
+        let ev = match res {
+            Ok((img, started)) => {
+                match img.pulled {
+                    None => self.note(uid, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine")),
+                    Some(took) => self.note(uid, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", took.as_secs_f64())),
+                }
+                self.note(uid, "Normal", "Created", format!("Created container: {name}"));
+                self.note(uid, "Normal", "Started", format!("Started container {name}"));
+                tracing::info!(node = %self.node, container = %name, id = %started.id, "container started");
+                if let Some(rt) = self.pods.get_mut(uid) {
+                    rt.procs.insert(idx, (instance, started.clone()));
+                }
+                Event::Started { idx, instance, id: started.id, image_id: img.image_id, at: Timestamp::now() }
+            }
+            Err(RuntimeError::ImagePull(message)) => {
+                self.note(uid, "Warning", "Failed", format!("Failed to pull image \"{image}\": {message}"));
+                self.note(uid, "Warning", "Failed", "Error: ErrImagePull".into());
+                Event::PullFailed { idx, message }
+            }
+            Err(RuntimeError::ImageNeverPull(message)) => {
+                self.note(uid, "Warning", "ErrImageNeverPull", message.clone());
+                Event::NeverPull { idx, message }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.note(uid, "Warning", "Failed", format!("Error: {message}"));
+                Event::CreateFailed { idx, message }
+            }
+        };
+        self.drive(uid, ev, ctx);
+        if let Some(code) = self.early_exits.remove(&instance) {
+            if let Some(rt) = self.pods.get_mut(uid) {
+                rt.procs.remove(&idx);
+            }
+            self.drive(uid, Event::Exited { idx, instance, code, at: Timestamp::now() }, ctx);
+        }
+    }
+}

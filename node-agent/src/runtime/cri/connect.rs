@@ -1,0 +1,59 @@
+//! Bringing the CRI runtime of a node up: the given endpoint, or the agent's own
+//! containerd child with the sandbox image and the air-gap folder imported; sandboxes a
+//! crashed predecessor left are removed (their pods are started afresh).
+
+use super::client::Cri;
+use super::containerd::{Containerd, Layout};
+use super::CriRuntime;
+use crate::images::{airgap, pause, registry};
+use crate::runtime::Runtime;
+use crate::shutdown::Cleanup;
+use crate::NodeConfig;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cleanup) -> anyhow::Result<Arc<dyn Runtime>> {
+    let (cri, version) = match endpoint {
+        Some(ep) => {
+            let cri = Cri::new(ep)?;
+            let v = cri.wait_version(ep, Duration::from_secs(30)).await?;
+            (cri, v)
+        }
+        None => {
+            // A containerd that died with its agent left its shims running: the new one
+            // reconnects to them, and the leftover sandboxes are removed below.
+            let c = Containerd::start(Layout::for_node(&cfg.data_dir), pause::PAUSE_IMAGE).await?;
+            tracing::info!(node = %cfg.name, pid = c.pid(), "containerd started");
+            let socket = c.layout.socket();
+            let layout = c.layout.clone();
+            let (cri, version) = (c.cri.clone(), c.version.clone());
+            cleanup.containerd = Some(c);
+            let archive = cfg.data_dir.join("containerd/pause.tar");
+            pause::write(&archive)?;
+            airgap::import(&socket, &archive).await?;
+            // docker.io resolves against the air-gap folder only (an empty one answers 404).
+            let dir = cfg.images_dir.clone().unwrap_or_else(|| cfg.data_dir.join("images"));
+            let addr = registry::serve(&dir, cleanup.stop.clone()).await?;
+            let hosts = layout.registry_config_dir().join("docker.io");
+            std::fs::create_dir_all(&hosts)?;
+            std::fs::write(hosts.join("hosts.toml"), registry::hosts_toml(addr))?;
+            tracing::info!(node = %cfg.name, %addr, "air-gap registry serving docker.io");
+            if let Some(dir) = &cfg.images_dir {
+                let t0 = std::time::Instant::now();
+                let (n, errs) = airgap::import_dir(&socket, dir).await;
+                for e in &errs {
+                    tracing::warn!(node = %cfg.name, error = %e, "an image archive was not imported");
+                }
+                tracing::info!(node = %cfg.name, images = n, dir = %dir.display(), took = ?t0.elapsed(), "imported the air-gap images");
+            }
+            (cri, version)
+        }
+    };
+    cleanup.cri = Some(cri.clone());
+    let left = super::remove_node_sandboxes(&cri, &cfg.name).await;
+    if left > 0 {
+        tracing::info!(node = %cfg.name, sandboxes = left, "removed sandboxes a previous agent left");
+    }
+    Ok(Arc::new(CriRuntime::new(cri, &version, &cfg.name, &cfg.host_id(), &cfg.host_ip)))
+}

@@ -1,0 +1,65 @@
+//! The node agent's last steps, in order, after the kubelet has stopped its pods: any
+//! sandbox still left, the agent's containerd child and its shims, the node's bridge and
+//! the mounts containerd left under the data dir. One explicit piece, so `flotilla up`'s
+//! SIGTERM leaves no process, bridge, netns or mount behind.
+
+use crate::runtime::cri::client::Cri;
+use crate::runtime::cri::containerd::Containerd;
+
+#[derive(Default)]
+pub struct Cleanup {
+    pub node: String,
+    /// `NodeConfig::host_id`: names the bridge and the cgroup parent.
+    pub host_id: String,
+    /// The CRI endpoint the pods ran on (own containerd or given).
+    pub cri: Option<Cri>,
+    /// The containerd this agent started.
+    pub containerd: Option<Containerd>,
+    /// Whether the node's bridge is ours to remove.
+    pub bridge: bool,
+    /// Stops what the agent serves beside its runtime (the air-gap registry).
+    pub stop: tokio_util::sync::CancellationToken,
+}
+
+impl Cleanup {
+    pub async fn run(self) {
+        if let Some(cri) = &self.cri {
+            let n = crate::runtime::cri::remove_node_sandboxes(cri, &self.node).await;
+            if n > 0 {
+                tracing::info!(node = %self.node, sandboxes = n, "removed sandboxes left after the pods stopped");
+            }
+        }
+        if let Some(c) = self.containerd {
+            let dir = c.layout.dir.clone();
+            c.stop().await;
+            unmount_under(&dir);
+            crate::runtime::cri::cgroups::remove_node(&self.host_id);
+        }
+        if self.bridge {
+            crate::network::remove_bridge(&self.host_id).await;
+        }
+        self.stop.cancel();
+    }
+}
+
+/// Detaches every mount below `dir`, deepest first (netns bind mounts, rootfs overlays a
+/// killed containerd could not undo).
+pub fn unmount_under(dir: &std::path::Path) {
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else { return };
+    let prefix = format!("{}/", dir.display());
+    let mut targets: Vec<String> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // /proc/mounts escapes spaces and the like as octal.
+        .map(|t| t.replace("\\040", " "))
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        let Ok(c) = std::ffi::CString::new(t.clone()) else { continue };
+        // SAFETY: a path string; MNT_DETACH never blocks.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            tracing::info!(mount = %t, "unmounted a leftover mount");
+        }
+    }
+}
