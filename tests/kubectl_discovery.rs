@@ -7,7 +7,6 @@ mod common;
 use common::cluster::Cluster;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 fn rows(table: &str) -> Vec<Vec<String>> {
     table.lines().map(|l| l.split_whitespace().map(str::to_string).collect()).filter(|r: &Vec<String>| !r.is_empty()).collect()
