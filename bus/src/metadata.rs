@@ -29,12 +29,44 @@ pub struct Meta {
     pub rev: Revision,
 }
 
+/// The part of a stored object the graph reads; everything else (spec, status,
+/// managedFields) is skipped while decoding, not built and thrown away.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HeadMeta {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    owner_references: Vec<OwnerReference>,
+    #[serde(default)]
+    deletion_timestamp: Option<String>,
+    #[serde(default)]
+    finalizers: Vec<String>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct Head {
+    #[serde(default)]
+    metadata: HeadMeta,
+}
+
 impl Meta {
+    /// From a stored object's key and its stored (MessagePack) bytes; None for a key no
+    /// served resource has.
+    pub fn decode(key: &str, bytes: &[u8], rev: Revision) -> Result<Option<Meta>, codec::CodecError> {
+        Ok(Meta::from_head(key, codec::decode::<Head>(bytes)?, rev))
+    }
+
     /// From a stored object's key and value.
     pub fn of(key: &str, v: &serde_json::Value, rev: Revision) -> Option<Meta> {
+        v.get("metadata")?;
+        Meta::from_head(key, serde_json::from_value::<Head>(v.clone()).ok()?, rev)
+    }
+
+    fn from_head(key: &str, head: Head, rev: Revision) -> Option<Meta> {
         let (plural, ns, name) = keys::split(key)?;
         let info = registry::RESOURCES.iter().find(|r| r.plural == plural)?;
-        let m = v.get("metadata")?;
+        let m = head.metadata;
         let api_version = if info.group.is_empty() { info.version.to_string() } else { format!("{}/{}", info.group, info.version) };
         Some(Meta {
             api_version,
@@ -42,10 +74,10 @@ impl Meta {
             plural: info.plural,
             namespace: ns.map(str::to_string),
             name: name.to_string(),
-            uid: m.get("uid").and_then(|u| u.as_str()).unwrap_or_default().to_string(),
-            owners: m.get("ownerReferences").and_then(|o| serde_json::from_value(o.clone()).ok()).unwrap_or_default(),
-            deleting: m.get("deletionTimestamp").is_some_and(|t| !t.is_null()),
-            finalizers: m.get("finalizers").and_then(|f| serde_json::from_value(f.clone()).ok()).unwrap_or_default(),
+            uid: m.uid,
+            owners: m.owner_references,
+            deleting: m.deletion_timestamp.is_some(),
+            finalizers: m.finalizers,
             rev,
         })
     }
@@ -72,8 +104,7 @@ async fn list_plural(client: &Client, plural: &str) -> Result<(Vec<Meta>, Revisi
     let (items, rev) = client.bus.list_all(&keys::prefix(plural, None), 1000).await?;
     let mut out = Vec::with_capacity(items.len());
     for s in &items {
-        let v: serde_json::Value = codec::decode(&s.value)?;
-        out.extend(Meta::of(&s.key, &v, s.rev));
+        out.extend(Meta::decode(&s.key, &s.value, s.rev)?);
     }
     Ok((out, rev))
 }
@@ -143,7 +174,7 @@ async fn run(client: Client, mut tx: futures::channel::mpsc::Sender<InformerEven
             if listed_at.get(plural).is_some_and(|r| ev.rev <= *r) {
                 continue;
             }
-            let meta = match codec::decode::<serde_json::Value>(&ev.value).ok().and_then(|v| Meta::of(&ev.key, &v, ev.rev)) {
+            let meta = match Meta::decode(&ev.key, &ev.value, ev.rev).ok().flatten() {
                 Some(m) => m,
                 // An object no resource describes is no one's owner or dependent; one that
                 // does not decode means the view is broken: start again from a list.
@@ -189,6 +220,17 @@ mod tests {
         let j = Meta::of("jobs/demo/j", &serde_json::json!({"metadata": {"uid": "j"}}), 1).unwrap();
         assert_eq!((j.kind, j.api_version.as_str()), ("Job", "batch/v1"));
         assert!(Meta::of("nosuchthings/x/y", &v, 1).is_none());
+    }
+
+    #[test]
+    fn stored_bytes_decode_to_the_same_meta_skipping_the_rest() {
+        let v = serde_json::json!({"metadata": {"name": "p", "uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{"manager": "m"}],
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "c"}]}, "spec": {"containers": []}, "status": {"phase": "Running"}});
+        let bytes = codec::encode(&v).unwrap();
+        let m = Meta::decode("pods/demo/p", &bytes, 3).unwrap().unwrap();
+        assert_eq!(Some(m.clone()), Meta::of("pods/demo/p", &v, 3));
+        assert!(m.deleting && m.owners[0].kind == "ConfigMap");
+        assert!(Meta::decode("pods/demo/p", b"\xc1", 3).is_err());
     }
 
     #[test]

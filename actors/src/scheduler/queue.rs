@@ -41,11 +41,10 @@ pub struct SchedulingQueue {
     seq: u64,
 }
 
-/// What the scheduler looks at when it decides whether a pod changed in a way worth a
-/// new attempt: its spec and labels, not its status (the scheduler's own
-/// PodScheduled=False write must not wake the pod it describes).
-fn relevant(p: &Pod) -> (Option<serde_json::Value>, Option<&std::collections::BTreeMap<String, String>>) {
-    (p.spec.as_ref().and_then(|s| serde_json::to_value(s).ok()), p.metadata.labels.as_ref())
+/// Whether a pod changed in a way worth a new attempt: its spec or labels, not its status
+/// (the scheduler's own PodScheduled=False write must not wake the pod it describes).
+fn changed_for_scheduling(old: &Pod, new: &Pod) -> bool {
+    old.spec != new.spec || old.metadata.labels != new.metadata.labels || old.metadata.uid != new.metadata.uid
 }
 
 pub fn backoff(attempts: u32) -> Duration {
@@ -81,7 +80,7 @@ impl SchedulingQueue {
                 true
             }
             Some(e) => {
-                let changed = relevant(&e.pod) != relevant(&pod) || e.pod.metadata.uid != pod.metadata.uid;
+                let changed = changed_for_scheduling(&e.pod, &pod);
                 e.pod = pod;
                 if changed && e.at == Where::Unschedulable {
                     self.requeue(key, now);

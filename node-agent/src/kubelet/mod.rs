@@ -281,12 +281,7 @@ impl Kubelet {
     /// Records an Event about the pod, as the kubelet does for `kubectl describe pod`.
     fn note(&self, uid: &str, type_: &str, reason: &str, message: String) {
         if let Some(rt) = self.pods.get(uid) {
-            let mut ev = bus::events::event(bus::events::reference(&rt.pod), type_, reason, &message, "kubelet");
-            if let Some(src) = ev.source.as_mut() {
-                src.host = Some(self.node.clone());
-            }
-            ev.reporting_instance = Some(self.node.clone());
-            bus::events::record(&self.client, ev);
+            store::record_event(&self.client, &self.node, &rt.pod, type_, reason, &message);
         }
     }
 

@@ -34,43 +34,62 @@ pub async fn delete_from_store(client: Client, pod: Pod) {
     }
 }
 
-/// Fails a pod the node cannot take, as the kubelet does: phase Failed with the reason
-/// and message, and a Warning event; the pod's controller replaces it.
-pub async fn reject(client: Client, node: String, pod: Pod, why: super::admission::Rejection) {
-    let (ns, name, uid) = (pod.metadata.namespace.clone(), pod.metadata.name.clone().unwrap_or_default(), pod.metadata.uid.clone());
-    let mut ev = bus::events::event(bus::events::reference(&pod), "Warning", &why.reason, &why.message, "kubelet");
+/// Records an Event about a pod as this node's kubelet (for `kubectl describe pod`).
+pub fn record_event(client: &Client, node: &str, pod: &Pod, type_: &str, reason: &str, message: &str) {
+    let mut ev = bus::events::event(bus::events::reference(pod), type_, reason, message, "kubelet");
     if let Some(src) = ev.source.as_mut() {
-        src.host = Some(node.clone());
+        src.host = Some(node.to_string());
     }
-    ev.reporting_instance = Some(node);
-    bus::events::record(&client, ev);
+    ev.reporting_instance = Some(node.to_string());
+    bus::events::record(client, ev);
+}
+
+/// Read-modify-write of one pod (that uid only), compare-and-swap with a retry on
+/// conflict; `change` returns false when the stored pod already says what it should.
+/// Returns false when the pod is gone (or another of its name took its place).
+async fn rewrite(client: &Client, ns: Option<&str>, name: &str, uid: Option<&str>, what: &str, change: impl Fn(&mut Pod) -> bool) -> bool {
     for _ in 0..10 {
-        let mut cur = match client.get::<Pod>(ns.as_deref(), &name).await {
-            Ok(Some(p)) if p.metadata.uid == uid => p,
-            Ok(_) => return,
+        let mut pod = match client.get::<Pod>(ns, name).await {
+            Ok(Some(p)) if p.metadata.uid.as_deref() == uid => p,
+            Ok(_) => return false,
             Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "reading a rejected pod failed");
+                tracing::warn!(pod = %name, error = %e, "reading the pod to write its {what} failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let st = cur.status.get_or_insert_with(Default::default);
-        if st.phase.as_deref() == Some("Failed") {
-            return;
+        if !change(&mut pod) {
+            return true;
         }
-        st.phase = Some("Failed".into());
-        st.reason = Some(why.reason.clone());
-        st.message = Some(why.message.clone());
-        match client.update(&cur).await {
-            Ok(_) => return,
+        match client.update(&pod).await {
+            Ok(_) => return true,
             Err(e) if e.is_conflict() => continue,
-            Err(e) if e.is_not_found() => return,
+            Err(e) if e.is_not_found() => return false,
             Err(e) => {
-                tracing::warn!(pod = %name, error = %e, "failing a rejected pod failed");
+                tracing::warn!(pod = %name, error = %e, "writing the pod's {what} failed");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     }
+    true
+}
+
+/// Fails a pod the node cannot take, as the kubelet does: phase Failed with the reason
+/// and message, and a Warning event; the pod's controller replaces it.
+pub async fn reject(client: Client, node: String, pod: Pod, why: super::admission::Rejection) {
+    record_event(&client, &node, &pod, "Warning", &why.reason, &why.message);
+    let (ns, name) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref().unwrap_or_default());
+    rewrite(&client, ns, name, pod.metadata.uid.as_deref(), "rejection", |cur| {
+        let st = cur.status.get_or_insert_with(Default::default);
+        if st.phase.as_deref() == Some("Failed") {
+            return false;
+        }
+        st.phase = Some("Failed".into());
+        st.reason = Some(why.reason.clone());
+        st.message = Some(why.message.clone());
+        true
+    })
+    .await;
 }
 
 /// Writes the newest status of one pod, one write at a time (so writes never reorder),
@@ -83,29 +102,16 @@ pub async fn status_writer(client: Client, ns: String, name: String, uid: String
             tracing::error!(pod = %name, "computed an invalid pod status");
             continue;
         };
-        for _ in 0..10 {
-            let mut pod = match client.get::<Pod>(Some(&ns), &name).await {
-                Ok(Some(p)) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p,
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "reading pod for status failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
+        let alive = rewrite(&client, Some(&ns), &name, Some(&uid), "status", |pod| {
             if pod.status.as_ref() == Some(&new) {
-                break;
+                return false;
             }
             pod.status = Some(new.clone());
-            match client.update(&pod).await {
-                Ok(_) => break,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) if e.is_not_found() => return,
-                Err(e) => {
-                    tracing::warn!(pod = %name, error = %e, "writing pod status failed");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
+            true
+        })
+        .await;
+        if !alive {
+            return;
         }
     }
 }
