@@ -35,7 +35,10 @@ pub struct GarbageCollector {
     live: HashMap<String, Meta>,
     /// Dependents' uids by owner uid.
     by_owner: HashMap<String, HashSet<String>>,
-    in_flight: HashSet<String>,
+    /// Dependents being collected, and whether they were found orphaned again meanwhile:
+    /// a collection that found its owner still there (the graph saw the dependent before
+    /// its owner) must look again once the owner's deletion is seen, not be skipped.
+    in_flight: HashMap<String, bool>,
     listed: bool,
     /// Owners being deleted with Orphan or Foreground, by uid.
     finalizing: HashMap<String, Meta>,
@@ -51,7 +54,7 @@ impl GarbageCollector {
     }
 
     pub fn new(client: Client) -> Self {
-        GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashSet::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
+        GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashMap::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
     }
 
     fn put(&mut self, m: Meta, ctx: &mut Context<Self>) {
@@ -133,9 +136,11 @@ impl GarbageCollector {
 
     fn collect_all(&mut self, found: Vec<Meta>, ctx: &mut Context<Self>) {
         for d in found {
-            if !self.in_flight.insert(d.uid.clone()) {
+            if let Some(again) = self.in_flight.get_mut(&d.uid) {
+                *again = true;
                 continue;
             }
+            self.in_flight.insert(d.uid.clone(), false);
             let client = self.client.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
@@ -246,9 +251,13 @@ impl StreamHandler<InformerEvent<Meta>> for GarbageCollector {
 
 impl Handler<Collected> for GarbageCollector {
     type Result = ();
-    fn handle(&mut self, m: Collected, _: &mut Context<Self>) {
+    fn handle(&mut self, m: Collected, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            self.in_flight.remove(&m.0);
+            if self.in_flight.remove(&m.0) == Some(true) {
+                if let Some(d) = self.live.get(&m.0).cloned() {
+                    self.collect_all(orphans(&self.live, [&d]), ctx);
+                }
+            }
         })
     }
 }
