@@ -81,7 +81,7 @@ pub fn forced(req: &Req) -> bool {
 
 fn scope<'a>(res: &'a ResourceInfo, writer: Writer) -> Scope<'a> {
     let mut ignored = FieldSet::new();
-    if writer.subresource.is_empty() && super::handlers::status_is_separate(res) {
+    if writer.subresource.is_empty() && super::objects::status_is_separate(res) {
         // Through the resource itself nobody owns status; the status subresource does.
         ignored.insert(&[Elem::field("status")]);
     }

@@ -6,7 +6,8 @@
 
 use super::consistency::Freshness;
 use super::deletion::delete_opts;
-use super::handlers::{decode_body, parse_target};
+use super::objects::decode_body;
+use super::target::parse_target;
 use super::patching::{patch_body, patched};
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};

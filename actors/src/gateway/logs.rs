@@ -2,7 +2,7 @@
 //! (`subjects::node_logs(node)`), and answers its bytes as text/plain. `follow=true`
 //! answers what exists now and ends (streaming follow comes later).
 
-use super::handlers::read_existing;
+use super::objects::read_existing;
 use super::status::ApiError;
 use super::{AppState, Req};
 use axum::http::{header, HeaderValue, StatusCode};

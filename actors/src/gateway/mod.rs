@@ -12,7 +12,10 @@ mod eviction;
 mod fuzz;
 mod discovery;
 mod fields;
-mod handlers;
+mod objects;
+mod router;
+mod target;
+mod verbs;
 mod inflight;
 mod logs;
 mod membership;
@@ -308,8 +311,8 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
         ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
         ["apis", g] if get => discovery::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
         ["apis", g, v] if get => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
-        ["api", v, rest @ ..] if !rest.is_empty() => handlers::handle(st, "", v, rest, req).await,
-        ["apis", g, v, rest @ ..] if !rest.is_empty() => handlers::handle(st, g, v, rest, req).await,
+        ["api", v, rest @ ..] if !rest.is_empty() => router::handle(st, "", v, rest, req).await,
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => router::handle(st, g, v, rest, req).await,
         _ => Err(ApiError::no_resource()),
     }
 }

@@ -4,7 +4,7 @@
 //! read-modify-write with CAS, retried when another writer got there first.
 
 use super::fields;
-use super::handlers::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
+use super::objects::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
 use super::patch::PatchType;
 use super::patching::{patch_body, patched};
 use super::selectors::label_selector_string;
@@ -67,7 +67,7 @@ fn apply_through(res: &ResourceInfo, sub: &str, cur: &Value, body: &Value, req: 
     if sub == "scale" {
         config["spec"] = json!({"replicas": body.pointer("/spec/replicas").cloned().unwrap_or(Value::Null)});
     } else {
-        handlers::check_type(res, body)?;
+        objects::check_type(res, body)?;
         config["status"] = body.get("status").cloned().unwrap_or(json!({}));
     }
     let w = fields::writer(res, req, sub, "PatchOptions")?;
@@ -81,7 +81,7 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
     let stale = || ApiError::conflict(res, name);
     let mut applied = None;
     let sent: Value = if req.method == Method::PUT {
-        let body = handlers::decode_body(req)?;
+        let body = objects::decode_body(req)?;
         if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
             return Err(stale());
         }
@@ -147,7 +147,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
 
 /// POST pods/<name>/binding: sets spec.nodeName once, with CAS.
 async fn bind(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let b = handlers::decode_body(req)?;
+    let b = objects::decode_body(req)?;
     let node = b.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("the Binding has no target.name"))?.to_string();
     if let Some(kind) = b.pointer("/target/kind").and_then(Value::as_str).filter(|k| !k.is_empty() && *k != "Node") {
         return Err(ApiError::bad_request(format!("a pod can only be bound to a Node, not a {kind}")));
