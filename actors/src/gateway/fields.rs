@@ -140,7 +140,7 @@ mod tests {
     fn req(query: &[(&str, &str)], ua: &str) -> Req {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(header::USER_AGENT, ua.parse().unwrap());
-        Req { method: axum::http::Method::PATCH, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: Default::default(), user: Default::default() }
+        Req { method: axum::http::Method::PATCH, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: Default::default(), user: Default::default(), upgrade: Default::default() }
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn req(method: Method, content_type: &str, body: Vec<u8>, query: &str) -> Req {
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    Req { method, query: parse_query(query), headers, body: body.into(), user: Default::default() }
+    Req { method, query: parse_query(query), headers, body: body.into(), user: Default::default(), upgrade: Default::default() }
 }
 
 const CONTENT_TYPES: &[&str] = &[

@@ -27,6 +27,7 @@ mod protobuf_kinds;
 mod reviews;
 mod selectors;
 mod status;
+mod streaming;
 mod subresources;
 mod table;
 mod tls;
@@ -86,6 +87,8 @@ pub(crate) struct Req {
     pub body: Bytes,
     /// Who sent it (after impersonation).
     pub user: schema::rbac::UserInfo,
+    /// The connection, for the streaming subresources' protocol upgrades.
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Req {
@@ -257,7 +260,8 @@ async fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, qu
 }
 
 async fn handle(st: Arc<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -282,7 +286,7 @@ async fn handle(st: Arc<AppState>, request: Request) -> Response {
                     match axum::body::to_bytes(body, limit).await {
                         Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}")).into_response(),
                         Ok(bytes) => {
-                            let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user };
+                            let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user, upgrade: std::sync::Mutex::new(upgrade) };
                             route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
                         }
                     }

@@ -21,6 +21,7 @@ pub async fn handle(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &
     let m = &req.method;
     match (sub, m.clone()) {
         ("log", Method::GET) if res.kind == "Pod" => logs::pod_log(st, res, ns, name, req).await,
+        ("exec" | "attach" | "portforward", Method::GET | Method::POST) if res.kind == "Pod" => super::streaming::handle(st, res, ns, name, sub, req).await,
         ("binding", Method::POST) if res.kind == "Pod" => bind(st, res, ns, name, req).await,
         ("eviction", Method::POST) if res.kind == "Pod" => super::eviction::evict(st, res, ns, name, req).await,
         ("token", Method::POST) if res.kind == "ServiceAccount" => super::tokens::create(st, res, ns, name, req).await,
@@ -188,7 +189,7 @@ mod tests {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
         headers.insert(axum::http::header::USER_AGENT, "kubectl/v1.32.4 (linux/amd64)".parse().unwrap());
-        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default() }
+        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default(), upgrade: Default::default() }
     }
 
     fn managers(v: &Value) -> Vec<String> {

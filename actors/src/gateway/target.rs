@@ -54,7 +54,7 @@ mod tests {
         assert!(matches!(parse_target("apps", "v1", &["namespaces", "d", "deployments", "w", "scale"]).unwrap(), Target::Sub { .. }));
         assert!(parse_target("", "v1", &["pods", "p"]).is_err());
         assert!(parse_target("", "v1", &["namespaces", "d", "nodes"]).is_err());
-        assert!(parse_target("", "v1", &["namespaces", "d", "pods", "p", "exec"]).is_err());
+        assert!(parse_target("", "v1", &["namespaces", "d", "pods", "p", "proxy"]).is_err());
         assert!(parse_target("", "v1", &["nope"]).is_err());
         assert!(parse_target("", "v1", &["a", "b", "c", "d", "e", "f"]).is_err());
     }
