@@ -7,7 +7,6 @@
 
 mod portforward;
 mod remotecommand;
-mod spdy;
 mod ws;
 
 use super::logs::pick_container;

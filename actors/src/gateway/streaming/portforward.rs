@@ -6,7 +6,7 @@
 //! the query and get two channels per port (data, error), each opened with the port
 //! number as two little-endian bytes.
 
-use super::spdy::{self, IncomingStream};
+use bus::spdy::{self, IncomingStream};
 use super::ws::{Channels, WsIo};
 use super::{connection, negotiate, open, pod_for_stream, switching, take_connection, PodRef, Upgrade};
 use crate::gateway::status::ApiError;

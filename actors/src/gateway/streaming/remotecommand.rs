@@ -149,7 +149,7 @@ async fn over_spdy<IO>(io: IO, version: u8, want: [bool; 4], tx: PipeTx, mut rx:
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    use super::spdy;
+    use bus::spdy;
     let (session, mut incoming) = spdy::serve(io);
     let [stdin, stdout, stderr, tty] = want;
     let expected = 1 + usize::from(stdin) + usize::from(stdout) + usize::from(stderr) + usize::from(tty && version >= 3);

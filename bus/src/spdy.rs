@@ -1,8 +1,12 @@
-#![allow(dead_code)] // The codec is whole (every frame type, status code and accessor) though the gateway uses part of it.
-//! Server side of a SPDY/3.1 session, as spoken by kubectl (client-go over `moby/spdystream`)
-//! for `exec`/`attach`/`port-forward`, either over a plain HTTP `Upgrade: SPDY/3.1` or tunnelled
-//! inside WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`): `serve` only needs a byte
-//! stream, frames may span transport messages.
+//! SPDY/3.1 sessions, both sides, over any byte stream (frames may span transport messages).
+//!
+//! Server side ([`serve`]): as spoken by kubectl (client-go over `moby/spdystream`) for
+//! `exec`/`attach`/`port-forward`, either over a plain HTTP `Upgrade: SPDY/3.1` or tunnelled
+//! inside WebSocket binary messages (`SPDY/3.1+portforward.k8s.io`); the gateway serves it.
+//! Client side ([`connect`]): the node agent speaks it to a container runtime's streaming server
+//! (containerd's CRI server: Go, apimachinery's `httpstream/spdy` over spdystream), as the kubelet's
+//! own proxy would. Both sides share the codec and the reader/writer tasks; only who opens
+//! streams, who answers them and which PING ids are echoed differ.
 //!
 //! Wire format (big-endian): control frame = `1|version(15)=3|type(16)|flags(8)|length(24)|payload`,
 //! data frame = `0|stream-id(31)|flags(8)|length(24)|data`. Header blocks (SYN_STREAM, SYN_REPLY,
@@ -12,13 +16,26 @@
 //!
 //! Flow control: spdystream neither sends WINDOW_UPDATE nor enforces a window, so we ignore
 //! WINDOW_UPDATE/SETTINGS and never block on windows. Back-pressure instead comes from bounded
-//! queues: `StreamWriter::write` waits when the writer queue is full (slow client), and the
+//! queues: `StreamWriter::write` waits when the writer queue is full (slow peer), and the
 //! connection reader waits when a stream's `data` receiver is full — which stalls *every* stream
 //! of the connection until that receiver is drained (head-of-line blocking, as in spdystream).
 //!
-//! The session lives until the peer sends GOAWAY / closes / sends a malformed frame (answered
+//! A server session lives until the peer sends GOAWAY / closes / sends a malformed frame (answered
 //! with GOAWAY PROTOCOL_ERROR), `Session::go_away` is called, or every `Session`/`StreamWriter`
-//! clone *and* the incoming-stream receiver are dropped (then GOAWAY OK is sent).
+//! clone *and* the incoming-stream receiver are dropped (then GOAWAY OK is sent). A client
+//! session ends the same ways, every `ClientSession`/`StreamWriter` clone standing in for both.
+//!
+//! Go facts the client side is built around (spdystream's `connection.go`, Go's `spdy/read.go`):
+//! - spdystream drops DATA that arrives for a stream it has not answered yet, so a stream's
+//!   writer is only handed out once its SYN_REPLY is in ([`ClientSession::open_stream`]).
+//! - It refuses a SYN_STREAM whose id is not above every earlier one, so ids are taken and
+//!   SYN_STREAMs queued by the one reader task, in order, however many opens run at once.
+//! - Its frame reader fails on upper-case or repeated header names and on `connection`, `host`,
+//!   `keep-alive`, `proxy-connection` or `transfer-encoding` in a SYN_STREAM, and a failed read
+//!   ends the whole connection: names are lower-cased and merged here, the others refused.
+//! - After reading a GOAWAY it reads nothing more, and apimachinery's server `Close()` resets
+//!   every stream before sending its GOAWAY: a v4 exec's status on the error stream is followed
+//!   by RST_STREAM, not FIN. Data queued before an RST stays readable.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,7 +46,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub const VERSION: u16 = 3;
 pub const TYPE_SYN_STREAM: u16 = 1;
@@ -97,6 +114,11 @@ pub enum SpdyError {
     Compression(String),
     #[error("SPDY stream was reset")]
     StreamReset,
+    /// The peer answered our SYN_STREAM with RST_STREAM (the status), e.g. an unknown `streamtype`.
+    #[error("SPDY stream was refused (RST_STREAM status {0})")]
+    Refused(u32),
+    #[error("SPDY stream was not answered within {0:?}")]
+    Timeout(Duration),
     #[error("SPDY stream is closed for writing")]
     StreamClosed,
     #[error("SPDY session is closed")]
@@ -449,16 +471,16 @@ pub fn decode_frame(
 // ---------------------------------------------------------------------------------------------
 // Session
 
-/// Tuning for [`serve_with`].
+/// Tuning for [`serve_with`] and [`connect_with`].
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Headers of the SYN_REPLY sent for every accepted stream (kubelet sends none).
+    /// Headers of the SYN_REPLY sent for every accepted stream (kubelet sends none). Server only.
     pub reply_headers: Headers,
     /// DATA chunks buffered per stream before the connection reader waits.
     pub data_capacity: usize,
     /// Frames queued for the writer before `write` waits.
     pub write_queue: usize,
-    /// New streams buffered before the connection reader waits for `recv`.
+    /// New streams buffered before the connection reader waits for `recv`. Server only.
     pub incoming_capacity: usize,
 }
 
@@ -472,6 +494,20 @@ impl Default for Config {
         }
     }
 }
+
+/// How long [`ClientSession::open_stream`] waits for the SYN_REPLY: apimachinery's client
+/// (`createStreamResponseTimeout`) waits as long.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SYN_STREAM headers Go's SPDY framer fails the whole frame read on (`invalidReqHeaders`),
+/// which ends spdystream's connection rather than the one stream.
+const FORBIDDEN_REQUEST_HEADERS: [&str; 5] = [
+    "connection",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+];
 
 enum Cmd {
     Frame(Frame),
@@ -487,6 +523,15 @@ struct StreamShared {
 }
 
 impl StreamShared {
+    fn new(id: u32, local_fin: bool, data_tx: Option<mpsc::Sender<Bytes>>) -> Arc<Self> {
+        Arc::new(StreamShared {
+            id,
+            reset: AtomicBool::new(false),
+            local_fin: AtomicBool::new(local_fin),
+            remote_fin: AtomicBool::new(data_tx.is_none()),
+            data_tx: Mutex::new(data_tx),
+        })
+    }
     fn data_sender(&self) -> Option<mpsc::Sender<Bytes>> {
         self.data_tx
             .lock()
@@ -510,6 +555,8 @@ impl StreamShared {
 pub struct Session {
     tx: mpsc::Sender<Cmd>,
     done: watch::Receiver<bool>,
+    /// The last stream id the peer opened and we accepted (GOAWAY's last-good id); a client
+    /// accepts none, so its stays 0.
     last_id: Arc<AtomicU32>,
 }
 
@@ -635,16 +682,136 @@ pub fn serve_with<IO>(io: IO, cfg: Config) -> (Session, mpsc::Receiver<IncomingS
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (in_tx, in_rx) = mpsc::channel(cfg.incoming_capacity.max(1));
+    (start(io, cfg, Role::Server { incoming: in_tx }), in_rx)
+}
+
+/// The client side of a SPDY/3.1 session: opens streams (odd ids from 1) with
+/// [`open_stream`](Self::open_stream), refuses the server's own. Clone-able; the session
+/// lasts while a clone or a stream's writer lives (see the module docs for its other ends).
+#[derive(Clone)]
+pub struct ClientSession {
+    session: Session,
+    opens: mpsc::Sender<Open>,
+}
+
+/// A stream we opened, answered by the server.
+pub struct ClientStream {
+    /// DATA payloads until the server's FIN or RST (then `None`), or the connection's end.
+    pub data: mpsc::Receiver<Bytes>,
+    pub writer: StreamWriter,
+}
+
+/// An `open_stream` handed to the reader, which alone takes stream ids (see the module docs).
+struct Open {
+    headers: Headers,
+    reply: oneshot::Sender<Result<ClientStream, SpdyError>>,
+}
+
+/// A stream whose SYN_STREAM is out and whose SYN_REPLY is not in yet. Its writer is made
+/// when the reply comes: a writer held here would keep an abandoned session alive.
+struct Pending {
+    reply: oneshot::Sender<Result<ClientStream, SpdyError>>,
+    shared: Arc<StreamShared>,
+    data: mpsc::Receiver<Bytes>,
+}
+
+impl ClientSession {
+    /// Opens a stream: SYN_STREAM with `headers` (names of any case, sent lower-case; repeated
+    /// names merged), resolving on the server's SYN_REPLY. Fails with `Refused` if the server
+    /// resets it instead, `SessionClosed` if the session ends first, `Timeout` after
+    /// [`OPEN_TIMEOUT`], and `Protocol` — sending nothing — for headers the Go server would end
+    /// the connection over. Opens may run concurrently; their ids follow the order in which
+    /// they reach the reader. A stream whose open timed out or was dropped is reset.
+    pub async fn open_stream(&self, headers: Headers) -> Result<ClientStream, SpdyError> {
+        check_request_headers(&headers)?;
+        let (reply, answer) = oneshot::channel();
+        self.opens
+            .send(Open { headers, reply })
+            .await
+            .map_err(|_| SpdyError::SessionClosed)?;
+        match tokio::time::timeout(OPEN_TIMEOUT, answer).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SpdyError::SessionClosed),
+            Err(_) => Err(SpdyError::Timeout(OPEN_TIMEOUT)),
+        }
+    }
+
+    /// Sends GOAWAY (OK) after the frames already queued, then closes the connection. The Go
+    /// server reads nothing after it: queue every FIN first.
+    pub async fn go_away(&self) {
+        self.session.go_away().await
+    }
+
+    /// Resolves once the connection has ended (every stream is then ended too).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.session.closed()
+    }
+}
+
+fn check_request_headers(headers: &Headers) -> Result<(), SpdyError> {
+    let mut size = 0;
+    for (n, v) in headers {
+        if n.is_empty() || n.contains('\0') {
+            return Err(SpdyError::Protocol("empty header name or NUL in one"));
+        }
+        if FORBIDDEN_REQUEST_HEADERS
+            .iter()
+            .any(|f| n.eq_ignore_ascii_case(f))
+        {
+            return Err(SpdyError::Protocol(
+                "connection, host, keep-alive, proxy-connection and transfer-encoding are not SPDY request headers",
+            ));
+        }
+        size += n.len() + v.len() + 8;
+    }
+    if size > MAX_HEADER_BLOCK {
+        return Err(SpdyError::Protocol("header block too large"));
+    }
+    Ok(())
+}
+
+/// [`connect_with`] with the default [`Config`].
+pub fn connect<IO>(io: IO) -> ClientSession
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    connect_with(io, Config::default())
+}
+
+/// Runs the client side of a SPDY/3.1 session on `io`, which must already be upgraded
+/// (spawns a reader and a writer task; must be called inside a tokio runtime). Of `cfg`, only
+/// `data_capacity` and `write_queue` apply.
+pub fn connect_with<IO>(io: IO, cfg: Config) -> ClientSession
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (opens, open_rx) = mpsc::channel(16);
+    let role = Role::Client {
+        opens: Some(open_rx),
+        next_id: 1,
+        pending: HashMap::new(),
+    };
+    ClientSession {
+        session: start(io, cfg, role),
+        opens,
+    }
+}
+
+/// Spawns the writer and the reader of one session.
+fn start<IO>(io: IO, cfg: Config, role: Role) -> Session
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (rd, wr) = tokio::io::split(io);
     let (tx, rx) = mpsc::channel(cfg.write_queue.max(1));
-    let (in_tx, in_rx) = mpsc::channel(cfg.incoming_capacity.max(1));
     let (done_tx, done_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(false); // the writer's own, so it is no "handle"
     let last_id = Arc::new(AtomicU32::new(0));
     tokio::spawn(writer_task(wr, rx, stop_rx));
     let reader = Reader {
         tx: tx.clone(),
-        incoming: in_tx,
+        role,
         done: done_tx,
         stop: stop_tx,
         last_id: last_id.clone(),
@@ -652,14 +819,11 @@ where
         cfg,
     };
     tokio::spawn(reader.run(rd));
-    (
-        Session {
-            tx,
-            done: done_rx,
-            last_id,
-        },
-        in_rx,
-    )
+    Session {
+        tx,
+        done: done_rx,
+        last_id,
+    }
 }
 
 async fn writer_task<W: AsyncWrite + Unpin>(
@@ -732,9 +896,31 @@ enum End {
     Malformed(SpdyError),
 }
 
+/// What a session's reader does beyond the frames both sides handle alike.
+enum Role {
+    /// Accepts the peer's streams and hands them out.
+    Server {
+        incoming: mpsc::Sender<IncomingStream>,
+    },
+    /// Opens streams when asked (`opens` is `None` once every `ClientSession` is gone) and
+    /// refuses the peer's.
+    Client {
+        opens: Option<mpsc::Receiver<Open>>,
+        next_id: u32,
+        pending: HashMap<u32, Pending>,
+    },
+}
+
+/// What woke the reader.
+enum Wake {
+    Read(std::io::Result<usize>),
+    Open(Option<Open>),
+    End(End),
+}
+
 struct Reader {
     tx: mpsc::Sender<Cmd>,
-    incoming: mpsc::Sender<IncomingStream>,
+    role: Role,
     done: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     last_id: Arc<AtomicU32>,
@@ -758,15 +944,51 @@ impl Reader {
                     Err(e) => break 'outer End::Malformed(e),
                 }
             }
-            let (done, incoming) = (&self.done, &self.incoming);
-            tokio::select! {
-                r = rd.read_buf(&mut buf) => match r {
-                    Ok(0) => break End::Eof,
-                    Ok(_) => {}
-                    Err(e) => { tracing::debug!("spdy: read failed: {e}"); break End::Eof }
-                },
-                _ = self.tx.closed() => break End::WriterGone,
-                _ = async { done.closed().await; incoming.closed().await } => break End::Abandoned,
+            let wake = {
+                let (done, tx) = (&self.done, &self.tx);
+                let (incoming, opens) = match &mut self.role {
+                    Role::Server { incoming } => (Some(&*incoming), None),
+                    Role::Client { opens, .. } => (None, opens.as_mut()),
+                };
+                // A server session is abandoned when no handle and no `incoming` receiver is
+                // left; a client one when no handle is (its `opens` sender sits in a handle).
+                let abandoned = async {
+                    done.closed().await;
+                    if let Some(incoming) = incoming {
+                        incoming.closed().await;
+                    }
+                };
+                let open = async {
+                    match opens {
+                        Some(opens) => opens.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    r = rd.read_buf(&mut buf) => Wake::Read(r),
+                    o = open => Wake::Open(o),
+                    _ = tx.closed() => Wake::End(End::WriterGone),
+                    _ = abandoned => Wake::End(End::Abandoned),
+                }
+            };
+            match wake {
+                Wake::Read(Ok(0)) => break End::Eof,
+                Wake::Read(Ok(_)) => {}
+                Wake::Read(Err(e)) => {
+                    tracing::debug!("spdy: read failed: {e}");
+                    break End::Eof;
+                }
+                Wake::Open(Some(o)) => {
+                    if let Err(end) = self.open(o).await {
+                        break end;
+                    }
+                }
+                Wake::Open(None) => {
+                    if let Role::Client { opens, .. } = &mut self.role {
+                        *opens = None;
+                    }
+                }
+                Wake::End(end) => break end,
             }
         };
         let last = self.last_id.load(Ordering::SeqCst);
@@ -784,6 +1006,10 @@ impl Reader {
         let _ = self.tx.try_send(Cmd::Shutdown);
         for s in self.streams.values() {
             s.end_data();
+        }
+        // Opens still waiting for a reply end with `SessionClosed` (their senders dropped).
+        if let Role::Client { pending, .. } = &mut self.role {
+            pending.clear();
         }
         self.stop.send_replace(true);
         self.done.send_replace(true);
@@ -804,8 +1030,107 @@ impl Reader {
         }
     }
 
+    /// Client: takes the next stream id and queues the SYN_STREAM; the open is answered
+    /// when the SYN_REPLY (or an RST) comes.
+    async fn open(&mut self, o: Open) -> Result<(), End> {
+        let Role::Client {
+            next_id, pending, ..
+        } = &mut self.role
+        else {
+            return Ok(());
+        };
+        // Opens whose caller stopped waiting (timed out, dropped) are cancelled now rather
+        // than left open on the server until it answers.
+        let gave_up: Vec<u32> = pending
+            .iter()
+            .filter(|(_, p)| p.reply.is_closed())
+            .map(|(id, _)| *id)
+            .collect();
+        let id = *next_id;
+        if id <= ID_MASK {
+            *next_id += 2;
+        }
+        for g in &gave_up {
+            if let Some(p) = pending.remove(g) {
+                p.shared.reset.store(true, Ordering::SeqCst);
+            }
+            self.streams.remove(g);
+        }
+        self.streams.retain(|_, s| !s.finished());
+        for g in gave_up {
+            self.enqueue(Frame::RstStream(g, RST_CANCEL)).await?;
+        }
+        if id > ID_MASK {
+            let _ = o
+                .reply
+                .send(Err(SpdyError::Protocol("stream ids exhausted")));
+            return Ok(());
+        }
+        let (dtx, drx) = mpsc::channel(self.cfg.data_capacity.max(1));
+        let shared = StreamShared::new(id, false, Some(dtx));
+        let syn = Frame::SynStream {
+            stream_id: id,
+            assoc_id: 0,
+            // What spdystream (so kubectl) sends; the Go server does not act on it.
+            priority: 7,
+            slot: 0,
+            flags: 0,
+            headers: o.headers,
+        };
+        self.enqueue(syn).await?;
+        self.streams.insert(id, shared.clone());
+        if let Role::Client { pending, .. } = &mut self.role {
+            let reply = o.reply;
+            pending.insert(
+                id,
+                Pending {
+                    reply,
+                    shared,
+                    data: drx,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Client: the server answered stream `id`.
+    async fn replied(&mut self, id: u32, flags: u8) -> Result<(), End> {
+        let Role::Client { pending, .. } = &mut self.role else {
+            return Ok(()); // a server opens no streams to be answered
+        };
+        // Not waiting (a second reply, or a stream already reset): ignored, as spdystream does.
+        let Some(p) = pending.remove(&id) else {
+            return Ok(());
+        };
+        let writer = StreamWriter {
+            shared: p.shared.clone(),
+            tx: self.tx.clone(),
+            done: self.done.subscribe(),
+        };
+        if flags & FLAG_FIN != 0 {
+            self.remote_fin(&p.shared);
+        }
+        let stream = ClientStream {
+            data: p.data,
+            writer,
+        };
+        if let Err(Ok(stream)) = p.reply.send(Ok(stream)) {
+            // The caller stopped waiting: nobody will use or close the stream.
+            self.streams.remove(&id);
+            stream.writer.reset(RST_CANCEL).await;
+        }
+        Ok(())
+    }
+
     async fn handle(&mut self, frame: Frame) -> Result<(), End> {
         match frame {
+            Frame::SynStream { stream_id, .. } if matches!(self.role, Role::Client { .. }) => {
+                // Nothing the node agent talks to pushes streams; refusing keeps the server's
+                // stream table clean.
+                return self
+                    .enqueue(Frame::RstStream(stream_id, RST_REFUSED_STREAM))
+                    .await;
+            }
             Frame::SynStream {
                 stream_id,
                 flags,
@@ -818,7 +1143,10 @@ impl Reader {
                         .await;
                 }
                 self.last_id.store(stream_id, Ordering::SeqCst);
-                if self.incoming.is_closed() {
+                let Role::Server { incoming } = &self.role else {
+                    return Ok(());
+                };
+                if incoming.is_closed() {
                     return self
                         .enqueue(Frame::RstStream(stream_id, RST_REFUSED_STREAM))
                         .await;
@@ -827,13 +1155,7 @@ impl Reader {
                 let (dtx, drx) = mpsc::channel(self.cfg.data_capacity.max(1));
                 let fin = flags & FLAG_FIN != 0;
                 let uni = flags & FLAG_UNIDIRECTIONAL != 0;
-                let shared = Arc::new(StreamShared {
-                    id: stream_id,
-                    reset: AtomicBool::new(false),
-                    local_fin: AtomicBool::new(uni),
-                    remote_fin: AtomicBool::new(fin),
-                    data_tx: Mutex::new((!fin).then_some(dtx)),
-                });
+                let shared = StreamShared::new(stream_id, uni, (!fin).then_some(dtx));
                 if !uni {
                     let headers = self.cfg.reply_headers.clone();
                     self.enqueue(Frame::SynReply(stream_id, 0, headers)).await?;
@@ -850,14 +1172,18 @@ impl Reader {
                     data: drx,
                     writer,
                 };
+                let Role::Server { incoming } = &self.role else {
+                    return Ok(());
+                };
                 tokio::select! {
-                    r = self.incoming.send(stream) => if r.is_err() {
+                    r = incoming.send(stream) => if r.is_err() {
                         self.streams.remove(&stream_id);
                         self.enqueue(Frame::RstStream(stream_id, RST_REFUSED_STREAM)).await?;
                     },
                     _ = self.tx.closed() => return Err(End::WriterGone),
                 }
             }
+            Frame::SynReply(stream_id, flags, _) => self.replied(stream_id, flags).await?,
             Frame::Data(stream_id, flags, data) => {
                 let Some(s) = self.streams.get(&stream_id).cloned() else {
                     return Ok(());
@@ -879,16 +1205,24 @@ impl Reader {
                     self.remote_fin(&s);
                 }
             }
-            Frame::RstStream(stream_id, _) => {
+            Frame::RstStream(stream_id, status) => {
                 if let Some(s) = self.streams.remove(&stream_id) {
                     s.reset.store(true, Ordering::SeqCst);
                     s.end_data();
                 }
+                if let Role::Client { pending, .. } = &mut self.role {
+                    if let Some(p) = pending.remove(&stream_id) {
+                        let _ = p.reply.send(Err(SpdyError::Refused(status)));
+                    }
+                }
             }
-            // Client pings carry odd ids and must be echoed; even ids would answer our pings.
-            Frame::Ping(id) if id % 2 == 1 => self.enqueue(Frame::Ping(id)).await?,
+            // Pings of the peer's parity must be echoed (client ids are odd, server ids even);
+            // ours would be answers, and we send none.
+            Frame::Ping(id) if (id % 2 == 0) == matches!(self.role, Role::Client { .. }) => {
+                self.enqueue(Frame::Ping(id)).await?
+            }
             Frame::GoAway(..) => return Err(End::PeerGoAway),
-            _ => {} // SYN_REPLY, SETTINGS, WINDOW_UPDATE, even PINGs, unknown types: ignored
+            _ => {} // SETTINGS, WINDOW_UPDATE, our own PINGs' answers, unknown types: ignored
         }
         Ok(())
     }
@@ -1104,16 +1438,17 @@ mod tests {
         }
     }
 
-    struct Client {
+    /// A frame-level peer: a client against `serve`, a server against `connect`.
+    struct Peer {
         io: DuplexStream,
         comp: HeaderCompressor,
         dec: HeaderDecompressor,
         buf: BytesMut,
     }
 
-    impl Client {
+    impl Peer {
         fn new(io: DuplexStream) -> Self {
-            Client {
+            Peer {
                 io,
                 comp: HeaderCompressor::default(),
                 dec: HeaderDecompressor::default(),
@@ -1142,10 +1477,10 @@ mod tests {
         }
     }
 
-    fn pair() -> (Session, mpsc::Receiver<IncomingStream>, Client) {
+    fn pair() -> (Session, mpsc::Receiver<IncomingStream>, Peer) {
         let (a, b) = tokio::io::duplex(1 << 16);
         let (session, incoming) = serve(a);
-        (session, incoming, Client::new(b))
+        (session, incoming, Peer::new(b))
     }
 
     #[tokio::test]
@@ -1315,5 +1650,347 @@ mod tests {
         drop((session, incoming));
         assert_eq!(c.recv().await, Some(Frame::GoAway(1, GOAWAY_OK)));
         assert_eq!(c.recv().await, None);
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Client side
+
+    fn client_pair() -> (ClientSession, Peer) {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        (connect(a), Peer::new(b))
+    }
+
+    async fn read_all(rx: &mut mpsc::Receiver<Bytes>) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("data ends")
+        {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    fn typed(t: &str) -> Headers {
+        // Mixed case on purpose: names go out lower-case.
+        h(&[("StreamType", t), ("Port", "80")])
+    }
+
+    #[tokio::test]
+    async fn client_and_server_end_to_end() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (server, mut incoming) = serve(a);
+        let client = connect(b);
+        let (watched_tx, watched) = oneshot::channel();
+        let srv = tokio::spawn(async move {
+            let mut watched_tx = Some(watched_tx);
+            let mut seen = Vec::new();
+            while let Some(mut s) = incoming.recv().await {
+                seen.push((s.id, s.headers.clone()));
+                match s.header("streamtype") {
+                    Some("reset") => s.writer.reset(RST_CANCEL).await,
+                    Some("watch") => {
+                        let report = watched_tx.take();
+                        tokio::spawn(async move {
+                            let ended = s.data.recv().await.is_none();
+                            let late = s.writer.write(Bytes::from_static(b"late")).await;
+                            let _ = report.map(|r| {
+                                r.send((ended, matches!(late, Err(SpdyError::StreamReset))))
+                            });
+                        });
+                    }
+                    _ => {
+                        // Echoes, then half-closes after the client's FIN.
+                        tokio::spawn(async move {
+                            while let Some(d) = s.data.recv().await {
+                                s.writer.write(d).await.unwrap();
+                            }
+                            s.writer.close().await.unwrap();
+                        });
+                    }
+                }
+            }
+            seen
+        });
+
+        // Two opens at once: the reader numbers them in order, or the server would refuse one.
+        let (x, y) = tokio::join!(
+            client.open_stream(typed("data")),
+            client.open_stream(typed("data"))
+        );
+        let (mut x, mut y) = (x.unwrap(), y.unwrap());
+        let mut ids = [x.writer.id(), y.writer.id()];
+        ids.sort();
+        assert_eq!(ids, [1, 3]);
+        x.writer.write(Bytes::from_static(b"hello ")).await.unwrap();
+        x.writer.write(Bytes::from_static(b"x")).await.unwrap();
+        x.writer.close().await.unwrap();
+        y.writer
+            .write(Bytes::from(vec![9u8; 70_000]))
+            .await
+            .unwrap();
+        y.writer.close().await.unwrap();
+        assert!(matches!(
+            x.writer.write(Bytes::from_static(b"!")).await,
+            Err(SpdyError::StreamClosed)
+        ));
+        assert_eq!(read_all(&mut x.data).await, b"hello x");
+        assert_eq!(read_all(&mut y.data).await, vec![9u8; 70_000]);
+
+        // Reset by the server once answered.
+        let mut r = client.open_stream(typed("reset")).await.unwrap();
+        assert_eq!(r.writer.id(), 5);
+        assert_eq!(read_all(&mut r.data).await, b"");
+        assert!(matches!(
+            r.writer.write(Bytes::from_static(b"y")).await,
+            Err(SpdyError::StreamReset)
+        ));
+
+        // Reset by us: our data ends at once, the server's on the RST.
+        let mut w = client.open_stream(typed("watch")).await.unwrap();
+        w.writer.reset(RST_CANCEL).await;
+        assert_eq!(w.data.recv().await, None);
+        assert_eq!(
+            timeout(Duration::from_secs(5), watched)
+                .await
+                .unwrap()
+                .unwrap(),
+            (true, true)
+        );
+
+        // GOAWAY from the client ends both sessions.
+        client.go_away().await;
+        timeout(Duration::from_secs(5), server.closed())
+            .await
+            .unwrap();
+        timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
+        assert!(matches!(
+            client.open_stream(typed("data")).await,
+            Err(SpdyError::SessionClosed)
+        ));
+        let seen = timeout(Duration::from_secs(5), srv).await.unwrap().unwrap();
+        let want = |t: &str| h(&[("streamtype", t), ("port", "80")]);
+        assert_eq!(
+            seen.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        let headers: Vec<&Headers> = seen.iter().map(|(_, hs)| hs).collect();
+        assert_eq!(
+            headers,
+            [&want("data"), &want("data"), &want("reset"), &want("watch")]
+        );
+    }
+
+    #[tokio::test]
+    async fn server_go_away_ends_client_streams() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (server, mut incoming) = serve(a);
+        let client = connect(b);
+        let mut s = client.open_stream(typed("data")).await.unwrap();
+        let mut theirs = incoming.recv().await.unwrap();
+        theirs
+            .writer
+            .write(Bytes::from_static(b"before"))
+            .await
+            .unwrap();
+        server.go_away().await;
+        // What came before the GOAWAY is still delivered; then the stream ends.
+        assert_eq!(read_all(&mut s.data).await, b"before");
+        timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.writer.write(Bytes::from_static(b"z")).await,
+            Err(SpdyError::SessionClosed)
+        ));
+        assert!(matches!(
+            client.open_stream(typed("data")).await,
+            Err(SpdyError::SessionClosed)
+        ));
+        assert_eq!(theirs.data.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn client_against_a_frame_level_server() {
+        let (client, mut p) = client_pair();
+        let c = client.clone();
+        let first = tokio::spawn(async move {
+            c.open_stream(h(&[
+                ("streamtype", "error"),
+                ("X-Two", "a"),
+                ("x-two", "b"),
+            ]))
+            .await
+        });
+        let Some(Frame::SynStream {
+            stream_id: 1,
+            assoc_id: 0,
+            priority: 7,
+            flags: 0,
+            headers,
+            ..
+        }) = p.recv().await
+        else {
+            panic!("no SYN_STREAM 1")
+        };
+        assert_eq!(
+            headers,
+            h(&[("streamtype", "error"), ("x-two", "a"), ("x-two", "b")])
+        );
+        // Ignored: SETTINGS, WINDOW_UPDATE, unknown types, odd PINGs (answers to pings of ours).
+        // Echoed: the server's (even) PINGs. Refused: the server's own streams.
+        p.send(Frame::Settings(0, vec![(0, 7, 1 << 20)])).await;
+        p.send(Frame::WindowUpdate(1, 1000)).await;
+        p.send(Frame::Unknown(11, 0, Bytes::from_static(b"??")))
+            .await;
+        p.send(Frame::Ping(1)).await;
+        p.send(Frame::Ping(2)).await;
+        assert_eq!(p.recv().await, Some(Frame::Ping(2)));
+        p.send(syn(2, &[("streamtype", "pushed")])).await;
+        assert_eq!(
+            p.recv().await,
+            Some(Frame::RstStream(2, RST_REFUSED_STREAM))
+        );
+        p.send(Frame::SynReply(1, 0, vec![])).await;
+        let mut s = first.await.unwrap().unwrap();
+        assert_eq!(s.writer.id(), 1);
+        p.send(data(1, 0, b"ab")).await;
+        p.send(data(1, FLAG_FIN, b"c")).await;
+        assert_eq!(read_all(&mut s.data).await, b"abc");
+        // Half-closed by the server, still open for us.
+        s.writer.write(Bytes::from_static(b"xyz")).await.unwrap();
+        s.writer.close().await.unwrap();
+        assert_eq!(p.recv().await, Some(data(1, 0, b"xyz")));
+        assert_eq!(p.recv().await, Some(data(1, FLAG_FIN, b"")));
+
+        // Refused by RST (spdystream's answer to an unknown streamtype).
+        let c = client.clone();
+        let refused =
+            tokio::spawn(async move { c.open_stream(h(&[("streamtype", "bogus")])).await });
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 3, .. })
+        ));
+        p.send(Frame::RstStream(3, RST_PROTOCOL_ERROR)).await;
+        assert!(matches!(
+            refused.await.unwrap(),
+            Err(SpdyError::Refused(RST_PROTOCOL_ERROR))
+        ));
+
+        // Headers the Go framer would end the connection over never leave.
+        for bad in ["Host", "connection", "Transfer-Encoding", ""] {
+            let r = client.open_stream(h(&[(bad, "x")])).await;
+            assert!(
+                matches!(r, Err(SpdyError::Protocol(_))),
+                "{bad}: {:?}",
+                r.err()
+            );
+        }
+
+        // A SYN_REPLY with FIN: nothing to read, but writable.
+        let c = client.clone();
+        let half = tokio::spawn(async move { c.open_stream(typed("data")).await });
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 5, .. })
+        ));
+        p.send(Frame::SynReply(5, FLAG_FIN, vec![])).await;
+        let mut half = half.await.unwrap().unwrap();
+        assert_eq!(half.data.recv().await, None);
+        half.writer.write(Bytes::from_static(b"q")).await.unwrap();
+        assert_eq!(p.recv().await, Some(data(5, 0, b"q")));
+
+        // apimachinery's Close(): data, then RST — the data stays readable.
+        let c = client.clone();
+        let status = tokio::spawn(async move { c.open_stream(typed("error")).await });
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 7, .. })
+        ));
+        p.send(Frame::SynReply(7, 0, vec![])).await;
+        let mut status = status.await.unwrap().unwrap();
+        p.send(data(7, 0, b"{\"status\":\"Success\"}")).await;
+        p.send(Frame::RstStream(7, RST_CANCEL)).await;
+        assert_eq!(
+            read_all(&mut status.data).await,
+            b"{\"status\":\"Success\"}"
+        );
+        assert!(matches!(
+            status.writer.write(Bytes::from_static(b"?")).await,
+            Err(SpdyError::StreamReset)
+        ));
+
+        // GOAWAY from the server: a pending open fails, the session ends.
+        let c = client.clone();
+        let pending = tokio::spawn(async move { c.open_stream(typed("data")).await });
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 9, .. })
+        ));
+        p.send(Frame::GoAway(0, GOAWAY_OK)).await;
+        assert!(matches!(
+            pending.await.unwrap(),
+            Err(SpdyError::SessionClosed)
+        ));
+        timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
+        assert_eq!(p.recv().await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_and_abandoned_opens_are_cancelled() {
+        let (client, mut p) = client_pair();
+        // Time is paused: it jumps to the timeout once every task waits.
+        let r = client.open_stream(typed("data")).await;
+        assert!(
+            matches!(r, Err(SpdyError::Timeout(OPEN_TIMEOUT))),
+            "{:?}",
+            r.err()
+        );
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 1, .. })
+        ));
+        // A dropped open: the next open cancels the timed-out one first.
+        let dropped = timeout(Duration::from_millis(10), client.open_stream(typed("data"))).await;
+        assert!(dropped.is_err());
+        assert_eq!(p.recv().await, Some(Frame::RstStream(1, RST_CANCEL)));
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 3, .. })
+        ));
+        // Its late answer is reset on arrival.
+        p.send(Frame::SynReply(3, 0, vec![])).await;
+        assert_eq!(p.recv().await, Some(Frame::RstStream(3, RST_CANCEL)));
+        // Dropping every handle ends the session with GOAWAY OK (last good id 0: we accept none).
+        drop(client);
+        assert_eq!(p.recv().await, Some(Frame::GoAway(0, GOAWAY_OK)));
+        assert_eq!(p.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn client_answers_malformed_input_with_protocol_error() {
+        let (client, mut p) = client_pair();
+        let c = client.clone();
+        let open = tokio::spawn(async move { c.open_stream(typed("data")).await });
+        assert!(matches!(
+            p.recv().await,
+            Some(Frame::SynStream { stream_id: 1, .. })
+        ));
+        p.io.write_all(b"\x80\x03\x00\x02\x00\x00\x00\x08\x00\x00\x00\x01garbage!")
+            .await
+            .unwrap(); // SYN_REPLY, not zlib
+        assert_eq!(
+            p.recv().await,
+            Some(Frame::GoAway(0, GOAWAY_PROTOCOL_ERROR))
+        );
+        assert_eq!(p.recv().await, None);
+        assert!(matches!(open.await.unwrap(), Err(SpdyError::SessionClosed)));
+        timeout(Duration::from_secs(5), client.closed())
+            .await
+            .unwrap();
     }
 }
