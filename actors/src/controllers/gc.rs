@@ -39,6 +39,10 @@ pub struct GarbageCollector {
     /// a collection that found its owner still there (the graph saw the dependent before
     /// its owner) must look again once the owner's deletion is seen, not be skipped.
     in_flight: HashMap<String, bool>,
+    /// Dependents the graph calls orphans that a collection kept (the store still had an
+    /// owner the graph had not seen, or the read failed): looked at again shortly, not
+    /// only on the next resync.
+    suspects: HashSet<String>,
     listed: bool,
     /// Owners being deleted with Orphan or Foreground, by uid.
     finalizing: HashMap<String, Meta>,
@@ -54,7 +58,7 @@ impl GarbageCollector {
     }
 
     pub fn new(client: Client) -> Self {
-        GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashMap::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
+        GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashMap::new(), suspects: HashSet::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
     }
 
     fn put(&mut self, m: Meta, ctx: &mut Context<Self>) {
@@ -144,8 +148,8 @@ impl GarbageCollector {
             let client = self.client.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
-                collect(&client, &d).await;
-                addr.do_send(Collected(d.uid));
+                let kept = !collect(&client, &d).await;
+                addr.do_send(Collected { uid: d.uid, kept });
             });
         }
     }
@@ -158,27 +162,44 @@ async fn owner_exists(client: &Client, ns: Option<&str>, o: &OwnerReference) -> 
     match client.get_value(res, if res.namespaced { ns } else { None }, &o.name).await {
         Ok(Some(v)) => v["metadata"]["uid"].as_str() == Some(o.uid.as_str()),
         Ok(None) => false,
-        Err(_) => true, // unsure: keep the dependent
+        Err(e) => {
+            tracing::debug!(owner = %o.name, error = %e, "cannot tell whether an owner exists; the dependent is looked at again");
+            true
+        }
     }
 }
 
-async fn collect(client: &Client, d: &Meta) {
+/// Deletes `d` if its owners are all gone from the store; false when it was kept.
+async fn collect(client: &Client, d: &Meta) -> bool {
     for o in &d.owners {
         if owner_exists(client, d.namespace.as_deref(), o).await {
-            return;
+            return false;
         }
     }
     tracing::info!(kind = d.kind, namespace = ?d.namespace, name = %d.name, "deleting dependent whose owners are gone");
     if let Err(e) = propagation::delete_any(client, &d.api_version, d.kind, d.namespace.as_deref(), &d.name, &d.uid, false).await {
         if !e.is_not_found() {
             tracing::warn!(name = %d.name, error = %e, "garbage collection failed");
+            return false;
         }
     }
+    true
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Collected(String);
+struct Collected {
+    uid: String,
+    kept: bool,
+}
+
+/// How soon a kept orphan is looked at again.
+const SUSPECT_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the whole graph is swept for orphans besides the events (an in-memory scan;
+/// only what it finds is read from the store). Under load a ReplicaSet's pods were seen to
+/// outlive it without this (cause not found yet; see the session notes): the sweep bounds
+/// how long any missed orphan lives.
+const GRAPH_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -204,6 +225,29 @@ impl Handler<PassDone> for GarbageCollector {
 impl Actor for GarbageCollector {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(SUSPECT_RECHECK, |act, ctx| {
+            if act.suspects.is_empty() {
+                return;
+            }
+            bus::metrics::handle(ACTOR, || {
+                // Still orphans by the graph: ask the store again; otherwise an owner showed up.
+                let suspects: Vec<Meta> = act.suspects.drain().filter_map(|u| act.live.get(&u).cloned()).collect();
+                let found = orphans(&act.live, suspects.iter());
+                act.collect_all(found, ctx);
+            })
+        });
+        ctx.run_interval(GRAPH_SWEEP, |act, ctx| {
+            bus::metrics::handle(ACTOR, || {
+                if !act.listed {
+                    return;
+                }
+                let found: Vec<Meta> = orphans(&act.live, act.live.values()).into_iter().filter(|d| !act.in_flight.contains_key(&d.uid)).collect();
+                if !found.is_empty() {
+                    tracing::info!(n = found.len(), first = %found[0].name, "the graph sweep found orphans no event collected");
+                }
+                act.collect_all(found, ctx);
+            })
+        });
         ctx.run_interval(self.resync, |act, ctx| {
             bus::metrics::handle(ACTOR, || {
                 act.sweep(ctx);
@@ -217,7 +261,8 @@ impl Actor for GarbageCollector {
 impl StreamHandler<InformerEvent<Meta>> for GarbageCollector {
     fn handle(&mut self, ev: InformerEvent<Meta>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || match ev {
-            InformerEvent::Listed(items, _) => {
+            InformerEvent::Listed(items, from) => {
+                tracing::debug!(n = items.len(), from, "gc: listed");
                 self.live.clear();
                 self.by_owner.clear();
                 self.finalizing.clear();
@@ -227,7 +272,8 @@ impl StreamHandler<InformerEvent<Meta>> for GarbageCollector {
                 self.listed = true;
                 self.sweep(ctx);
             }
-            InformerEvent::Applied(m, _) => {
+            InformerEvent::Applied(m, rev) => {
+                tracing::debug!(kind = m.kind, name = %m.name, rev, owners = m.owners.len(), "gc: applied");
                 let uid = m.uid.clone();
                 self.put(m, ctx);
                 // A dependent written after its owners were deleted.
@@ -237,7 +283,8 @@ impl StreamHandler<InformerEvent<Meta>> for GarbageCollector {
                     }
                 }
             }
-            InformerEvent::Deleted(m, _) => {
+            InformerEvent::Deleted(m, rev) => {
+                tracing::debug!(kind = m.kind, name = %m.name, rev, dependents = self.by_owner.get(&m.uid).map(|s| s.len()).unwrap_or(0), "gc: deleted");
                 self.remove(&m.uid);
                 self.finalizing.remove(&m.uid);
                 let waiting: Vec<String> = m.owners.iter().filter(|o| self.finalizing.contains_key(&o.uid)).map(|o| o.uid.clone()).collect();
@@ -253,8 +300,13 @@ impl Handler<Collected> for GarbageCollector {
     type Result = ();
     fn handle(&mut self, m: Collected, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            if self.in_flight.remove(&m.0) == Some(true) {
-                if let Some(d) = self.live.get(&m.0).cloned() {
+            if m.kept {
+                self.suspects.insert(m.uid.clone());
+            } else {
+                self.suspects.remove(&m.uid);
+            }
+            if self.in_flight.remove(&m.uid) == Some(true) {
+                if let Some(d) = self.live.get(&m.uid).cloned() {
                     self.collect_all(orphans(&self.live, [&d]), ctx);
                 }
             }
