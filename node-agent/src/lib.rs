@@ -54,6 +54,10 @@ pub struct NodeConfig {
     pub runtime: RuntimeKind,
     /// The air-gap folder: image archives imported into containerd at start.
     pub images_dir: Option<PathBuf>,
+    /// A k3s-shaped registries.yaml: mirrors and per-host auth and TLS for containerd.
+    pub registries: Option<PathBuf>,
+    /// When unused images are removed (kubelet's --image-gc-high/low-threshold).
+    pub image_gc: images::gc::Thresholds,
     /// `nodeInfo.containerRuntimeVersion`, filled in once the runtime answers.
     pub container_runtime_version: String,
 }
@@ -89,6 +93,8 @@ impl NodeConfig {
             host_ip: "127.0.0.1".into(),
             runtime: RuntimeKind::Process,
             images_dir: None,
+            registries: None,
+            image_gc: images::gc::Thresholds::default(),
             container_runtime_version: "flotilla-process://0.1".into(),
         }
     }

@@ -7,6 +7,7 @@ pub mod cri;
 pub mod process;
 pub mod simulated;
 
+pub use crate::images::credentials::PullAuth;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -129,8 +130,9 @@ pub trait Runtime: Send + Sync {
     fn handler(&self) -> &'static str;
     /// `nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.6.20`.
     fn version(&self) -> String;
-    /// Makes `image` present as `policy` says.
-    fn ensure_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>>;
+    /// Makes `image` present as `policy` says; a pull tries each of `auth` in turn (the
+    /// pull secrets' credentials for its registry), anonymously when there are none.
+    fn ensure_image(&self, image: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>>;
     fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>>;
     /// Creates and starts the container in `sandbox`. Called from the kubelet's own thread,
     /// and polled there: the process runtime ties its children's lives to that thread.

@@ -191,7 +191,7 @@ impl Runtime for ProcessRuntime {
         "flotilla-process://0.1".into()
     }
 
-    fn ensure_image(&self, _image: &str, _policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+    fn ensure_image(&self, _image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         // Host mode runs commands from the machine: nothing is pulled.
         Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None }) })
     }

@@ -11,7 +11,7 @@ mod connect;
 
 pub use connect::connect;
 
-use super::{ContainerSpec, ImageReady, NodeImage, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
+use super::{ContainerSpec, ImageReady, PullAuth, NodeImage, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
 use crate::images::{self, reference, PullDecision};
 use client::{go_error, pb, Cri};
 use futures::future::BoxFuture;
@@ -107,6 +107,25 @@ async fn image_status(cri: &Cri, name: &str) -> Result<Option<pb::Image>, tonic:
     Ok(r.into_inner().image)
 }
 
+/// Pulls `name` with each credential in turn until one works (the kubelet's order), or
+/// anonymously when there are none; the last failure is the one reported.
+async fn pull(cri: &Cri, name: &str, auth: Vec<PullAuth>) -> Result<(), RuntimeError> {
+    let tries: Vec<Option<pb::AuthConfig>> = if auth.is_empty() {
+        vec![None]
+    } else {
+        auth.into_iter().map(|a| Some(pb::AuthConfig { username: a.username, password: a.password, auth: a.auth, ..Default::default() })).collect()
+    };
+    let mut last = None;
+    for auth in tries {
+        let mut c = cri.images.clone();
+        match c.pull_image(pb::PullImageRequest { image: Some(pb::ImageSpec { image: name.to_string(), ..Default::default() }), auth, sandbox_config: None }).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(RuntimeError::ImagePull(go_error(&e))),
+        }
+    }
+    Err(last.unwrap_or_else(|| RuntimeError::ImagePull("no pull was tried".into())))
+}
+
 /// Polls the container until it has exited, then reports its code and removes it (its
 /// log stays in the pod's directory for `kubectl logs --previous`).
 async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
@@ -151,7 +170,7 @@ impl Runtime for CriRuntime {
         self.version.clone()
     }
 
-    fn ensure_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+    fn ensure_image(&self, image: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         let cri = self.cri.clone();
         let (image, name) = (image.to_string(), reference::normalize(image));
         Box::pin(async move {
@@ -161,10 +180,7 @@ impl Runtime for CriRuntime {
                 PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
                 PullDecision::Pull => {
                     let t0 = Instant::now();
-                    let mut c = cri.images.clone();
-                    c.pull_image(pb::PullImageRequest { image: Some(pb::ImageSpec { image: name.clone(), ..Default::default() }), auth: None, sandbox_config: None })
-                        .await
-                        .map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
+                    pull(&cri, &name, auth).await?;
                     let img = image_status(&cri, &name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
                     Ok(ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) })
                 }
