@@ -40,12 +40,16 @@ pub struct RuntimeFlags {
     /// Disk usage (percent) image garbage collection frees down to.
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub image_gc_low_threshold: u8,
+    /// Seconds between image garbage collection checks (the kubelet's fixed ImageGCPeriod
+    /// is 300).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_gc_period: u64,
 }
 
 impl Default for RuntimeFlags {
     /// What clap fills in when no flag is given.
     fn default() -> Self {
-        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80 }
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300 }
     }
 }
 
@@ -61,6 +65,7 @@ impl RuntimeFlags {
             );
         }
         cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold };
+        cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
         let default_registries = data_dir.join("registries.yaml");
         cfg.registries = match &self.registries {
             Some(p) if !p.is_file() => bail!("--registries {}: no such file", p.display()),

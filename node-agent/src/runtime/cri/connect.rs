@@ -6,14 +6,13 @@ use super::client::Cri;
 use super::containerd::{Containerd, Layout};
 use super::CriRuntime;
 use crate::images::{airgap, mirrors, pause, registry};
-use crate::runtime::Runtime;
 use crate::shutdown::Cleanup;
 use crate::NodeConfig;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cleanup) -> anyhow::Result<Arc<dyn Runtime>> {
+pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cleanup) -> anyhow::Result<Arc<CriRuntime>> {
     let (cri, version) = match endpoint {
         Some(ep) => {
             let cri = Cri::new(ep)?;

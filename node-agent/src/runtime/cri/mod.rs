@@ -7,6 +7,7 @@
 pub mod cgroups;
 pub mod client;
 pub mod containerd;
+pub mod image_store;
 mod connect;
 
 pub use connect::connect;
@@ -34,6 +35,8 @@ pub struct CriRuntime {
     host_ip: String,
     /// Each sandbox's config: CreateContainer wants it again.
     configs: Arc<Mutex<HashMap<String, pb::PodSandboxConfig>>>,
+    /// When each image was last made ready for a container (image GC's order).
+    pub last_used: image_store::LastUsed,
 }
 
 impl CriRuntime {
@@ -45,6 +48,7 @@ impl CriRuntime {
             host_id: host_id.to_string(),
             host_ip: host_ip.to_string(),
             configs: Arc::new(Mutex::new(HashMap::new())),
+            last_used: Default::default(),
         }
     }
 
@@ -161,6 +165,21 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
     }
 }
 
+/// `ensure_image`'s work, with the image's id (for image GC's last-used times).
+async fn ensure(cri: &Cri, image: &str, name: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> Result<(ImageReady, Option<String>), RuntimeError> {
+    let present = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
+    match images::decide(image, policy, present.is_some()) {
+        PullDecision::UsePresent => Ok((ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None }, present.map(|i| i.id))),
+        PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
+        PullDecision::Pull => {
+            let t0 = Instant::now();
+            pull(cri, name, auth).await?;
+            let img = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
+            Ok((ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) }, img.map(|i| i.id)))
+        }
+    }
+}
+
 impl Runtime for CriRuntime {
     fn handler(&self) -> &'static str {
         "runc"
@@ -173,18 +192,13 @@ impl Runtime for CriRuntime {
     fn ensure_image(&self, image: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         let cri = self.cri.clone();
         let (image, name) = (image.to_string(), reference::normalize(image));
+        let last_used = self.last_used.clone();
         Box::pin(async move {
-            let present = image_status(&cri, &name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-            match images::decide(&image, policy, present.is_some()) {
-                PullDecision::UsePresent => Ok(ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None }),
-                PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
-                PullDecision::Pull => {
-                    let t0 = Instant::now();
-                    pull(&cri, &name, auth).await?;
-                    let img = image_status(&cri, &name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-                    Ok(ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) })
-                }
+            let ready = ensure(&cri, &image, &name, policy, auth).await?;
+            if let (Ok(mut m), Some(id)) = (last_used.lock(), ready.1) {
+                m.insert(id, image_store::now_secs());
             }
+            Ok(ready.0)
         })
     }
 
