@@ -114,7 +114,11 @@ fn registry_auth_from_registries_yaml_and_image_gc() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let airgap = busybox_only(&images, tmp.path());
     let private = Registry::start(Some(("flotilla", "s3cret")));
-    private.push(&images.join("busybox.tar"), "latest", "private/once:1");
+    // An image of its own (busybox's would share the running pod's image id).
+    let once_tar = tmp.path().join("once.tar");
+    let busybox = std::fs::read("/bin/busybox").expect("Debian's busybox-static");
+    std::fs::write(&once_tar, node_agent::images::pause::archive("flotilla-test/once:1", &busybox, &["/bin/busybox", "sleep", "3600"]).unwrap()).unwrap();
+    private.push(&once_tar, "1", "private/once:1");
     let data = tmp.path().join("c");
     std::fs::create_dir_all(&data).unwrap();
     // The default place: <data-dir>/registries.yaml.
@@ -130,7 +134,7 @@ fn registry_auth_from_registries_yaml_and_image_gc() {
     running(&c, "keep", Duration::from_secs(60));
     // No secret: the node's registries.yaml has the credentials.
     let image = format!("{}/private/once:1", private.host);
-    apply(&c, &pod("once", &image, None, "Never", "once"));
+    apply(&c, &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: once}}\nspec:\n  containers:\n  - {{name: c, image: \"{image}\"}}\n"));
     running(&c, "once", Duration::from_secs(60));
     let name = format!("{}/private/once:1", private.host);
     assert!(ctr_images(&data).contains(&name), "{}", ctr_images(&data));
