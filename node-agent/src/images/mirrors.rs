@@ -144,7 +144,7 @@ impl Registries {
         }
         for reg in registries {
             let endpoints: Vec<String> = self.mirrors.get(reg).map(|m| m.endpoint.iter().filter_map(|e| endpoint_url(e)).collect()).unwrap_or_default();
-            let mut t = format!("# Written by the flotilla node agent from registries.yaml; edits are overwritten.\n");
+            let mut t = String::from("# Written by the flotilla node agent from registries.yaml; edits are overwritten.\n");
             // The upstream comes after the mirrors: docker.io's is the air-gap folder.
             let server = match reg {
                 "docker.io" => airgap_url.clone(),

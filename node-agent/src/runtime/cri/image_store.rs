@@ -50,7 +50,7 @@ impl ImageStore for CriImages {
             Ok(r.into_inner()
                 .images
                 .into_iter()
-                .map(|i| Image { last_used: used.get(&i.id).copied().unwrap_or(0), pinned: i.pinned || i.repo_tags.iter().any(|t| *t == sandbox), size: i.size, id: i.id })
+                .map(|i| Image { last_used: used.get(&i.id).copied().unwrap_or(0), pinned: i.pinned || i.repo_tags.contains(&sandbox), size: i.size, id: i.id })
                 .collect())
         })
     }
