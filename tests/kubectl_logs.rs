@@ -23,7 +23,10 @@ kind: Pod
 metadata: {name: crash}
 spec:
   containers:
-  - {name: c, image: busybox, command: ["sh", "-c", "echo run; sleep 1; exit 1"]}
+  - name: c
+    image: busybox
+    # Each instance counts itself in the pod's work directory (host mode keeps it).
+    command: ["sh", "-c", "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo run $n; sleep 4; exit 1"]
 ---
 apiVersion: v1
 kind: Pod
@@ -111,16 +114,25 @@ fn kubectl_logs_options_and_refusals() {
         if o.stderr.trim() == want { Ok(()) } else { Err(o.stderr) }
     });
 
-    // A restarted container: --previous is the instance before.
-    c.eventually(Duration::from_secs(60), "crash restarted", || {
-        let n = c.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]);
-        if n.parse::<u32>().unwrap_or(0) >= 1 { Ok(()) } else { Err(n) }
+    // A crashed container waiting to start again: its log and the previous one are both
+    // the instance that ended; once it runs again, --previous is the one before.
+    let state = |want: &str| {
+        c.eventually(Duration::from_secs(60), want, || {
+            let s = c.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}{.status.containerStatuses[0].state.running.startedAt}"]);
+            let ok = if want == "CrashLoopBackOff" { s == "0 CrashLoopBackOff" } else { s.starts_with("1 20") };
+            if ok { Ok(()) } else { Err(s) }
+        })
+    };
+    state("CrashLoopBackOff");
+    assert_eq!(c.ok(&["logs", "crash"]), "run 1\n");
+    assert_eq!(c.ok(&["logs", "crash", "--previous"]), "run 1\n");
+    state("running again");
+    c.eventually(Duration::from_secs(10), "the second instance's log", || {
+        let l = c.ok(&["logs", "crash"]);
+        if l == "run 2\n" { Ok(()) } else { Err(l) }
     });
-    c.eventually(Duration::from_secs(20), "previous instance's log", || {
-        let o = c.kubectl(&["logs", "crash", "--previous", "--timestamps"]);
-        let ok = o.ok && o.stdout.lines().count() == 1 && o.stdout.trim_end().ends_with(" run");
-        if ok { Ok(()) } else { Err(format!("{} {}", o.stdout, o.stderr)) }
-    });
+    let prev = c.ok(&["logs", "crash", "--previous", "--timestamps"]);
+    assert!(prev.lines().count() == 1 && prev.ends_with(" run 1\n"), "{prev}");
 
     // -f with --limit-bytes ends once the bytes are there.
     let o = c.kubectl(&["logs", "-f", "two", "-c", "a", "--limit-bytes=3"]);

@@ -27,6 +27,10 @@ pub struct LogRequest {
     /// At most this many bytes in all (follow included).
     #[serde(default)]
     pub limit_bytes: Option<u64>,
+    /// The container is waiting to start again (CrashLoopBackOff): its newest log is
+    /// the instance that ended, which is then also the previous one.
+    #[serde(default)]
+    pub between_instances: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

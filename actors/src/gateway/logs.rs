@@ -82,6 +82,16 @@ pub fn check_container_state(pod: &Value, container: &str, previous: bool) -> Re
     }
 }
 
+/// Whether the container waits to start again after an instance ended (its newest log is
+/// then `lastState.terminated`'s, which `--previous` asks for).
+pub fn between_instances(pod: &Value, container: &str) -> bool {
+    ["/status/containerStatuses", "/status/initContainerStatuses"]
+        .iter()
+        .flat_map(|p| pod.pointer(p).and_then(Value::as_array).cloned().unwrap_or_default())
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
+        .is_some_and(|s| s.pointer("/state/waiting").is_some_and(Value::is_object) && s.pointer("/lastState/terminated").is_some_and(Value::is_object))
+}
+
 /// PodLogOptions from the query, as the apiserver decodes and validates them: a value
 /// that is not a number or a time is a 400, one out of range a 422 naming the field.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -158,13 +168,14 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
     let mut lr = LogRequest {
         namespace: ns.unwrap_or("").to_string(),
         pod: name.to_string(),
-        container: Some(container),
         tail_lines: opts.tail_lines.map(|t| t as u64),
         previous: opts.previous,
         follow_inbox: None,
         timestamps: opts.timestamps,
         since: since.map(|t| t.to_string()),
         limit_bytes: opts.limit_bytes.map(|l| l as u64),
+        between_instances: between_instances(&pod, &container),
+        container: Some(container),
     };
     // `-f`: the node sends later output to this inbox, one acknowledged chunk at a time;
     // dropping the subscription (the client went away) is what stops it.
@@ -264,6 +275,7 @@ mod tests {
         assert_eq!(check_container_state(&waiting("ErrImagePull"), "c", false).unwrap_err(), "container \"c\" in pod \"p\" is waiting to start: image can't be pulled");
         assert_eq!(check_container_state(&waiting("CrashLoopBackOff"), "c", true).unwrap_err(), "previous terminated container \"c\" in pod \"p\" not found");
         let crashed = with_status(json!({"name":"c","state":{"waiting":{"reason":"CrashLoopBackOff"}},"lastState":{"terminated":{"exitCode":1}}}));
+        assert!(between_instances(&crashed, "c"));
         assert!(check_container_state(&crashed, "c", false).is_ok());
         assert!(check_container_state(&crashed, "c", true).is_ok());
         let running = with_status(json!({"name":"c","state":{"running":{}},"lastState":{}}));

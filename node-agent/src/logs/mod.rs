@@ -55,7 +55,7 @@ fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
         return Err(LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" not found", req.pod)));
     }
     let files = instances(&dir.join(&container));
-    let file = if req.previous { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
+    let file = if req.previous && !req.between_instances { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
     match file {
         Some(f) => Ok(f.clone()),
         None if req.previous => Err(LogResponse::BadRequest(format!("previous terminated container \"{container}\" in pod \"{}\" not found", req.pod))),
@@ -214,6 +214,8 @@ mod tests {
         assert_eq!(answer(&data, &req("c", false, None)), LogResponse::Data(b"a\nb\nc\n".to_vec()));
         assert_eq!(answer(&data, &req("c", false, Some(1))), LogResponse::Data(b"c\n".to_vec()));
         assert_eq!(answer(&data, &req("c", true, None)), LogResponse::Data(b"first\n".to_vec()));
+        let waiting = LogRequest { between_instances: true, ..req("c", true, None) };
+        assert_eq!(answer(&data, &waiting), LogResponse::Data(b"a\nb\nc\n".to_vec()), "the instance that ended is the previous one");
         let ts = LogRequest { timestamps: true, since: Some("2026-12-02T07:00:02Z".into()), limit_bytes: Some(30), ..req("c", false, None) };
         assert_eq!(answer(&data, &ts), LogResponse::Data(b"2026-12-02T07:00:02Z b\n2026-12".to_vec()));
         assert_eq!(answer(&data, &req("x", false, None)), LogResponse::NotFound("container \"x\" in pod \"p\" not found".into()));
