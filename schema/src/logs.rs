@@ -31,6 +31,11 @@ pub struct LogRequest {
     /// the instance that ended, which is then also the previous one.
     #[serde(default)]
     pub between_instances: bool,
+    /// The kubelet's refusal (a waiting container, no previous instance), judged by the
+    /// gateway from the pod's status; the node answers it, so that an unreachable node is
+    /// still a 503 first, as the kubelet is asked before it checks.
+    #[serde(default)]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -162,7 +162,6 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
         // Not on a node yet: the apiserver has no kubelet to ask and answers nothing.
         return Ok(text(Vec::new()));
     };
-    check_container_state(&pod, &container, opts.previous).map_err(ApiError::bad_request)?;
     // The kubelet turns sinceSeconds into a time when it reads; so does this, for it.
     let since = opts.since_time.or_else(|| opts.since_seconds.map(|s| jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)));
     let mut lr = LogRequest {
@@ -175,6 +174,7 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
         since: since.map(|t| t.to_string()),
         limit_bytes: opts.limit_bytes.map(|l| l as u64),
         between_instances: between_instances(&pod, &container),
+        refused: check_container_state(&pod, &container, opts.previous).err(),
         container: Some(container),
     };
     // `-f`: the node sends later output to this inbox, one acknowledged chunk at a time;

@@ -65,6 +65,9 @@ fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
 
 /// The request's options; a `since` that is not a time is the gateway's bug, answered.
 fn options(req: &LogRequest) -> Result<read::Options, LogResponse> {
+    if let Some(m) = &req.refused {
+        return Err(LogResponse::BadRequest(m.clone()));
+    }
     let since = match &req.since {
         None => None,
         Some(s) => Some(s.parse::<jiff::Timestamp>().map_err(|e| LogResponse::BadRequest(format!("sinceTime {s:?}: {e}")))?),
@@ -219,6 +222,8 @@ mod tests {
         let ts = LogRequest { timestamps: true, since: Some("2026-12-02T07:00:02Z".into()), limit_bytes: Some(30), ..req("c", false, None) };
         assert_eq!(answer(&data, &ts), LogResponse::Data(b"2026-12-02T07:00:02Z b\n2026-12".to_vec()));
         assert_eq!(answer(&data, &req("x", false, None)), LogResponse::NotFound("container \"x\" in pod \"p\" not found".into()));
+        let refused = LogRequest { refused: Some("container \"c\" in pod \"p\" is waiting to start: ContainerCreating".into()), ..req("c", false, None) };
+        assert_eq!(answer(&data, &refused), LogResponse::BadRequest("container \"c\" in pod \"p\" is waiting to start: ContainerCreating".into()));
         let other = LogRequest { pod: "q".into(), ..req("c", false, None) };
         assert!(matches!(answer(&data, &other), LogResponse::NotFound(_)));
         let _ = std::fs::remove_dir_all(data);
