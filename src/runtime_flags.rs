@@ -95,3 +95,27 @@ impl RuntimeFlags {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> RuntimeFlags {
+        RuntimeFlags { runtime: Some(RuntimeArg::Process), ..Default::default() }
+    }
+
+    #[test]
+    fn gc_thresholds_and_the_default_registries_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::from_host("n".into(), dir.path().into());
+        flags().apply(&mut cfg, dir.path(), |_| {}).unwrap();
+        assert_eq!((cfg.image_gc.high, cfg.image_gc.low, cfg.registries.clone()), (85, 80, None));
+        std::fs::write(dir.path().join("registries.yaml"), "mirrors: {}\n").unwrap();
+        flags().apply(&mut cfg, dir.path(), |_| {}).unwrap();
+        assert_eq!(cfg.registries, Some(dir.path().join("registries.yaml")));
+        let e = RuntimeFlags { image_gc_high_threshold: 80, image_gc_low_threshold: 80, ..flags() }.apply(&mut cfg, dir.path(), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("must be less than imageGCHighThresholdPercent"), "{e}");
+        let e = RuntimeFlags { registries: Some(dir.path().join("nope.yaml")), ..flags() }.apply(&mut cfg, dir.path(), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+    }
+}
