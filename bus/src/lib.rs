@@ -8,6 +8,8 @@ pub mod events;
 pub mod informer;
 pub mod metadata;
 pub mod metrics;
+pub mod spdy;
+pub mod streams;
 pub mod watch;
 
 use schema::codec;

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod network;
 pub mod runtime;
 mod shutdown;
+pub mod streaming;
 
 use actix::prelude::*;
 use std::path::PathBuf;
@@ -179,6 +180,7 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         ctx.add_stream(pods);
         k
     });
+    tokio::spawn(streaming::serve(bus.nats.clone(), cfg.name.clone(), kubelet.clone(), stop.clone()).instrument(span()));
     Ok((kubelet, stop))
 }
 

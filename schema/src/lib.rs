@@ -22,6 +22,7 @@ pub mod rbac_defaults;
 pub mod registry;
 pub mod services;
 pub mod store;
+pub mod streaming;
 pub mod subjects;
 pub mod typed;
 pub mod validate;

@@ -26,6 +26,7 @@ pub const STATE_ADMIN: &str = "flotilla.state.admin";
 pub const STATE_STATUS: &str = "flotilla.state.status";
 /// A node agent's log service: `flotilla.logs.<node>`.
 const LOGS_PREFIX: &str = "flotilla.logs";
+const STREAMS_PREFIX: &str = "flotilla.streams";
 /// Placeholder token for "no namespace" or "no node".
 pub const NONE: &str = "_";
 
@@ -126,6 +127,11 @@ pub fn event_filter(plural: &str, f: &EventFilter<'_>) -> String {
 /// Where a node agent answers log requests for its pods.
 pub fn node_logs(node: &str) -> String {
     format!("{LOGS_PREFIX}.{}", token(node))
+}
+
+/// Where a node agent opens exec, attach and port-forward streams for its pods.
+pub fn node_streams(node: &str) -> String {
+    format!("{STREAMS_PREFIX}.{}", token(node))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub struct Cluster {
 
 
 pub struct Out {
+    pub code: Option<i32>,
     pub ok: bool,
     pub stdout: String,
     pub stderr: String,
@@ -94,7 +95,7 @@ impl Cluster {
             w.write_all(s.as_bytes()).expect("kubectl stdin");
         }
         let o = child.wait_with_output().expect("kubectl output");
-        Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Out { ok: o.status.success(), code: o.status.code(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
     }
 
     /// Starts a long-running kubectl (`get -w`, `logs -f`); stopped by PID on `stop` or drop.
@@ -129,7 +130,7 @@ impl Cluster {
     /// data dir.
     pub fn flotilla(&self, args: &[&str]) -> Out {
         let o = Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).stdin(Stdio::null()).output().expect("running flotilla");
-        Out { ok: o.status.success(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
+        Out { ok: o.status.success(), code: o.status.code(), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() }
     }
 
     /// Runs kubectl and fails the test with its output when it fails.

@@ -4,7 +4,7 @@
 //! and the three propagation policies — Background deletes now and leaves dependents to
 //! the garbage collector, Orphan and Foreground add the finalizer it works through.
 
-use super::handlers::{decode_body, list_objects, read_existing, selectors, update_op, write, CAS_RETRIES};
+use super::objects::{decode_body, list_objects, read_existing, selectors, update_op, write, CAS_RETRIES};
 use super::status::{self, ApiError};
 use super::{json_response, AppState, Req};
 use axum::http::StatusCode;

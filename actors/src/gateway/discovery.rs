@@ -25,6 +25,9 @@ fn subresource(res: &ResourceInfo, sub: &str) -> (&'static str, &'static str, &'
         "log" => ("", "v1", "Pod", &["get"]),
         "binding" => ("", "v1", "Binding", &["create"]),
         "eviction" => ("policy", "v1", "Eviction", &["create"]),
+        "exec" => ("", "v1", "PodExecOptions", &["create", "get"]),
+        "attach" => ("", "v1", "PodAttachOptions", &["create", "get"]),
+        "portforward" => ("", "v1", "PodPortForwardOptions", &["create", "get"]),
         "status" => (res.group, res.version, res.kind, &["get", "patch", "update"]),
         _ => (res.group, res.version, res.kind, &["get"]),
     }

@@ -3,7 +3,7 @@
 //! allows a disruption; otherwise 429 with the real server's message, and drain retries.
 
 use super::deletion::{self, delete_opts};
-use super::handlers::{decode_body, list_objects, read_existing};
+use super::objects::{decode_body, list_objects, read_existing};
 use super::selectors::{label_selector_string, FieldSelector, LabelSelector};
 use super::status::{self, ApiError};
 use super::{json_response, AppState, Req};

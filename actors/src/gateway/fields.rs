@@ -81,7 +81,7 @@ pub fn forced(req: &Req) -> bool {
 
 fn scope<'a>(res: &'a ResourceInfo, writer: Writer) -> Scope<'a> {
     let mut ignored = FieldSet::new();
-    if writer.subresource.is_empty() && super::handlers::status_is_separate(res) {
+    if writer.subresource.is_empty() && super::objects::status_is_separate(res) {
         // Through the resource itself nobody owns status; the status subresource does.
         ignored.insert(&[Elem::field("status")]);
     }
@@ -140,7 +140,7 @@ mod tests {
     fn req(query: &[(&str, &str)], ua: &str) -> Req {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(header::USER_AGENT, ua.parse().unwrap());
-        Req { method: axum::http::Method::PATCH, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: Default::default(), user: Default::default() }
+        Req { method: axum::http::Method::PATCH, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: Default::default(), user: Default::default(), upgrade: Default::default() }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 
 use super::consistency::Freshness;
 use super::deletion::delete_opts;
-use super::handlers::{decode_body, parse_target};
+use super::objects::decode_body;
+use super::target::parse_target;
 use super::patching::{patch_body, patched};
 use super::patch::{self, PatchType};
 use super::selectors::{FieldSelector, LabelSelector};
@@ -62,7 +63,7 @@ fn req(method: Method, content_type: &str, body: Vec<u8>, query: &str) -> Req {
     if let Ok(ct) = HeaderValue::from_str(content_type) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    Req { method, query: parse_query(query), headers, body: body.into(), user: Default::default() }
+    Req { method, query: parse_query(query), headers, body: body.into(), user: Default::default(), upgrade: Default::default() }
 }
 
 const CONTENT_TYPES: &[&str] = &[

@@ -3,7 +3,7 @@
 //! pod, over NATS (`subjects::node_logs(node)`), and answers its bytes as text/plain;
 //! `follow=true` streams further chunks as the node sends them.
 
-use super::handlers::read_existing;
+use super::objects::read_existing;
 use super::status::ApiError;
 use super::{AppState, Req};
 use axum::http::{header, HeaderValue, StatusCode};

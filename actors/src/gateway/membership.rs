@@ -2,7 +2,7 @@
 //! decides ADDED/MODIFIED/DELETED from the object's state before and after each event;
 //! a watch from an old resourceVersion cannot take "before" from a list made now.
 
-use super::handlers::decode_stored;
+use super::objects::decode_stored;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use schema::registry::ResourceInfo;

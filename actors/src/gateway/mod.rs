@@ -12,7 +12,10 @@ mod eviction;
 mod fuzz;
 mod discovery;
 mod fields;
-mod handlers;
+mod objects;
+mod router;
+mod target;
+mod verbs;
 mod inflight;
 mod logs;
 mod membership;
@@ -24,6 +27,7 @@ mod protobuf_kinds;
 mod reviews;
 mod selectors;
 mod status;
+mod streaming;
 mod subresources;
 mod table;
 mod tls;
@@ -83,6 +87,8 @@ pub(crate) struct Req {
     pub body: Bytes,
     /// Who sent it (after impersonation).
     pub user: schema::rbac::UserInfo,
+    /// The connection, for the streaming subresources' protocol upgrades.
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Req {
@@ -254,7 +260,8 @@ async fn admit(st: &AppState, parts: &axum::http::request::Parts, path: &str, qu
 }
 
 async fn handle(st: Arc<AppState>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let path = parts.uri.path().to_string();
     let method = parts.method.clone();
     let query = parse_query(parts.uri.query().unwrap_or(""));
@@ -279,7 +286,7 @@ async fn handle(st: Arc<AppState>, request: Request) -> Response {
                     match axum::body::to_bytes(body, limit).await {
                         Err(_) => ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}")).into_response(),
                         Ok(bytes) => {
-                            let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user };
+                            let req = Req { method: parts.method, query, headers: parts.headers, body: bytes, user, upgrade: std::sync::Mutex::new(upgrade) };
                             route(&st, &path, &req).await.unwrap_or_else(IntoResponse::into_response)
                         }
                     }
@@ -308,8 +315,8 @@ async fn route(st: &AppState, path: &str, req: &Req) -> Result<Response, ApiErro
         ["api", v] if get => discovery::resource_list("", v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
         ["apis", g] if get => discovery::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
         ["apis", g, v] if get => discovery::resource_list(g, v).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(ApiError::no_resource),
-        ["api", v, rest @ ..] if !rest.is_empty() => handlers::handle(st, "", v, rest, req).await,
-        ["apis", g, v, rest @ ..] if !rest.is_empty() => handlers::handle(st, g, v, rest, req).await,
+        ["api", v, rest @ ..] if !rest.is_empty() => router::handle(st, "", v, rest, req).await,
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => router::handle(st, g, v, rest, req).await,
         _ => Err(ApiError::no_resource()),
     }
 }

@@ -3,7 +3,7 @@
 //! prunes, answers conflicts and creates the object when it is absent.
 
 use super::fields;
-use super::handlers::{allocate, check_name, check_type, copy_status, create_value, pinned_rv, read, status_is_separate, write_if_changed, CAS_RETRIES};
+use super::objects::{allocate, check_name, check_type, copy_status, create_value, pinned_rv, read, status_is_separate, write_if_changed, CAS_RETRIES};
 use super::patch::{self, PatchType};
 use super::status::ApiError;
 use super::{json_response, validation, AppState, Req};

@@ -2,7 +2,7 @@
 //! (`kubectl auth can-i`) runs the gateway's own authorizer for the caller, and
 //! SelfSubjectReview (`kubectl auth whoami`) tells the caller who it is.
 
-use super::handlers::decode_body;
+use super::objects::decode_body;
 use super::status::ApiError;
 use super::{json_response, AppState, Req};
 use axum::http::StatusCode;

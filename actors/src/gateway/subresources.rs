@@ -4,7 +4,7 @@
 //! read-modify-write with CAS, retried when another writer got there first.
 
 use super::fields;
-use super::handlers::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
+use super::objects::{self, copy_status, pinned_rv, read, read_existing, update_op, write, write_if_changed, CAS_RETRIES};
 use super::patch::PatchType;
 use super::patching::{patch_body, patched};
 use super::selectors::label_selector_string;
@@ -21,6 +21,7 @@ pub async fn handle(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &
     let m = &req.method;
     match (sub, m.clone()) {
         ("log", Method::GET) if res.kind == "Pod" => logs::pod_log(st, res, ns, name, req).await,
+        ("exec" | "attach" | "portforward", Method::GET | Method::POST) if res.kind == "Pod" => super::streaming::handle(st, res, ns, name, sub, req).await,
         ("binding", Method::POST) if res.kind == "Pod" => bind(st, res, ns, name, req).await,
         ("eviction", Method::POST) if res.kind == "Pod" => super::eviction::evict(st, res, ns, name, req).await,
         ("token", Method::POST) if res.kind == "ServiceAccount" => super::tokens::create(st, res, ns, name, req).await,
@@ -67,7 +68,7 @@ fn apply_through(res: &ResourceInfo, sub: &str, cur: &Value, body: &Value, req: 
     if sub == "scale" {
         config["spec"] = json!({"replicas": body.pointer("/spec/replicas").cloned().unwrap_or(Value::Null)});
     } else {
-        handlers::check_type(res, body)?;
+        objects::check_type(res, body)?;
         config["status"] = body.get("status").cloned().unwrap_or(json!({}));
     }
     let w = fields::writer(res, req, sub, "PatchOptions")?;
@@ -81,7 +82,7 @@ fn apply_sub(res: &ResourceInfo, sub: &str, cur: &Value, cur_rev: Revision, req:
     let stale = || ApiError::conflict(res, name);
     let mut applied = None;
     let sent: Value = if req.method == Method::PUT {
-        let body = handlers::decode_body(req)?;
+        let body = objects::decode_body(req)?;
         if pinned_rv(&body)?.is_some_and(|p| p != cur_rev) {
             return Err(stale());
         }
@@ -147,7 +148,7 @@ async fn modify(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str,
 
 /// POST pods/<name>/binding: sets spec.nodeName once, with CAS.
 async fn bind(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let b = handlers::decode_body(req)?;
+    let b = objects::decode_body(req)?;
     let node = b.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| ApiError::bad_request("the Binding has no target.name"))?.to_string();
     if let Some(kind) = b.pointer("/target/kind").and_then(Value::as_str).filter(|k| !k.is_empty() && *k != "Node") {
         return Err(ApiError::bad_request(format!("a pod can only be bound to a Node, not a {kind}")));
@@ -188,7 +189,7 @@ mod tests {
         let mut headers = axum::http::HeaderMap::new();
         headers.insert(axum::http::header::CONTENT_TYPE, ct.parse().unwrap());
         headers.insert(axum::http::header::USER_AGENT, "kubectl/v1.32.4 (linux/amd64)".parse().unwrap());
-        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default() }
+        Req { method, query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), headers, body: body.to_string().into(), user: Default::default(), upgrade: Default::default() }
     }
 
     fn managers(v: &Value) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! claims kube-apiserver puts in one; the authenticator accepts such a token as
 //! `system:serviceaccount:<ns>:<name>` while the account still exists with that uid.
 
-use super::handlers::{decode_body, read};
+use super::objects::{decode_body, read};
 use super::status::ApiError;
 use super::{json_response, AppState, Req};
 use axum::http::StatusCode;

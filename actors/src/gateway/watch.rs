@@ -5,7 +5,7 @@
 //! and with `sendInitialEvents` it starts with the current objects, as watch-list clients
 //! expect, ended by a bookmark marked `k8s.io/initial-events-end`.
 
-use super::handlers::{list_objects, selectors};
+use super::objects::{list_objects, selectors};
 use super::status::ApiError;
 use super::{channel_body, table, AppState, Req};
 use axum::body::Bytes;
@@ -227,7 +227,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
             }
             // A change this watch cannot read ends it, naming the revision: skipping it
             // (and bookmarking past it) would tell the client it had seen everything.
-            let obj = match super::handlers::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value.clone() }) {
+            let obj = match super::objects::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value.clone() }) {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::warn!(key = %ev.key, rev = ev.rev, error = %e, "gateway: undecodable event ends the watch");

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod lifecycle;
+pub mod lookup;
 pub mod node;
 pub mod spec;
 pub mod status;

@@ -17,12 +17,14 @@ pub struct Entry<'a> {
     pub text: &'a [u8],
     /// The entry ends its line (`F`); a `P` entry continues in the next one.
     pub complete: bool,
+    /// Written to stderr (stdout otherwise, and for lines not in the CRI format).
+    pub stderr: bool,
 }
 
 /// Parses one line (without its newline). Anything not in the CRI format is a whole line
 /// with no time (a log written before host mode used this format).
 pub fn parse(line: &[u8]) -> Entry<'_> {
-    let plain = Entry { time: None, at: None, text: line, complete: true };
+    let plain = Entry { time: None, at: None, text: line, complete: true, stderr: false };
     let mut parts = line.splitn(4, |b| *b == b' ');
     let (Some(time), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else { return plain };
     let text = parts.next().unwrap_or(b"");
@@ -36,7 +38,7 @@ pub fn parse(line: &[u8]) -> Entry<'_> {
         _ => return plain,
     };
     let time = std::str::from_utf8(time).ok();
-    Entry { time, at: time.and_then(|t| t.parse().ok()), text, complete }
+    Entry { time, at: time.and_then(|t| t.parse().ok()), text, complete, stderr: stream == b"stderr" }
 }
 
 /// Splits a log file's bytes into entries; a last line without its newline is left out
@@ -81,7 +83,8 @@ mod tests {
         let e = parse(b"2026-12-02T07:27:01.123456789Z stdout F hello world");
         assert_eq!((e.time, e.text, e.complete), (Some("2026-12-02T07:27:01.123456789Z"), &b"hello world"[..], true));
         assert_eq!(e.at.unwrap().to_string(), "2026-12-02T07:27:01.123456789Z");
-        assert!(!parse(b"2026-12-02T07:27:01.2Z stderr P par").complete);
+        let partial = parse(b"2026-12-02T07:27:01.2Z stderr P par");
+        assert!(!partial.complete && partial.stderr && !e.stderr);
         assert_eq!(parse(b"2026-12-02T07:27:01.2Z stdout F ").text, b"");
         let plain = parse(b"plain output");
         assert_eq!((plain.time, plain.text), (None, &b"plain output"[..]));

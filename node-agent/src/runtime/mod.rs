@@ -5,7 +5,9 @@
 
 pub mod cri;
 pub mod process;
+mod process_streams;
 pub mod simulated;
+pub mod streams;
 
 pub use crate::images::credentials::PullAuth;
 use futures::future::BoxFuture;
@@ -118,6 +120,9 @@ pub enum RuntimeError {
     /// Absent with `imagePullPolicy: Never` (`ErrImageNeverPull`).
     #[error("{0}")]
     ImageNeverPull(String),
+    /// An exec, attach or port-forward that cannot start.
+    #[error("{0}")]
+    Stream(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -145,6 +150,21 @@ pub trait Runtime: Send + Sync {
     /// The images present, for the Node's `status.images`.
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
         Box::pin(async { Vec::new() })
+    }
+    /// Runs `command` in the container (`kubectl exec`).
+    fn exec(&self, _target: &streams::ExecTarget, _command: Vec<String>, _s: streams::Streams) -> BoxFuture<'static, Result<streams::Session, RuntimeError>> {
+        let h = self.handler();
+        Box::pin(async move { Err(RuntimeError::Stream(format!("the {h} runtime does not run commands in containers"))) })
+    }
+    /// Connects to the container's own streams (`kubectl attach`).
+    fn attach(&self, _target: &streams::ExecTarget, _s: streams::Streams) -> BoxFuture<'static, Result<streams::Session, RuntimeError>> {
+        let h = self.handler();
+        Box::pin(async move { Err(RuntimeError::Stream(format!("the {h} runtime does not attach to containers"))) })
+    }
+    /// One connection to `port` in the sandbox's network (`kubectl port-forward`).
+    fn port_forward(&self, _sandbox: &Sandbox, _port: u16) -> BoxFuture<'static, Result<streams::Session, RuntimeError>> {
+        let h = self.handler();
+        Box::pin(async move { Err(RuntimeError::Stream(format!("the {h} runtime does not forward ports"))) })
     }
 }
 

@@ -227,6 +227,20 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    fn exec(&self, target: &super::streams::ExecTarget, command: Vec<String>, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        let r = super::process_streams::exec(target, command, s);
+        Box::pin(async move { r })
+    }
+
+    fn attach(&self, target: &super::streams::ExecTarget, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        let r = super::process_streams::attach(target, s);
+        Box::pin(async move { Ok(r) })
+    }
+
+    fn port_forward(&self, sandbox: &Sandbox, port: u16) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        let id = sandbox.id.clone();
+        Box::pin(async move { Ok(super::process_streams::port_forward(&id, port).await) })
+    }
 }
 
 #[cfg(test)]

@@ -1,108 +1,23 @@
-//! The generic resource verbs (get, list, create, update, patch, delete) for every entry
-//! of the registry, namespaced and cluster-scoped. Every write runs schema admission and
-//! goes to the state group as a CAS write; read-modify-writes retry on conflict.
+//! The object plumbing every verb shares: reads at a freshness, CAS writes, body
+//! decoding and type checks, paged lists with continue tokens, selectors, and the
+//! create path (namespace lifecycle, allocation, admission) that POST and server-side
+//! apply both take. Every write goes to the state group as a CAS write; read-modify-writes
+//! retry on conflict (`CAS_RETRIES`).
 
+use super::consistency::Freshness;
 use super::fields;
-use super::patching;
-use schema::fieldmanager::Writer;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::{deletion, json_response, protobuf, reviews, subresources, table, validation, watch, AppState, Req};
-use axum::http::{Method, StatusCode};
-use axum::response::Response;
-
+use super::{protobuf, AppState, Req};
 use schema::admission;
+use schema::fieldmanager::Writer;
 use schema::registry::{self, ResourceInfo};
-use super::consistency::Freshness;
 use schema::store::{Consistency, ReadOp, ReadResult, Revision, WriteOp};
 use schema::{keys, object};
 use serde_json::{json, Value};
 
 /// How often a read-modify-write retries after losing a CAS race.
 pub const CAS_RETRIES: usize = 5;
-
-/// What a request path names below `/api/v1` or `/apis/<g>/<v>`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// `ns` None: cluster-scoped, or all namespaces for a namespaced resource.
-    Collection { res: &'static ResourceInfo, ns: Option<String> },
-    Object { res: &'static ResourceInfo, ns: Option<String>, name: String },
-    Sub { res: &'static ResourceInfo, ns: Option<String>, name: String, sub: String },
-}
-
-pub fn parse_target(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError> {
-    let res = |p: &str| registry::by_plural(group, version, p);
-    let nf = ApiError::no_resource;
-    let namespaced = |p: &str| res(p).filter(|r| r.namespaced);
-    let cluster = |p: &str| res(p).filter(|r| !r.namespaced);
-    let has_sub = |r: &ResourceInfo, s: &str| r.subresources.contains(&s);
-    let t = match rest {
-        [p] => Target::Collection { res: res(p).ok_or_else(nf)?, ns: None },
-        [p, name] => Target::Object { res: cluster(p).ok_or_else(nf)?, ns: None, name: name.to_string() },
-        ["namespaces", ns, p] if namespaced(p).is_some() => Target::Collection { res: namespaced(p).ok_or_else(nf)?, ns: Some(ns.to_string()) },
-        [p, name, sub] => {
-            let r = cluster(p).filter(|r| has_sub(r, sub)).ok_or_else(nf)?;
-            Target::Sub { res: r, ns: None, name: name.to_string(), sub: sub.to_string() }
-        }
-        ["namespaces", ns, p, name] => Target::Object { res: namespaced(p).ok_or_else(nf)?, ns: Some(ns.to_string()), name: name.to_string() },
-        ["namespaces", ns, p, name, sub] => {
-            let r = namespaced(p).filter(|r| has_sub(r, sub)).ok_or_else(nf)?;
-            Target::Sub { res: r, ns: Some(ns.to_string()), name: name.to_string(), sub: sub.to_string() }
-        }
-        _ => return Err(nf()),
-    };
-    Ok(t)
-}
-
-/// The verb a request on `target` is, for the registry's verbs list.
-fn verb_of(target: &Target, req: &Req) -> &'static str {
-    match (target, &req.method) {
-        (Target::Collection { .. }, &Method::GET) if is_watch(req) => "watch",
-        (Target::Collection { .. }, &Method::GET) => "list",
-        (Target::Collection { .. }, &Method::POST) => "create",
-        (Target::Collection { .. }, &Method::DELETE) => "deletecollection",
-        (Target::Object { .. }, &Method::GET) => "get",
-        (Target::Object { .. }, &Method::PUT) => "update",
-        (Target::Object { .. }, &Method::PATCH) => "patch",
-        (Target::Object { .. }, &Method::DELETE) => "delete",
-        _ => "",
-    }
-}
-
-pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], req: &Req) -> Result<Response, ApiError> {
-    let target = parse_target(group, version, rest)?;
-    let m = &req.method;
-    if let Target::Collection { res, .. } | Target::Object { res, .. } = &target {
-        // A verb the resource does not offer (a GET of selfsubjectaccessreviews) is a 405.
-        if !res.verbs.contains(&verb_of(&target, req)) {
-            return Err(ApiError::method_not_allowed(m.as_str(), res.plural));
-        }
-        if !registry::is_stored(res) {
-            return reviews::create(st, res.kind, req);
-        }
-    }
-    match target {
-        Target::Collection { res, ns } => match *m {
-            Method::GET if is_watch(req) => watch::serve(st, res, ns, req).await,
-            Method::GET => list(st, res, ns.as_deref(), req).await,
-            Method::POST if ns.is_some() || !res.namespaced => create(st, res, ns.as_deref(), req).await,
-            Method::DELETE => deletion::delete_collection(st, res, ns.as_deref(), req).await,
-            _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
-        },
-        Target::Object { res, ns, name } => match *m {
-            Method::GET => get(st, res, ns.as_deref(), &name, req).await,
-            Method::PUT => update(st, res, ns.as_deref(), &name, req).await,
-            Method::PATCH => patching::patch(st, res, ns.as_deref(), &name, req).await,
-            Method::DELETE => deletion::delete(st, res, ns.as_deref(), &name, req).await,
-            _ => Err(ApiError::method_not_allowed(m.as_str(), res.plural)),
-        },
-        Target::Sub { res, ns, name, sub } => subresources::handle(st, res, ns.as_deref(), &name, &sub, req).await,
-    }
-}
-
-fn is_watch(req: &Req) -> bool {
-    req.flag("watch")
-}
 
 /// Reads one object with its revision stamped as resourceVersion: the most recent state.
 pub async fn read(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str) -> Result<Option<(Value, Revision)>, ApiError> {
@@ -236,7 +151,7 @@ pub fn check_type(res: &ResourceInfo, v: &Value) -> Result<(), ApiError> {
 }
 
 /// Makes the body's namespace agree with the path's (or clears it for cluster scope).
-fn set_namespace(res: &ResourceInfo, ns: Option<&str>, v: &mut Value) -> Result<(), ApiError> {
+pub fn set_namespace(res: &ResourceInfo, ns: Option<&str>, v: &mut Value) -> Result<(), ApiError> {
     if !res.namespaced {
         object::remove_meta(v, "namespace");
         return Ok(());
@@ -250,21 +165,6 @@ fn set_namespace(res: &ResourceInfo, ns: Option<&str>, v: &mut Value) -> Result<
     object::set_meta(v, "namespace", json!(ns));
     Ok(())
 }
-
-fn table_or_json(res: &ResourceInfo, req: &Req, code: StatusCode, obj: &Value) -> Response {
-    if table::wants_table(req.accept()) {
-        let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
-        return json_response(code, &table::table(res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), true));
-    }
-    json_response(code, obj)
-}
-
-async fn get(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let fresh = Freshness::parse(req.q("resourceVersion"), None)?;
-    let (v, _) = read_at(st, res, ns, name, fresh).await?.ok_or_else(|| ApiError::not_found(res, name))?;
-    Ok(table_or_json(res, req, StatusCode::OK, &v))
-}
-
 pub struct ListPage {
     pub items: Vec<Value>,
     pub rev: Revision,
@@ -385,25 +285,6 @@ pub fn selectors(req: &Req, res: &ResourceInfo) -> Result<(LabelSelector, FieldS
     Ok((ls, fs))
 }
 
-async fn list(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
-    let (ls, fs) = selectors(req, res)?;
-    let limit = req.q("limit").and_then(|l| l.parse::<i64>().ok()).unwrap_or(0).max(0) as usize;
-    // A continued list goes on from where its first page was; only a first page chooses.
-    let fresh = match req.q("continue").filter(|c| !c.is_empty()) {
-        Some(_) => Freshness::MostRecent,
-        None => Freshness::parse(req.q("resourceVersion"), req.q("resourceVersionMatch"))?,
-    };
-    let page = list_objects_at(st, res, ns, &ls, &fs, limit, req.q("continue"), fresh).await?;
-    let mut meta = json!({"resourceVersion": page.rev.to_string()});
-    if let Some(c) = &page.cont {
-        meta["continue"] = json!(c);
-    }
-    if table::wants_table(req.accept()) {
-        return Ok(json_response(StatusCode::OK, &table::table(res, &page.items, meta, true)));
-    }
-    Ok(json_response(StatusCode::OK, &json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": meta, "items": page.items})))
-}
-
 async fn read_namespace(st: &AppState, ns: &str) -> Result<Option<Value>, ApiError> {
     let nsres = registry::by_plural("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not registered"))?;
     Ok(read(st, nsres, None, ns).await?.map(|(v, _)| v))
@@ -467,14 +348,6 @@ pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Opt
     schema::services::allocate(v, &taken, seed).map_err(|causes| ApiError::invalid("Service", "", &name, &causes))
 }
 
-async fn create(st: &AppState, res: &ResourceInfo, ns: Option<&str>, req: &Req) -> Result<Response, ApiError> {
-    let mut v = decode_body(req)?;
-    let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
-    let w = fields::writer(res, req, "", "CreateOptions")?;
-    let created = create_value(st, res, ns, v, req.dry_run(), Some(w)).await?;
-    Ok(validation::with_warnings(json_response(StatusCode::CREATED, &created), &warnings))
-}
-
 pub fn check_name(v: &Value, name: &str) -> Result<(), ApiError> {
     match object::name(v) {
         Some(n) if n != name => Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})"))),
@@ -490,50 +363,3 @@ pub fn pinned_rv(v: &Value) -> Result<Option<Revision>, ApiError> {
     }
 }
 
-async fn update(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: &str, req: &Req) -> Result<Response, ApiError> {
-    let mut v = decode_body(req)?;
-    let warnings = validation::check(res, req, validation::json_text(req), &mut v)?;
-    let w = fields::writer(res, req, "", "UpdateOptions")?;
-    check_type(res, &v)?;
-    check_name(&v, name)?;
-    object::set_meta(&mut v, "name", json!(name));
-    set_namespace(res, ns, &mut v)?;
-    let (cur, cur_rev) = read_existing(st, res, ns, name).await?;
-    let pinned = pinned_rv(&v)?;
-    if pinned.is_some_and(|p| p != cur_rev) {
-        return Err(ApiError::conflict(res, name));
-    }
-    if status_is_separate(res) {
-        copy_status(&cur, &mut v);
-    }
-    fields::record_update(res, w, Some(&cur), &mut v);
-    allocate(st, res, &mut v, Some(&cur)).await?;
-    admission::admit_update(res, &mut v, &cur).map_err(ApiError::admission)?;
-    if req.dry_run() {
-        return Ok(validation::with_warnings(json_response(StatusCode::OK, &v), &warnings));
-    }
-    let out = write_if_changed(st, res, name, &cur, &v, Some(pinned.unwrap_or(cur_rev))).await?;
-    Ok(validation::with_warnings(json_response(StatusCode::OK, &out), &warnings))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        let t = parse_target("", "v1", &["namespaces", "demo", "pods", "p", "log"]).unwrap();
-        assert!(matches!(t, Target::Sub { res, ref sub, .. } if res.plural == "pods" && sub == "log"));
-        assert!(matches!(parse_target("", "v1", &["pods"]).unwrap(), Target::Collection { ns: None, .. }));
-        assert!(matches!(parse_target("", "v1", &["namespaces", "demo"]).unwrap(), Target::Object { res, .. } if res.plural == "namespaces"));
-        assert!(matches!(parse_target("", "v1", &["namespaces", "demo", "status"]).unwrap(), Target::Sub { res, .. } if res.plural == "namespaces"));
-        assert!(matches!(parse_target("", "v1", &["namespaces", "demo", "pods"]).unwrap(), Target::Collection { ns: Some(_), .. }));
-        assert!(matches!(parse_target("", "v1", &["nodes", "n1"]).unwrap(), Target::Object { .. }));
-        assert!(matches!(parse_target("apps", "v1", &["namespaces", "d", "deployments", "w", "scale"]).unwrap(), Target::Sub { .. }));
-        assert!(parse_target("", "v1", &["pods", "p"]).is_err());
-        assert!(parse_target("", "v1", &["namespaces", "d", "nodes"]).is_err());
-        assert!(parse_target("", "v1", &["namespaces", "d", "pods", "p", "exec"]).is_err());
-        assert!(parse_target("", "v1", &["nope"]).is_err());
-        assert!(parse_target("", "v1", &["a", "b", "c", "d", "e", "f"]).is_err());
-    }
-}
