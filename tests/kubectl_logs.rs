@@ -78,6 +78,7 @@ fn kubectl_logs_options_and_refusals() {
     assert_eq!(c.ok(&["logs", "two", "-c", "a", "--tail=0"]), "");
     assert_eq!(c.ok(&["logs", "two", "-c", "a", "--limit-bytes=4"]), "a1\na");
     assert_eq!(c.ok(&["logs", "two", "-c", "a", "--since=1h"]), "a1\na2\na3\n");
+    assert_eq!(raw(&c, "two/log?container=a&sinceSeconds=9223372036854775807"), (true, "a1\na2\na3\n".into()));
     let second = lines[1].split_once(' ').unwrap().0;
     // kubectl sends --since-time to the second; a client may send it to the nanosecond.
     assert_eq!(c.ok(&["logs", "two", "-c", "a", "--since-time=2020-01-01T00:00:00Z"]), "a1\na2\na3\n");

@@ -163,7 +163,8 @@ pub async fn pod_log(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
         return Ok(text(Vec::new()));
     };
     // The kubelet turns sinceSeconds into a time when it reads; so does this, for it.
-    let since = opts.since_time.or_else(|| opts.since_seconds.map(|s| jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s)));
+    // A huge sinceSeconds reaches before any time there is: everything.
+    let since = opts.since_time.or_else(|| opts.since_seconds.map(|s| jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_secs(s)).unwrap_or(jiff::Timestamp::MIN)));
     let mut lr = LogRequest {
         namespace: ns.unwrap_or("").to_string(),
         pod: name.to_string(),
