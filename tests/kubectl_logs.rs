@@ -116,24 +116,30 @@ fn kubectl_logs_options_and_refusals() {
     });
 
     // A crashed container waiting to start again: its log and the previous one are both
-    // the instance that ended; once it runs again, --previous is the one before.
-    let state = |want: &str| {
-        c.eventually(Duration::from_secs(60), want, || {
-            let s = c.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}{.status.containerStatuses[0].state.running.startedAt}"]);
-            let ok = if want == "CrashLoopBackOff" { s == "0 CrashLoopBackOff" } else { s.starts_with("1 20") };
-            if ok { Ok(()) } else { Err(s) }
+    // the instance that ended; once it runs again, --previous is the one before. Each
+    // look is taken between two equal readings of the status (a restart may come between).
+    let status = || c.ok(&["get", "pod", "crash", "-o", "jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].state.waiting.reason}{.status.containerStatuses[0].state.running.startedAt}"]);
+    let look = |want_waiting: bool| {
+        c.eventually(Duration::from_secs(90), if want_waiting { "a look between instances" } else { "a look at a restarted instance" }, || {
+            let before = status();
+            let (n, state) = before.split_once(' ').ok_or_else(|| before.clone())?;
+            let n: u32 = n.parse().map_err(|_| before.clone())?;
+            if (state == "CrashLoopBackOff") != want_waiting || state.is_empty() || (!want_waiting && n == 0) {
+                return Err(before);
+            }
+            let (cur, prev) = (c.ok(&["logs", "crash"]), c.ok(&["logs", "crash", "--previous", "--timestamps"]));
+            if status() != before {
+                return Err(format!("{before}: changed while looking"));
+            }
+            // Instance k (counted from 1) writes "run k"; restartCount n means n+1 instances
+            // have started, or n+1 have ended while waiting.
+            let (want_cur, want_prev) = if want_waiting { (n + 1, n + 1) } else { (n + 1, n) };
+            let prev_text = prev.split_once(' ').map(|(_, t)| t.to_string()).unwrap_or_default();
+            if cur == format!("run {want_cur}\n") && prev_text == format!("run {want_prev}\n") { Ok(()) } else { Err(format!("{before}: {cur:?} {prev:?}")) }
         })
     };
-    state("CrashLoopBackOff");
-    assert_eq!(c.ok(&["logs", "crash"]), "run 1\n");
-    assert_eq!(c.ok(&["logs", "crash", "--previous"]), "run 1\n");
-    state("running again");
-    c.eventually(Duration::from_secs(10), "the second instance's log", || {
-        let l = c.ok(&["logs", "crash"]);
-        if l == "run 2\n" { Ok(()) } else { Err(l) }
-    });
-    let prev = c.ok(&["logs", "crash", "--previous", "--timestamps"]);
-    assert!(prev.lines().count() == 1 && prev.ends_with(" run 1\n"), "{prev}");
+    look(true);
+    look(false);
 
     // -f with --limit-bytes ends once the bytes are there.
     let o = c.kubectl(&["logs", "-f", "two", "-c", "a", "--limit-bytes=3"]);
