@@ -73,3 +73,41 @@ fn python_client_creates_lists_watches_and_deletes_a_pod() {
     // What the client did is what kubectl sees: the pod is gone.
     assert_eq!(c.ok(&["get", "pods", "-n", "py", "-o", "name"]).trim(), "");
 }
+
+#[test]
+fn python_client_execs_and_forwards_ports() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::up(&tmp.path().join("cluster"), 1);
+    c.ok(&["create", "namespace", "py"]);
+    let port = common::free_port();
+    let pod = format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"pyexec","namespace":"py"}},"spec":{{"containers":[
+            {{"name":"main","image":"python","command":["sh","-c","echo served > hello.txt; exec python3 -m http.server {port} --bind 127.0.0.1"]}}]}}}}"#
+    );
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&pod));
+    assert!(o.ok, "{}", o.stderr);
+    c.eventually(std::time::Duration::from_secs(60), "pyexec Running", || {
+        let s = c.ok(&["get", "pod", "pyexec", "-n", "py", "-o", "jsonpath={.status.phase}"]);
+        if s == "Running" { Ok(()) } else { Err(s) }
+    });
+    // The server inside is up once a connection is accepted.
+    c.eventually(std::time::Duration::from_secs(30), "the pod's server listening", || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/exec.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&c.kubeconfig)
+        .args(["py", "pyexec", &port.to_string()])
+        .env_remove("KUBECONFIG")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("running the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exec.py failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nflotilla log:\n{}", out.status, c.log_tail());
+    assert!(stdout.contains("exec output from-python"), "{stdout}");
+    assert!(stdout.contains("exec stdin hello exit 7"), "{stdout}");
+    assert!(stdout.contains("portforward ok"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
+}

@@ -17,6 +17,9 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
         working_dir: Some(dir.join("work")),
         log_path: dir.join("c/0.log"),
         attempt: 0,
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     }
 }
 

@@ -83,6 +83,9 @@ pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, d: &Down
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()).map(PathBuf::from),
         log_path: dir.join(&c.name).join(format!("{attempt}.log")),
         attempt,
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
     })
 }
 

@@ -86,6 +86,10 @@ pub struct ContainerSpec {
     /// `<name>/<attempt>.log`.
     pub log_path: PathBuf,
     pub attempt: u32,
+    /// `stdin`, `stdinOnce` and `tty` of the container (what `kubectl attach` connects to).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 /// A started container.

@@ -259,6 +259,9 @@ mod tests {
             working_dir: Some("/tmp".into()),
             log_path: "/tmp/x.log".into(),
             attempt: 0,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         };
         let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");

@@ -119,6 +119,9 @@ mod tests {
             working_dir: None,
             log_path: "c/0.log".into(),
             attempt: 0,
+            stdin: false,
+            stdin_once: false,
+            tty: false,
         }
     }
 

@@ -91,10 +91,20 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sink, mut stream) = ws.split();
+    // client-go's v5 reader drops data for channels it has not set up yet, and it sets
+    // them up beside its read loop: output waits until that loop has answered a ping.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let client = async move {
+        let mut ready_tx = Some(ready_tx);
         while let Some(Ok(m)) = stream.next().await {
             if matches!(m, Message::Close(_)) {
                 break;
+            }
+            if let Message::Pong(_) = m {
+                if let Some(t) = ready_tx.take() {
+                    let _ = t.send(());
+                }
+                continue;
             }
             let sent = match chans.decode(&m) {
                 Some((STDIN, data)) => tx.send(Body::Data { ch: STDIN, data }).await,
@@ -115,6 +125,10 @@ where
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     };
     let node = async move {
+        if chans.version >= 5 && sink.send(Message::Ping(b"ready".to_vec().into())).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), ready_rx).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let end = loop {
             match rx.recv().await {
                 Some(Ok(Body::Data { ch, data })) => {

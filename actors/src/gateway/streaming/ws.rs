@@ -60,6 +60,12 @@ impl Channels {
                 let (ch, rest) = b.split_first()?;
                 Some((*ch, rest.to_vec()))
             }
+            // The Python client sends `str` data as text messages even on the binary
+            // protocols: the first character is the raw channel number.
+            Message::Text(t) if !self.base64 => {
+                let (ch, rest) = t.as_bytes().split_first()?;
+                Some((*ch, rest.to_vec()))
+            }
             Message::Text(t) if self.base64 => {
                 let t = t.as_str();
                 let ch = t.as_bytes().first()?.checked_sub(b'0')?;
@@ -142,11 +148,12 @@ mod tests {
         assert_eq!(b64.decode(&Message::Text("x!!".into())), None);
         assert_eq!(Channels::of("channel.k8s.io").version, 1);
         assert_eq!(bin.decode(&Message::Binary(Vec::new().into())), None);
+        assert_eq!(bin.decode(&Message::Text("\u{0}typed".into())), Some((0, b"typed".to_vec())));
     }
 
     #[test]
     fn accept_key_is_rfc6455s() {
         // The example handshake of RFC 6455, section 1.3.
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBWAdT9tzh2GX3W7gvfvqE=");
+        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 }

@@ -9,6 +9,7 @@ pub mod client;
 pub mod containerd;
 pub mod image_store;
 mod connect;
+mod streams;
 
 pub use connect::connect;
 
@@ -251,6 +252,9 @@ impl Runtime for CriRuntime {
                 envs: spec.env.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect(),
                 labels,
                 log_path,
+                stdin: spec.stdin,
+                stdin_once: spec.stdin_once,
+                tty: spec.tty,
                 linux: Some(pb::LinuxContainerConfig {
                     resources: None,
                     security_context: Some(pb::LinuxContainerSecurityContext {
@@ -300,6 +304,18 @@ impl Runtime for CriRuntime {
                 cgroups::remove_pod(&host_id, &uid);
             }
         })
+    }
+
+    fn exec(&self, target: &super::streams::ExecTarget, command: Vec<String>, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        Box::pin(streams::exec(self.cri.clone(), bare_id(&target.started.id), command, s))
+    }
+
+    fn attach(&self, target: &super::streams::ExecTarget, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        Box::pin(streams::attach(self.cri.clone(), bare_id(&target.started.id), s))
+    }
+
+    fn port_forward(&self, sandbox: &Sandbox, port: u16) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
+        Box::pin(streams::port_forward(self.cri.clone(), sandbox.id.clone(), port))
     }
 
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {

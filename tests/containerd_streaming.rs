@@ -1,0 +1,72 @@
+//! exec, cp and port-forward into containerd pods: the node agent relays the bus stream
+//! to containerd's CRI streaming server (SPDY/3.1), as the kubelet proxies it.
+
+mod common;
+
+use common::cluster::Cluster;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn offline_images() -> PathBuf {
+    let dir = std::env::var_os("FLOTILLA_IMAGE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/flotilla/images"));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/offline-images.sh");
+    let out = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("running deploy/offline-images.sh");
+    assert!(out.status.success(), "deploy/offline-images.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn page(port: u16) -> Result<String, String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+#[test]
+fn exec_cp_and_port_forward_into_containerd_pods() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test runs containerd: run it as root (CI does, after deploy/install-deps.sh)");
+    let images = offline_images();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cidr = format!("10.{}.0.0/16", 150 + std::process::id() % 50);
+    let images_arg = images.to_string_lossy().into_owned();
+    let mut c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
+    c.ok(&["run", "web", "--image=nginx"]);
+    c.eventually(Duration::from_secs(90), "web Running", || {
+        let p = c.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]);
+        if p == "Running" { Ok(()) } else { Err(p) }
+    });
+
+    let o = c.kubectl(&["exec", "web", "--", "sh", "-c", "echo in-container; exit 3"]);
+    assert_eq!(o.code, Some(3), "{} {}", o.stdout, o.stderr);
+    assert_eq!(o.stdout, "in-container\n");
+    let o = c.kubectl_stdin(&["exec", "-i", "web", "--", "cat"], Some("echoed through containerd\n"));
+    assert!(o.ok, "{}", o.stderr);
+    assert_eq!(o.stdout, "echoed through containerd\n");
+    let o = c.kubectl(&["exec", "web", "--", "no-such-program"]);
+    assert!(!o.ok && o.stderr.contains("no-such-program"), "{}", o.stderr);
+
+    let src = tmp.path().join("blob");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 253) as u8).collect();
+    std::fs::write(&src, &bytes).expect("write");
+    let o = c.kubectl(&["cp", src.to_str().unwrap(), "web:/tmp/blob"]);
+    assert!(o.ok, "cp in: {}", o.stderr);
+    let back = tmp.path().join("back");
+    let o = c.kubectl(&["cp", "web:/tmp/blob", back.to_str().unwrap()]);
+    assert!(o.ok, "cp out: {}", o.stderr);
+    assert_eq!(std::fs::read(&back).expect("read"), bytes);
+
+    let local = common::free_port();
+    let pf = c.kubectl_background(&["port-forward", "pod/web", &format!("{local}:80")]);
+    pf.wait_for(Duration::from_secs(30), "port-forward listening", |o| o.contains("Forwarding from"));
+    let a = std::thread::spawn(move || page(local));
+    let b = std::thread::spawn(move || page(local));
+    for r in [a.join().expect("a"), b.join().expect("b")] {
+        let body = r.expect("a forwarded connection");
+        assert!(body.contains("Welcome to nginx!"), "{body}");
+    }
+    pf.stop();
+    c.stop();
+}
