@@ -3,8 +3,9 @@
 # that build C), nats-server, etcd-server (the etcd 3.4 that `flotilla bench store` compares
 # against), containerd + runc + the CNI plugins (the node agents' container runtime and pod
 # network), mmdebstrap and busybox-static (deploy/offline-images.sh and the sandbox image),
-# kubectl (for the tests), Rust through rustup, and the Python `kubernetes` client (pinned,
-# in a venv at <repo>/.venv) that tests/client_python.rs drives.
+# docker-registry and skopeo (a registry the image tests start and push to), kubectl (for
+# the tests), Rust through rustup, and the Python `kubernetes` client (pinned, in a venv
+# at <repo>/.venv) that tests/client_python.rs drives.
 set -euo pipefail
 
 SUDO=""
@@ -21,6 +22,9 @@ command -v runc >/dev/null 2>&1 || need+=(runc)
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
+# A real registry (mirrors, pull secrets, image GC tests) and the tool that pushes to it.
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 # Debian's own python3 (not whatever `python3` is first on PATH) makes the venv, so the
@@ -31,6 +35,10 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}"
+  # The package enables a registry on :5000 for the whole host; the tests start their own.
+  if [[ " ${need[*]} " == *" docker-registry "* ]] && [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v kubectl >/dev/null 2>&1; then

@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(m) = a.memory_bytes {
                 cfg.memory_bytes = m;
             }
-            a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name).join("images"), |w| eprintln!("{w}"))?;
+            a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name), |w| eprintln!("{w}"))?;
             let h = node_agent::start(cfg, bus).await?;
             component(&a.common, "node agent", || async move { h.shutdown().await }).await
         }

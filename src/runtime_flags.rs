@@ -1,6 +1,7 @@
 //! The node agent's runtime flags, shared by `flotilla up` and `flotilla node`: which
 //! runtime runs pods (containerd when it can, host processes otherwise), the CRI endpoint
-//! (kubelet's --container-runtime-endpoint) and the air-gap image folder.
+//! (kubelet's --container-runtime-endpoint), the air-gap image folder, registry mirrors
+//! and image garbage collection.
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
@@ -15,7 +16,7 @@ pub enum RuntimeArg {
     Process,
 }
 
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Debug)]
 pub struct RuntimeFlags {
     /// The pods' runtime (default: containerd when containerd and runc are installed and
     /// the agent is root, else process).
@@ -28,11 +29,50 @@ pub struct RuntimeFlags {
     /// start (default: <data-dir>/images; `deploy/offline-images.sh DIR` makes them).
     #[arg(long)]
     pub images: Option<PathBuf>,
+    /// A k3s-shaped registries.yaml (mirrors, per-host auth and TLS) for containerd
+    /// (default: <data-dir>/registries.yaml when it exists).
+    #[arg(long)]
+    pub registries: Option<PathBuf>,
+    /// Disk usage (percent) of the image filesystem above which unused images are removed
+    /// (100 turns image garbage collection off).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Disk usage (percent) image garbage collection frees down to.
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// Seconds between image garbage collection checks (the kubelet's fixed ImageGCPeriod
+    /// is 300).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub image_gc_period: u64,
+}
+
+impl Default for RuntimeFlags {
+    /// What clap fills in when no flag is given.
+    fn default() -> Self {
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300 }
+    }
 }
 
 impl RuntimeFlags {
-    /// Fills the node config; `warn` hears the one-line reason for falling back.
-    pub fn apply(&self, cfg: &mut NodeConfig, default_images: &Path, warn: impl Fn(&str)) -> Result<()> {
+    /// Fills the node config; `data_dir` holds the default air-gap folder (`images`) and
+    /// registries.yaml; `warn` hears the one-line reason for falling back.
+    pub fn apply(&self, cfg: &mut NodeConfig, data_dir: &Path, warn: impl Fn(&str)) -> Result<()> {
+        if self.image_gc_low_threshold >= self.image_gc_high_threshold {
+            bail!(
+                "invalid configuration: imageGCLowThresholdPercent (--image-gc-low-threshold) {} must be less than imageGCHighThresholdPercent (--image-gc-high-threshold) {}",
+                self.image_gc_low_threshold,
+                self.image_gc_high_threshold
+            );
+        }
+        cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold };
+        cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
+        let default_registries = data_dir.join("registries.yaml");
+        cfg.registries = match &self.registries {
+            Some(p) if !p.is_file() => bail!("--registries {}: no such file", p.display()),
+            Some(p) => Some(p.clone()),
+            None => default_registries.is_file().then_some(default_registries),
+        };
+        let default_images = data_dir.join("images");
         cfg.runtime = match (self.runtime, &self.container_runtime_endpoint) {
             (Some(RuntimeArg::Process), Some(_)) => bail!("--container-runtime-endpoint needs --runtime containerd"),
             (_, Some(ep)) => RuntimeKind::Containerd { endpoint: Some(ep.clone()) },
@@ -51,7 +91,31 @@ impl RuntimeFlags {
                 kind
             }
         };
-        cfg.images_dir = Some(self.images.clone().unwrap_or_else(|| default_images.to_path_buf()));
+        cfg.images_dir = Some(self.images.clone().unwrap_or(default_images));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags() -> RuntimeFlags {
+        RuntimeFlags { runtime: Some(RuntimeArg::Process), ..Default::default() }
+    }
+
+    #[test]
+    fn gc_thresholds_and_the_default_registries_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = NodeConfig::from_host("n".into(), dir.path().into());
+        flags().apply(&mut cfg, dir.path(), |_| {}).unwrap();
+        assert_eq!((cfg.image_gc.high, cfg.image_gc.low, cfg.registries.clone()), (85, 80, None));
+        std::fs::write(dir.path().join("registries.yaml"), "mirrors: {}\n").unwrap();
+        flags().apply(&mut cfg, dir.path(), |_| {}).unwrap();
+        assert_eq!(cfg.registries, Some(dir.path().join("registries.yaml")));
+        let e = RuntimeFlags { image_gc_high_threshold: 80, image_gc_low_threshold: 80, ..flags() }.apply(&mut cfg, dir.path(), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("must be less than imageGCHighThresholdPercent"), "{e}");
+        let e = RuntimeFlags { registries: Some(dir.path().join("nope.yaml")), ..flags() }.apply(&mut cfg, dir.path(), |_| {}).unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
     }
 }

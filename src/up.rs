@@ -143,7 +143,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         step(&format!("starting node agent {name}"));
         let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
         cfg.max_pods = a.max_pods;
-        a.runtime.apply(&mut cfg, &data_dir.join("images"), |w| if i == 1 { step(w) })?;
+        a.runtime.apply(&mut cfg, &data_dir, |w| if i == 1 { step(w) })?;
         match node_agent::start(cfg, bus.clone()).await {
             Ok(n) => {
                 if let Some(pid) = n.containerd_pid() {

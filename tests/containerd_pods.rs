@@ -144,6 +144,10 @@ fn containerd_pods_with_offline_images_and_pod_network() {
         if p == "Succeeded" { Ok(()) } else { Err(p) }
     });
     assert_eq!(c.ok(&["logs", "py"]).trim(), "42");
+    let stamped = c.ok(&["logs", "py", "--timestamps"]);
+    let (ts, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert_eq!(text, "42");
+    assert!(ts.parse::<jiff::Timestamp>().is_ok(), "containerd's time, RFC3339Nano: {ts}");
 
     // An image that is nowhere: ErrImagePull with containerd's words, then ImagePullBackOff.
     c.ok(&["run", "nope", "--image=flotilla-test/absent:1"]);
@@ -152,6 +156,8 @@ fn containerd_pods_with_offline_images_and_pod_network() {
         if w.starts_with("ImagePullBackOff|") { Ok(w) } else { Err(w) }
     });
     assert_eq!(waiting, "ImagePullBackOff|Back-off pulling image \"flotilla-test/absent:1\"");
+    let o = c.kubectl(&["logs", "nope"]);
+    assert_eq!(o.stderr.trim(), "Error from server (BadRequest): container \"nope\" in pod \"nope\" is waiting to start: trying and failing to pull image");
     let events = c.eventually(Duration::from_secs(20), "pull failure events", || {
         let e = c.ok(&["get", "events", "--field-selector", "involvedObject.name=nope", "-o", "jsonpath={range .items[*]}{.reason}: {.message}\n{end}"]);
         if e.contains("Error: ErrImagePull") && e.contains("BackOff") { Ok(e) } else { Err(e) }

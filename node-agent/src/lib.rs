@@ -55,6 +55,12 @@ pub struct NodeConfig {
     pub runtime: RuntimeKind,
     /// The air-gap folder: image archives imported into containerd at start.
     pub images_dir: Option<PathBuf>,
+    /// A k3s-shaped registries.yaml: mirrors and per-host auth and TLS for containerd.
+    pub registries: Option<PathBuf>,
+    /// When unused images are removed (kubelet's --image-gc-high/low-threshold).
+    pub image_gc: images::gc::Thresholds,
+    /// How often image GC looks at the disk (the kubelet's fixed ImageGCPeriod).
+    pub image_gc_period: Duration,
     /// `nodeInfo.containerRuntimeVersion`, filled in once the runtime answers.
     pub container_runtime_version: String,
 }
@@ -90,9 +96,24 @@ impl NodeConfig {
             host_ip: "127.0.0.1".into(),
             runtime: RuntimeKind::Process,
             images_dir: None,
+            registries: None,
+            image_gc: images::gc::Thresholds::default(),
+            image_gc_period: images::gc::PERIOD,
             container_runtime_version: "flotilla-process://0.1".into(),
         }
     }
+}
+
+/// An event about the Node itself (image GC's), as the kubelet records them: the node's
+/// name as its uid.
+fn node_event(client: &bus::Client, node: &str, type_: &str, reason: &str, message: &str) {
+    let involved = k8s_openapi::api::core::v1::ObjectReference { api_version: Some("v1".into()), kind: Some("Node".into()), name: Some(node.into()), uid: Some(node.into()), ..Default::default() };
+    let mut ev = bus::events::event(involved, type_, reason, message, "kubelet");
+    if let Some(src) = ev.source.as_mut() {
+        src.host = Some(node.to_string());
+    }
+    ev.reporting_instance = Some(node.to_string());
+    bus::events::record(client, ev);
 }
 
 pub struct NodeHandle {
@@ -119,10 +140,15 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     use tracing::Instrument;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime { host_ip: cfg.host_ip.clone() });
+    let mut image_gc = None;
     let default: Arc<dyn runtime::Runtime> = match &cfg.runtime {
         RuntimeKind::Process => process.clone(),
         RuntimeKind::Simulated => Arc::new(runtime::simulated::SimulatedRuntime::default()),
-        RuntimeKind::Containerd { endpoint } => runtime::cri::connect(&cfg, endpoint.as_deref(), cleanup).await?,
+        RuntimeKind::Containerd { endpoint } => {
+            let r = runtime::cri::connect(&cfg, endpoint.as_deref(), cleanup).await?;
+            image_gc = Some((r.client(), r.last_used.clone()));
+            r
+        }
     };
     cfg.container_runtime_version = default.version();
     let client = bus::Client::new(bus.clone());
@@ -136,6 +162,15 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
     tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), default.clone(), stop.clone()).instrument(span()));
     tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()).instrument(span()));
+    // A high threshold of 100 turns image GC off, as it does the kubelet's.
+    if let Some((cri, last_used)) = image_gc.filter(|_| cfg.image_gc.high < 100) {
+        let fallback = runtime::cri::containerd::Layout::for_node(&cfg.data_dir).root();
+        let store = Arc::new(runtime::cri::image_store::CriImages::new(cri, last_used, fallback, images::pause::PAUSE_IMAGE).await);
+        tracing::info!(node = %cfg.name, fs = %store.fs.display(), high = cfg.image_gc.high, low = cfg.image_gc.low, "image garbage collection on");
+        let (events, node) = (client.clone(), cfg.name.clone());
+        let event = move |reason: &str, message: &str| node_event(&events, &node, "Warning", reason, message);
+        tokio::spawn(images::gc::run(store, cfg.image_gc, cfg.image_gc_period, event, stop.clone()).instrument(span()));
+    }
     let scope = bus::informer::Scope { node: Some(cfg.name.clone()), ..Default::default() };
     let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
     let runtimes = runtime::Runtimes::new(default, vec![process]);

@@ -123,3 +123,4 @@ pub mod cluster;
 pub mod gateway;
 pub mod linearizability;
 pub mod members;
+pub mod registry;

@@ -1,8 +1,12 @@
 //! The kubelet's image duty: whether to pull (the pull policy against what is present),
-//! the messages the kubelet shows for each outcome, the air-gap folder imported at start
-//! and the sandbox ("pause") image the agent makes itself.
+//! the messages the kubelet shows for each outcome, the air-gap folder imported at start,
+//! the sandbox ("pause") image the agent makes itself, registry mirrors, pull secrets'
+//! credentials and image garbage collection.
 
 pub mod airgap;
+pub mod credentials;
+pub mod gc;
+pub mod mirrors;
 pub mod pause;
 pub mod registry;
 pub mod reference;

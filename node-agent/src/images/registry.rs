@@ -1,7 +1,7 @@
 //! A read-only registry serving the air-gap folder's archives (the OCI distribution API's
 //! pull side: manifests and blobs by tag or digest), on 127.0.0.1, that the agent's
-//! containerd uses as docker.io's only host. So `imagePullPolicy: Always` resolves as it
-//! would against Docker Hub (the image is present: nothing is downloaded), and an image
+//! containerd uses as docker.io's last host (after its mirrors, see `mirrors`). So
+//! `imagePullPolicy: Always` resolves as it would against Docker Hub (the image is present: nothing is downloaded), and an image
 //! that is not there fails the pull with containerd's own "not found", without a network.
 
 use axum::body::Body;
@@ -160,12 +160,6 @@ pub async fn serve(dir: &Path, stop: CancellationToken) -> std::io::Result<std::
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
     });
     Ok(addr)
-}
-
-/// containerd's hosts.toml making `addr` the only host for docker.io (no fallback to the
-/// internet).
-pub fn hosts_toml(addr: std::net::SocketAddr) -> String {
-    format!("# Written by the flotilla node agent: docker.io is served from the air-gap folder.\nserver = \"http://{addr}\"\n\n[host.\"http://{addr}\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
 }
 
 #[cfg(test)]

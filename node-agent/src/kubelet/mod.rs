@@ -101,6 +101,23 @@ struct Exited {
     code: i32,
 }
 
+/// An event for a pod from work running off the actor (reading a pull's secrets).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Note {
+    uid: String,
+    kind: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+impl Handler<Note> for Kubelet {
+    type Result = ();
+    fn handle(&mut self, n: Note, _: &mut Context<Self>) {
+        self.note(&n.uid, n.kind, n.reason, n.message);
+    }
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 struct RestartDue {

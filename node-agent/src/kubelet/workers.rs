@@ -6,7 +6,10 @@
 use super::lifecycle::{Event, Lifecycle};
 use super::spec::{self, Downward};
 use super::{Exited, Kubelet, SandboxSlot};
-use crate::runtime::{ImageReady, PullPolicy, Runtime, RuntimeError, Sandbox, Started};
+use crate::images::credentials;
+use crate::runtime::{ImageReady, PullAuth, PullPolicy, Runtime, RuntimeError, Sandbox, Started};
+use k8s_openapi::api::core::v1::Secret;
+use std::collections::BTreeMap;
 use actix::prelude::*;
 use jiff::Timestamp;
 use std::sync::Arc;
@@ -14,6 +17,25 @@ use std::time::Duration;
 use tracing::Instrument;
 
 type StartResult = Result<(ImageReady, Started), RuntimeError>;
+
+/// The pull credentials of a pod's `imagePullSecrets` for `image`, and the secrets that
+/// could not be read (the kubelet warns and pulls with what it has).
+async fn pull_credentials(client: bus::Client, ns: String, secrets: Vec<String>, image: String) -> (Vec<PullAuth>, Vec<String>) {
+    let mut ring = credentials::Keyring::default();
+    let mut missing = Vec::new();
+    for name in secrets {
+        match client.get::<Secret>(Some(&ns), &name).await {
+            Ok(Some(s)) => {
+                let data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                if let Err(e) = ring.add_secret(&name, s.type_.as_deref().unwrap_or(""), &data) {
+                    tracing::warn!(secret = %name, error = %e, "an image pull secret is not usable");
+                }
+            }
+            _ => missing.push(name),
+        }
+    }
+    (ring.lookup(&image), missing)
+}
 
 impl Kubelet {
     /// Carries out `Command::Start`: the answer comes later, as Started, PullFailed,
@@ -113,8 +135,19 @@ impl Kubelet {
         let (addr, u) = (ctx.address(), uid.to_string());
         let on_exit = Box::new(move |code: i32| addr.do_send(Exited { uid: u, idx, instance, code }));
         let rt2 = runtime.clone();
+        let secrets: Vec<String> = rt.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default().into_iter().map(|r| r.name).filter(|n| !n.is_empty()).collect();
+        let (client, ns, addr2, u2) = (self.client.clone(), rt.state.namespace.clone(), ctx.address(), uid.to_string());
         let fut = async move {
-            let image = rt2.ensure_image(&cspec.image, policy).await?;
+            let auth = if secrets.is_empty() || policy == PullPolicy::Never {
+                Vec::new()
+            } else {
+                let (auth, missing) = pull_credentials(client, ns, secrets, cspec.image.clone()).await;
+                if !missing.is_empty() {
+                    addr2.do_send(super::Note { uid: u2, kind: "Warning", reason: "FailedToRetrieveImagePullSecret", message: format!("Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.", missing.join(", ")) });
+                }
+                auth
+            };
+            let image = rt2.ensure_image(&cspec.image, policy, auth).await?;
             let started = rt2.start_container(&sb, &cspec, on_exit).await?;
             Ok((image, started))
         };

@@ -9,6 +9,7 @@ mod process_streams;
 pub mod simulated;
 pub mod streams;
 
+pub use crate::images::credentials::PullAuth;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -138,8 +139,9 @@ pub trait Runtime: Send + Sync {
     fn handler(&self) -> &'static str;
     /// `nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.6.20`.
     fn version(&self) -> String;
-    /// Makes `image` present as `policy` says.
-    fn ensure_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>>;
+    /// Makes `image` present as `policy` says; a pull tries each of `auth` in turn (the
+    /// pull secrets' credentials for its registry), anonymously when there are none.
+    fn ensure_image(&self, image: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>>;
     fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>>;
     /// Creates and starts the container in `sandbox`. Called from the kubelet's own thread,
     /// and polled there: the process runtime ties its children's lives to that thread.

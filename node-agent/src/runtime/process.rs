@@ -2,7 +2,8 @@
 //! container's command, in its own process group so that signals reach every child, its
 //! output appended to a log file, and tied to the agent so a crashed agent leaves no
 //! direct children behind. Its "sandbox" is the node itself: pods share the host's
-//! network and filesystem, and there is no image to pull.
+//! network and filesystem, and there is no image to pull. Output goes through the agent
+//! into a CRI-format log, so every line carries its time as containerd's do.
 
 use super::{ContainerSpec, ImageReady, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
 use futures::future::BoxFuture;
@@ -12,6 +13,33 @@ use std::time::Duration;
 /// How long a SIGKILLed group may take to disappear before stop gives up waiting.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(25);
+/// How long an exited container's output may take to reach its log.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Copies one output stream into the log as CRI entries, each written whole (stdout and
+/// stderr share the file, opened for appending), each line stamped when it arrived.
+async fn copy_to_log(r: Box<dyn tokio::io::AsyncRead + Send + Unpin>, stream: &'static str, log: std::sync::Arc<std::fs::File>) {
+    use crate::logs::cri::{encode, MAX_ENTRY};
+    use std::io::Write;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut r = tokio::io::BufReader::with_capacity(MAX_ENTRY, r);
+    loop {
+        let mut line = Vec::new();
+        let n = match (&mut r).take(MAX_ENTRY as u64).read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // No newline: a line longer than an entry goes on in the next one (partial); at
+        // the end of the stream the last words are a line of their own.
+        let complete = if line.last() == Some(&b'\n') {
+            line.pop();
+            true
+        } else {
+            n < MAX_ENTRY
+        };
+        let _ = (&*log).write_all(&encode(jiff::Timestamp::now(), stream, &line, complete));
+    }
+}
 
 pub struct ProcessRuntime {
     /// The address host-mode pods report as their pod IP.
@@ -113,8 +141,8 @@ impl ProcessRuntime {
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&working_dir)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
@@ -130,8 +158,18 @@ impl ProcessRuntime {
             .spawn()
             .map_err(|e| RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)))?;
         let pid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::Create("the process exited before it was seen".into()))?;
+        let log = std::sync::Arc::new(log);
+        let copies: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), child.stderr.take().map(|e| Box::new(e) as Box<_>)]
+            .into_iter()
+            .zip(["stdout", "stderr"])
+            .filter_map(|(r, stream)| r.map(|r| tokio::spawn(copy_to_log(r, stream, log.clone()))))
+            .collect();
         tokio::spawn(async move {
-            let code = match child.wait().await {
+            let status = child.wait().await;
+            // The last lines are in the pipes still: an exit is reported after they are in
+            // the log (a grandchild holding the pipe open is not waited for long).
+            let _ = tokio::time::timeout(DRAIN_WAIT, futures::future::join_all(copies)).await;
+            let code = match status {
                 Ok(st) => {
                     use std::os::unix::process::ExitStatusExt;
                     st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
@@ -153,7 +191,7 @@ impl Runtime for ProcessRuntime {
         "flotilla-process://0.1".into()
     }
 
-    fn ensure_image(&self, _image: &str, _policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+    fn ensure_image(&self, _image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         // Host mode runs commands from the machine: nothing is pulled.
         Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None }) })
     }

@@ -153,11 +153,23 @@ pub fn attach(target: &ExecTarget, s: Streams) -> Session {
         };
         let _ = f.seek(std::io::SeekFrom::End(0)).await;
         let mut buf = vec![0u8; 32 * 1024];
+        // The log is in the CRI format: whole entries are turned back into the output
+        // they hold, on the stream they came from.
+        let mut pending: Vec<u8> = Vec::new();
         loop {
             match f.read(&mut buf).await {
                 Ok(n) if n > 0 => {
-                    if parts.output.send((STDOUT, buf[..n].to_vec())).await.is_err() {
-                        return;
+                    pending.extend_from_slice(&buf[..n]);
+                    let Some(end) = pending.iter().rposition(|b| *b == b'\n') else { continue };
+                    let whole: Vec<u8> = pending.drain(..=end).collect();
+                    for e in crate::logs::cri::entries(&whole) {
+                        let mut out = e.text.to_vec();
+                        if e.complete {
+                            out.push(b'\n');
+                        }
+                        if parts.output.send((if e.stderr { STDERR } else { STDOUT }, out)).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 _ if !group_alive(pgid) => break,

@@ -46,7 +46,7 @@ impl Runtime for SimulatedRuntime {
         "simulated://0.1".into()
     }
 
-    fn ensure_image(&self, image: &str, _policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+    fn ensure_image(&self, image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         let image_id = format!("simulated://{image}");
         Box::pin(async move { Ok(ImageReady { image_id, pulled: None }) })
     }

@@ -5,15 +5,14 @@
 use super::client::Cri;
 use super::containerd::{Containerd, Layout};
 use super::CriRuntime;
-use crate::images::{airgap, pause, registry};
-use crate::runtime::Runtime;
+use crate::images::{airgap, mirrors, pause, registry};
 use crate::shutdown::Cleanup;
 use crate::NodeConfig;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cleanup) -> anyhow::Result<Arc<dyn Runtime>> {
+pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cleanup) -> anyhow::Result<Arc<CriRuntime>> {
     let (cri, version) = match endpoint {
         Some(ep) => {
             let cri = Cri::new(ep)?;
@@ -23,7 +22,11 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
         None => {
             // A containerd that died with its agent left its shims running: the new one
             // reconnects to them, and the leftover sandboxes are removed below.
-            let c = Containerd::start(Layout::for_node(&cfg.data_dir), pause::PAUSE_IMAGE).await?;
+            let registries = match &cfg.registries {
+                Some(p) => mirrors::Registries::load(p)?,
+                None => mirrors::Registries::default(),
+            };
+            let c = Containerd::start(Layout::for_node(&cfg.data_dir), pause::PAUSE_IMAGE, &registries.auth_toml()).await?;
             tracing::info!(node = %cfg.name, pid = c.pid(), "containerd started");
             let socket = c.layout.socket();
             let layout = c.layout.clone();
@@ -32,13 +35,13 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
             let archive = cfg.data_dir.join("containerd/pause.tar");
             pause::write(&archive)?;
             airgap::import(&socket, &archive).await?;
-            // docker.io resolves against the air-gap folder only (an empty one answers 404).
+            // docker.io resolves against its mirrors, then the air-gap folder (an empty one
+            // answers 404); never the internet.
             let dir = cfg.images_dir.clone().unwrap_or_else(|| cfg.data_dir.join("images"));
             let addr = registry::serve(&dir, cleanup.stop.clone()).await?;
-            let hosts = layout.registry_config_dir().join("docker.io");
-            std::fs::create_dir_all(&hosts)?;
-            std::fs::write(hosts.join("hosts.toml"), registry::hosts_toml(addr))?;
-            tracing::info!(node = %cfg.name, %addr, "air-gap registry serving docker.io");
+            registries.write_hosts(&layout.registry_config_dir(), addr)?;
+            let mirrored: Vec<&String> = registries.mirrors.keys().collect();
+            tracing::info!(node = %cfg.name, %addr, ?mirrored, "air-gap registry serving docker.io after its mirrors");
             if let Some(dir) = &cfg.images_dir {
                 let t0 = std::time::Instant::now();
                 let (n, errs) = airgap::import_dir(&socket, dir).await;

@@ -69,7 +69,8 @@ fn systemd_cgroup() -> bool {
 }
 
 /// containerd's config (version 2 schema, containerd 1.6).
-pub fn config_toml(l: &Layout, sandbox_image: &str) -> String {
+/// `registry_auth` holds `registry.configs.<host>.auth` tables (`mirrors::Registries::auth_toml`).
+pub fn config_toml(l: &Layout, sandbox_image: &str, registry_auth: &str) -> String {
     let s = |p: PathBuf| p.to_string_lossy().into_owned();
     format!(
         r#"# Written by the flotilla node agent at every start; edits are overwritten.
@@ -114,7 +115,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         SystemdCgroup = {systemd}
   [plugins."io.containerd.grpc.v1.cri".registry]
     config_path = "{registry}"
-"#,
+{registry_auth}"#,
         root = s(l.root()),
         state = s(l.state()),
         sock = s(l.socket()),
@@ -147,11 +148,11 @@ pub struct Containerd {
 
 impl Containerd {
     /// Writes the config, starts containerd and waits until its CRI answers Version.
-    pub async fn start(layout: Layout, sandbox_image: &str) -> Result<Containerd, ContainerdError> {
+    pub async fn start(layout: Layout, sandbox_image: &str, registry_auth: &str) -> Result<Containerd, ContainerdError> {
         for d in [layout.dir.clone(), layout.cni_conf_dir(), layout.cni_ipam_dir(), layout.registry_config_dir()] {
             std::fs::create_dir_all(d)?;
         }
-        std::fs::write(layout.config(), config_toml(&layout, sandbox_image))?;
+        std::fs::write(layout.config(), config_toml(&layout, sandbox_image, registry_auth))?;
         // A socket left by a killed predecessor would be taken for a live containerd.
         let _ = std::fs::remove_file(layout.socket());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(layout.log())?;
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn config_keeps_everything_in_the_data_dir() {
         let l = Layout::new("/data/n1/containerd".into());
-        let c = config_toml(&l, "localhost/flotilla/pause:1");
+        let c = config_toml(&l, "localhost/flotilla/pause:1", "  [plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"r:1\".auth]\n    username = \"u\"\n");
         for want in [
             "root = \"/data/n1/containerd/root\"",
             "state = \"/data/n1/containerd/state\"",
@@ -258,6 +259,7 @@ mod tests {
             "sandbox_image = \"localhost/flotilla/pause:1\"",
             "stream_server_address = \"127.0.0.1\"",
             "netns_mounts_under_state_dir = true",
+            "config_path = \"/data/n1/containerd/certs.d\"\n  [plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"r:1\".auth]\n    username = \"u\"",
         ] {
             assert!(c.contains(want), "{want} missing from\n{c}");
         }

@@ -7,12 +7,13 @@
 pub mod cgroups;
 pub mod client;
 pub mod containerd;
+pub mod image_store;
 mod connect;
 mod streams;
 
 pub use connect::connect;
 
-use super::{ContainerSpec, ImageReady, NodeImage, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
+use super::{ContainerSpec, ImageReady, PullAuth, NodeImage, OnExit, PullPolicy, Runtime, RuntimeError, Sandbox, SandboxSpec, Started};
 use crate::images::{self, reference, PullDecision};
 use client::{go_error, pb, Cri};
 use futures::future::BoxFuture;
@@ -35,6 +36,8 @@ pub struct CriRuntime {
     host_ip: String,
     /// Each sandbox's config: CreateContainer wants it again.
     configs: Arc<Mutex<HashMap<String, pb::PodSandboxConfig>>>,
+    /// When each image was last made ready for a container (image GC's order).
+    pub last_used: image_store::LastUsed,
 }
 
 impl CriRuntime {
@@ -46,6 +49,7 @@ impl CriRuntime {
             host_id: host_id.to_string(),
             host_ip: host_ip.to_string(),
             configs: Arc::new(Mutex::new(HashMap::new())),
+            last_used: Default::default(),
         }
     }
 
@@ -108,6 +112,25 @@ async fn image_status(cri: &Cri, name: &str) -> Result<Option<pb::Image>, tonic:
     Ok(r.into_inner().image)
 }
 
+/// Pulls `name` with each credential in turn until one works (the kubelet's order), or
+/// anonymously when there are none; the last failure is the one reported.
+async fn pull(cri: &Cri, name: &str, auth: Vec<PullAuth>) -> Result<(), RuntimeError> {
+    let tries: Vec<Option<pb::AuthConfig>> = if auth.is_empty() {
+        vec![None]
+    } else {
+        auth.into_iter().map(|a| Some(pb::AuthConfig { username: a.username, password: a.password, auth: a.auth, ..Default::default() })).collect()
+    };
+    let mut last = None;
+    for auth in tries {
+        let mut c = cri.images.clone();
+        match c.pull_image(pb::PullImageRequest { image: Some(pb::ImageSpec { image: name.to_string(), ..Default::default() }), auth, sandbox_config: None }).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(RuntimeError::ImagePull(go_error(&e))),
+        }
+    }
+    Err(last.unwrap_or_else(|| RuntimeError::ImagePull("no pull was tried".into())))
+}
+
 /// Polls the container until it has exited, then reports its code and removes it (its
 /// log stays in the pod's directory for `kubectl logs --previous`).
 async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
@@ -143,6 +166,21 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
     }
 }
 
+/// `ensure_image`'s work, with the image's id (for image GC's last-used times).
+async fn ensure(cri: &Cri, image: &str, name: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> Result<(ImageReady, Option<String>), RuntimeError> {
+    let present = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
+    match images::decide(image, policy, present.is_some()) {
+        PullDecision::UsePresent => Ok((ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None }, present.map(|i| i.id))),
+        PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
+        PullDecision::Pull => {
+            let t0 = Instant::now();
+            pull(cri, name, auth).await?;
+            let img = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
+            Ok((ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) }, img.map(|i| i.id)))
+        }
+    }
+}
+
 impl Runtime for CriRuntime {
     fn handler(&self) -> &'static str {
         "runc"
@@ -152,24 +190,16 @@ impl Runtime for CriRuntime {
         self.version.clone()
     }
 
-    fn ensure_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
+    fn ensure_image(&self, image: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         let cri = self.cri.clone();
         let (image, name) = (image.to_string(), reference::normalize(image));
+        let last_used = self.last_used.clone();
         Box::pin(async move {
-            let present = image_status(&cri, &name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-            match images::decide(&image, policy, present.is_some()) {
-                PullDecision::UsePresent => Ok(ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None }),
-                PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
-                PullDecision::Pull => {
-                    let t0 = Instant::now();
-                    let mut c = cri.images.clone();
-                    c.pull_image(pb::PullImageRequest { image: Some(pb::ImageSpec { image: name.clone(), ..Default::default() }), auth: None, sandbox_config: None })
-                        .await
-                        .map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-                    let img = image_status(&cri, &name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-                    Ok(ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) })
-                }
+            let ready = ensure(&cri, &image, &name, policy, auth).await?;
+            if let (Ok(mut m), Some(id)) = (last_used.lock(), ready.1) {
+                m.insert(id, image_store::now_secs());
             }
+            Ok(ready.0)
         })
     }
 

@@ -1,7 +1,10 @@
 //! Answers `kubectl logs` for the pods of this node: the gateway asks on the node's log
-//! subject, this reads the container's log file (current or previous instance). Files
-//! written by a CRI runtime are in the CRI log format (`<time> stdout F <line>`): the
-//! text is taken out of it, as the kubelet does.
+//! subject, this reads the container's log file (current or previous instance). Both
+//! runtimes write the CRI log format (`<time> stdout F <line>`, `cri`); `read` turns it
+//! into the answer the options ask for, as the kubelet does.
+
+pub mod cri;
+pub mod read;
 
 use futures::StreamExt;
 use schema::codec;
@@ -36,60 +39,6 @@ fn pod_dir(data_dir: &Path, ns: &str, pod: &str) -> Option<PathBuf> {
         .map(|e| e.path())
 }
 
-/// One line in the CRI log format: (message, whether the line is complete).
-fn cri_line(line: &[u8]) -> Option<(&[u8], bool)> {
-    let mut parts = line.splitn(4, |b| *b == b' ');
-    let (time, stream, tag) = (parts.next()?, parts.next()?, parts.next()?);
-    let msg = parts.next().unwrap_or(b"");
-    let looks_like_time = time.len() >= 20 && time.get(4) == Some(&b'-') && time.get(10) == Some(&b'T');
-    if !looks_like_time || !(stream == b"stdout" || stream == b"stderr") {
-        return None;
-    }
-    match tag {
-        b"F" => Some((msg, true)),
-        b"P" => Some((msg, false)),
-        _ => None,
-    }
-}
-
-/// The container's output from a log file: CRI-format lines are unwrapped (partial lines
-/// joined), anything else (host-mode output) is passed on as it is.
-pub fn decode(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for line in bytes.split_inclusive(|b| *b == b'\n') {
-        let body = line.strip_suffix(b"\n").unwrap_or(line);
-        match cri_line(body) {
-            Some((msg, complete)) => {
-                out.extend_from_slice(msg);
-                if complete {
-                    out.push(b'\n');
-                }
-            }
-            None => out.extend_from_slice(line),
-        }
-    }
-    out
-}
-
-fn tail(bytes: Vec<u8>, lines: Option<u64>) -> Vec<u8> {
-    let Some(n) = lines else { return bytes };
-    let mut count = 0u64;
-    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    for (i, b) in body.iter().enumerate().rev() {
-        if *b == b'\n' {
-            count += 1;
-            if count == n {
-                return bytes[i + 1..].to_vec();
-            }
-        }
-    }
-    if n == 0 {
-        Vec::new()
-    } else {
-        bytes
-    }
-}
-
 /// The log file a request is about, or the answer that says why there is none.
 fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
     let Some(dir) = pod_dir(data_dir, &req.namespace, &req.pod) else {
@@ -106,7 +55,7 @@ fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
         return Err(LogResponse::NotFound(format!("container \"{container}\" in pod \"{}\" not found", req.pod)));
     }
     let files = instances(&dir.join(&container));
-    let file = if req.previous { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
+    let file = if req.previous && !req.between_instances { files.len().checked_sub(2).and_then(|i| files.get(i)) } else { files.last() };
     match file {
         Some(f) => Ok(f.clone()),
         None if req.previous => Err(LogResponse::BadRequest(format!("previous terminated container \"{container}\" in pod \"{}\" not found", req.pod))),
@@ -114,9 +63,25 @@ fn locate(data_dir: &Path, req: &LogRequest) -> Result<PathBuf, LogResponse> {
     }
 }
 
+/// The request's options; a `since` that is not a time is the gateway's bug, answered.
+fn options(req: &LogRequest) -> Result<read::Options, LogResponse> {
+    if let Some(m) = &req.refused {
+        return Err(LogResponse::BadRequest(m.clone()));
+    }
+    let since = match &req.since {
+        None => None,
+        Some(s) => Some(s.parse::<jiff::Timestamp>().map_err(|e| LogResponse::BadRequest(format!("sinceTime {s:?}: {e}")))?),
+    };
+    Ok(read::Options { tail: req.tail_lines, since, timestamps: req.timestamps, limit_bytes: req.limit_bytes })
+}
+
 pub fn answer(data_dir: &Path, req: &LogRequest) -> LogResponse {
+    let opts = match options(req) {
+        Ok(o) => o,
+        Err(r) => return r,
+    };
     match locate(data_dir, req) {
-        Ok(f) => LogResponse::Data(tail(decode(&std::fs::read(f).unwrap_or_default()), req.tail_lines)),
+        Ok(f) => LogResponse::Data(read::answer(&std::fs::read(f).unwrap_or_default(), &opts)),
         Err(r) => r,
     }
 }
@@ -137,17 +102,32 @@ fn read_from(path: &Path, offset: u64) -> Vec<u8> {
     out
 }
 
-/// Sends what the container writes after `offset` to the follower's inbox, one request
-/// per chunk: when nobody acknowledges (the `kubectl logs -f` went away), it stops.
-async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, mut offset: u64, stop: tokio_util::sync::CancellationToken) {
+/// Where a follow is: the next byte of the file to read, whether that begins a line, and
+/// what is left of `limitBytes`.
+struct Cursor {
+    offset: u64,
+    line_start: bool,
+    remaining: Option<u64>,
+}
+
+/// Sends what the container writes after the cursor to the follower's inbox, one request
+/// per chunk: when nobody acknowledges (the `kubectl logs -f` went away), it stops; when
+/// `limitBytes` is used up it says so and stops.
+async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, opts: read::Options, mut at: Cursor, stop: tokio_util::sync::CancellationToken) {
     let mut idle = 0u32;
     loop {
+        if at.remaining == Some(0) {
+            if let Ok(payload) = codec::encode(&LogResponse::End) {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), nats.request(inbox.clone(), payload.into())).await;
+            }
+            return;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
         }
-        let mut chunk = read_from(&path, offset);
-        // Only whole lines: a CRI line cut in two would not decode.
+        let mut chunk = read_from(&path, at.offset);
+        // Only whole lines: a CRI line cut in two would not parse.
         match chunk.iter().rposition(|b| *b == b'\n') {
             Some(i) => chunk.truncate(i + 1),
             None => chunk.clear(),
@@ -159,13 +139,35 @@ async fn follow(nats: async_nats::Client, inbox: String, path: PathBuf, mut offs
             }
         }
         idle = 0;
-        offset += chunk.len() as u64;
-        let Ok(payload) = codec::encode(&LogResponse::Data(decode(&chunk))) else { return };
+        at.offset += chunk.len() as u64;
+        let out = read::limit(read::render(&cri::entries(&chunk), &opts, &mut at.line_start), &mut at.remaining);
+        let Ok(payload) = codec::encode(&LogResponse::Data(out)) else { return };
         match tokio::time::timeout(std::time::Duration::from_secs(5), nats.request(inbox.clone(), payload.into())).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
     }
+}
+
+/// The answer to one request, and the follow to start after it.
+fn handle(data_dir: &Path, req: &LogRequest) -> (LogResponse, Option<(String, PathBuf, read::Options, Cursor)>) {
+    let opts = match options(req) {
+        Ok(o) => o,
+        Err(r) => return (r, None),
+    };
+    let path = match locate(data_dir, req) {
+        Ok(p) => p,
+        Err(r) => return (r, None),
+    };
+    let raw = std::fs::read(&path).unwrap_or_default();
+    // Follow from the last whole line on.
+    let offset = raw.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let entries = cri::entries(&raw[..offset]);
+    let start = read::tail_start(&entries, opts.tail);
+    let mut at = Cursor { offset: offset as u64, line_start: true, remaining: opts.limit_bytes };
+    let out = read::limit(read::render(&entries[start..], &opts, &mut at.line_start), &mut at.remaining);
+    let follower = req.follow_inbox.clone().filter(|_| !req.previous).map(|inbox| (inbox, path, opts, at));
+    (LogResponse::Data(out), follower)
 }
 
 pub async fn serve(nats: async_nats::Client, node: String, data_dir: PathBuf, stop: tokio_util::sync::CancellationToken) {
@@ -184,25 +186,15 @@ pub async fn serve(nats: async_nats::Client, node: String, data_dir: PathBuf, st
         let Some(reply) = msg.reply.clone() else { continue };
         let span = tracing::info_span!("kubelet", node = %node, op = "logs");
         let (resp, follower) = span.in_scope(|| match codec::decode::<LogRequest>(&msg.payload) {
-            Ok(req) => match locate(&data_dir, &req) {
-                Ok(path) => {
-                    let raw = std::fs::read(&path).unwrap_or_default();
-                    // Follow from the last whole line on.
-                    let offset = raw.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0) as u64;
-                    let all = decode(&raw[..offset as usize]);
-                    let follower = req.follow_inbox.clone().filter(|_| !req.previous).map(|inbox| (inbox, path, offset));
-                    (LogResponse::Data(tail(all, req.tail_lines)), follower)
-                }
-                Err(r) => (r, None),
-            },
+            Ok(req) => handle(&data_dir, &req),
             Err(e) => (LogResponse::BadRequest(format!("bad log request: {e}")), None),
         });
         if let Ok(bytes) = codec::encode(&resp) {
             let _ = nats.publish(reply, bytes.into()).await;
         }
-        if let Some((inbox, path, offset)) = follower {
+        if let Some((inbox, path, opts, at)) = follower {
             use tracing::Instrument;
-            tokio::spawn(follow(nats.clone(), inbox, path, offset, stop.clone()).instrument(span));
+            tokio::spawn(follow(nats.clone(), inbox, path, opts, at, stop.clone()).instrument(span));
         }
     }
 }
@@ -212,7 +204,7 @@ mod tests {
     use super::*;
 
     fn req(container: &str, previous: bool, tail_lines: Option<u64>) -> LogRequest {
-        LogRequest { namespace: "ns".into(), pod: "p".into(), container: Some(container.into()), tail_lines, previous, follow_inbox: None }
+        LogRequest { namespace: "ns".into(), pod: "p".into(), container: Some(container.into()), tail_lines, previous, ..Default::default() }
     }
 
     #[test]
@@ -220,28 +212,20 @@ mod tests {
         let data = std::env::temp_dir().join(format!("flotilla-logs-{}", std::process::id()));
         let c = crate::kubelet::pod_dir(&data, "ns", "p", "u1").join("c");
         std::fs::create_dir_all(&c).unwrap();
-        std::fs::write(c.join("0.log"), "first\n").unwrap();
-        std::fs::write(c.join("1.log"), "a\nb\nc\n").unwrap();
+        std::fs::write(c.join("0.log"), "2026-12-02T07:00:00Z stdout F first\n").unwrap();
+        std::fs::write(c.join("1.log"), "2026-12-02T07:00:01Z stdout F a\n2026-12-02T07:00:02Z stdout F b\n2026-12-02T07:00:03Z stderr F c\n").unwrap();
         assert_eq!(answer(&data, &req("c", false, None)), LogResponse::Data(b"a\nb\nc\n".to_vec()));
         assert_eq!(answer(&data, &req("c", false, Some(1))), LogResponse::Data(b"c\n".to_vec()));
         assert_eq!(answer(&data, &req("c", true, None)), LogResponse::Data(b"first\n".to_vec()));
+        let waiting = LogRequest { between_instances: true, ..req("c", true, None) };
+        assert_eq!(answer(&data, &waiting), LogResponse::Data(b"a\nb\nc\n".to_vec()), "the instance that ended is the previous one");
+        let ts = LogRequest { timestamps: true, since: Some("2026-12-02T07:00:02Z".into()), limit_bytes: Some(30), ..req("c", false, None) };
+        assert_eq!(answer(&data, &ts), LogResponse::Data(b"2026-12-02T07:00:02Z b\n2026-12".to_vec()));
         assert_eq!(answer(&data, &req("x", false, None)), LogResponse::NotFound("container \"x\" in pod \"p\" not found".into()));
+        let refused = LogRequest { refused: Some("container \"c\" in pod \"p\" is waiting to start: ContainerCreating".into()), ..req("c", false, None) };
+        assert_eq!(answer(&data, &refused), LogResponse::BadRequest("container \"c\" in pod \"p\" is waiting to start: ContainerCreating".into()));
         let other = LogRequest { pod: "q".into(), ..req("c", false, None) };
         assert!(matches!(answer(&data, &other), LogResponse::NotFound(_)));
         let _ = std::fs::remove_dir_all(data);
-    }
-
-    #[test]
-    fn cri_lines_are_unwrapped_and_others_kept() {
-        let cri = b"2026-12-02T07:27:01.123456789Z stdout F hello\n2026-12-02T07:27:01.2Z stderr P par\n2026-12-02T07:27:01.3Z stderr F tial\n2026-12-02T07:27:01.4Z stdout F \n";
-        assert_eq!(decode(cri), b"hello\npartial\n\n");
-        assert_eq!(decode(b"plain output\nstdout F x\n"), b"plain output\nstdout F x\n");
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(super::tail(b"a\nb\nc\n".to_vec(), Some(2)), b"b\nc\n");
-        assert_eq!(super::tail(b"a\nb\n".to_vec(), Some(5)), b"a\nb\n");
-        assert_eq!(super::tail(b"a\n".to_vec(), None), b"a\n");
     }
 }
