@@ -237,14 +237,16 @@ impl Actor for GarbageCollector {
             })
         });
         ctx.run_interval(GRAPH_SWEEP, |act, ctx| {
+            if !act.listed {
+                return;
+            }
+            // Only a sweep that finds work counts as handling: an idle cluster stays flat.
+            let found: Vec<Meta> = orphans(&act.live, act.live.values()).into_iter().filter(|d| !act.in_flight.contains_key(&d.uid)).collect();
+            if found.is_empty() {
+                return;
+            }
             bus::metrics::handle(ACTOR, || {
-                if !act.listed {
-                    return;
-                }
-                let found: Vec<Meta> = orphans(&act.live, act.live.values()).into_iter().filter(|d| !act.in_flight.contains_key(&d.uid)).collect();
-                if !found.is_empty() {
-                    tracing::info!(n = found.len(), first = %found[0].name, "the graph sweep found orphans no event collected");
-                }
+                tracing::info!(n = found.len(), first = %found[0].name, "the graph sweep found orphans no event collected");
                 act.collect_all(found, ctx);
             })
         });
