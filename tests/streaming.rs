@@ -101,5 +101,28 @@ fn exec_cp_attach_and_port_forward_to_host_mode_pods() {
         assert!(body.contains("200") && body.contains("served"), "{body}");
     }
     pf.stop();
+    // Two ports at once over SPDY/3.1 itself (kubectl's fallback when WebSocket is off).
+    let (l1, l2) = (common::free_port(), common::free_port());
+    let mut spdy = std::process::Command::new("kubectl")
+        .args(["port-forward", "pod/box", &format!("{l1}:{web_port}"), &format!("{l2}:{web_port}"), "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl port-forward");
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.eventually(Duration::from_secs(30), "both forwarded ports answer", || match (http_get(l1), http_get(l2)) {
+            (Ok(a), Ok(b)) if a.contains("served") && b.contains("served") => Ok(()),
+            other => Err(format!("{other:?}")),
+        })
+    }));
+    // SAFETY: signalling the kubectl this test started, by PID.
+    unsafe { libc::kill(spdy.id() as i32, libc::SIGTERM) };
+    let _ = spdy.wait();
+    if let Err(e) = answered {
+        std::panic::resume_unwind(e);
+    }
     c.stop();
 }
