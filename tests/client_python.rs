@@ -13,6 +13,27 @@ use common::cluster::Cluster;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Runs one of tests/clients/*.py with `args`, credentials and proxies only from the
+/// kubeconfig; fails the test with everything it printed when it fails. Answers stdout.
+fn run_client(c: &Cluster, script: &str, args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(&c.kubeconfig)
+        .args(args)
+        // The client must not find credentials or a proxy anywhere but the kubeconfig.
+        .env_remove("KUBECONFIG")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("running the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nflotilla log:\n{}", script.display(), out.status, c.log_tail());
+    stdout
+}
+
 fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("FLOTILLA_PYTHON") {
         return PathBuf::from(p);
@@ -28,21 +49,7 @@ fn python_client_creates_lists_watches_and_deletes_a_pod() {
     let c = Cluster::up(&tmp.path().join("cluster"), 0);
     c.ok(&["create", "namespace", "py"]);
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/pods.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(&c.kubeconfig)
-        .arg("py")
-        // The client must not find credentials or a proxy anywhere but the kubeconfig.
-        .env_remove("KUBECONFIG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("running the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pods.py failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nflotilla log:\n{}", out.status, c.log_tail());
+    let stdout = run_client(&c, "pods.py", &["py"]);
 
     let lines: Vec<&str> = stdout.lines().collect();
     // The gateway's certificate passes OpenSSL's strict checks (Python 3.13's default).
@@ -92,20 +99,7 @@ fn python_client_execs_and_forwards_ports() {
     });
     // The server inside is up once a connection is accepted.
     c.eventually(std::time::Duration::from_secs(30), "the pod's server listening", || std::net::TcpStream::connect(("127.0.0.1", port)).map(|_| ()).map_err(|e| e.to_string()));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/exec.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(&c.kubeconfig)
-        .args(["py", "pyexec", &port.to_string()])
-        .env_remove("KUBECONFIG")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .expect("running the Python client");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "exec.py failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}\nflotilla log:\n{}", out.status, c.log_tail());
+    let stdout = run_client(&c, "exec.py", &["py", "pyexec", &port.to_string()]);
     assert!(stdout.contains("exec output from-python"), "{stdout}");
     assert!(stdout.contains("exec stdin hello exit 7"), "{stdout}");
     assert!(stdout.contains("portforward ok"), "{stdout}");

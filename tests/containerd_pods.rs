@@ -7,19 +7,11 @@
 mod common;
 
 use common::cluster::Cluster;
+use common::registry::offline_images;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// The image archives, built once per machine (a few minutes the first time) outside the
-/// repository; FLOTILLA_IMAGE_CACHE overrides where.
-fn offline_images() -> PathBuf {
-    let dir = std::env::var_os("FLOTILLA_IMAGE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/flotilla/images"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/offline-images.sh");
-    let out = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("running deploy/offline-images.sh");
-    assert!(out.status.success(), "deploy/offline-images.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    dir
-}
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {

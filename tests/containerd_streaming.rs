@@ -4,26 +4,10 @@
 mod common;
 
 use common::cluster::Cluster;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use common::registry::offline_images;
 use std::time::Duration;
 
-fn offline_images() -> PathBuf {
-    let dir = std::env::var_os("FLOTILLA_IMAGE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/flotilla/images"));
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/offline-images.sh");
-    let out = std::process::Command::new("bash").arg(script).arg(&dir).output().expect("running deploy/offline-images.sh");
-    assert!(out.status.success(), "deploy/offline-images.sh failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    dir
-}
 
-fn page(port: u16) -> Result<String, String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
 
 #[test]
 fn exec_cp_and_port_forward_into_containerd_pods() {
@@ -61,8 +45,8 @@ fn exec_cp_and_port_forward_into_containerd_pods() {
     let local = common::free_port();
     let pf = c.kubectl_background(&["port-forward", "pod/web", &format!("{local}:80")]);
     pf.wait_for(Duration::from_secs(30), "port-forward listening", |o| o.contains("Forwarding from"));
-    let a = std::thread::spawn(move || page(local));
-    let b = std::thread::spawn(move || page(local));
+    let a = std::thread::spawn(move || common::http_get(local, "/"));
+    let b = std::thread::spawn(move || common::http_get(local, "/"));
     for r in [a.join().expect("a"), b.join().expect("b")] {
         let body = r.expect("a forwarded connection");
         assert!(body.contains("Welcome to nginx!"), "{body}");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::cluster::Cluster;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 fn running(c: &Cluster, pod: &str) {
@@ -15,14 +15,6 @@ fn running(c: &Cluster, pod: &str) {
     });
 }
 
-fn http_get(port: u16) -> Result<String, String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    s.write_all(b"GET /hello.txt HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    Ok(out)
-}
 
 #[test]
 fn exec_cp_attach_and_port_forward_to_host_mode_pods() {
@@ -94,8 +86,8 @@ fn exec_cp_attach_and_port_forward_to_host_mode_pods() {
     let local = common::free_port();
     let pf = c.kubectl_background(&["port-forward", "pod/box", &format!("{local}:{web_port}")]);
     pf.wait_for(Duration::from_secs(30), "port-forward listening", |o| o.contains("Forwarding from"));
-    let a = std::thread::spawn(move || http_get(local));
-    let b = std::thread::spawn(move || http_get(local));
+    let a = std::thread::spawn(move || common::http_get(local, "/hello.txt"));
+    let b = std::thread::spawn(move || common::http_get(local, "/hello.txt"));
     for r in [a.join().expect("a"), b.join().expect("b")] {
         let body = r.expect("a forwarded connection");
         assert!(body.contains("200") && body.contains("served"), "{body}");
@@ -113,7 +105,7 @@ fn exec_cp_attach_and_port_forward_to_host_mode_pods() {
         .spawn()
         .expect("kubectl port-forward");
     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        c.eventually(Duration::from_secs(30), "both forwarded ports answer", || match (http_get(l1), http_get(l2)) {
+        c.eventually(Duration::from_secs(30), "both forwarded ports answer", || match (common::http_get(l1, "/hello.txt"), common::http_get(l2, "/hello.txt")) {
             (Ok(a), Ok(b)) if a.contains("served") && b.contains("served") => Ok(()),
             other => Err(format!("{other:?}")),
         })

@@ -31,11 +31,8 @@ pub struct Channels {
 
 impl Channels {
     pub fn of(protocol: &str) -> Channels {
-        let version = match protocol.split('.').next() {
-            Some("v5") => 5,
-            Some("v4") => 4,
-            _ => 1,
-        };
+        // `channel.k8s.io` and `base64.channel.k8s.io` are version 1.
+        let version = protocol.split('.').next().and_then(|v| v.strip_prefix('v')).and_then(|n| n.parse().ok()).unwrap_or(1);
         Channels { base64: protocol.contains("base64"), version }
     }
 
@@ -147,6 +144,7 @@ mod tests {
         assert_eq!(b64.decode(&m), Some((2, b"hello".to_vec())));
         assert_eq!(b64.decode(&Message::Text("x!!".into())), None);
         assert_eq!(Channels::of("channel.k8s.io").version, 1);
+        assert_eq!(Channels::of("v3.channel.k8s.io").version, 3);
         assert_eq!(bin.decode(&Message::Binary(Vec::new().into())), None);
         assert_eq!(bin.decode(&Message::Text("\u{0}typed".into())), Some((0, b"typed".to_vec())));
     }
