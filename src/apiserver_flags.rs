@@ -22,9 +22,21 @@ pub struct ApiServerFlags {
     /// PEM public key that verifies them (default: <pki>/sa.pub).
     #[arg(long)]
     pub service_account_key_file: Option<PathBuf>,
+    /// The tolerationSeconds of the node.kubernetes.io/not-ready:NoExecute toleration
+    /// admission adds to every pod that lacks one (DefaultTolerationSeconds).
+    #[arg(long, default_value_t = 300)]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for node.kubernetes.io/unreachable:NoExecute.
+    #[arg(long, default_value_t = 300)]
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl ApiServerFlags {
+    /// Puts the process-wide admission settings in place (before any pod is admitted).
+    pub fn apply_admission(&self) {
+        schema::plugins::tolerations::set_default_seconds(self.default_not_ready_toleration_seconds, self.default_unreachable_toleration_seconds);
+    }
+
     pub fn limits(&self) -> actors::gateway::Limits {
         actors::gateway::Limits {
             max_requests_inflight: self.max_requests_inflight,

@@ -1,6 +1,6 @@
 //! Objects every new cluster has: the system namespaces and their `default`
 //! ServiceAccounts, the system PriorityClasses, the `host` RuntimeClass, the
-//! `kubernetes` Service and the default RBAC policy. Idempotent, so it runs on every
+//! default `local-path` StorageClass, the `kubernetes` Service and the default RBAC policy. Idempotent, so it runs on every
 //! start; default roles and bindings are reconciled as the real server does (missing
 //! rules and subjects put back) unless an admin set `autoupdate: "false"` on them.
 
@@ -8,6 +8,7 @@ use bus::Client;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -31,6 +32,7 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
         ..Default::default()
     };
     client.ensure(&rc).await.map_err(|e| anyhow::anyhow!("creating RuntimeClass host: {e}"))?;
+    client.ensure(&local_path_class()).await.map_err(|e| anyhow::anyhow!("creating StorageClass local-path: {e}"))?;
     client.ensure(&kubernetes_service()).await.map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?;
     for r in schema::rbac_defaults::cluster_roles() {
         reconcile_role(client, r).await?;
@@ -39,6 +41,22 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
         reconcile_binding(client, b).await?;
     }
     Ok(())
+}
+
+/// The default class: node-local directories made by the local-path provisioner once the
+/// scheduler has picked the node (WaitForFirstConsumer), as k3s ships it.
+fn local_path_class() -> StorageClass {
+    StorageClass {
+        metadata: ObjectMeta {
+            name: Some("local-path".into()),
+            annotations: Some(BTreeMap::from([(schema::printers::DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())])),
+            ..Default::default()
+        },
+        provisioner: schema::storage::LOCAL_PATH_PROVISIONER.into(),
+        reclaim_policy: Some("Delete".into()),
+        volume_binding_mode: Some("WaitForFirstConsumer".into()),
+        ..Default::default()
+    }
 }
 
 /// `default/kubernetes`: the API's own Service, on the first address of the range.

@@ -14,12 +14,24 @@ pub struct ControllerFlags {
     /// --cluster-cidr, with --allocate-node-cidrs on).
     #[arg(long, default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// How often every HorizontalPodAutoscaler is evaluated
+    /// (--horizontal-pod-autoscaler-sync-period).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: Duration,
+    /// How long a node's agent may go without renewing its Lease before the node is
+    /// marked Unknown and tainted unreachable (kube-controller-manager's flag).
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: Duration,
+    /// How many finished pods are kept before the oldest are deleted (0: all are kept).
+    #[arg(long, default_value_t = actors::controllers::podgc::TERMINATED_POD_GC_THRESHOLD)]
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl ControllerFlags {
     pub fn config(&self) -> actors::controllers::Config {
         let node_ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: self.cluster_cidr.clone(), ..Default::default() };
-        actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam }
+        let node_lifecycle = actors::controllers::nodelifecycle::NodeLifecycleConfig { node_monitor_grace_period: self.node_monitor_grace_period, ..Default::default() };
+        actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam, node_lifecycle, terminated_pod_gc_threshold: self.terminated_pod_gc_threshold, hpa_sync_period: self.horizontal_pod_autoscaler_sync_period }
     }
 }
 

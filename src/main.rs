@@ -7,6 +7,7 @@ mod bootstrap;
 mod certs;
 mod controller_flags;
 mod health;
+mod leader_flags;
 mod members;
 mod natsd;
 mod runtime_flags;
@@ -48,7 +49,7 @@ enum Cmd {
     /// Run the API gateway.
     Gateway(GatewayArgs),
     /// Run the scheduler.
-    Scheduler(Common),
+    Scheduler(SchedulerArgs),
     /// Run the controllers (deployment, replicaset, garbage collector, node IPAM, …).
     Controllers(ControllersArgs),
     /// Run one node agent.
@@ -73,6 +74,16 @@ pub struct ControllersArgs {
     common: Common,
     #[command(flatten)]
     flags: controller_flags::ControllerFlags,
+    #[command(flatten)]
+    leader: leader_flags::LeaderFlags,
+}
+
+#[derive(Args, Clone)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    leader: leader_flags::LeaderFlags,
 }
 
 #[derive(Args)]
@@ -135,6 +146,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Backup(a) => state::backup(a).await,
         Cmd::Restore(a) => state::restore(a),
         Cmd::Gateway(a) => {
+            a.apiserver.apply_admission();
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
             let c = certs::ensure(&a.pki_dir, &[a.addr.ip()])?;
             let token = certs::admin_token(&a.pki_dir)?;
@@ -157,13 +169,13 @@ async fn run(cli: Cli) -> Result<()> {
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }
         Cmd::Scheduler(c) => {
-            let bus = bus::Bus::connect(&c.nats_url).await?;
-            let h = actors::scheduler::start(bus).await?;
-            component(&c, "scheduler", || async move { h.shutdown().await }).await
+            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let h = up::run_scheduler(bus, c.leader.config("kube-scheduler")?).await?;
+            component(&c.common, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
             let bus = bus::Bus::connect(&c.common.nats_url).await?;
-            let h = actors::controllers::start(bus, c.flags.config()).await?;
+            let h = up::run_controllers(bus, c.flags.config(), c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {

@@ -44,12 +44,16 @@ pub struct RuntimeFlags {
     /// is 300).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub image_gc_period: u64,
+    /// How long an image stays after its last use before garbage collection may take it
+    /// (the kubelet's --image-minimum-gc-age).
+    #[arg(long, default_value = "2m", value_parser = crate::controller_flags::parse_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
 }
 
 impl Default for RuntimeFlags {
     /// What clap fills in when no flag is given.
     fn default() -> Self {
-        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300 }
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE }
     }
 }
 
@@ -64,7 +68,7 @@ impl RuntimeFlags {
                 self.image_gc_high_threshold
             );
         }
-        cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold };
+        cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold, min_age: self.image_minimum_gc_age };
         cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
         let default_registries = data_dir.join("registries.yaml");
         cfg.registries = match &self.registries {

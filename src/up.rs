@@ -40,9 +40,23 @@ pub struct UpArgs {
     pub runtime: crate::runtime_flags::RuntimeFlags,
     #[command(flatten)]
     pub controllers: crate::controller_flags::ControllerFlags,
+    #[command(flatten)]
+    pub leader: crate::leader_flags::LeaderFlags,
+    /// Run no controllers in this process (others run `flotilla controllers` against it).
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// Run no scheduler in this process (others run `flotilla scheduler`).
+    #[arg(long)]
+    pub no_scheduler: bool,
     /// Each node agent's pod limit (the kubelet's --max-pods).
     #[arg(long, default_value_t = 110)]
     pub max_pods: u32,
+    /// Each node agent's CPU capacity in millicores (default: the host's).
+    #[arg(long)]
+    pub node_cpu_millis: Option<u64>,
+    /// Each node agent's memory capacity in bytes (default: the host's).
+    #[arg(long)]
+    pub node_memory_bytes: Option<u64>,
 }
 
 /// The state group as `up` runs it.
@@ -95,6 +109,7 @@ pub async fn run(a: UpArgs) -> Result<()> {
 }
 
 async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, certs: certs::ClusterCerts, token: String) -> Result<()> {
+    a.apiserver.apply_admission();
     let bus = bus::Bus::connect(nats_url).await.context("connecting to NATS")?;
 
     let state = if a.state_members == 1 {
@@ -134,8 +149,8 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step(&format!("gateway on https://{}", a.gateway_addr));
 
     step("starting controllers and scheduler");
-    let controllers = actors::controllers::start(bus.clone(), a.controllers.config()).await?;
-    let scheduler = actors::scheduler::start(bus.clone()).await?;
+    let controllers = if a.no_controllers { Running::None } else { run_controllers(bus.clone(), a.controllers.config(), a.leader.config("kube-controller-manager")?).await? };
+    let scheduler = if a.no_scheduler { Running::None } else { run_scheduler(bus.clone(), a.leader.config("kube-scheduler")?).await? };
 
     let mut nodes = Vec::new();
     for i in 1..=a.nodes {
@@ -143,6 +158,12 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         step(&format!("starting node agent {name}"));
         let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
         cfg.max_pods = a.max_pods;
+        if let Some(c) = a.node_cpu_millis {
+            cfg.cpu_millis = c;
+        }
+        if let Some(m) = a.node_memory_bytes {
+            cfg.memory_bytes = m;
+        }
         a.runtime.apply(&mut cfg, &data_dir, |w| if i == 1 { step(w) })?;
         match node_agent::start(cfg, bus.clone()).await {
             Ok(n) => {
@@ -193,6 +214,48 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     }
     state.shutdown().await;
     Ok(())
+}
+
+/// A control-plane component as this process runs it: at once, behind a leader
+/// election, or not at all.
+pub enum Running {
+    Controllers(actors::controllers::ControllersHandle),
+    Scheduler(actors::scheduler::SchedulerHandle),
+    Elected(actors::leaderelection::Elected),
+    None,
+}
+
+impl Running {
+    pub async fn shutdown(self) {
+        match self {
+            Running::Controllers(h) => h.shutdown().await,
+            Running::Scheduler(h) => h.shutdown().await,
+            Running::Elected(e) => e.shutdown().await,
+            Running::None => {}
+        }
+    }
+}
+
+/// The controllers, under the `kube-controller-manager` lease when `election` is set.
+pub async fn run_controllers(bus: bus::Bus, cfg: actors::controllers::Config, election: Option<actors::leaderelection::ElectionConfig>) -> Result<Running> {
+    let Some(election) = election else { return Ok(Running::Controllers(actors::controllers::start(bus, cfg).await?)) };
+    let client = bus::Client::new(bus.clone());
+    let start = move || {
+        let (bus, cfg) = (bus.clone(), cfg.clone());
+        async move { actors::controllers::start(bus, cfg).await }
+    };
+    Ok(Running::Elected(actors::leaderelection::elected(client, election, start, |h: actors::controllers::ControllersHandle| h.shutdown())))
+}
+
+/// The scheduler, under the `kube-scheduler` lease when `election` is set.
+pub async fn run_scheduler(bus: bus::Bus, election: Option<actors::leaderelection::ElectionConfig>) -> Result<Running> {
+    let Some(election) = election else { return Ok(Running::Scheduler(actors::scheduler::start(bus).await?)) };
+    let client = bus::Client::new(bus.clone());
+    let start = move || {
+        let bus = bus.clone();
+        async move { actors::scheduler::start(bus).await }
+    };
+    Ok(Running::Elected(actors::leaderelection::elected(client, election, start, |h: actors::scheduler::SchedulerHandle| h.shutdown())))
 }
 
 /// Waits (bounded) until `n` nodes report Ready, so `ready` means pods can be scheduled.

@@ -46,7 +46,7 @@ fn kubectl_discovers_the_server_and_works_through_its_proxy() {
     assert!(cluster_scoped.iter().any(|r| r[0] == "nodes") && !cluster_scoped.iter().any(|r| r[0] == "pods"), "{cluster_scoped:?}");
     let apps = rows(&c.ok(&["api-resources", "--api-group=apps", "-o", "name"]));
     let apps: Vec<&str> = apps.iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(apps, ["daemonsets.apps", "deployments.apps", "replicasets.apps", "statefulsets.apps"]);
+    assert_eq!(apps, ["controllerrevisions.apps", "daemonsets.apps", "deployments.apps", "replicasets.apps", "statefulsets.apps"]);
     let wide = rows(&c.ok(&["api-resources", "-o", "wide", "--api-group=apps"]));
     assert_eq!(wide[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND", "VERBS", "CATEGORIES"]);
     assert!(wide.iter().any(|r| r[0] == "deployments" && r[5] == "create,delete,deletecollection,get,list,patch,update,watch" && r[6] == "all"), "{wide:?}");

@@ -36,6 +36,10 @@ const CASES: &[(&str, bool, &str, &str)] = &[
     ("poddisruptionbudget", true, "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE", "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: s-pdb\n  labels:\n    suite: before\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app: s-none\n"),
     ("priorityclass", false, "NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY", "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: s-pc\n  labels:\n    suite: before\nvalue: 1000\ndescription: for the suite\n"),
     ("runtimeclass", false, "NAME HANDLER AGE", "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata:\n  name: s-rc\n  labels:\n    suite: before\nhandler: process\n"),
+    ("persistentvolume", false, "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE", "apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: s-pv\n  labels:\n    suite: before\nspec:\n  capacity:\n    storage: 1Gi\n  accessModes: [ReadWriteOnce]\n  storageClassName: s-manual\n  hostPath:\n    path: /tmp/flotilla-suite-pv\n"),
+    ("persistentvolumeclaim", true, "NAME STATUS VOLUME CAPACITY ACCESS MODES STORAGECLASS VOLUMEATTRIBUTESCLASS AGE", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: s-pvc\n  labels:\n    suite: before\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Gi\n"),
+    ("storageclass", false, "NAME PROVISIONER RECLAIMPOLICY VOLUMEBINDINGMODE ALLOWVOLUMEEXPANSION AGE", "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: s-sc\n  labels:\n    suite: before\nprovisioner: example.com/suite\n"),
+    ("controllerrevision", true, "NAME CONTROLLER REVISION AGE", "apiVersion: apps/v1\nkind: ControllerRevision\nmetadata:\n  name: s-cr\n  labels:\n    suite: before\nrevision: 1\ndata:\n  spec: {}\n"),
     ("events.events.k8s.io", true, "LAST SEEN TYPE REASON OBJECT MESSAGE", "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: s-ev2\n  labels:\n    suite: before\neventTime: \"2026-11-23T08:00:00.000000Z\"\nreportingController: suite.example/ctl\nreportingInstance: suite-1\naction: Testing\nreason: Tested\nnote: the suite was here again\ntype: Normal\nregarding:\n  kind: ConfigMap\n  name: s-cm\n  namespace: suite\n"),
 ];
 
@@ -82,8 +86,8 @@ fn every_resource_through_create_get_describe_edit_delete() {
 
         let described = run(with_ns(&["describe", res, name]));
         assert!(described.lines().next().is_some_and(|l| l.starts_with("Name:") && l.ends_with(name)), "describe {res}:\n{described}");
-        // kubectl's describers for quotas, limit ranges, budgets and priority classes print no labels.
-        if !matches!(*res, "resourcequota" | "limitrange" | "poddisruptionbudget" | "priorityclass") {
+        // kubectl's describers for quotas, limit ranges, budgets, priority and storage classes print no labels.
+        if !matches!(*res, "resourcequota" | "limitrange" | "poddisruptionbudget" | "priorityclass" | "storageclass") {
             assert!(described.contains("suite=before"), "describe {res} shows its labels:\n{described}");
         }
 

@@ -124,7 +124,8 @@ fn registry_auth_from_registries_yaml_and_image_gc() {
     // The default place: <data-dir>/registries.yaml.
     std::fs::write(data.join("registries.yaml"), format!("configs:\n  \"{}\":\n    auth: {{username: flotilla, password: s3cret}}\n", private.host)).unwrap();
     let (airgap_s, cidr) = (airgap.to_string_lossy().into_owned(), cidr(100));
-    let gc = ["--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-period", "1"];
+    // A short minimum age: the image just pulled for a pod is spared, the unused one goes soon.
+    let gc = ["--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-period", "1", "--image-minimum-gc-age", "5s"];
     let mut args = vec!["--runtime", "containerd", "--images", &airgap_s, "--cluster-cidr", &cidr];
     args.extend(gc);
     let c = Cluster::up_with(&data, 1, &args);

@@ -4,3 +4,4 @@ pub mod state;
 pub mod gateway;
 pub mod controllers;
 pub mod scheduler;
+pub mod leaderelection;

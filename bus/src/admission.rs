@@ -6,7 +6,7 @@
 use crate::client::ClientError;
 use crate::{Bus, BusError};
 use schema::admission::{self, AdmissionError, Writer};
-use schema::plugins::{limit_ranger, priority, resource_quota, service_account, tolerations};
+use schema::plugins::{limit_ranger, priority, resource_quota, service_account, storage_class, tolerations};
 use schema::registry::{self, ResourceInfo};
 use schema::store::{ReadOp, ReadResult, Revision, StoreError, WriteOp};
 use schema::{keys, object};
@@ -59,6 +59,10 @@ pub async fn on_create(bus: &Bus, res: &ResourceInfo, v: &mut Value, dry_run: bo
             limit_ranger::admit_pod(v, &values(ranges))?;
             tolerations::apply(v);
             priority::resolve(v, &values(classes))?;
+        }
+        "PersistentVolumeClaim" if core_kind => {
+            let classes = list_values(bus, registry::by_plural("storage.k8s.io", "v1", "storageclasses").expect("registered"), None).await?;
+            storage_class::admit_claim(v, &values(classes));
         }
         "PriorityClass" if core_kind => {
             let classes = list_values(bus, res, None).await?;

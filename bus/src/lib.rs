@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod spdy;
 pub mod streams;
+pub mod usage;
 pub mod watch;
 
 use schema::codec;

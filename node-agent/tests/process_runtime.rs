@@ -20,6 +20,7 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
         stdin: false,
         stdin_once: false,
         tty: false,
+        mounts: vec![],
     }
 }
 
@@ -136,4 +137,23 @@ async fn an_exit_reports_its_code() {
     assert_eq!(code, 3);
     assert!(std::fs::read_to_string(&s.log_path).unwrap().contains("bye"), "stderr goes to the log too");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_mounted_volume_is_named_in_the_environment() {
+    let dir = scratch("mount");
+    let vol = dir.join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let mut s = spec(&dir, "echo stored > \"$FLOTILLA_VOLUME_WWW_DATA/f\"; echo done");
+    s.mounts = vec![node_agent::runtime::Mount { volume: "www-data".into(), host_path: vol.clone(), container_path: "/data".into(), read_only: false }];
+    let rt = ProcessRuntime::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.spawn(&s, Box::new(move |code| {
+        let _ = tx.send(code);
+    }))
+    .expect("start");
+    assert_eq!(rx.await.unwrap(), 0);
+    wait_for_log(&s.log_path, "done").await;
+    assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "stored\n");
+    let _ = std::fs::remove_dir_all(&dir);
 }

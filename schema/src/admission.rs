@@ -36,8 +36,13 @@ fn invalid(field: &str, value: &str, why: &str) -> Cause {
 
 /// RFC 1123 label: what namespaces and most names must be.
 pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && label_chars(s)
+}
+
+/// One dot-separated part of a subdomain: a label's characters, of any length (the real
+/// server's subdomain check is the regex and 253 characters, not 63 per part).
+fn label_chars(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && s.as_bytes()[0].is_ascii_alphanumeric()
         && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
@@ -45,7 +50,7 @@ pub fn is_dns1123_label(s: &str) -> bool {
 
 /// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(label_chars)
 }
 
 const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
@@ -123,7 +128,7 @@ pub fn admit_update_as(res: &ResourceInfo, v: &mut Value, old: &Value, writer: W
     validate_shaped(res, v, whole)?;
     let mut causes = Vec::new();
     crate::validate::immutable(res.kind, v, old, &mut causes);
-    if res.kind == "Deployment" || res.kind == "ReplicaSet" {
+    if matches!(res.kind, "Deployment" | "ReplicaSet") {
         if v.pointer("/spec/selector") != old.pointer("/spec/selector") {
             causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.selector".into(), message: "Invalid value: field is immutable".into() });
         }
@@ -200,6 +205,7 @@ fn validate_shaped(res: &ResourceInfo, v: &Value, decoded: bool) -> Result<(), A
     match res.kind {
         "Pod" => validate_pod_spec(v.get("spec"), "spec", &mut causes),
         "Deployment" | "ReplicaSet" => validate_workload(v, &mut causes),
+        "ReplicationController" => validate_replication_controller(v, &mut causes),
         other => crate::validate::kind(other, v, &mut causes),
     }
     // Field problems first (a missing selector is Invalid, as on the real server), then
@@ -241,6 +247,7 @@ fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
         "Event" => serde_json::from_value::<core::Event>(v).map(drop),
         "Deployment" => serde_json::from_value::<apps::Deployment>(v).map(drop),
         "ReplicaSet" => serde_json::from_value::<apps::ReplicaSet>(v).map(drop),
+        "ReplicationController" => serde_json::from_value::<core::ReplicationController>(v).map(drop),
         "RuntimeClass" => serde_json::from_value::<node::RuntimeClass>(v).map(drop),
         "ConfigMap" => serde_json::from_value::<core::ConfigMap>(v).map(drop),
         "Secret" => serde_json::from_value::<core::Secret>(v).map(drop),
@@ -255,12 +262,18 @@ fn typed_check(res: &ResourceInfo, v: &Value) -> Result<(), serde_json::Error> {
         "StatefulSet" => serde_json::from_value::<apps::StatefulSet>(v).map(drop),
         "Job" => serde_json::from_value::<k8s_openapi::api::batch::v1::Job>(v).map(drop),
         "CronJob" => serde_json::from_value::<k8s_openapi::api::batch::v1::CronJob>(v).map(drop),
+        "HorizontalPodAutoscaler" if res.version == "v1" => serde_json::from_value::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v).map(drop),
+        "HorizontalPodAutoscaler" => serde_json::from_value::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(v).map(drop),
         "EndpointSlice" => serde_json::from_value::<k8s_openapi::api::discovery::v1::EndpointSlice>(v).map(drop),
         "Role" => serde_json::from_value::<rbac::Role>(v).map(drop),
         "ClusterRole" => serde_json::from_value::<rbac::ClusterRole>(v).map(drop),
         "RoleBinding" => serde_json::from_value::<rbac::RoleBinding>(v).map(drop),
         "ClusterRoleBinding" => serde_json::from_value::<rbac::ClusterRoleBinding>(v).map(drop),
         "PodDisruptionBudget" => serde_json::from_value::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v).map(drop),
+        "ControllerRevision" => serde_json::from_value::<apps::ControllerRevision>(v).map(drop),
+        "PersistentVolume" => serde_json::from_value::<core::PersistentVolume>(v).map(drop),
+        "PersistentVolumeClaim" => serde_json::from_value::<core::PersistentVolumeClaim>(v).map(drop),
+        "StorageClass" => serde_json::from_value::<k8s_openapi::api::storage::v1::StorageClass>(v).map(drop),
         _ => Ok(()),
     }
 }
@@ -316,6 +329,31 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut V
         if !["Always", "OnFailure", "Never"].contains(&rp) {
             causes.push(Cause { reason: "FieldValueNotSupported".into(), field: format!("{path}.restartPolicy"), message: format!("Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\"") });
         }
+    }
+}
+
+/// An RC's selector is a plain label map, required and matched by the template's labels.
+fn validate_replication_controller(v: &Value, causes: &mut Vec<Cause>) {
+    if let Some(r) = v.pointer("/spec/replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            causes.push(Cause { reason: "FieldValueInvalid".into(), field: "spec.replicas".into(), message: format!("Invalid value: {r}: must be greater than or equal to 0") });
+        }
+    }
+    let sel = v.pointer("/spec/selector").and_then(Value::as_object).filter(|m| !m.is_empty());
+    let Some(sel) = sel else {
+        causes.push(required("spec.selector"));
+        return;
+    };
+    let tpl_labels = v.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+    if v.pointer("/spec/template").is_some() && !sel.iter().all(|(k, val)| tpl_labels.and_then(|t| t.get(k)) == Some(val)) {
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            field: "spec.template.metadata.labels".into(),
+            message: format!("Invalid value: {}: `selector` does not match template `labels`", serde_json::to_string(&tpl_labels).unwrap_or_default()),
+        });
+    }
+    if v.pointer("/spec/template").is_some() {
+        validate_pod_spec(v.pointer("/spec/template/spec"), "spec.template.spec", causes);
     }
 }
 
@@ -402,5 +440,8 @@ mod tests {
         assert!(!is_dns1123_label("-demo"));
         assert!(!is_dns1123_label("Demo"));
         assert!(is_dns1123_subdomain("a.b-c"));
+        // A Deployment of 53 characters names its ReplicaSet with 64.
+        assert!(is_dns1123_subdomain(&format!("{}-5fcf4f68b4", "a".repeat(53))));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
     }
 }

@@ -4,6 +4,22 @@
 use crate::registry::ResourceInfo;
 use serde_json::{json, Value};
 
+/// A pod created with schedulingGates says so in PodScheduled=False/SchedulingGated,
+/// which `kubectl get pod` shows as its status (the pod strategy's
+/// applySchedulingGatedCondition).
+fn scheduling_gated(v: &mut Value) {
+    let gated = v.pointer("/spec/schedulingGates").and_then(Value::as_array).is_some_and(|g| !g.is_empty());
+    if !gated || !v["status"].is_object() {
+        return;
+    }
+    let conds = v["status"].as_object_mut().map(|st| st.entry("conditions").or_insert_with(|| json!([])));
+    let Some(Value::Array(conds)) = conds else { return };
+    if conds.iter().any(|c| c["type"] == "PodScheduled") {
+        return;
+    }
+    conds.push(json!({"type": "PodScheduled", "status": "False", "reason": "SchedulingGated", "message": "Scheduling is blocked due to non-empty scheduling gates", "lastProbeTime": null, "lastTransitionTime": crate::object::now_string()}));
+}
+
 pub fn apply(res: &ResourceInfo, v: &mut Value) {
     match res.kind {
         "Pod" => {
@@ -13,6 +29,7 @@ pub fn apply(res: &ResourceInfo, v: &mut Value) {
             if v.get("status").is_none() {
                 v["status"] = json!({"phase": "Pending"});
             }
+            scheduling_gated(v);
         }
         "Deployment" => {
             if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
@@ -26,6 +43,29 @@ pub fn apply(res: &ResourceInfo, v: &mut Value) {
         "ReplicaSet" => {
             if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
                 set_default(spec, "replicas", json!(1));
+                template(spec);
+            }
+        }
+        "ReplicationController" => {
+            if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
+                set_default(spec, "replicas", json!(1));
+                set_default(spec, "minReadySeconds", json!(0));
+                // An RC without a selector selects its template's labels (and a template
+                // without labels gets the selector's), as the real server defaults them.
+                let tpl_labels = spec.pointer("/template/metadata/labels").cloned().filter(|l| l.as_object().is_some_and(|o| !o.is_empty()));
+                let sel = spec.get("selector").cloned().filter(|l| l.as_object().is_some_and(|o| !o.is_empty()));
+                match (sel, tpl_labels) {
+                    (None, Some(l)) => spec["selector"] = l,
+                    (Some(sel), None) => {
+                        if let Some(t) = spec.get_mut("template").filter(|t| t.is_object()) {
+                            let meta = t.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+                            if let Some(m) = meta.and_then(Value::as_object_mut) {
+                                m.insert("labels".into(), sel);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
                 template(spec);
             }
         }
@@ -59,6 +99,7 @@ pub fn apply(res: &ResourceInfo, v: &mut Value) {
             }
         }
         "Service" => crate::services::defaults(v),
+        "PersistentVolume" | "PersistentVolumeClaim" | "StorageClass" => crate::storage::defaults(res.kind, v),
         "Secret" => {
             set_default(v, "type", json!("Opaque"));
             string_data(v);
@@ -84,6 +125,15 @@ pub fn apply(res: &ResourceInfo, v: &mut Value) {
             for s in v.get_mut("subjects").and_then(Value::as_array_mut).into_iter().flatten() {
                 let group = if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount") { "" } else { "rbac.authorization.k8s.io" };
                 set_default(s, "apiGroup", json!(group));
+            }
+        }
+        "HorizontalPodAutoscaler" if res.version == "v2" => {
+            if let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) {
+                set_default(spec, "minReplicas", json!(1));
+                // No metrics: 80% CPU, as the real server defaults autoscaling/v2.
+                if spec.get("metrics").and_then(Value::as_array).is_none_or(|m| m.is_empty()) {
+                    spec["metrics"] = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+                }
             }
         }
         "PriorityClass" => set_default(v, "preemptionPolicy", json!("PreemptLowerPriority")),
@@ -226,6 +276,21 @@ mod tests {
         let once = j.clone();
         apply(res, &mut j);
         assert_eq!(j, once);
+    }
+
+    #[test]
+    fn a_gated_pod_says_so_in_pod_scheduled() {
+        let res = by_plural("", "v1", "pods").unwrap();
+        let mut p = json!({"metadata":{"name":"g"},"spec":{"schedulingGates":[{"name":"example.com/wait"}],"containers":[{"name":"c","image":"busybox"}]}});
+        apply(res, &mut p);
+        let c = &p["status"]["conditions"][0];
+        assert_eq!((c["type"].as_str(), c["status"].as_str(), c["reason"].as_str()), (Some("PodScheduled"), Some("False"), Some("SchedulingGated")));
+        let once = p.clone();
+        apply(res, &mut p);
+        assert_eq!(p, once);
+        let mut free = json!({"metadata":{"name":"f"},"spec":{"containers":[{"name":"c","image":"busybox"}]}});
+        apply(res, &mut free);
+        assert!(free["status"].get("conditions").is_none());
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn zero_object(kind: &str) -> serde_json::Value {
     let template = json!({"metadata": {}, "spec": {"containers": null}});
     match kind {
         "Deployment" => json!({"metadata": {}, "spec": {"template": template, "strategy": {}}, "status": {}}),
-        "ReplicaSet" | "Job" => json!({"metadata": {}, "spec": {"template": template}, "status": {}}),
+        "ReplicaSet" | "ReplicationController" | "Job" => json!({"metadata": {}, "spec": {"template": template}, "status": {}}),
         "DaemonSet" | "StatefulSet" => json!({"metadata": {}, "spec": {"template": template, "updateStrategy": {}}, "status": {}}),
         "CronJob" => json!({"metadata": {}, "spec": {"jobTemplate": {"metadata": {}, "spec": {"template": template}}}, "status": {}}),
         "Pod" => json!({"metadata": {}, "spec": {"containers": null}, "status": {}}),

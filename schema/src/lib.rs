@@ -3,6 +3,8 @@
 
 pub mod admission;
 pub mod codec;
+pub mod conversion;
+pub mod cron;
 pub mod defaults;
 pub mod disruption;
 pub mod events;
@@ -12,6 +14,7 @@ pub mod fieldtypes;
 pub mod keys;
 pub mod labels;
 pub mod logs;
+pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod plugins;
@@ -21,6 +24,7 @@ pub mod rbac;
 pub mod rbac_defaults;
 pub mod registry;
 pub mod services;
+pub mod storage;
 pub mod store;
 pub mod streaming;
 pub mod subjects;

@@ -5,7 +5,7 @@
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authentication, authorization::v1 as authorization, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events, node::v1 as node,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 
@@ -79,6 +79,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "", version: "v1", kind: "Pod", plural: "pods", singular: "pod", short_names: &["po"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "log", "binding", "eviction", "exec", "attach", "portforward"], schema: TypeSchema::of::<core::Pod>(), categories: &["all"] },
     ResourceInfo { group: "", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::Event>(), categories: &[] },
     ResourceInfo { group: "apps", version: "v1", kind: "Deployment", plural: "deployments", singular: "deployment", short_names: &["deploy"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::Deployment>(), categories: &["all"] },
+    ResourceInfo { group: "", version: "v1", kind: "ReplicationController", plural: "replicationcontrollers", singular: "replicationcontroller", short_names: &["rc"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<core::ReplicationController>(), categories: &["all"] },
     ResourceInfo { group: "apps", version: "v1", kind: "ReplicaSet", plural: "replicasets", singular: "replicaset", short_names: &["rs"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::ReplicaSet>(), categories: &["all"] },
     ResourceInfo { group: "node.k8s.io", version: "v1", kind: "RuntimeClass", plural: "runtimeclasses", singular: "runtimeclass", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<node::RuntimeClass>(), categories: &[] },
     // Stored and served as written; the controllers that act on them come with later issues.
@@ -93,6 +94,10 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "", version: "v1", kind: "LimitRange", plural: "limitranges", singular: "limitrange", short_names: &["limits"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<core::LimitRange>(), categories: &[] },
     ResourceInfo { group: "apps", version: "v1", kind: "DaemonSet", plural: "daemonsets", singular: "daemonset", short_names: &["ds"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<apps::DaemonSet>(), categories: &["all"] },
     ResourceInfo { group: "apps", version: "v1", kind: "StatefulSet", plural: "statefulsets", singular: "statefulset", short_names: &["sts"], namespaced: true, verbs: ALL_VERBS, subresources: &["status", "scale"], schema: TypeSchema::of::<apps::StatefulSet>(), categories: &["all"] },
+    ResourceInfo { group: "apps", version: "v1", kind: "ControllerRevision", plural: "controllerrevisions", singular: "controllerrevision", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<apps::ControllerRevision>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "PersistentVolume", plural: "persistentvolumes", singular: "persistentvolume", short_names: &["pv"], namespaced: false, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<core::PersistentVolume>(), categories: &[] },
+    ResourceInfo { group: "", version: "v1", kind: "PersistentVolumeClaim", plural: "persistentvolumeclaims", singular: "persistentvolumeclaim", short_names: &["pvc"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<core::PersistentVolumeClaim>(), categories: &[] },
+    ResourceInfo { group: "storage.k8s.io", version: "v1", kind: "StorageClass", plural: "storageclasses", singular: "storageclass", short_names: &["sc"], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<storage::StorageClass>(), categories: &[] },
     ResourceInfo { group: "batch", version: "v1", kind: "Job", plural: "jobs", singular: "job", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<batch::Job>(), categories: &["all"] },
     ResourceInfo { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs", singular: "cronjob", short_names: &["cj"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<batch::CronJob>(), categories: &["all"] },
     ResourceInfo { group: "discovery.k8s.io", version: "v1", kind: "EndpointSlice", plural: "endpointslices", singular: "endpointslice", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<discovery::EndpointSlice>(), categories: &[] },
@@ -100,10 +105,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
     ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRole", plural: "clusterroles", singular: "clusterrole", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::ClusterRole>(), categories: &[] },
     ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "RoleBinding", plural: "rolebindings", singular: "rolebinding", short_names: &[], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::RoleBinding>(), categories: &[] },
     ResourceInfo { group: "rbac.authorization.k8s.io", version: "v1", kind: "ClusterRoleBinding", plural: "clusterrolebindings", singular: "clusterrolebinding", short_names: &[], namespaced: false, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<rbac::ClusterRoleBinding>(), categories: &[] },
+    ResourceInfo { group: "autoscaling", version: "v2", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short_names: &["hpa"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(), categories: &["all"] },
+    // Stored as autoscaling/v2, converted on the way in and out (schema::conversion).
+    ResourceInfo { group: "autoscaling", version: "v1", kind: "HorizontalPodAutoscaler", plural: "horizontalpodautoscalers", singular: "horizontalpodautoscaler", short_names: &["hpa"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(), categories: &["all"] },
     ResourceInfo { group: "policy", version: "v1", kind: "PodDisruptionBudget", plural: "poddisruptionbudgets", singular: "poddisruptionbudget", short_names: &["pdb"], namespaced: true, verbs: ALL_VERBS, subresources: &["status"], schema: TypeSchema::of::<policy::PodDisruptionBudget>(), categories: &[] },
     // Stored with the core events (same keys and subjects), converted on the way in and
     // out, as the real server keeps one storage for both versions of Event.
     ResourceInfo { group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event", short_names: &["ev"], namespaced: true, verbs: ALL_VERBS, subresources: &[], schema: TypeSchema::of::<events::Event>(), categories: &[] },
+    // Not stored: the latest usage the node agents published (metrics-server's API).
+    ResourceInfo { group: "metrics.k8s.io", version: "v1beta1", kind: "NodeMetrics", plural: "nodes", singular: "", short_names: &[], namespaced: false, verbs: &["get", "list"], subresources: &[], schema: TypeSchema::of::<crate::metrics::NodeMetrics>(), categories: &[] },
+    ResourceInfo { group: "metrics.k8s.io", version: "v1beta1", kind: "PodMetrics", plural: "pods", singular: "", short_names: &[], namespaced: true, verbs: &["get", "list"], subresources: &[], schema: TypeSchema::of::<crate::metrics::PodMetrics>(), categories: &[] },
     // Not stored: answered by the gateway's authorizer.
     ResourceInfo { group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview", plural: "selfsubjectaccessreviews", singular: "selfsubjectaccessreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], schema: TypeSchema::of::<authorization::SelfSubjectAccessReview>(), categories: &[] },
     ResourceInfo { group: "authentication.k8s.io", version: "v1", kind: "SelfSubjectReview", plural: "selfsubjectreviews", singular: "selfsubjectreview", short_names: &[], namespaced: false, verbs: &["create"], subresources: &[], schema: TypeSchema::of::<authentication::SelfSubjectReview>(), categories: &[] },
@@ -118,7 +129,7 @@ pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static Re
 
 /// Whether objects of this resource live in the store (reviews are computed per request).
 pub fn is_stored(res: &ResourceInfo) -> bool {
-    !matches!(res.group, "authorization.k8s.io" | "authentication.k8s.io")
+    !matches!(res.group, "authorization.k8s.io" | "authentication.k8s.io" | "metrics.k8s.io")
 }
 
 /// The resource whose storage `res` shares, when it is another version of it
@@ -126,6 +137,7 @@ pub fn is_stored(res: &ResourceInfo) -> bool {
 pub fn storage_of(res: &ResourceInfo) -> &'static ResourceInfo {
     let found = match (res.group, res.kind) {
         ("events.k8s.io", "Event") => by_kind("v1", "Event"),
+        ("autoscaling", "HorizontalPodAutoscaler") => by_kind("autoscaling/v2", "HorizontalPodAutoscaler"),
         _ => None,
     };
     found.unwrap_or_else(|| by_plural(res.group, res.version, res.plural).expect("every resource is in the registry"))
@@ -181,7 +193,7 @@ pub fn field_labels(res: &ResourceInfo) -> &'static [&'static str] {
         ("", "Secret") => &["type"],
         ("", "Namespace") => &["status.phase"],
         ("", "Node") => &["spec.unschedulable"],
-        ("apps", "ReplicaSet") => &["status.replicas"],
+        ("apps", "ReplicaSet") | ("", "ReplicationController") => &["status.replicas"],
         ("batch", "Job") => &["status.successful"],
         _ => &[],
     }

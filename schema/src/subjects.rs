@@ -27,6 +27,7 @@ pub const STATE_STATUS: &str = "flotilla.state.status";
 /// A node agent's log service: `flotilla.logs.<node>`.
 const LOGS_PREFIX: &str = "flotilla.logs";
 const STREAMS_PREFIX: &str = "flotilla.streams";
+const METRICS_PREFIX: &str = "flotilla.metrics";
 /// Placeholder token for "no namespace" or "no node".
 pub const NONE: &str = "_";
 
@@ -127,6 +128,16 @@ pub fn event_filter(plural: &str, f: &EventFilter<'_>) -> String {
 /// Where a node agent answers log requests for its pods.
 pub fn node_logs(node: &str) -> String {
     format!("{LOGS_PREFIX}.{}", token(node))
+}
+
+/// Where a node agent publishes its node's and pods' resource usage (`metrics::NodeReport`).
+pub fn node_metrics(node: &str) -> String {
+    format!("{METRICS_PREFIX}.{}", token(node))
+}
+
+/// Every node's usage reports.
+pub fn all_node_metrics() -> String {
+    format!("{METRICS_PREFIX}.*")
 }
 
 /// Where a node agent opens exec, attach and port-forward streams for its pods.

@@ -18,6 +18,22 @@ pub fn kind(kind: &str, v: &Value, causes: &mut Vec<Cause>) {
     match kind {
         "DaemonSet" | "StatefulSet" => validate_workload(v, causes),
         "Job" => job_spec(v.get("spec"), "spec", causes),
+        "HorizontalPodAutoscaler" => {
+            let min = v.pointer("/spec/minReplicas").and_then(Value::as_i64).unwrap_or(1);
+            match v.pointer("/spec/maxReplicas").and_then(Value::as_i64) {
+                None => causes.push(cause("FieldValueRequired", "spec.maxReplicas", "Required value")),
+                Some(max) if max < min => causes.push(cause("FieldValueInvalid", "spec.maxReplicas", format!("Invalid value: {max}: must be greater than or equal to `minReplicas`"))),
+                _ => {}
+            }
+            if min < 1 {
+                causes.push(cause("FieldValueInvalid", "spec.minReplicas", format!("Invalid value: {min}: must be greater than or equal to 1")));
+            }
+            for f in ["kind", "name"] {
+                if v.pointer(&format!("/spec/scaleTargetRef/{f}")).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push(cause("FieldValueRequired", &format!("spec.scaleTargetRef.{f}"), "Required value"));
+                }
+            }
+        }
         "CronJob" => {
             match v.pointer("/spec/schedule").and_then(Value::as_str) {
                 None | Some("") => causes.push(cause("FieldValueRequired", "spec.schedule", "Required value")),
@@ -25,6 +41,11 @@ pub fn kind(kind: &str, v: &Value, causes: &mut Vec<Cause>) {
                     if let Err(why) = cron_schedule(s) {
                         causes.push(cause("FieldValueInvalid", "spec.schedule", format!("Invalid value: \"{s}\": {why}")));
                     }
+                }
+            }
+            if let Some(tz) = v.pointer("/spec/timeZone").and_then(Value::as_str) {
+                if let Err(why) = crate::cron::time_zone(Some(tz)) {
+                    causes.push(cause("FieldValueInvalid", "spec.timeZone", format!("Invalid value: \"{tz}\": {why}")));
                 }
             }
             job_spec(v.pointer("/spec/jobTemplate/spec"), "spec.jobTemplate.spec", causes);
@@ -45,6 +66,7 @@ pub fn kind(kind: &str, v: &Value, causes: &mut Vec<Cause>) {
             Some(_) => {}
         },
         "Service" => crate::services::validate(v, causes),
+        "PersistentVolume" | "PersistentVolumeClaim" | "StorageClass" => crate::storage::validate(kind, v, causes),
         _ => {}
     }
 }
@@ -69,63 +91,7 @@ fn job_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
 /// Checks a standard five-field cron schedule (or a predefined `@…` one), as the robfig
 /// parser the real server uses accepts them.
 pub fn cron_schedule(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    if s.starts_with("TZ=") || s.starts_with("CRON_TZ=") {
-        return Err("cannot use TZ or CRON_TZ in schedule, use timeZone field instead".into());
-    }
-    if let Some(d) = s.strip_prefix('@') {
-        return match d {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => Ok(()),
-            _ if d.starts_with("every ") => Ok(()),
-            _ => Err(format!("unrecognized descriptor: {s}")),
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!("expected exactly 5 fields, found {}: {s}", fields.len()));
-    }
-    const MONTHS: &[&str] = &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-    const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-    let bounds: [(u32, u32, &[&str], u32); 5] = [(0, 59, &[], 0), (0, 23, &[], 0), (1, 31, &[], 0), (1, 12, MONTHS, 1), (0, 6, DAYS, 0)];
-    for (f, (lo, hi, names, name_base)) in fields.iter().zip(bounds) {
-        for part in f.split(',') {
-            let (range, step) = match part.split_once('/') {
-                Some((r, st)) => (r, Some(st)),
-                None => (part, None),
-            };
-            if let Some(st) = step {
-                if st.parse::<u32>().map(|n| n == 0).unwrap_or(true) {
-                    return Err(format!("failed to parse int from {st}: strconv.Atoi: parsing \"{st}\": invalid syntax"));
-                }
-            }
-            if range == "*" || range == "?" {
-                continue;
-            }
-            let num = |x: &str| -> Result<u32, String> {
-                if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(x)) {
-                    return Ok(i as u32 + name_base);
-                }
-                x.parse::<u32>().map_err(|_| format!("failed to parse int from {x}: strconv.Atoi: parsing \"{x}\": invalid syntax"))
-            };
-            let (a, b) = match range.split_once('-') {
-                Some((a, b)) => (num(a)?, num(b)?),
-                None => {
-                    let a = num(range)?;
-                    (a, a)
-                }
-            };
-            if a < lo {
-                return Err(format!("beginning of range ({a}) below minimum ({lo}): {part}"));
-            }
-            if b > hi {
-                return Err(format!("end of range ({b}) above maximum ({hi}): {part}"));
-            }
-            if a > b {
-                return Err(format!("beginning of range ({a}) beyond end of range ({b}): {part}"));
-            }
-        }
-    }
-    Ok(())
+    crate::cron::parse(s).map(drop)
 }
 
 fn rules(v: &Value, namespaced: bool, causes: &mut Vec<Cause>) {
@@ -187,7 +153,9 @@ fn binding(kind: &str, v: &Value, causes: &mut Vec<Cause>) {
 
 /// Fields an update may not change, per kind.
 pub fn immutable(kind: &str, v: &Value, old: &Value, causes: &mut Vec<Cause>) {
-    let changed = |p: &str| v.pointer(p) != old.pointer(p);
+    // A null field is an absent one (`creationTimestamp: null` in a template that a typed
+    // client wrote back without it has not changed).
+    let changed = |p: &str| v.pointer(p).map(without_nulls) != old.pointer(p).map(without_nulls);
     match kind {
         "DaemonSet" | "StatefulSet" if changed("/spec/selector") => causes.push(cause("FieldValueInvalid", "spec.selector", "Invalid value: field is immutable")),
         "Job" => {
@@ -203,7 +171,16 @@ pub fn immutable(kind: &str, v: &Value, old: &Value, causes: &mut Vec<Cause>) {
         }
         "RoleBinding" | "ClusterRoleBinding" if changed("/roleRef") => causes.push(cause("FieldValueInvalid", "roleRef", "Invalid value: cannot change roleRef")),
         "Service" => crate::services::immutable(v, old, causes),
+        "PersistentVolumeClaim" | "StorageClass" => crate::storage::immutable(kind, v, old, causes),
         _ => {}
+    }
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(m.iter().filter(|(_, x)| !x.is_null()).map(|(k, x)| (k.clone(), without_nulls(x))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
     }
 }
 
@@ -211,6 +188,18 @@ pub fn immutable(kind: &str, v: &Value, old: &Value, causes: &mut Vec<Cause>) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_null_is_not_a_change_to_an_immutable_field() {
+        let old = json!({"spec": {"template": {"metadata": {"creationTimestamp": null}, "spec": {"containers": []}}}});
+        let new = json!({"spec": {"template": {"metadata": {}, "spec": {"containers": []}}}});
+        let mut c = Vec::new();
+        immutable("Job", &new, &old, &mut c);
+        assert!(c.is_empty(), "{c:?}");
+        let changed = json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": []}}}});
+        immutable("Job", &changed, &old, &mut c);
+        assert_eq!(c.len(), 1);
+    }
 
     fn fields(kind_: &str, v: Value) -> Vec<String> {
         let mut c = Vec::new();

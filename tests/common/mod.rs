@@ -134,4 +134,5 @@ pub mod cluster;
 pub mod gateway;
 pub mod linearizability;
 pub mod members;
+pub mod process;
 pub mod registry;

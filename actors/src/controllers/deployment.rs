@@ -27,6 +27,8 @@ pub enum Action {
     SetRevision { name: String, revision: i64 },
     /// The Deployment itself shows the revision of its current ReplicaSet.
     DeploymentRevision(i64),
+    /// An old, scaled-down ReplicaSet past `revisionHistoryLimit`.
+    DeleteReplicaSet(String),
     Status(DeploymentStatus),
 }
 
@@ -122,6 +124,29 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet]) -> Vec<Action> {
         return actions;
     }
     let max_old = old.iter().map(|r| revision_of(&r.metadata)).max().unwrap_or(0);
+    // History: scaled-down old ReplicaSets past the limit go, oldest revision first.
+    let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+    let mut idle: Vec<&&ReplicaSet> = old.iter().filter(|r| replicas_of(r) == 0 && status_of(r).0 == 0).collect();
+    idle.sort_by_key(|r| revision_of(&r.metadata));
+    for r in idle.iter().take(idle.len().saturating_sub(limit)) {
+        actions.push(Action::DeleteReplicaSet(r.metadata.name.clone().unwrap_or_default()));
+    }
+    let paused = spec.paused == Some(true);
+    if paused {
+        // A paused Deployment rolls nothing out; a change of replicas still reaches the
+        // one ReplicaSet that runs (kube scales all of them in proportion).
+        let running: Vec<&ReplicaSet> = owned.iter().filter(|r| replicas_of(r) > 0).collect();
+        let target = new.filter(|_| running.len() <= 1).or(if running.len() == 1 { Some(running[0]) } else { None });
+        if let Some(r) = target {
+            if replicas_of(r) != want {
+                actions.push(Action::Scale { name: r.metadata.name.clone().unwrap_or_default(), from: replicas_of(r), to: want });
+            }
+        }
+        if let Some(n) = new.or(running.first().copied()) {
+            actions.push(Action::Status(status(d, owned, n)));
+        }
+        return actions;
+    }
     let Some(new) = new else {
         actions.push(Action::CreateReplicaSet(new_replica_set(d, &hash, max_old + 1)));
         return actions;
@@ -157,14 +182,18 @@ pub fn reconcile(d: &Deployment, owned: &[ReplicaSet]) -> Vec<Action> {
         actions.push(Action::Scale { name: new_name.clone(), from: new_replicas, to: target_new });
     }
     // Old ReplicaSets go down as far as availability allows (all at once for Recreate).
-    let available_total: i32 = owned.iter().map(|r| status_of(r).2).sum();
+    // A ReplicaSet counts no more available pods than its spec keeps: one just scaled
+    // down still reports the pods it is about to delete, and counting them would scale
+    // the old ones down twice for one step.
+    let available_of = |r: &ReplicaSet| status_of(r).2.min(replicas_of(r));
+    let available_total: i32 = owned.iter().map(|r| available_of(r)).sum();
     let mut budget = if recreate { i32::MAX } else { (available_total - (want - unavailable)).max(0) };
     let mut olds: Vec<&&ReplicaSet> = old.iter().filter(|r| replicas_of(r) > 0).collect();
     olds.sort_by_key(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default());
     for r in olds {
         // Replicas that are not available can always go: they serve nobody.
         let cur = replicas_of(r);
-        let unavailable_here = cur - status_of(r).2;
+        let unavailable_here = cur - available_of(r);
         let down = (unavailable_here.max(0) + budget).min(cur);
         if down > 0 {
             budget -= (down - unavailable_here.max(0)).max(0);
@@ -196,16 +225,31 @@ pub fn status(d: &Deployment, owned: &[ReplicaSet], new: &ReplicaSet) -> Deploym
     };
     let complete = updated == want && replicas == want && available == want;
     let name = new.metadata.name.clone().unwrap_or_default();
+    // Progress: more pods updated, ready or available than the last status said.
+    let progressed = updated > prev.updated_replicas.unwrap_or(0) || ready > prev.ready_replicas.unwrap_or(0) || available > prev.available_replicas.unwrap_or(0) || prev.observed_generation != d.metadata.generation;
+    let last_progress = prev.conditions.as_ref().and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some("Progressing"))).and_then(|c| c.last_update_time.clone());
+    let deadline = d.spec.progress_deadline_seconds.filter(|_| d.spec.paused != Some(true));
+    let timed_out = !complete && !progressed && deadline.is_some_and(|s| last_progress.is_some_and(|t| now.0.as_second() - t.0.as_second() > s as i64));
     let conditions = vec![
         if available >= want - resolve(None, want, false, 25) {
             cond("Available", true, "MinimumReplicasAvailable", "Deployment has minimum availability.".into())
         } else {
             cond("Available", false, "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into())
         },
-        if complete {
+        if d.spec.paused == Some(true) {
+            let mut c = cond("Progressing", true, "DeploymentPaused", "Deployment is paused".into());
+            c.status = Some("Unknown".into());
+            c
+        } else if complete {
             cond("Progressing", true, "NewReplicaSetAvailable", format!("ReplicaSet \"{name}\" has successfully progressed."))
+        } else if timed_out || prev.conditions.iter().flatten().any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded") && !progressed) {
+            cond("Progressing", false, "ProgressDeadlineExceeded", format!("ReplicaSet \"{name}\" has timed out progressing."))
         } else {
-            cond("Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{name}\" is progressing."))
+            let mut c = cond("Progressing", true, "ReplicaSetUpdated", format!("ReplicaSet \"{name}\" is progressing."));
+            if progressed {
+                c.last_update_time = Some(now.clone());
+            }
+            c
         },
     ];
     DeploymentStatus {
@@ -243,6 +287,9 @@ pub struct DeploymentController {
     deployments: Cache<Deployment>,
     sets: OwnedIndex<ReplicaSet>,
     queue: WorkQueue,
+    /// Deployments mid-rollout are looked at again when their progress deadline could
+    /// pass, even if nothing else happens; one timer per key.
+    deadlines: BTreeMap<String, SpawnHandle>,
 }
 
 impl DeploymentController {
@@ -253,7 +300,7 @@ impl DeploymentController {
     }
 
     pub fn new(client: Client) -> Self {
-        DeploymentController { resync: super::RESYNC, client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default() }
+        DeploymentController { resync: super::RESYNC, client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), deadlines: BTreeMap::new() }
     }
 
     fn kick(&mut self, ctx: &mut Context<Self>) {
@@ -271,6 +318,18 @@ impl DeploymentController {
             let uid = d.metadata.uid.clone().unwrap_or_default();
             let owned: Vec<ReplicaSet> = self.sets.owned_by(&uid);
             let actions: Vec<Action> = reconcile(&d, &owned).into_iter().filter(|a| !matches!(a, Action::Status(s) if same_status(d.status.as_ref(), s))).collect();
+            let progressing = d.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_.as_deref() == Some("Progressing") && c.reason.as_deref() == Some("ReplicaSetUpdated")));
+            if let (true, Some(secs)) = (progressing, d.spec.progress_deadline_seconds) {
+                if !self.deadlines.contains_key(&key) {
+                    let k = key.clone();
+                    let h = ctx.run_later(std::time::Duration::from_secs(secs.max(0) as u64 + 1), move |act, ctx| {
+                        act.deadlines.remove(&k);
+                        act.queue.add(k);
+                        act.kick(ctx);
+                    });
+                    self.deadlines.insert(key.clone(), h);
+                }
+            }
             if actions.is_empty() {
                 self.queue.done(&key);
                 continue;
@@ -311,6 +370,11 @@ async fn execute(client: &Client, d: &Deployment, actions: Vec<Action>) {
                     events::record(client, events::event(events::reference(d), "Normal", "ScalingReplicaSet", &format!("Scaled {verb} replica set {name} from {from} to {to}"), ACTOR));
                 }
             }
+            Action::DeleteReplicaSet(name) => match client.delete::<ReplicaSet>(ns, &name, None).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => tracing::warn!(replicaset = %name, error = %e, "deleting an old ReplicaSet failed"),
+            },
             Action::SetRevision { name, revision } => {
                 super::update_with_retry::<ReplicaSet, _>(client, ns, &name, |rs| {
                     rs.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(REVISION.into(), revision.to_string());
@@ -392,6 +456,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::{DeploymentSpec, ReplicaSetStatus};
     use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn deploy(replicas: i32, image: &str) -> Deployment {
         let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())].into();
@@ -414,6 +479,67 @@ mod tests {
         rs.spec.replicas = Some(replicas);
         rs.status = Some(ReplicaSetStatus { replicas, ready_replicas: Some(available), available_replicas: Some(available), ..Default::default() });
         rs
+    }
+
+    fn current(d: &Deployment, replicas: i32, available: i32, revision: i64) -> ReplicaSet {
+        with(new_replica_set(d, &template_hash(&d.spec.template, None), revision), replicas, available)
+    }
+
+    #[test]
+    fn old_replicasets_past_the_history_limit_are_deleted_oldest_first() {
+        let mut d = deploy(1, "v9");
+        d.spec.revision_history_limit = Some(1);
+        let mut owned: Vec<ReplicaSet> = (1..=3).map(|i| current(&deploy(1, &format!("v{i}")), 0, 0, i)).collect();
+        owned.push(current(&d, 1, 1, 4));
+        let deleted: Vec<String> = reconcile(&d, &owned).into_iter().filter_map(|a| if let Action::DeleteReplicaSet(n) = a { Some(n) } else { None }).collect();
+        assert_eq!(deleted, vec![owned[0].metadata.name.clone().unwrap(), owned[1].metadata.name.clone().unwrap()]);
+    }
+
+    #[test]
+    fn an_old_replicaset_just_scaled_down_is_not_scaled_down_again() {
+        let mut d = deploy(4, "v2");
+        d.spec.strategy = Some(k8s_openapi::api::apps::v1::DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(k8s_openapi::api::apps::v1::RollingUpdateDeployment { max_surge: Some(IntOrString::Int(1)), max_unavailable: Some(IntOrString::Int(1)) }),
+        });
+        // The old set's spec went 4 → 3 a moment ago; its status still counts 4 available.
+        let mut old = current(&deploy(4, "v1"), 3, 4, 1);
+        old.status.as_mut().unwrap().replicas = 4;
+        let new = current(&d, 2, 0, 2);
+        let a = reconcile(&d, &[old.clone(), new]);
+        let old_name = old.metadata.name.clone().unwrap();
+        assert!(!a.iter().any(|x| matches!(x, Action::Scale { name, .. } if *name == old_name)), "{a:?}");
+    }
+
+    #[test]
+    fn a_paused_deployment_rolls_nothing_out_but_still_scales() {
+        let old = deploy(2, "v1");
+        let mut d = deploy(3, "v2");
+        d.spec.paused = Some(true);
+        let running = current(&old, 2, 2, 1);
+        let a = reconcile(&d, std::slice::from_ref(&running));
+        assert!(!a.iter().any(|x| matches!(x, Action::CreateReplicaSet(_))), "{a:?}");
+        assert!(a.iter().any(|x| matches!(x, Action::Scale { to: 3, .. })), "{a:?}");
+        let Some(Action::Status(st)) = a.last() else { panic!("{a:?}") };
+        let p = st.conditions.as_ref().unwrap().iter().find(|c| c.type_.as_deref() == Some("Progressing")).unwrap();
+        assert_eq!((p.status.as_deref(), p.reason.as_deref()), (Some("Unknown"), Some("DeploymentPaused")));
+    }
+
+    #[test]
+    fn no_progress_within_the_deadline_is_reported() {
+        let mut d = deploy(2, "v1");
+        d.spec.progress_deadline_seconds = Some(60);
+        let rs = current(&d, 2, 0, 1);
+        let mut st = status(&d, std::slice::from_ref(&rs), &rs);
+        // The last progress was two minutes ago.
+        let ago = Time(jiff::Timestamp::from_second(schema::object::now().0.as_second() - 120).unwrap());
+        for c in st.conditions.iter_mut().flatten() {
+            c.last_update_time = Some(ago.clone());
+        }
+        d.status = Some(st);
+        let st = status(&d, std::slice::from_ref(&rs), &rs);
+        let p = st.conditions.unwrap().into_iter().find(|c| c.type_.as_deref() == Some("Progressing")).unwrap();
+        assert_eq!((p.status.as_deref(), p.reason.as_deref()), (Some("False"), Some("ProgressDeadlineExceeded")));
     }
 
     #[test]

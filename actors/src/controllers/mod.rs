@@ -1,21 +1,37 @@
-//! The controllers (Deployment, ReplicaSet, garbage collector, namespace, quota,
-//! serviceaccount, node IPAM) and what they share: the message that drives their queues (`queue`),
+//! The controllers (Deployment, ReplicaSet, ReplicationController, DaemonSet, StatefulSet,
+//! Job, CronJob, TTL-after-finished, disruption, HPA, garbage collector, namespace, quota,
+//! serviceaccount, node IPAM, node lifecycle, taint eviction, pod GC, volume binding,
+//! local-path provisioning) and what they share: the message that drives their queues (`queue`),
 //! expectations for their own writes in flight (`expectations`), graceful pod deletion,
 //! and read-modify-write with CAS.
 
+pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 /// Moved to the bus, where node agents record events too.
 pub use bus::events;
 pub mod expectations;
+pub mod cronjob;
 pub mod gc;
+pub mod hpa;
+pub mod job;
+pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod owned;
+pub mod podgc;
 pub mod propagation;
 pub mod queue;
 pub mod quota;
 pub mod replicaset;
+pub mod replicationcontroller;
+pub mod revisions;
 pub mod serviceaccount;
+pub mod statefulset;
+pub mod volumebinding;
+pub mod taint_eviction;
+pub mod ttlafterfinished;
 
 use actix::prelude::*;
 use bus::client::{ClientError, Object};
@@ -40,11 +56,23 @@ pub struct Config {
     pub min_resync_period: Duration,
     /// --cluster-cidr and --node-cidr-mask-size of the node IPAM controller.
     pub node_ipam: nodeipam::NodeIpamConfig,
+    /// --horizontal-pod-autoscaler-sync-period.
+    pub hpa_sync_period: Duration,
+    /// --node-monitor-grace-period and --node-monitor-period.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    /// --terminated-pod-gc-threshold (0: keep every finished pod).
+    pub terminated_pod_gc_threshold: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { min_resync_period: RESYNC, node_ipam: nodeipam::NodeIpamConfig::default() }
+        Config {
+            min_resync_period: RESYNC,
+            node_ipam: nodeipam::NodeIpamConfig::default(),
+            node_lifecycle: nodelifecycle::NodeLifecycleConfig::default(),
+            terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
+            hpa_sync_period: Duration::from_secs(15),
+        }
     }
 }
 
@@ -62,6 +90,15 @@ pub enum ControllerMsg {
     /// A key's pass has finished.
     Done(String),
     Stop,
+}
+
+/// A name made the way the API server fills `generateName`: the base cut to 58
+/// characters, then the 5-character suffix, so the result is a valid 63-character label
+/// however long the owner's name is (the kubelet uses a pod's name as its hostname).
+pub fn generated_name(base: &str, suffix: &str) -> String {
+    const MAX_BASE: usize = 63 - 5;
+    let cut = base.char_indices().nth(MAX_BASE).map(|(i, _)| i).unwrap_or(base.len());
+    format!("{}{suffix}", &base[..cut])
 }
 
 /// The uid of the controlling owner of the given kind.
@@ -169,10 +206,19 @@ pub async fn update_outcome<K: Object, F: Fn(&mut K)>(client: &Client, ns: Optio
 
 pub struct ControllersHandle {
     deployment: Addr<deployment::DeploymentController>,
+    daemonset: Addr<daemonset::DaemonSetController>,
+    statefulset: Addr<statefulset::StatefulSetController>,
     replicaset: Addr<replicaset::ReplicaSetController>,
+    replication: Addr<replicaset::ReplicaSetController<k8s_openapi::api::core::v1::ReplicationController>>,
     gc: Addr<gc::GarbageCollector>,
+    job: Addr<job::JobController>,
+    cronjob: Addr<cronjob::CronJobController>,
+    ttl: Addr<ttlafterfinished::TtlAfterFinished>,
+    disruption: Addr<disruption::DisruptionController>,
+    hpa: Addr<hpa::HpaController>,
     namespace: Addr<namespace::NamespaceController>,
-    /// The task-shaped controllers (quota, serviceaccount, node IPAM) and what stops them.
+    /// The task-shaped controllers (quota, serviceaccount, node IPAM, node lifecycle, taint
+    /// eviction, pod GC, volume binding, local-path provisioning) and what stops them.
     tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
 }
 
@@ -195,17 +241,79 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
         replicaset::ReplicaSetController::new(c).resync_every(resync_rs)
     });
+    let (c, resync_ds) = (client.clone(), cfg.resync());
+    let daemonset = daemonset::DaemonSetController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::apps::v1::DaemonSet>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::apps::v1::ControllerRevision>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Node>(c.clone(), Scope::default()));
+        daemonset::DaemonSetController::new(c, resync_ds)
+    });
+    let (c, resync_sts) = (client.clone(), cfg.resync());
+    let statefulset = statefulset::StatefulSetController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::apps::v1::StatefulSet>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::apps::v1::ControllerRevision>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(c.clone(), Scope::default()));
+        statefulset::StatefulSetController::new(c, resync_sts)
+    });
+    let c = client.clone();
+    let resync_rc = cfg.resync();
+    let replication = replicaset::ReplicaSetController::<k8s_openapi::api::core::v1::ReplicationController>::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::ReplicationController>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        replicaset::ReplicaSetController::new(c).resync_every(resync_rc)
+    });
     let c = client.clone();
     let gc = gc::GarbageCollector::create(move |ctx| {
         ctx.add_stream(bus::metadata::watch_metadata(c.clone()));
         gc::GarbageCollector::new(c).resync_every(resync_gc)
     });
+    let c = client.clone();
+    let resync_job = cfg.resync();
+    let job = job::JobController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::batch::v1::Job>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        job::JobController::new(c).resync_every(resync_job)
+    });
+    let c = client.clone();
+    let resync_cj = cfg.resync();
+    let cronjob = cronjob::CronJobController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::batch::v1::CronJob>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::batch::v1::Job>(c.clone(), Scope::default()));
+        cronjob::CronJobController::new(c).resync_every(resync_cj)
+    });
+    let c = client.clone();
+    let ttl = ttlafterfinished::TtlAfterFinished::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::batch::v1::Job>(c.clone(), Scope::default()));
+        ttlafterfinished::TtlAfterFinished::new(c)
+    });
+    let c = client.clone();
+    let disruption = disruption::DisruptionController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        disruption::DisruptionController::new(c)
+    });
     let stop = tokio_util::sync::CancellationToken::new();
+    let usage = bus::usage::UsageCache::start(client.bus.nats.clone(), stop.clone()).await.map_err(|e| anyhow::anyhow!("subscribing to resource metrics: {e}"))?;
+    let c = client.clone();
+    let hpa_period = cfg.hpa_sync_period;
+    let hpa = hpa::HpaController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        hpa::HpaController::new(c, usage, hpa_period)
+    });
     let tasks = (
         vec![
             quota::start(client.clone(), cfg.resync(), stop.clone()),
             serviceaccount::start(client.clone(), stop.clone()),
             nodeipam::start(client.clone(), cfg.node_ipam.clone(), stop.clone()),
+            nodelifecycle::start(client.clone(), cfg.node_lifecycle.clone(), stop.clone()),
+            taint_eviction::start(client.clone(), stop.clone()),
+            podgc::start(client.clone(), cfg.terminated_pod_gc_threshold, stop.clone()),
+            volumebinding::start(client.clone(), cfg.resync(), stop.clone()),
+            // Short: a provisioning that failed is tried again this soon.
+            localpath::start(client.clone(), Duration::from_secs(10), stop.clone()),
         ],
         stop,
     );
@@ -214,14 +322,22 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
         namespace::NamespaceController::new(c)
     });
-    Ok(ControllersHandle { deployment, replicaset, gc, namespace, tasks })
+    Ok(ControllersHandle { deployment, daemonset, statefulset, replicaset, replication, gc, job, cronjob, ttl, disruption, hpa, namespace, tasks })
 }
 
 impl ControllersHandle {
     pub async fn shutdown(self) {
         let _ = self.deployment.send(ControllerMsg::Stop).await;
         let _ = self.replicaset.send(ControllerMsg::Stop).await;
+        let _ = self.replication.send(ControllerMsg::Stop).await;
+        let _ = self.daemonset.send(ControllerMsg::Stop).await;
+        let _ = self.statefulset.send(ControllerMsg::Stop).await;
         let _ = self.gc.send(ControllerMsg::Stop).await;
+        let _ = self.job.send(ControllerMsg::Stop).await;
+        let _ = self.cronjob.send(ControllerMsg::Stop).await;
+        let _ = self.ttl.send(ControllerMsg::Stop).await;
+        let _ = self.disruption.send(ControllerMsg::Stop).await;
+        let _ = self.hpa.send(ControllerMsg::Stop).await;
         let _ = self.namespace.send(ControllerMsg::Stop).await;
         self.tasks.1.cancel();
         for t in self.tasks.0 {

@@ -79,7 +79,7 @@ async fn list(client: &Client, prefix: String) -> Vec<Stored> {
 /// One pass over the namespace; true once nothing is left and the namespace is gone.
 async fn sweep(client: &Client, ns: &str) -> bool {
     let mut left = 0usize;
-    for res in RESOURCES.iter().filter(|r| r.namespaced) {
+    for res in RESOURCES.iter().filter(|r| r.namespaced && schema::registry::is_stored(r)) {
         for item in list(client, keys::prefix(res.plural, Some(ns))).await {
             left += 1;
             let Ok(v) = object::from_stored(&item) else { continue };

@@ -16,7 +16,25 @@ use futures::future::BoxFuture;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-const ACTOR: &str = "replicaset-controller";
+/// What the controller keeps pods for: a ReplicaSet, or a ReplicationController seen as
+/// the ReplicaSet it behaves as (kube's replication manager wraps the ReplicaSet
+/// controller the same way).
+pub trait PodOwner: bus::client::Object + Clone + Unpin + Send + Sync + 'static {
+    /// The actor's name in spans, metrics and events.
+    const ACTOR: &'static str;
+    fn as_replica_set(&self) -> ReplicaSet;
+    fn set_status(&mut self, st: &ReplicaSetStatus);
+}
+
+impl PodOwner for ReplicaSet {
+    const ACTOR: &'static str = "replicaset-controller";
+    fn as_replica_set(&self) -> ReplicaSet {
+        self.clone()
+    }
+    fn set_status(&mut self, st: &ReplicaSetStatus) {
+        self.status = Some(st.clone());
+    }
+}
 /// At most this many creates or deletes per pass (kube's burstReplicas).
 const BURST: usize = 500;
 
@@ -47,7 +65,7 @@ pub fn random_suffix() -> String {
     b.as_bytes().iter().take(5).map(|x| ALPHANUMS[*x as usize % ALPHANUMS.len()] as char).collect()
 }
 
-fn pod_for(rs: &ReplicaSet, name: String) -> Pod {
+fn pod_for(owner: (&str, &str), rs: &ReplicaSet, name: String) -> Pod {
     let tpl = rs.spec.template.clone().unwrap_or_default();
     let tmeta = tpl.metadata.unwrap_or_default();
     Pod {
@@ -57,8 +75,8 @@ fn pod_for(rs: &ReplicaSet, name: String) -> Pod {
             labels: tmeta.labels,
             annotations: tmeta.annotations,
             owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
+                api_version: owner.0.into(),
+                kind: owner.1.into(),
                 name: rs.metadata.name.clone().unwrap_or_default(),
                 uid: rs.metadata.uid.clone().unwrap_or_default(),
                 controller: Some(true),
@@ -82,13 +100,18 @@ fn deletion_rank(p: &Pod) -> (u8, u8, std::cmp::Reverse<String>) {
 /// `settled` is false while its own creates or deletes are still in flight (expectations):
 /// the cache is known to lag then, so only the status is brought up to date.
 pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut dyn FnMut() -> String) -> Vec<Action> {
+    reconcile_as(("apps/v1", "ReplicaSet"), rs, owned, settled, new_name)
+}
+
+/// [`reconcile`] for an owner of another kind (apiVersion, kind) that behaves as `rs`.
+pub fn reconcile_as(owner: (&str, &str), rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut dyn FnMut() -> String) -> Vec<Action> {
     let want = rs.spec.replicas.unwrap_or(1).max(0) as usize;
     let mut active: Vec<&Pod> = owned.iter().filter(|p| is_active(p)).collect();
     let mut actions = Vec::new();
     if settled && rs.metadata.deletion_timestamp.is_none() {
         if active.len() < want {
             for _ in 0..(want - active.len()).min(BURST) {
-                actions.push(Action::Create(pod_for(rs, new_name())));
+                actions.push(Action::Create(pod_for(owner, rs, new_name())));
             }
         } else if active.len() > want {
             active.sort_by_key(|p| deletion_rank(p));
@@ -114,33 +137,33 @@ pub fn reconcile(rs: &ReplicaSet, owned: &[Pod], settled: bool, new_name: &mut d
 }
 
 /// Where a pass's writes go: the store in production, a recorder in the actor's tests.
-pub trait Writer: Send + Sync + 'static {
+pub trait Writer<K = ReplicaSet>: Send + Sync + 'static {
     /// Carries out one pass's actions; returns the pods whose create or delete is known
     /// not to have happened (a write whose outcome is unknown is not among them).
-    fn execute(&self, rs: ReplicaSet, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>>;
+    fn execute(&self, rs: K, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>>;
 }
 
 struct StoreWriter(Client);
 
-impl Writer for StoreWriter {
-    fn execute(&self, rs: ReplicaSet, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>> {
+impl<K: PodOwner> Writer<K> for StoreWriter {
+    fn execute(&self, rs: K, actions: Vec<Action>) -> BoxFuture<'static, Vec<String>> {
         let client = self.0.clone();
         Box::pin(async move { execute(&client, &rs, actions).await })
     }
 }
 
-pub struct ReplicaSetController {
+pub struct ReplicaSetController<K: PodOwner = ReplicaSet> {
     /// How often every object is reconciled again, events or not.
     resync: std::time::Duration,
-    writer: Arc<dyn Writer>,
-    sets: Cache<ReplicaSet>,
+    writer: Arc<dyn Writer<K>>,
+    sets: Cache<K>,
     pods: OwnedIndex<Pod>,
     /// Its own creates and deletes not yet seen on the watch, per ReplicaSet key.
     expectations: Expectations,
     queue: WorkQueue,
 }
 
-impl ReplicaSetController {
+impl<K: PodOwner> ReplicaSetController<K> {
     /// Reconciles everything again every `d` (kube-controller-manager's resync), besides events.
     pub fn resync_every(mut self, d: std::time::Duration) -> Self {
         self.resync = d;
@@ -151,8 +174,8 @@ impl ReplicaSetController {
         Self::with_writer(Arc::new(StoreWriter(client)))
     }
 
-    pub fn with_writer(writer: Arc<dyn Writer>) -> Self {
-        ReplicaSetController { resync: super::RESYNC, writer, sets: Cache::default(), pods: OwnedIndex::new("ReplicaSet"), expectations: Expectations::default(), queue: WorkQueue::default() }
+    pub fn with_writer(writer: Arc<dyn Writer<K>>) -> Self {
+        ReplicaSetController { resync: super::RESYNC, writer, sets: Cache::default(), pods: OwnedIndex::new(<K as k8s_openapi::Resource>::KIND), expectations: Expectations::default(), queue: WorkQueue::default() }
     }
 
     fn put_pod(&mut self, p: Pod) {
@@ -183,17 +206,18 @@ impl ReplicaSetController {
 
     fn process(&mut self, ctx: &mut Context<Self>) {
         for key in self.queue.take_armed() {
-            let Some(rs) = self.sets.get(&key).cloned() else {
+            let Some(owner) = self.sets.get(&key).cloned() else {
                 self.expectations.forget(&key);
                 self.queue.done(&key);
                 continue;
             };
+            let rs = owner.as_replica_set();
             let uid = rs.metadata.uid.clone().unwrap_or_default();
             let owned: Vec<Pod> = self.pods.owned_by(&uid);
             let now = Instant::now();
             let settled = self.expectations.satisfied(&key, now);
             let rs_name = rs.metadata.name.clone().unwrap_or_default();
-            let actions = reconcile(&rs, &owned, settled, &mut || format!("{rs_name}-{}", random_suffix()));
+            let actions = reconcile_as((<K as k8s_openapi::Resource>::API_VERSION, <K as k8s_openapi::Resource>::KIND), &rs, &owned, settled, &mut || super::generated_name(&format!("{rs_name}-"), &random_suffix()));
             if actions.is_empty() {
                 self.queue.done(&key);
                 continue;
@@ -211,7 +235,7 @@ impl ReplicaSetController {
             let writer = self.writer.clone();
             let addr = ctx.address();
             tokio::spawn(async move {
-                let not_done = writer.execute(rs, actions).await;
+                let not_done = writer.execute(owner, actions).await;
                 addr.do_send(Finished { key, not_done });
             });
         }
@@ -226,8 +250,8 @@ struct Finished {
     not_done: Vec<String>,
 }
 
-fn record(client: &Client, rs: &ReplicaSet, type_: &str, reason: &str, message: String) {
-    events::record(client, events::event(events::reference(rs), type_, reason, &message, ACTOR));
+fn record<K: PodOwner>(client: &Client, rs: &K, type_: &str, reason: &str, message: String) {
+    events::record(client, events::event(events::reference(rs), type_, reason, &message, K::ACTOR));
 }
 
 /// How a create ended, as far as the controller can tell.
@@ -267,7 +291,7 @@ pub async fn create_checked(client: &Client, p: &Pod) -> Created {
 /// Carries the actions out; returns the pods whose create or delete did not happen.
 /// Creates go in slow-start batches (1, 2, 4, …) and stop at the first failure, so a
 /// ReplicaSet that cannot create (quota, admission) does not hammer the store.
-async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) -> Vec<String> {
+async fn execute<K: PodOwner>(client: &Client, rs: &K, actions: Vec<Action>) -> Vec<String> {
     let mut creates = Vec::new();
     let mut deletes = Vec::new();
     let mut status = None;
@@ -321,10 +345,11 @@ async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) -> Vec<
         }
     }
     if let Some(st) = status {
-        super::update_with_retry::<ReplicaSet, _>(client, rs.metadata.namespace.as_deref(), rs.metadata.name.as_deref().unwrap_or(""), |cur| {
-            // Not onto a new ReplicaSet that took the name meanwhile.
-            if cur.metadata.uid == rs.metadata.uid {
-                cur.status = Some(st.clone());
+        let m = rs.metadata();
+        super::update_with_retry::<K, _>(client, m.namespace.as_deref(), m.name.as_deref().unwrap_or(""), |cur| {
+            // Not onto a new object that took the name meanwhile.
+            if cur.metadata().uid == m.uid {
+                cur.set_status(&st);
             }
         })
         .await;
@@ -332,10 +357,10 @@ async fn execute(client: &Client, rs: &ReplicaSet, actions: Vec<Action>) -> Vec<
     not_done
 }
 
-impl Handler<Finished> for ReplicaSetController {
+impl<K: PodOwner> Handler<Finished> for ReplicaSetController<K> {
     type Result = ();
     fn handle(&mut self, m: Finished, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || {
+        bus::metrics::handle(K::ACTOR, || {
             m.not_done.iter().for_each(|n| self.expectations.lower(&m.key, n));
             // The pass issued its last write just now: what it still expects is fresh,
             // however long its slow-start batches took.
@@ -346,7 +371,7 @@ impl Handler<Finished> for ReplicaSetController {
     }
 }
 
-impl Actor for ReplicaSetController {
+impl<K: PodOwner> Actor for ReplicaSetController<K> {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(self.resync, |act, ctx| {
@@ -356,9 +381,9 @@ impl Actor for ReplicaSetController {
     }
 }
 
-impl StreamHandler<InformerEvent<ReplicaSet>> for ReplicaSetController {
-    fn handle(&mut self, ev: InformerEvent<ReplicaSet>, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || {
+impl<K: PodOwner> StreamHandler<InformerEvent<K>> for ReplicaSetController<K> {
+    fn handle(&mut self, ev: InformerEvent<K>, ctx: &mut Context<Self>) {
+        bus::metrics::handle(K::ACTOR, || {
             let (requeue, deleted) = self.sets.apply(ev);
             requeue.into_iter().for_each(|k| self.queue.add(k));
             if let Some(k) = deleted {
@@ -370,9 +395,9 @@ impl StreamHandler<InformerEvent<ReplicaSet>> for ReplicaSetController {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-impl StreamHandler<InformerEvent<Pod>> for ReplicaSetController {
+impl<K: PodOwner> StreamHandler<InformerEvent<Pod>> for ReplicaSetController<K> {
     fn handle(&mut self, ev: InformerEvent<Pod>, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || {
+        bus::metrics::handle(K::ACTOR, || {
             match ev {
                 InformerEvent::Listed(items, _) => {
                     for rs in self.pods.replace_all(Vec::new()) {
@@ -389,10 +414,10 @@ impl StreamHandler<InformerEvent<Pod>> for ReplicaSetController {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
-impl Handler<ControllerMsg> for ReplicaSetController {
+impl<K: PodOwner> Handler<ControllerMsg> for ReplicaSetController<K> {
     type Result = ();
     fn handle(&mut self, m: ControllerMsg, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || {
+        bus::metrics::handle(K::ACTOR, || {
             match m {
                 ControllerMsg::Process => self.process(ctx),
                 ControllerMsg::Done(k) => {
@@ -420,7 +445,7 @@ mod tests {
     }
 
     fn pod(name: &str) -> PodBuilder {
-        PodBuilder(pod_for(&rs(1), name.into()))
+        PodBuilder(pod_for(("apps/v1", "ReplicaSet"), &rs(1), name.into()))
     }
 
     struct PodBuilder(Pod);

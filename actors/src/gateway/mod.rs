@@ -19,13 +19,14 @@ mod verbs;
 mod inflight;
 mod logs;
 mod membership;
+mod metrics_api;
 mod openapi;
 mod patch;
 mod patching;
 mod protobuf;
 mod protobuf_kinds;
 mod reviews;
-mod selectors;
+pub(crate) mod selectors;
 mod status;
 mod streaming;
 mod subresources;
@@ -77,6 +78,8 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     pub inflight: inflight::InFlight,
     pub limits: Limits,
+    /// The node agents' latest usage reports, for the metrics API.
+    pub usage: Arc<bus::usage::UsageCache>,
 }
 
 /// One parsed request, as the handlers see it.
@@ -145,7 +148,9 @@ pub async fn serve(
         Some(k) => Some(tokens::TokenIssuer::new(k).map_err(|e| anyhow::anyhow!("gateway: {e}"))?),
         None => None,
     };
+    let usage = bus::usage::UsageCache::start(bus.nats.clone(), shutdown.clone()).await.map_err(|e| anyhow::anyhow!("gateway: subscribing to resource metrics: {e}"))?;
     let state = Arc::new(AppState {
+        usage,
         bus,
         authn: authn::Authenticator { tokens, service_accounts },
         rbac,

@@ -47,13 +47,13 @@ pub async fn read_at(st: &AppState, res: &ResourceInfo, ns: Option<&str>, name: 
 /// A stored value as `res` shows it (events.k8s.io Events are stored as core Events).
 pub fn decode_stored(res: &ResourceInfo, s: &schema::store::Stored) -> Result<Value, object::ObjectError> {
     let v = object::from_stored(s)?;
-    Ok(if registry::storage_of(res).group != res.group { schema::events::to_events_v1(&v) } else { v })
+    Ok(schema::conversion::from_storage(res, v))
 }
 
 /// The bytes to store for `v`, in its storage version.
 fn store_bytes(res: &ResourceInfo, v: &Value) -> Result<Vec<u8>, object::ObjectError> {
-    if registry::storage_of(res).group != res.group {
-        object::to_store_bytes(&schema::events::to_core(v))
+    if schema::conversion::converted(res) {
+        object::to_store_bytes(&schema::conversion::to_storage(res, v))
     } else {
         object::to_store_bytes(v)
     }

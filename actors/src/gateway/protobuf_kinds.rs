@@ -1,6 +1,6 @@
 //! Protobuf bodies of the kinds `kubectl create <generator>` sends beyond the first few
 //! (role, clusterrole, rolebinding, clusterrolebinding, service, job, cronjob, quota,
-//! poddisruptionbudget, priorityclass), decoded by a field table per message instead of
+//! poddisruptionbudget, priorityclass, and autoscale's HorizontalPodAutoscaler), decoded by a field table per message instead of
 //! a hand-written struct and its JSON mapping per kind: one table line per field, with
 //! the field numbers of k8s.io/api's generated.proto. Unknown fields are skipped.
 
@@ -151,6 +151,11 @@ const PDB_SPEC: &[F] = &[f(1, "minAvailable", T::IntOrStr), f(2, "selector", T::
 const PDB: &[F] = &[f(1, "metadata", T::Msg(META)), f(2, "spec", T::Msg(PDB_SPEC))];
 const PRIORITY_CLASS: &[F] = &[f(1, "metadata", T::Msg(META)), k(2, "value", T::I32), f(3, "globalDefault", T::Bool), f(4, "description", T::Str), f(5, "preemptionPolicy", T::Str)];
 
+// `kubectl autoscale`: autoscaling/v1, its one CPU target.
+const CROSS_VERSION_REF: &[F] = &[f(1, "kind", T::Str), f(2, "name", T::Str), f(3, "apiVersion", T::Str)];
+const HPA_V1_SPEC: &[F] = &[f(1, "scaleTargetRef", T::Msg(CROSS_VERSION_REF)), k(2, "minReplicas", T::I32), k(3, "maxReplicas", T::I32), k(4, "targetCPUUtilizationPercentage", T::I32)];
+const HPA_V1: &[F] = &[f(1, "metadata", T::Msg(META)), f(2, "spec", T::Msg(HPA_V1_SPEC))];
+
 const INT_OR_STRING: &[F] = &[f(1, "type", T::I64), f(2, "intVal", T::I32), f(3, "strVal", T::Str)];
 const QUANTITY: &[F] = &[f(1, "string", T::Str)];
 const MAP_ENTRY_STR: &[F] = &[k(1, "key", T::Str), k(2, "value", T::Str)];
@@ -172,6 +177,7 @@ fn table(api_version: &str, kind: &str) -> Option<&'static [F]> {
         ("batch/v1", "Job") => JOB,
         ("batch/v1", "CronJob") => CRON_JOB,
         ("policy/v1", "PodDisruptionBudget") => PDB,
+        ("autoscaling/v1", "HorizontalPodAutoscaler") => HPA_V1,
         ("scheduling.k8s.io/v1", "PriorityClass") => PRIORITY_CLASS,
         ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,

@@ -5,7 +5,7 @@
 
 use super::status::ApiError;
 use super::target::{parse_target, Target};
-use super::{deletion, patching, reviews, subresources, verbs, watch, AppState, Req};
+use super::{deletion, metrics_api, patching, reviews, subresources, verbs, watch, AppState, Req};
 use axum::http::Method;
 use axum::response::Response;
 use schema::registry;
@@ -32,6 +32,9 @@ pub async fn handle(st: &AppState, group: &str, version: &str, rest: &[&str], re
         // A verb the resource does not offer (a GET of selfsubjectaccessreviews) is a 405.
         if !res.verbs.contains(&verb_of(&target, req)) {
             return Err(ApiError::method_not_allowed(m.as_str(), res.plural));
+        }
+        if res.group == "metrics.k8s.io" {
+            return metrics_api::serve(st, &target, req);
         }
         if !registry::is_stored(res) {
             return reviews::create(st, res.kind, req);

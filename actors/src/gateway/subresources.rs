@@ -42,10 +42,13 @@ pub fn scale_of(v: &Value) -> Value {
             meta[f] = x.clone();
         }
     }
+    // A ReplicationController's selector is a bare label map.
+    let rc_selector = (v.get("kind").and_then(Value::as_str) == Some("ReplicationController")).then(|| json!({"matchLabels": v.pointer("/spec/selector").cloned().unwrap_or(Value::Null)}));
+    let selector = rc_selector.as_ref().or(v.pointer("/spec/selector"));
     json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": meta,
            "spec": {"replicas": v.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
            "status": {"replicas": v.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-                      "selector": label_selector_string(v.pointer("/spec/selector"))}})
+                      "selector": label_selector_string(selector)}})
 }
 
 /// Sets `spec.<field>` without assuming the stored object's shape.

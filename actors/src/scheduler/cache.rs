@@ -1,10 +1,14 @@
-//! The scheduler's view of the cluster: each node's allocatable resources and what the
-//! pods bound to it request, kept up to date incrementally from pod and node events, so
-//! placing one pod never walks the whole cluster's pods.
+//! The scheduler's view of the cluster: each node's allocatable resources, labels and
+//! images, the pods bound to it (for affinity, spreading, ports and preemption) and what
+//! they request, kept up to date incrementally from pod and node events, so placing one
+//! pod never walks the whole cluster's pods.
 
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use schema::quantity;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub type Labels = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
@@ -21,6 +25,23 @@ pub struct NodeInfo {
     pub taints: Vec<Taint>,
     pub allocatable: Resources,
     pub requested: Resources,
+    /// What scoring counts as requested: pods asking for no CPU or memory count as asking
+    /// for kube's defaults (100m, 200Mi), so such pods still spread (NonZeroRequested).
+    pub nonzero_requested: Resources,
+    pub labels: Labels,
+    /// `status.images`: (names, size in bytes).
+    pub images: Vec<(Vec<String>, i64)>,
+    /// The pods bound (or assumed) here, by key.
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// kube-scheduler's DefaultMilliCPURequest and DefaultMemoryRequest, for scoring only.
+pub const DEFAULT_MILLI_CPU: u64 = 100;
+pub const DEFAULT_MEMORY: u64 = 200 << 20;
+
+/// A pod's requests as scoring sees them.
+pub fn non_zero(r: Resources) -> Resources {
+    Resources { cpu_millis: if r.cpu_millis == 0 { DEFAULT_MILLI_CPU } else { r.cpu_millis }, memory: if r.memory == 0 { DEFAULT_MEMORY } else { r.memory }, pods: r.pods }
 }
 
 /// What a pod asks for: the sum of its containers' requests (limits when no request).
@@ -44,6 +65,10 @@ pub fn node_info(n: &Node, requested: Resources) -> NodeInfo {
             pods: q("pods").and_then(|v| quantity::value(&v)).unwrap_or(110),
         },
         requested,
+        nonzero_requested: Resources::default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        images: status.images.unwrap_or_default().into_iter().map(|i| (i.names.unwrap_or_default(), i.size_bytes.unwrap_or(0))).collect(),
+        pods: Vec::new(),
     }
 }
 
@@ -55,6 +80,10 @@ pub struct Cache {
     requested: HashMap<String, Resources>,
     /// Pod key → (node, what it requests): to undo its share when it goes away.
     placed: HashMap<String, (String, Resources)>,
+    /// Node → its pods by key, for the plugins that look at who runs where.
+    by_node: HashMap<String, BTreeMap<String, Arc<Pod>>>,
+    /// Namespace → its labels, for affinity terms' namespaceSelector.
+    namespaces: HashMap<String, Labels>,
 }
 
 fn add(a: &mut Resources, b: Resources) {
@@ -96,15 +125,21 @@ impl Cache {
             return;
         }
         if let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            self.assume(key, &node, requests(p));
+            self.assume(key, &node, p);
         }
     }
 
     /// Counts a pod against a node right away, before its binding is seen on the bus.
-    pub fn assume(&mut self, key: &str, node: &str, r: Resources) {
+    pub fn assume(&mut self, key: &str, node: &str, p: &Pod) {
         self.remove_pod(key);
+        let r = requests(p);
         add(self.requested.entry(node.to_string()).or_default(), r);
         self.placed.insert(key.to_string(), (node.to_string(), r));
+        let mut p = p.clone();
+        if let Some(s) = p.spec.as_mut() {
+            s.node_name = Some(node.to_string());
+        }
+        self.by_node.entry(node.to_string()).or_default().insert(key.to_string(), Arc::new(p));
     }
 
     pub fn remove_pod(&mut self, key: &str) {
@@ -112,7 +147,29 @@ impl Cache {
             if let Some(t) = self.requested.get_mut(&node) {
                 sub(t, r);
             }
+            if let Some(m) = self.by_node.get_mut(&node) {
+                m.remove(key);
+            }
         }
+    }
+
+    /// The pod as the cache holds it (bound or assumed).
+    pub fn pod(&self, key: &str) -> Option<Arc<Pod>> {
+        let (node, _) = self.placed.get(key)?;
+        self.by_node.get(node)?.get(key).cloned()
+    }
+
+    /// Stores a namespace's labels; returns whether they changed.
+    pub fn set_namespace(&mut self, name: &str, labels: Labels) -> bool {
+        self.namespaces.insert(name.to_string(), labels.clone()) != Some(labels)
+    }
+
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+
+    pub fn namespaces(&self) -> &HashMap<String, Labels> {
+        &self.namespaces
     }
 
     /// Where a pod is counted, and what it holds there.
@@ -123,16 +180,26 @@ impl Cache {
     pub fn clear_pods(&mut self) {
         self.placed.clear();
         self.requested.clear();
+        self.by_node.clear();
+    }
+
+    fn view(&self, n: &NodeInfo) -> NodeInfo {
+        let pods: Vec<Arc<Pod>> = self.by_node.get(&n.name).map(|m| m.values().cloned().collect()).unwrap_or_default();
+        let mut nonzero = Resources::default();
+        for p in &pods {
+            add(&mut nonzero, non_zero(requests(p)));
+        }
+        NodeInfo { requested: self.requested.get(&n.name).copied().unwrap_or_default(), nonzero_requested: nonzero, pods, ..n.clone() }
     }
 
     /// One node's view, without building the whole snapshot.
     pub fn info(&self, name: &str) -> Option<NodeInfo> {
-        self.nodes.get(name).map(|n| NodeInfo { requested: self.requested.get(name).copied().unwrap_or_default(), ..n.clone() })
+        self.nodes.get(name).map(|n| self.view(n))
     }
 
-    /// Every node with what is requested on it, by name.
+    /// Every node with what is requested on it and its pods, by name.
     pub fn snapshot(&self) -> Vec<NodeInfo> {
-        let mut v: Vec<NodeInfo> = self.nodes.values().map(|n| NodeInfo { requested: self.requested.get(&n.name).copied().unwrap_or_default(), ..n.clone() }).collect();
+        let mut v: Vec<NodeInfo> = self.nodes.values().map(|n| self.view(n)).collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
@@ -204,7 +271,8 @@ mod tests {
     fn assumed_pods_count_until_confirmed_or_forgotten() {
         let mut c = Cache::default();
         c.set_node(&node("n1"));
-        c.assume("demo/a", "n1", requests(&pod("a").cpu("1").build()));
+        c.assume("demo/a", "n1", &pod("a").cpu("1").build());
+        assert_eq!(c.info("n1").unwrap().pods.len(), 1);
         assert_eq!(used(&c, "n1"), (1000, 1));
         // The watch event for the binding replaces the assumption, it does not add to it.
         c.set_pod("demo/a", &pod("a").on_node("n1").cpu("1").build());

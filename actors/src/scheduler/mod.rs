@@ -3,16 +3,19 @@
 //! compare-and-swap on the pod. A pod that fits nowhere waits for the cluster to change.
 //! A placed pod is assumed on its node (counted there, on that node only) from the moment
 //! it is placed until its binding is seen on the watch or fails, as kube-scheduler does.
+//! A pod that fits nowhere may preempt lower-priority pods (DefaultPreemption).
 
+mod binder;
 pub mod cache;
 pub mod plugins;
 pub mod queue;
+mod volumes;
 
-use crate::controllers::{events, update_outcome, Outcome};
 use actix::prelude::*;
 use bus::informer::{watch_objects, InformerEvent, Scope};
 use bus::Client;
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,10 +27,13 @@ fn key_of(p: &Pod) -> String {
     format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""))
 }
 
+/// Unbound, not deleting, ours, and without schedulingGates (kube's PreEnqueue: a gated
+/// pod waits outside the queue until its gates are removed).
 fn wants_scheduling(p: &Pod) -> bool {
     let spec = p.spec.as_ref();
     spec.and_then(|s| s.node_name.as_ref()).is_none()
         && p.metadata.deletion_timestamp.is_none()
+        && spec.and_then(|s| s.scheduling_gates.as_ref()).is_none_or(|g| g.is_empty())
         && matches!(spec.and_then(|s| s.scheduler_name.as_deref()), None | Some("default-scheduler"))
 }
 
@@ -46,19 +52,8 @@ pub enum BindResult {
 pub trait Binder: Send + Sync + 'static {
     fn bind(&self, pod: Pod, node: String) -> BoxFuture<'static, BindResult>;
     fn unschedulable(&self, pod: Pod, why: String) -> BoxFuture<'static, ()>;
-}
-
-struct StoreBinder(Client);
-
-impl Binder for StoreBinder {
-    fn bind(&self, pod: Pod, node: String) -> BoxFuture<'static, BindResult> {
-        let c = self.0.clone();
-        Box::pin(async move { bind(&c, &pod, &node).await })
-    }
-    fn unschedulable(&self, pod: Pod, why: String) -> BoxFuture<'static, ()> {
-        let c = self.0.clone();
-        Box::pin(async move { mark_unschedulable(&c, &pod, &why).await })
-    }
+    /// Nominates `node` for the preemptor and deletes the victims gracefully.
+    fn preempt(&self, pod: Pod, node: String, victims: Vec<Pod>) -> BoxFuture<'static, ()>;
 }
 
 /// A pod placed on a node whose binding has not been seen on the watch yet.
@@ -66,7 +61,7 @@ impl Binder for StoreBinder {
 struct Assumed {
     uid: Option<String>,
     node: String,
-    requests: cache::Resources,
+    pod: Pod,
     /// The bind request is still running.
     binding: bool,
     /// The watch has shown the pod bound (the cache holds its real placement).
@@ -92,11 +87,18 @@ pub struct Scheduler {
     /// The reasons last written on each waiting pod, so a retry with the same outcome
     /// costs no store round trip.
     reported: HashMap<String, String>,
+    /// Pods waiting for the room their preemption made: key → (node, the pod). Other pods of
+    /// lower or equal priority see them as already there, so the room stays theirs.
+    nominated: HashMap<String, (String, Pod)>,
+    /// PodDisruptionBudgets by key, for preemption's victim choice.
+    pdbs: HashMap<String, plugins::default_preemption::Pdb>,
     /// A Schedule message is on its way.
     armed: bool,
     /// The timer that flushes backoffs, and when it fires.
     wake: Option<(Instant, SpawnHandle)>,
     stats: Stats,
+    /// Claims, volumes and classes, for the volume binding plugin.
+    volumes: plugins::volume_binding::Volumes,
 }
 
 #[derive(Message)]
@@ -113,11 +115,11 @@ pub struct GetStats;
 
 impl Scheduler {
     pub fn new(client: Client) -> Self {
-        Self::with_binder(Arc::new(StoreBinder(client)))
+        Self::with_binder(Arc::new(binder::StoreBinder(client)))
     }
 
     pub fn with_binder(binder: Arc<dyn Binder>) -> Self {
-        Scheduler { binder, cache: cache::Cache::default(), queue: Default::default(), assumed: HashMap::new(), reported: HashMap::new(), armed: false, wake: None, stats: Stats::default() }
+        Scheduler { binder, cache: cache::Cache::default(), queue: Default::default(), assumed: HashMap::new(), reported: HashMap::new(), nominated: HashMap::new(), pdbs: HashMap::new(), armed: false, wake: None, stats: Stats::default(), volumes: Default::default() }
     }
 
     /// Sends a Schedule message when there are pods to try, else sets the timer for the
@@ -153,14 +155,27 @@ impl Scheduler {
         self.armed = false;
         self.stats.passes += 1;
         let now = Instant::now();
-        for (key, pod) in self.queue.pop_active(now) {
+        let mut batch = self.queue.pop_active(now);
+        // Higher priority first, as kube's activeQ orders them; arrival order otherwise.
+        batch.sort_by_key(|(_, p)| std::cmp::Reverse(plugins::priority(p)));
+        for (key, pod) in batch {
             self.stats.attempts += 1;
-            let info = plugins::pod_info(&pod);
-            match plugins::place(&info, &self.cache.snapshot()) {
+            let mut info = plugins::pod_info(&pod);
+            info.volumes = plugins::volume_binding::pre_filter(&pod, &self.volumes);
+            let nodes = self.with_nominated(&key, &info, self.cache.snapshot());
+            let snap = plugins::Snapshot { nodes: &nodes, namespaces: self.cache.namespaces() };
+            let placed = plugins::schedule(&info, &snap).map_err(|d| {
+                let pdbs: Vec<_> = self.pdbs.values().cloned().collect();
+                match plugins::default_preemption::preempt(&info, &snap, &d, &pdbs) {
+                    Ok(c) => (d.message(None), Some(c)),
+                    Err(post) => (d.message(Some(&post)), None),
+                }
+            });
+            match placed {
                 Ok(node) => {
                     // Counted at once, so the next pod in this pass already sees it.
-                    self.cache.assume(&key, &node, info.requests);
-                    self.assumed.insert(key.clone(), Assumed { uid: pod.metadata.uid.clone(), node: node.clone(), requests: info.requests, binding: true, confirmed: false });
+                    self.cache.assume(&key, &node, &pod);
+                    self.assumed.insert(key.clone(), Assumed { uid: pod.metadata.uid.clone(), node: node.clone(), pod: pod.clone(), binding: true, confirmed: false });
                     let bind = self.binder.bind(pod, node);
                     let addr = ctx.address();
                     tokio::spawn(async move {
@@ -168,9 +183,15 @@ impl Scheduler {
                         addr.do_send(Msg::Bound { key, result });
                     });
                 }
-                Err(why) => {
+                Err((why, candidate)) => {
                     tracing::info!(pod = %key, reason = %why, "pod does not fit");
                     self.queue.unschedulable(&key);
+                    if let Some(c) = candidate {
+                        tracing::info!(pod = %key, node = %c.node, victims = c.victims.len(), "preempting");
+                        self.nominated.insert(key.clone(), (c.node.clone(), pod.clone()));
+                        let victims = c.victims.iter().map(|v| (**v).clone()).collect();
+                        tokio::spawn(self.binder.preempt(pod.clone(), c.node, victims));
+                    }
                     if self.reported.get(&key) == Some(&why) {
                         continue;
                     }
@@ -191,7 +212,7 @@ impl Scheduler {
                 self.reported.remove(&key);
                 if let BindResult::AlreadyBound(node) = result {
                     if !a.confirmed && node != a.node {
-                        self.cache.assume(&key, &node, a.requests);
+                        self.cache.assume(&key, &node, &a.pod);
                         a.node = node;
                     }
                 }
@@ -216,6 +237,28 @@ impl Scheduler {
         }
     }
 
+    /// The snapshot with the nominated pods of at least this priority counted on their
+    /// nominated nodes (kube's addNominatedPods), so a preemptor's room is not taken by
+    /// a pod of lower priority while the victims leave.
+    fn with_nominated(&self, key: &str, info: &plugins::PodInfo, mut nodes: Vec<cache::NodeInfo>) -> Vec<cache::NodeInfo> {
+        for (k, (node, p)) in &self.nominated {
+            if k == key || plugins::priority(p) < info.priority {
+                continue;
+            }
+            if let Some(n) = nodes.iter_mut().find(|n| n.name == *node) {
+                let r = cache::requests(p);
+                n.requested.cpu_millis += r.cpu_millis;
+                n.requested.memory += r.memory;
+                n.requested.pods += 1;
+                let nz = plugins::least_allocated::non_zero(r);
+                n.nonzero_requested.cpu_millis += nz.cpu_millis;
+                n.nonzero_requested.memory += nz.memory;
+                n.pods.push(Arc::new(p.clone()));
+            }
+        }
+        nodes
+    }
+
     /// Whether an unbound event is an old copy of a pod this scheduler has placed.
     fn is_assumed(&self, key: &str, p: &Pod) -> bool {
         self.assumed.get(key).is_some_and(|a| a.uid == p.metadata.uid)
@@ -228,6 +271,7 @@ impl Scheduler {
         if bound {
             self.queue.remove(&k);
             self.reported.remove(&k);
+            self.nominated.remove(&k);
             if let Some(a) = self.assumed.get_mut(&k) {
                 if a.uid == p.metadata.uid {
                     a.confirmed = true;
@@ -237,16 +281,28 @@ impl Scheduler {
                 }
             }
             let before = self.cache.placed(&k);
+            let old_labels = self.cache.pod(&k).map(|o| o.metadata.labels.clone());
             self.cache.set_pod(&k, &p);
             let after = self.cache.placed(&k);
-            return before.is_some() && before != after;
+            // Capacity given back, or labels changed (affinity and spreading look at them).
+            let relabelled = old_labels.is_some_and(|l| l != p.metadata.labels);
+            return (before.is_some() && before != after) || relabelled;
         }
         if self.is_assumed(&k, &p) {
             return false;
         }
         if wants_scheduling(&p) {
+            match p.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty()) {
+                Some(n) => {
+                    self.nominated.insert(k.clone(), (n, p.clone()));
+                }
+                None => {
+                    self.nominated.remove(&k);
+                }
+            }
             self.queue.upsert(&k, p, now);
         } else {
+            self.nominated.remove(&k);
             self.queue.remove(&k);
             self.reported.remove(&k);
         }
@@ -255,6 +311,7 @@ impl Scheduler {
 
     fn forget_pod(&mut self, p: &Pod) -> bool {
         let k = key_of(p);
+        self.nominated.remove(&k);
         self.queue.remove(&k);
         self.reported.remove(&k);
         if self.assumed.get(&k).is_some_and(|a| !a.binding && a.uid == p.metadata.uid) {
@@ -275,6 +332,7 @@ impl Scheduler {
                 self.queue.remove(&k);
             }
         }
+        self.nominated.retain(|k, _| listed.contains_key(k));
         self.assumed.retain(|k, a| a.binding || listed.get(k).is_some_and(|u| *u == a.uid));
         for a in self.assumed.values_mut() {
             a.confirmed = false;
@@ -284,7 +342,7 @@ impl Scheduler {
         }
         for (k, a) in &self.assumed {
             if !a.confirmed {
-                self.cache.assume(k, &a.node, a.requests);
+                self.cache.assume(k, &a.node, &a.pod);
             }
         }
         self.reported.retain(|k, _| listed.contains_key(k));
@@ -295,77 +353,6 @@ impl Scheduler {
         let mut per_node: Vec<(String, u64)> = self.cache.snapshot().into_iter().map(|n| (n.name, n.requested.pods)).collect();
         per_node.sort();
         Stats { waiting: self.queue.len(), assumed: self.assumed.len(), pods_per_node: per_node, ..self.stats.clone() }
-    }
-}
-
-async fn bind(client: &Client, pod: &Pod, node: &str) -> BindResult {
-    let ns = pod.metadata.namespace.as_deref();
-    let name = pod.metadata.name.as_deref().unwrap_or("");
-    let uid = pod.metadata.uid.clone();
-    let seen = std::sync::Mutex::new(BindResult::Bound);
-    let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
-        // Another pod of the same name, or someone else bound it: leave it.
-        if cur.metadata.uid != uid {
-            *seen.lock().unwrap() = BindResult::Gone;
-            return;
-        }
-        if let Some(n) = cur.spec.as_ref().and_then(|s| s.node_name.clone()) {
-            *seen.lock().unwrap() = BindResult::AlreadyBound(n);
-            return;
-        }
-        *seen.lock().unwrap() = BindResult::Bound;
-        if let Some(s) = cur.spec.as_mut() {
-            s.node_name = Some(node.to_string());
-        }
-        let st = cur.status.get_or_insert_with(Default::default);
-        let conds = st.conditions.get_or_insert_with(Vec::new);
-        conds.retain(|c| c.type_ != "PodScheduled");
-        conds.push(PodCondition { type_: "PodScheduled".into(), status: "True".into(), last_transition_time: Some(schema::object::now()), ..Default::default() });
-    })
-    .await;
-    let seen = seen.into_inner().unwrap_or(BindResult::Failed);
-    match out {
-        Outcome::Written => {
-            events::record(client, events::event(events::reference(pod), "Normal", "Scheduled", &format!("Successfully assigned {}/{name} to {node}", ns.unwrap_or("")), "default-scheduler"));
-            BindResult::Bound
-        }
-        Outcome::Unchanged => seen,
-        Outcome::Gone => BindResult::Gone,
-        Outcome::Failed(e) => {
-            tracing::warn!(pod = %name, error = %e, "binding failed");
-            BindResult::Failed
-        }
-    }
-}
-
-/// Writes PodScheduled=False with the reasons, and a FailedScheduling event, only when the
-/// reasons changed: a pod retried every few seconds must not grow the event list forever.
-async fn mark_unschedulable(client: &Client, pod: &Pod, why: &str) {
-    let ns = pod.metadata.namespace.as_deref();
-    let name = pod.metadata.name.as_deref().unwrap_or("");
-    let uid = pod.metadata.uid.clone();
-    let out = update_outcome::<Pod, _>(client, ns, name, |cur| {
-        if cur.metadata.uid != uid || cur.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
-            return;
-        }
-        let st = cur.status.get_or_insert_with(Default::default);
-        let conds = st.conditions.get_or_insert_with(Vec::new);
-        if conds.iter().any(|c| c.type_ == "PodScheduled" && c.message.as_deref() == Some(why)) {
-            return;
-        }
-        conds.retain(|c| c.type_ != "PodScheduled");
-        conds.push(PodCondition {
-            type_: "PodScheduled".into(),
-            status: "False".into(),
-            reason: Some("Unschedulable".into()),
-            message: Some(why.to_string()),
-            last_transition_time: Some(schema::object::now()),
-            ..Default::default()
-        });
-    })
-    .await;
-    if out == Outcome::Written {
-        events::record(client, events::event(events::reference(pod), "Warning", "FailedScheduling", why, "default-scheduler"));
     }
 }
 
@@ -424,6 +411,52 @@ impl StreamHandler<InformerEvent<Pod>> for Scheduler {
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
 
+/// Namespace labels feed affinity terms' namespaceSelector.
+impl StreamHandler<InformerEvent<Namespace>> for Scheduler {
+    fn handle(&mut self, ev: InformerEvent<Namespace>, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            let labels = |n: &Namespace| n.metadata.labels.clone().unwrap_or_default();
+            let changed = match ev {
+                InformerEvent::Listed(items, _) => {
+                    items.iter().for_each(|n| {
+                        self.cache.set_namespace(n.metadata.name.as_deref().unwrap_or(""), labels(n));
+                    });
+                    true
+                }
+                InformerEvent::Applied(n, _) => self.cache.set_namespace(n.metadata.name.as_deref().unwrap_or(""), labels(&n)),
+                InformerEvent::Deleted(n, _) => {
+                    self.cache.remove_namespace(n.metadata.name.as_deref().unwrap_or(""));
+                    false
+                }
+            };
+            if changed {
+                self.queue.move_unschedulable(Instant::now());
+            }
+            self.kick(ctx);
+        })
+    }
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
+/// PodDisruptionBudgets only weigh on the choice of victims: no retry on their changes.
+impl StreamHandler<InformerEvent<PodDisruptionBudget>> for Scheduler {
+    fn handle(&mut self, ev: InformerEvent<PodDisruptionBudget>, _: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            let key = |p: &PodDisruptionBudget| format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or(""), p.metadata.name.as_deref().unwrap_or(""));
+            match ev {
+                InformerEvent::Listed(items, _) => self.pdbs = items.iter().map(|p| (key(p), plugins::default_preemption::pdb_of(p))).collect(),
+                InformerEvent::Applied(p, _) => {
+                    self.pdbs.insert(key(&p), plugins::default_preemption::pdb_of(&p));
+                }
+                InformerEvent::Deleted(p, _) => {
+                    self.pdbs.remove(&key(&p));
+                }
+            }
+        })
+    }
+    fn finished(&mut self, _: &mut Context<Self>) {}
+}
+
 impl Handler<Msg> for Scheduler {
     type Result = ();
     fn handle(&mut self, m: Msg, ctx: &mut Context<Self>) {
@@ -454,6 +487,11 @@ pub async fn start(bus: bus::Bus) -> anyhow::Result<SchedulerHandle> {
     let addr = Scheduler::create(move |ctx| {
         ctx.add_stream(watch_objects::<Node>(client.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<Pod>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Namespace>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<PodDisruptionBudget>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::PersistentVolume>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::storage::v1::StorageClass>(client.clone(), Scope::default()));
         Scheduler::new(client)
     });
     Ok(SchedulerHandle { addr })

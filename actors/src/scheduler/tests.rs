@@ -10,6 +10,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Recorder {
     binds: Mutex<Vec<(String, String)>>,
+    /// (preemptor, node, victims) of each preemption.
+    preempted: Mutex<Vec<(String, String, Vec<String>)>>,
     /// While set, bindings wait for it to be released.
     gate: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -26,6 +28,11 @@ impl Binder for Recorder {
         })
     }
     fn unschedulable(&self, _pod: Pod, _why: String) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+    fn preempt(&self, pod: Pod, node: String, victims: Vec<Pod>) -> BoxFuture<'static, ()> {
+        let names = victims.iter().filter_map(|v| v.metadata.name.clone()).collect();
+        self.preempted.lock().unwrap().push((pod.metadata.name.clone().unwrap_or_default(), node, names));
         Box::pin(async {})
     }
 }
@@ -215,5 +222,76 @@ fn an_idle_scheduler_handles_nothing() {
         rig.pods.unbounded_send(InformerEvent::Deleted(pod("extra-big", "3"), 901)).unwrap();
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(rig.stats().await.attempts, s1.attempts);
+    });
+}
+
+fn prio(mut p: Pod, priority: i32) -> Pod {
+    p.spec.as_mut().unwrap().priority = Some(priority);
+    p
+}
+
+#[test]
+fn a_preemptor_keeps_the_room_it_made_from_lower_priority_pods() {
+    actix::System::new().block_on(async {
+        tokio::time::pause();
+        let mut rig = Rig::start(Recorder::default());
+        rig.nodes.unbounded_send(InformerEvent::Listed(vec![node("n1", 10, 0)], 1)).unwrap();
+        let victim = on(prio(pod("low", "2"), 0), "n1");
+        rig.pods.unbounded_send(InformerEvent::Listed(vec![victim.clone(), prio(pod("vip", "1"), 100)], 1)).unwrap();
+        let rec = rig.rec.clone();
+        until(|| !rec.preempted.lock().unwrap().is_empty()).await;
+        assert_eq!(rec.preempted.lock().unwrap()[0], ("vip".to_string(), "n1".to_string(), vec!["low".to_string()]));
+        // The victim goes; its replacement (priority 0) arrives first but may not take the
+        // room the nominated preemptor is waiting for.
+        let r = rig.rev();
+        rig.pods.unbounded_send(InformerEvent::Deleted(victim, r)).unwrap();
+        rig.pod(prio(pod("replacement", "1500m"), 0));
+        until(|| rec.binds().iter().any(|(p, _)| p == "vip")).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(rig.rec.binds(), vec![("vip".to_string(), "n1".to_string())], "only the preemptor was placed");
+        assert_eq!(rec.preempted.lock().unwrap().len(), 1, "no second round of preemption");
+    });
+}
+
+#[test]
+fn a_relabelled_pod_wakes_a_pod_waiting_for_affinity_to_it() {
+    actix::System::new().block_on(async {
+        tokio::time::pause();
+        let mut rig = Rig::start(Recorder::default());
+        let mut n1 = node("n1", 10, 0);
+        n1.metadata.labels = Some([("kubernetes.io/hostname".to_string(), "n1".to_string())].into());
+        rig.nodes.unbounded_send(InformerEvent::Listed(vec![n1], 1)).unwrap();
+        let mut web = pod("web", "10m");
+        web.spec.as_mut().unwrap().affinity = Some(serde_json::from_value(serde_json::json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "cache"}}, "topologyKey": "kubernetes.io/hostname"}
+        ]}})).unwrap());
+        let mut other = on(pod("c", "10m"), "n1");
+        other.metadata.labels = Some([("app".to_string(), "other".to_string())].into());
+        rig.pods.unbounded_send(InformerEvent::Listed(vec![other.clone(), web], 1)).unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(rig.rec.binds().is_empty(), "nothing it has affinity to runs yet");
+        // Well inside the five-minute flush: only the label change can wake it.
+        other.metadata.labels = Some([("app".to_string(), "cache".to_string())].into());
+        rig.pod(other);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(rig.rec.binds(), vec![("web".to_string(), "n1".to_string())]);
+    });
+}
+
+#[test]
+fn a_gated_pod_is_not_tried_until_its_gates_are_gone() {
+    actix::System::new().block_on(async {
+        tokio::time::pause();
+        let mut rig = Rig::start(Recorder::default());
+        rig.nodes.unbounded_send(InformerEvent::Listed(vec![node("n1", 10, 0)], 1)).unwrap();
+        let mut gated = pod("g", "10m");
+        gated.spec.as_mut().unwrap().scheduling_gates = Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate { name: "example.com/wait".into() }]);
+        rig.pods.unbounded_send(InformerEvent::Listed(vec![gated], 1)).unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let s = rig.stats().await;
+        assert_eq!((s.attempts, s.waiting), (0, 0), "a gated pod stays out of the queue: {s:?}");
+        rig.pod(pod("g", "10m"));
+        let rec = rig.rec.clone();
+        until(|| rec.binds().len() == 1).await;
     });
 }

@@ -12,12 +12,23 @@ use std::time::Duration;
 pub struct Thresholds {
     pub high: u8,
     pub low: u8,
+    /// kubelet's --image-minimum-gc-age: an image used (or pulled) more recently stays,
+    /// so one pulled for a container about to be made is not taken from under it.
+    pub min_age: Duration,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { high: 85, low: 80 }
+        Thresholds { high: 85, low: 80, min_age: MIN_AGE }
     }
+}
+
+/// The kubelet's default --image-minimum-gc-age.
+pub const MIN_AGE: Duration = Duration::from_secs(120);
+
+/// Whether `i` was used or pulled less than `min_age` before `now` (unix seconds).
+pub fn too_young(i: &Image, now: u64, min_age: Duration) -> bool {
+    i.last_used > 0 && now.saturating_sub(i.last_used) < min_age.as_secs()
 }
 
 /// The kubelet's ImageGCPeriod.
@@ -120,8 +131,9 @@ pub async fn pass(store: &dyn ImageStore, t: Thresholds) -> Result<Pass, String>
     if usage.percent() < u64::from(t.high) {
         return Ok(Pass::Idle);
     }
-    let images = store.images().await?;
     let in_use = store.in_use().await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let images: Vec<Image> = store.images().await?.into_iter().filter(|i| !too_young(i, now, t.min_age)).collect();
     let need = usage.to_free(t.low);
     let sizes: HashMap<&str, u64> = images.iter().map(|i| (i.id.as_str(), i.size)).collect();
     let mut freed = 0u64;
@@ -196,6 +208,14 @@ mod tests {
     }
 
     #[test]
+    fn recently_used_images_are_too_young() {
+        let min = Duration::from_secs(120);
+        assert!(too_young(&img("a", 1, 1000), 1100, min));
+        assert!(!too_young(&img("a", 1, 1000), 1120, min));
+        assert!(!too_young(&img("never", 1, 0), 1100, min));
+    }
+
+    #[test]
     fn oldest_unused_first_until_enough() {
         let images = [img("new", 4 * GB, 300), img("old", 3 * GB, 100), img("never", 2 * GB, 0), img("busy", 50 * GB, 0), Image { pinned: true, ..img("pause", 9 * GB, 0) }];
         let in_use: HashSet<String> = ["busy".to_string()].into();
@@ -232,8 +252,8 @@ mod tests {
     #[tokio::test]
     async fn a_pass_removes_or_reports_the_shortfall() {
         let f = Fake { images: std::sync::Mutex::new(vec![img("a", GB, 1), img("busy", GB, 0)]), usage: Usage { capacity: 100 * GB, available: 10 * GB } };
-        assert_eq!(pass(&f, Thresholds { high: 95, low: 80 }).await.unwrap(), Pass::Idle);
-        let p = pass(&f, Thresholds { high: 85, low: 80 }).await.unwrap();
+        assert_eq!(pass(&f, Thresholds { high: 95, low: 80, ..Default::default() }).await.unwrap(), Pass::Idle);
+        let p = pass(&f, Thresholds { high: 85, low: 80, ..Default::default() }).await.unwrap();
         assert_eq!(p, Pass::Short(shortfall_message(10 * GB, GB)));
         assert_eq!(f.images.lock().unwrap().iter().map(|i| i.id.as_str()).collect::<Vec<_>>(), ["busy"]);
     }

@@ -15,6 +15,9 @@ pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 pub const INITIAL_PULL_BACKOFF: Duration = Duration::from_secs(10);
 /// How long ErrImagePull shows before the pod's next sync shows ImagePullBackOff.
 pub const PULL_RESYNC: Duration = Duration::from_secs(2);
+/// How soon a container whose creation failed is tried again (the kubelet retries on its
+/// next sync: an image removed between pull and create is pulled again).
+pub const CREATE_RETRY: Duration = Duration::from_secs(5);
 /// terminationGracePeriodSeconds when the pod says nothing.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
@@ -226,6 +229,11 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
             (pod, cmds)
         }
 
+        (Lifecycle::Active, Event::CreateFailed { idx, message }) => {
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            c.state = State::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
+            (pod, vec![Command::PullBackoff { idx, after: CREATE_RETRY }])
+        }
         (_, Event::CreateFailed { idx, message }) => {
             if let Some(c) = pod.containers.get_mut(idx) {
                 c.state = State::Waiting { reason: "CreateContainerError".into(), message: Some(message) };
@@ -296,7 +304,7 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
                     c.state = State::Waiting { reason: "ImagePullBackOff".into(), message: Some(crate::images::backoff_message(&c.image)) };
                     (pod, vec![Command::PullBackoff { idx, after: wait }])
                 }
-                "ImagePullBackOff" => (pod, vec![Command::Start { idx }]),
+                "ImagePullBackOff" | "CreateContainerError" => (pod, vec![Command::Start { idx }]),
                 _ => (pod, vec![]),
             }
         }
@@ -440,7 +448,7 @@ mod tests {
     fn a_failed_create_waits_with_its_reason() {
         let msg = "failed to create containerd task: container \"c\" has no command: host-process mode needs spec.containers[].command";
         let (p, cmds) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Admitted, Event::CreateFailed { idx: 0, message: msg.into() }]);
-        assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::PullBackoff { idx: 0, after: CREATE_RETRY }]);
         assert_eq!(p.containers[0].state, State::Waiting { reason: "CreateContainerError".into(), message: Some(msg.into()) });
         assert_eq!(p.lifecycle, Lifecycle::Active);
     }
@@ -496,7 +504,7 @@ mod tests {
             pod(RestartPolicy::Always, &["c"]),
             vec![Event::Admitted, Event::CreateFailed { idx: 0, message: "no command".into() }, Event::DeletionRequested { grace: DEFAULT_GRACE }],
         );
-        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::DeleteFromStore]);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::PullBackoff { idx: 0, after: CREATE_RETRY }, Command::DeleteFromStore]);
         assert_eq!(p.lifecycle, Lifecycle::Removing);
     }
 

@@ -9,7 +9,9 @@ pub mod lookup;
 pub mod node;
 pub mod spec;
 pub mod status;
+pub mod usage;
 mod store;
+pub mod volumes;
 mod workers;
 
 use crate::runtime::{Runtime, Runtimes, Sandbox, Started};
@@ -55,6 +57,10 @@ struct PodRt {
     procs: HashMap<usize, (u64, Started)>,
     start_time: Timestamp,
     qos: &'static str,
+    /// Its volumes, ready on this node (made before its sandbox).
+    mounts: Vec<volumes::Mounted>,
+    /// Why its volumes were last not ready (FailedMount is recorded when this changes).
+    mount_error: Option<String>,
     /// The latest status; a per-pod writer task coalesces and writes it.
     status_tx: tokio::sync::watch::Sender<Option<serde_json::Value>>,
 }
@@ -72,6 +78,9 @@ pub struct Kubelet {
     next_instance: u64,
     /// Exits seen before their start's answer was handled.
     early_exits: HashMap<u64, i32>,
+    /// The volume directories this node's pods have mounted, by pod uid: the orphan
+    /// sweep (`volumes::collect_orphans`) never removes one of them.
+    pub in_use: volumes::InUse,
     /// Set by Shutdown: nothing new starts and no status is written any more, so the store
     /// keeps saying what should run and a restarted agent brings it back.
     stopping: bool,
@@ -80,7 +89,7 @@ pub struct Kubelet {
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
         let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
-        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false }
+        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default() }
     }
 
     fn span(&self) -> tracing::Span {
@@ -240,7 +249,7 @@ impl Kubelet {
         let qos = status::qos_class(pod.spec.as_ref());
         self.pods.insert(
             uid,
-            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), start_time, qos, status_tx },
+            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
         );
     }
 
@@ -271,6 +280,7 @@ impl Kubelet {
             Lifecycle::Removing => self.release_sandbox(uid),
             Lifecycle::Gone => {
                 self.release_sandbox(uid);
+                volumes::release(&self.in_use, uid);
                 // Dropping the entry ends its status writer.
                 self.pods.remove(uid);
             }
@@ -321,7 +331,8 @@ impl Kubelet {
                 None
             }
             Command::PullBackoff { idx, after } => {
-                if after != lifecycle::PULL_RESYNC {
+                let pulling = self.pods.get(uid).and_then(|rt| rt.state.containers.get(idx)).is_some_and(|c| matches!(&c.state, lifecycle::State::Waiting { reason, .. } if reason == "ImagePullBackOff"));
+                if after != lifecycle::PULL_RESYNC && pulling {
                     self.note(uid, "Normal", "BackOff", crate::images::backoff_message(&self.container_image(uid, idx)));
                 }
                 ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);

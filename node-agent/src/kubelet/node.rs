@@ -40,6 +40,11 @@ pub fn conditions(now: &str) -> Value {
     ])
 }
 
+/// The data directory as an absolute path, for the local-path provisioner's volumes.
+fn data_dir(cfg: &NodeConfig) -> String {
+    std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone()).to_string_lossy().into_owned()
+}
+
 /// The Node as this agent registers it.
 pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
     let capacity = json!({
@@ -50,7 +55,7 @@ pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
     });
     json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": cfg.name, "labels": {
+        "metadata": {"name": cfg.name, "annotations": {schema::storage::NODE_DATA_DIR_ANNOTATION: data_dir(cfg)}, "labels": {
             "kubernetes.io/hostname": cfg.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch(),
             "node.kubernetes.io/instance-type": "flotilla", "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch()}},
         "spec": {},
@@ -83,6 +88,8 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<(), bus::clie
                     st.conditions = Some(refresh_conditions(&before, &schema::object::now()));
                 }
                 existing.metadata.labels = want.metadata.labels.clone();
+                let ann = existing.metadata.annotations.get_or_insert_with(Default::default);
+                ann.extend(want.metadata.annotations.clone().unwrap_or_default());
                 match client.update(&existing).await {
                     Ok(_) => return Ok(()),
                     Err(e) if e.is_conflict() => continue,

@@ -86,6 +86,7 @@ pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, d: &Down
         stdin: c.stdin.unwrap_or(false),
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
+        mounts: Vec::new(),
     })
 }
 

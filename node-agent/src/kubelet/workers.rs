@@ -41,7 +41,7 @@ impl Kubelet {
     /// Carries out `Command::Start`: the answer comes later, as Started, PullFailed,
     /// NeverPull or CreateFailed; only a pod without a runtime answers at once.
     pub(super) fn start(&mut self, uid: &str, idx: usize, ctx: &mut Context<Self>) -> Option<Event> {
-        let (node, data_dir) = (self.node.clone(), self.data_dir.clone());
+        let data_dir = self.data_dir.clone();
         let rt = self.pods.get_mut(uid)?;
         let runtime = match &rt.runtime {
             Ok(r) => r.clone(),
@@ -62,15 +62,23 @@ impl Kubelet {
                     rt.starting -= 1;
                     return Some(Event::CreateFailed { idx, message: format!("failed to create the pod's directory {}: {e}", dir.display()) });
                 }
-                let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt);
-                rt.sandbox_attempt += 1;
-                tracing::debug!(node = %node, pod = %format!("{}/{}", rt.state.namespace, rt.state.name), "creating the pod sandbox");
-                let fut = runtime.run_sandbox(&sandbox_spec);
-                let u = uid.to_string();
-                ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.sandbox_done(&u, runtime, res, ctx)));
+                // Volumes first: the sandbox (and every container) waits for them.
+                self.mount_then_sandbox(uid, runtime, ctx);
             }
         }
         None
+    }
+
+    /// Makes the pod's sandbox once its volumes are ready; its waiting containers start in it.
+    pub(super) fn run_sandbox(&mut self, uid: &str, runtime: Arc<dyn Runtime>, ctx: &mut Context<Self>) {
+        let Some(rt) = self.pods.get_mut(uid) else { return };
+        let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+        let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt);
+        rt.sandbox_attempt += 1;
+        tracing::debug!(node = %self.node, pod = %format!("{}/{}", rt.state.namespace, rt.state.name), "creating the pod sandbox");
+        let fut = runtime.run_sandbox(&sandbox_spec);
+        let u = uid.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.sandbox_done(&u, runtime, res, ctx)));
     }
 
     fn sandbox_done(&mut self, uid: &str, runtime: Arc<dyn Runtime>, res: Result<Sandbox, RuntimeError>, ctx: &mut Context<Self>) {
@@ -121,13 +129,14 @@ impl Kubelet {
         let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
         let pod_ip = rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone());
         let d = Downward { node: &self.node, host_ip: &self.host_ip, pod_ip: &pod_ip };
-        let Some(cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &d) else {
+        let Some(mut cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &d) else {
             if let Some(rt) = self.pods.get_mut(uid) {
                 rt.starting = rt.starting.saturating_sub(1);
             }
             self.drive(uid, Event::CreateFailed { idx, message: "no such container in the pod spec".into() }, ctx);
             return;
         };
+        cspec.mounts = super::volumes::container_mounts(&rt.pod, idx, &rt.mounts);
         let declared = rt.pod.spec.as_ref().and_then(|s| s.containers.get(idx)).and_then(|c| c.image_pull_policy.clone());
         let policy = PullPolicy::parse(declared.as_deref(), &cspec.image);
         self.next_instance += 1;

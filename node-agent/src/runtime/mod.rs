@@ -90,6 +90,27 @@ pub struct ContainerSpec {
     pub stdin: bool,
     pub stdin_once: bool,
     pub tty: bool,
+    /// The pod's volumes this container mounts (`volumeMounts`), resolved to host paths.
+    pub mounts: Vec<Mount>,
+}
+
+/// The variable a host-process container finds a mounted volume's directory in:
+/// `FLOTILLA_VOLUME_WWW_DATA` for the volume `www-data`.
+pub fn volume_env(volume: &str) -> String {
+    let name: String = volume.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    format!("FLOTILLA_VOLUME_{name}")
+}
+
+/// One `volumeMounts[]` entry, resolved by the kubelet's volume code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The pod's volume name.
+    pub volume: String,
+    /// The directory on the node (the volume's, or its subPath).
+    pub host_path: PathBuf,
+    /// `mountPath`, inside the container.
+    pub container_path: String,
+    pub read_only: bool,
 }
 
 /// A started container.
@@ -99,6 +120,15 @@ pub struct Started {
     pub id: String,
     /// The main process when the runtime knows it (host mode: the process group leader).
     pub pid: Option<i32>,
+}
+
+/// One reading of a container's resource use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// CPU time used since it started, in nanoseconds.
+    pub cpu_ns: u64,
+    /// Its working set (host mode: resident memory).
+    pub memory_bytes: u64,
 }
 
 /// An image made present for a container.
@@ -152,6 +182,11 @@ pub trait Runtime: Send + Sync {
     /// Stops whatever still runs in the sandbox and removes it (and its network).
     fn remove_sandbox(&self, sandbox: &Sandbox) -> BoxFuture<'static, ()>;
     /// The images present, for the Node's `status.images`.
+    /// What a running container has used: cumulative CPU time and memory now. None when
+    /// the runtime cannot tell (the container is gone, or the runtime keeps no figures).
+    fn container_usage(&self, _started: &Started) -> BoxFuture<'static, Option<Usage>> {
+        Box::pin(async { None })
+    }
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
         Box::pin(async { Vec::new() })
     }

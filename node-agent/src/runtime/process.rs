@@ -139,6 +139,9 @@ impl ProcessRuntime {
             .env_clear()
             .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // No mount namespace for a host process: each mounted volume's directory is
+            // named in FLOTILLA_VOLUME_<NAME> (and linked at <pod dir>/volumes/<name>).
+            .envs(spec.mounts.iter().map(|m| (super::volume_env(&m.volume), m.host_path.as_os_str())))
             .current_dir(&working_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -185,6 +188,12 @@ impl ProcessRuntime {
 impl Runtime for ProcessRuntime {
     fn handler(&self) -> &'static str {
         "host"
+    }
+
+    fn container_usage(&self, started: &Started) -> BoxFuture<'static, Option<super::Usage>> {
+        // A host-mode container is its process group: the leader and what it forked.
+        let pgid = started.pid;
+        Box::pin(async move { tokio::task::spawn_blocking(move || crate::metrics::procfs::group_usage(pgid?)).await.ok().flatten() })
     }
 
     fn version(&self) -> String {
@@ -262,6 +271,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             tty: false,
+            mounts: vec![],
         };
         let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");

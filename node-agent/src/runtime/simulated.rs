@@ -122,6 +122,7 @@ mod tests {
             stdin: false,
             stdin_once: false,
             tty: false,
+            mounts: vec![],
         }
     }
 

@@ -7,6 +7,7 @@ pub mod limit_ranger;
 pub mod priority;
 pub mod resource_quota;
 pub mod service_account;
+pub mod storage_class;
 pub mod tolerations;
 
 use crate::admission::AdmissionError;

@@ -3,6 +3,8 @@
 //! about a resource. The gateway wraps them into `meta.k8s.io/v1` Tables.
 
 mod more;
+mod storage;
+pub use storage::{access_modes, DEFAULT_CLASS_ANNOTATION};
 
 use crate::labels::label_selector_string;
 use crate::registry::ResourceInfo;
@@ -13,7 +15,7 @@ fn col(name: &str, priority: u8, format: &str) -> Value {
 }
 
 pub fn columns(res: &ResourceInfo) -> Vec<Value> {
-    if let Some(p) = more::printer(res.kind) {
+    if let Some(p) = more::printer(res.kind).or_else(|| storage::printer(res.kind)) {
         return p.columns.iter().map(|(n, pr)| col(n, *pr, if *n == "Name" { "name" } else { "" })).collect();
     }
     let name = col("Name", 0, "name");
@@ -21,7 +23,7 @@ pub fn columns(res: &ResourceInfo) -> Vec<Value> {
     let more: &[(&str, u8)] = match res.kind {
         "Pod" => &[("Ready", 0), ("Status", 0), ("Restarts", 0), ("Age", 0), ("IP", 1), ("Node", 1), ("Nominated Node", 1), ("Readiness Gates", 1)],
         "Deployment" => &[("Ready", 0), ("Up-to-date", 0), ("Available", 0), ("Age", 0), ("Containers", 1), ("Images", 1), ("Selector", 1)],
-        "ReplicaSet" => &[("Desired", 0), ("Current", 0), ("Ready", 0), ("Age", 0), ("Containers", 1), ("Images", 1), ("Selector", 1)],
+        "ReplicaSet" | "ReplicationController" => &[("Desired", 0), ("Current", 0), ("Ready", 0), ("Age", 0), ("Containers", 1), ("Images", 1), ("Selector", 1)],
         "Node" => &[("Status", 0), ("Roles", 0), ("Age", 0), ("Version", 0), ("Internal-IP", 1), ("External-IP", 1), ("OS-Image", 1), ("Kernel-Version", 1), ("Container-Runtime", 1)],
         "Namespace" => &[("Status", 0), ("Age", 0)],
         "RuntimeClass" => &[("Handler", 0), ("Age", 0)],
@@ -111,7 +113,7 @@ pub(super) fn containers_images(v: &Value, ptr: &str) -> (String, String) {
 
 /// The cells of one object, in `columns(res)` order; `now` is in Unix seconds.
 pub fn cells(res: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
-    if let Some(p) = more::printer(res.kind) {
+    if let Some(p) = more::printer(res.kind).or_else(|| storage::printer(res.kind)) {
         return (p.cells)(obj, now);
     }
     let name = json!(s(obj, "/metadata/name"));
@@ -128,6 +130,12 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
             let desired = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
             vec![name, json!(desired), json!(i(obj, "/status/replicas")), json!(i(obj, "/status/readyReplicas")), age, json!(c), json!(im), json!(label_selector_string(obj.pointer("/spec/selector")))]
         }
+        "ReplicationController" => {
+            let (c, im) = containers_images(obj, "/spec/template/spec/containers");
+            let desired = obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+            let sel = json!({"matchLabels": obj.pointer("/spec/selector").cloned().unwrap_or(Value::Null)});
+            vec![name, json!(desired), json!(i(obj, "/status/replicas")), json!(i(obj, "/status/readyReplicas")), age, json!(c), json!(im), json!(label_selector_string(Some(&sel)))]
+        }
         "Node" => node_cells(obj, name, age),
         "Namespace" => vec![name, json!(s(obj, "/status/phase")), age],
         "RuntimeClass" => vec![name, json!(s(obj, "/handler")), age],
@@ -143,6 +151,9 @@ fn pod_cells(obj: &Value, now: i64, name: Value, age: Value) -> Vec<Value> {
     let mut reason = s(obj, "/status/phase").to_string();
     if !s(obj, "/status/reason").is_empty() {
         reason = s(obj, "/status/reason").to_string();
+    }
+    if arr(obj, "/status/conditions").iter().any(|c| c["type"] == "PodScheduled" && c["reason"] == "SchedulingGated") {
+        reason = "SchedulingGated".into();
     }
     let mut restarts = 0i64;
     let mut ready = 0usize;

@@ -14,6 +14,34 @@ pub struct Printer {
     pub cells: fn(&Value, i64) -> Vec<Value>,
 }
 
+/// "cpu: 40%/50%": each resource metric's current value against its target, as kubectl
+/// prints HPA targets (`<unknown>` until the controller has measured it).
+fn hpa_targets(o: &Value) -> String {
+    if let Some(t) = o.pointer("/spec/targetCPUUtilizationPercentage").and_then(Value::as_i64) {
+        let c = o.pointer("/status/currentCPUUtilizationPercentage").and_then(Value::as_i64).map(|c| format!("{c}%")).unwrap_or_else(|| "<unknown>".into());
+        return format!("cpu: {c}/{t}%");
+    }
+    let current = arr(o, "/status/currentMetrics");
+    let parts: Vec<String> = arr(o, "/spec/metrics")
+        .iter()
+        .filter(|m| m["type"] == "Resource")
+        .map(|m| {
+            let res = m["resource"]["name"].as_str().unwrap_or("");
+            let t = &m["resource"]["target"];
+            let cur = current.iter().find(|c| c["type"] == "Resource" && c["resource"]["name"] == res).map(|c| &c["resource"]["current"]);
+            if let Some(u) = t["averageUtilization"].as_i64() {
+                let c = cur.and_then(|c| c["averageUtilization"].as_i64()).map(|c| format!("{c}%")).unwrap_or_else(|| "<unknown>".into());
+                format!("{res}: {c}/{u}%")
+            } else {
+                let want = t["averageValue"].as_str().unwrap_or("");
+                let c = cur.and_then(|c| c["averageValue"].as_str()).unwrap_or("<unknown>");
+                format!("{res}: {c}/{want}")
+            }
+        })
+        .collect();
+    if parts.is_empty() { "<none>".into() } else { parts.join(", ") }
+}
+
 pub fn printer(kind: &str) -> Option<Printer> {
     let p = |columns: Columns, cells: fn(&Value, i64) -> Vec<Value>| Some(Printer { columns, cells });
     match kind {
@@ -43,6 +71,11 @@ pub fn printer(kind: &str) -> Option<Printer> {
         "PodDisruptionBudget" => p(&[("Name", 0), ("Min Available", 0), ("Max Unavailable", 0), ("Allowed Disruptions", 0), ("Age", 0)], |o, now| {
             let int_or_str = |p: &str| o.pointer(p).filter(|v| !v.is_null()).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).unwrap_or_else(|| "N/A".into());
             vec![name(o), json!(int_or_str("/spec/minAvailable")), json!(int_or_str("/spec/maxUnavailable")), json!(i(o, "/status/disruptionsAllowed")), age(o, now)]
+        }),
+        "HorizontalPodAutoscaler" => p(&[("Name", 0), ("Reference", 0), ("Targets", 0), ("MinPods", 0), ("MaxPods", 0), ("Replicas", 0), ("Age", 0)], |o, now| {
+            let reference = format!("{}/{}", s(o, "/spec/scaleTargetRef/kind"), s(o, "/spec/scaleTargetRef/name"));
+            let min = o.pointer("/spec/minReplicas").and_then(Value::as_i64).unwrap_or(1);
+            vec![name(o), json!(reference), json!(hpa_targets(o)), json!(min), json!(i(o, "/spec/maxReplicas")), json!(i(o, "/status/currentReplicas")), age(o, now)]
         }),
         "Lease" => p(&[("Name", 0), ("Holder", 0), ("Age", 0)], |o, now| vec![name(o), json!(s(o, "/spec/holderIdentity")), age(o, now)]),
         "PriorityClass" => p(&[("Name", 0), ("Value", 0), ("Global-Default", 0), ("Age", 0), ("PreemptionPolicy", 0)], |o, now| {

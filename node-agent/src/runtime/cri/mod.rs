@@ -250,6 +250,7 @@ impl Runtime for CriRuntime {
                 args: spec.args.clone(),
                 working_dir: spec.working_dir.as_ref().map(|w| w.to_string_lossy().into_owned()).unwrap_or_default(),
                 envs: spec.env.iter().map(|(k, v)| pb::KeyValue { key: k.clone(), value: v.clone() }).collect(),
+                mounts: spec.mounts.iter().map(|m| pb::Mount { container_path: m.container_path.clone(), host_path: m.host_path.to_string_lossy().into_owned(), readonly: m.read_only }).collect(),
                 labels,
                 log_path,
                 stdin: spec.stdin,
@@ -316,6 +317,19 @@ impl Runtime for CriRuntime {
 
     fn port_forward(&self, sandbox: &Sandbox, port: u16) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
         Box::pin(streams::port_forward(self.cri.clone(), sandbox.id.clone(), port))
+    }
+
+    fn container_usage(&self, started: &Started) -> BoxFuture<'static, Option<super::Usage>> {
+        let cri = self.cri.clone();
+        let id = started.id.trim_start_matches("containerd://").to_string();
+        Box::pin(async move {
+            let mut rt = cri.runtime.clone();
+            let stats = rt.container_stats(pb::ContainerStatsRequest { container_id: id }).await.ok()?.into_inner().stats?;
+            Some(super::Usage {
+                cpu_ns: stats.cpu.and_then(|c| c.usage_core_nano_seconds).map(|v| v.value).unwrap_or(0),
+                memory_bytes: stats.memory.and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0),
+            })
+        })
     }
 
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {

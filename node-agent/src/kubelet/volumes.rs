@@ -1,0 +1,273 @@
+//! The kubelet's volumes (its volume manager, in small): a pod's claims and hostPaths
+//! become directories on this node before its sandbox is made (FailedMount while a claim
+//! is unbound), then CRI bind mounts, or for host processes (no mount namespace) a
+//! `FLOTILLA_VOLUME_<NAME>` variable and a `<pod dir>/volumes/<name>` link.
+
+use super::{Kubelet, SandboxSlot};
+use crate::runtime::{Mount, Runtime};
+use actix::prelude::*;
+use bus::informer::{watch_objects, InformerEvent, Scope};
+use bus::Client;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How soon a pod whose volumes are not ready is tried again.
+const MOUNT_RETRY: Duration = Duration::from_secs(2);
+/// How often the orphan sweep looks at the disk again besides volume deletions, for
+/// directories a pod still used when their volume went.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Volume directories in use on this node, by pod uid (shared with the orphan sweep).
+pub type InUse = Arc<std::sync::Mutex<BTreeMap<String, Vec<PathBuf>>>>;
+
+/// The pod is gone from this node: its volumes are free.
+pub fn release(in_use: &InUse, uid: &str) {
+    if let Ok(mut m) = in_use.lock() {
+        m.remove(uid);
+    }
+}
+
+/// A pod volume made ready on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mounted {
+    pub name: String,
+    pub host_path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Where a volume's data lives on the node, from its source.
+fn volume_path(pv: &PersistentVolume) -> Option<(PathBuf, Option<String>)> {
+    let spec = pv.spec.as_ref()?;
+    if let Some(l) = &spec.local {
+        return Some((PathBuf::from(&l.path), None));
+    }
+    spec.host_path.as_ref().map(|h| (PathBuf::from(&h.path), h.type_.clone()))
+}
+
+/// Makes or checks a hostPath the way its `type` asks.
+fn host_path_ready(path: &Path, type_: Option<&str>) -> Result<(), String> {
+    match type_.unwrap_or("") {
+        "DirectoryOrCreate" => {
+            std::fs::create_dir_all(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
+            // As k3s' local-path: any user a container runs as may write there.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777));
+            Ok(())
+        }
+        "Directory" if !path.is_dir() => Err(format!("hostPath type check failed: {} is not a directory", path.display())),
+        "File" if !path.is_file() => Err(format!("hostPath type check failed: {} is not a file", path.display())),
+        "FileOrCreate" if !path.exists() => std::fs::File::create(path).map(drop).map_err(|e| format!("creating {}: {e}", path.display())),
+        _ => Ok(()),
+    }
+}
+
+/// Resolves and makes ready every volume of `pod` flotilla's node agent mounts; an error
+/// says what the pod waits for (a FailedMount event).
+pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf) -> Result<Vec<Mounted>, String> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+        if let Some(src) = &v.persistent_volume_claim {
+            let name = &src.claim_name;
+            let waiting = |why: String| format!("Unable to attach or mount volumes: unmounted volumes=[{}]: {why}", v.name);
+            let claim = client.get::<PersistentVolumeClaim>(Some(&ns), name).await.map_err(|e| waiting(e.to_string()))?.ok_or_else(|| waiting(format!("persistentvolumeclaim \"{name}\" not found")))?;
+            let bound = claim.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|n| !n.is_empty());
+            let phase = claim.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("");
+            let Some(pv_name) = bound.filter(|_| phase == "Bound") else { return Err(waiting(format!("persistentvolumeclaim \"{name}\" is not bound yet"))) };
+            let pv = client.get::<PersistentVolume>(None, &pv_name).await.map_err(|e| waiting(e.to_string()))?.ok_or_else(|| waiting(format!("persistentvolume \"{pv_name}\" not found")))?;
+            let Some((path, type_)) = volume_path(&pv) else { return Err(waiting(format!("persistentvolume \"{pv_name}\" is neither local nor hostPath: this node cannot mount it"))) };
+            // A local volume's directory must be there; a provisioned hostPath one is made.
+            host_path_ready(&path, type_.as_deref().or(Some("Directory"))).map_err(waiting)?;
+            let read_only = src.read_only.unwrap_or(false) || claim.spec.as_ref().and_then(|s| s.access_modes.as_ref()).is_some_and(|m| m.iter().all(|x| x == "ReadOnlyMany"));
+            out.push(Mounted { name: v.name.clone(), host_path: path, read_only });
+        } else if let Some(hp) = &v.host_path {
+            let path = PathBuf::from(&hp.path);
+            host_path_ready(&path, hp.type_.as_deref()).map_err(|e| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name))?;
+            out.push(Mounted { name: v.name.clone(), host_path: path, read_only: false });
+        }
+    }
+    link(&pod_dir, &out).map_err(|e| format!("linking the pod's volumes: {e}"))?;
+    Ok(out)
+}
+
+/// `<pod dir>/volumes/<name>` → each volume's directory, for host-process pods.
+fn link(pod_dir: &Path, mounted: &[Mounted]) -> std::io::Result<()> {
+    if mounted.is_empty() {
+        return Ok(());
+    }
+    let dir = pod_dir.join("volumes");
+    std::fs::create_dir_all(&dir)?;
+    for m in mounted {
+        let at = dir.join(&m.name);
+        if std::fs::symlink_metadata(&at).is_ok() {
+            std::fs::remove_file(&at)?;
+        }
+        std::os::unix::fs::symlink(&m.host_path, &at)?;
+    }
+    Ok(())
+}
+
+/// Container `idx`'s `volumeMounts`, resolved against the pod's mounted volumes (a
+/// subPath is made inside its volume).
+pub fn container_mounts(pod: &Pod, idx: usize, mounted: &[Mounted]) -> Vec<Mount> {
+    let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)) else { return Vec::new() };
+    let mut out = Vec::new();
+    for vm in c.volume_mounts.iter().flatten() {
+        let Some(m) = mounted.iter().find(|m| m.name == vm.name) else { continue };
+        let mut host_path = m.host_path.clone();
+        if let Some(sub) = vm.sub_path.as_deref().filter(|s| !s.is_empty() && !s.split('/').any(|p| p == "..")) {
+            host_path = host_path.join(sub.trim_start_matches('/'));
+            let _ = std::fs::create_dir_all(&host_path);
+        }
+        out.push(Mount { volume: vm.name.clone(), host_path, container_path: vm.mount_path.clone(), read_only: m.read_only || vm.read_only.unwrap_or(false) });
+    }
+    out
+}
+
+impl Kubelet {
+    /// Makes the pod's volumes ready, then its sandbox; while they are not, the pod shows
+    /// ContainerCreating and is tried again every MOUNT_RETRY.
+    pub(super) fn mount_then_sandbox(&mut self, uid: &str, runtime: Arc<dyn Runtime>, ctx: &mut Context<Self>) {
+        let Some(rt) = self.pods.get(uid) else { return };
+        let dir = super::spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+        let fut = prepare(self.client.clone(), rt.pod.clone(), dir);
+        let u = uid.to_string();
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.mounted(&u, runtime, res, ctx)));
+    }
+
+    fn mounted(&mut self, uid: &str, runtime: Arc<dyn Runtime>, res: Result<Vec<Mounted>, String>, ctx: &mut Context<Self>) {
+        let stopping = self.stopping;
+        let Some(rt) = self.pods.get_mut(uid) else { return };
+        if stopping || rt.state.lifecycle != super::lifecycle::Lifecycle::Active {
+            rt.sandbox = SandboxSlot::None;
+            rt.starting = 0;
+            return;
+        }
+        match res {
+            Ok(m) => {
+                if let Ok(mut used) = self.in_use.lock() {
+                    used.insert(uid.to_string(), m.iter().map(|v| v.host_path.clone()).collect());
+                }
+                rt.mounts = m;
+                rt.mount_error = None;
+                self.run_sandbox(uid, runtime, ctx);
+            }
+            Err(why) => {
+                if rt.mount_error.as_deref() != Some(why.as_str()) {
+                    rt.mount_error = Some(why.clone());
+                    tracing::info!(pod = %format!("{}/{}", rt.state.namespace, rt.state.name), reason = %why, "volumes not ready");
+                    self.note(uid, "Warning", "FailedMount", why);
+                }
+                let u = uid.to_string();
+                ctx.run_later(MOUNT_RETRY, move |act, ctx| act.mount_then_sandbox(&u, runtime, ctx));
+            }
+        }
+    }
+}
+
+/// Removes `<data dir>/volumes/pvc-*` directories that no PersistentVolume names any
+/// more (their volume was reclaimed with Delete) and no pod here has mounted, once the
+/// volumes have been listed: on each volume deletion, and every SWEEP_EVERY.
+pub async fn collect_orphans(client: Client, data_dir: PathBuf, in_use: InUse, stop: CancellationToken) {
+    let root = std::fs::canonicalize(&data_dir).unwrap_or(data_dir).join("volumes");
+    let mut events = watch_objects::<PersistentVolume>(client, Scope::default()).boxed();
+    let mut paths: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut listed = false;
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => None,
+            Some(e) = events.next() => Some(e),
+            else => return,
+        };
+        let sweep = match ev {
+            None => listed,
+            Some(InformerEvent::Listed(items, _)) => {
+                paths = items.iter().filter_map(|v| Some((v.metadata.name.clone()?, volume_path(v)?.0))).collect();
+                listed = true;
+                true
+            }
+            Some(InformerEvent::Applied(v, _)) => {
+                if let (Some(n), Some((p, _))) = (v.metadata.name.clone(), volume_path(&v)) {
+                    paths.insert(n, p);
+                }
+                false
+            }
+            Some(InformerEvent::Deleted(v, _)) => {
+                paths.remove(v.metadata.name.as_deref().unwrap_or(""));
+                listed
+            }
+        };
+        if !sweep {
+            continue;
+        }
+        let used: Vec<PathBuf> = in_use.lock().map(|m| m.values().flatten().cloned().collect()).unwrap_or_default();
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        let named: Vec<PathBuf> = paths.values().cloned().collect();
+        for p in orphans(&dirs, &named, &used) {
+            match std::fs::remove_dir_all(&p) {
+                Ok(()) => tracing::info!(dir = %p.display(), "removed the directory of a deleted volume"),
+                Err(e) => tracing::warn!(dir = %p.display(), error = %e, "could not remove a deleted volume's directory"),
+            }
+        }
+    }
+}
+
+/// The provisioned directories (`pvc-*`) that no volume names and no pod here uses (a
+/// subPath inside one counts as using it).
+fn orphans(dirs: &[PathBuf], named: &[PathBuf], used: &[PathBuf]) -> Vec<PathBuf> {
+    dirs.iter()
+        .filter(|d| d.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pvc-")))
+        .filter(|d| !named.contains(d) && !used.iter().any(|u| u.starts_with(d)))
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn volume_mounts_resolve_to_host_paths_with_sub_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "web-0"}, "spec": {"containers": [{"name": "c", "volumeMounts": [
+            {"name": "www", "mountPath": "/usr/share/nginx/html"}, {"name": "www", "mountPath": "/logs", "subPath": "logs", "readOnly": true}, {"name": "other", "mountPath": "/x"}]}]}}))
+        .unwrap();
+        let mounted = [Mounted { name: "www".into(), host_path: dir.path().to_path_buf(), read_only: false }];
+        let m = container_mounts(&pod, 0, &mounted);
+        assert_eq!(m.len(), 2, "a volume this node does not mount is skipped");
+        assert_eq!((m[0].container_path.as_str(), m[0].read_only), ("/usr/share/nginx/html", false));
+        assert_eq!((m[1].host_path.clone(), m[1].read_only), (dir.path().join("logs"), true));
+        assert!(dir.path().join("logs").is_dir());
+        assert_eq!(crate::runtime::volume_env("www-data"), "FLOTILLA_VOLUME_WWW_DATA");
+    }
+
+    #[test]
+    fn only_unnamed_unused_provisioned_directories_are_orphans() {
+        let d = |s: &str| PathBuf::from(format!("/data/volumes/{s}"));
+        let dirs = [d("pvc-a"), d("pvc-b"), d("pvc-c"), d("mine")];
+        let got = orphans(&dirs, &[d("pvc-a")], &[d("pvc-b/logs")]);
+        assert_eq!(got, vec![d("pvc-c")], "named, in use and foreign directories stay");
+    }
+
+    #[test]
+    fn host_paths_are_made_or_checked_as_their_type_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a/b");
+        assert!(host_path_ready(&d, Some("Directory")).is_err());
+        host_path_ready(&d, Some("DirectoryOrCreate")).unwrap();
+        assert!(d.is_dir());
+        host_path_ready(&d, Some("Directory")).unwrap();
+        link(dir.path(), &[Mounted { name: "www".into(), host_path: d.clone(), read_only: false }]).unwrap();
+        link(dir.path(), &[Mounted { name: "www".into(), host_path: d.clone(), read_only: false }]).unwrap();
+        assert_eq!(std::fs::read_link(dir.path().join("volumes/www")).unwrap(), d);
+    }
+}
