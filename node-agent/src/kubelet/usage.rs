@@ -23,7 +23,7 @@ pub struct RunningContainer {
 impl Handler<ListRunning> for Kubelet {
     type Result = Vec<RunningContainer>;
     fn handle(&mut self, _: ListRunning, _: &mut Context<Self>) -> Self::Result {
-        bus::metrics::handle(super::ACTOR, || {
+        bus::metrics::poll(super::ACTOR, || {
             let mut out = Vec::new();
             for (uid, rt) in &self.pods {
                 let Ok(runtime) = rt.runtime.clone() else { continue };
