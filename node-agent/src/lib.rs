@@ -176,12 +176,14 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
     let runtimes = runtime::Runtimes::new(default, vec![process]);
     let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
+    let kubelet_client = k.client.clone();
     tokio::spawn(kubelet::volumes::collect_orphans(k.client.clone(), cfg.data_dir.clone(), k.in_use.clone(), stop.clone()).instrument(span()));
     k.allocatable = kubelet::admission::Allocatable { cpu_millis: cfg.cpu_millis, memory_bytes: cfg.memory_bytes, pods: u64::from(cfg.max_pods) };
     let kubelet = kubelet::Kubelet::create(move |ctx| {
         ctx.add_stream(pods);
         k
     });
+    tokio::spawn(kubelet::volumes::follow_sources(kubelet_client, kubelet.clone(), stop.clone()).instrument(span()));
     tokio::spawn(streaming::serve(bus.nats.clone(), cfg.name.clone(), kubelet.clone(), stop.clone()).instrument(span()));
     tokio::spawn(metrics::run(bus.nats.clone(), cfg.name.clone(), kubelet.clone(), metrics::PERIOD, stop.clone()).instrument(span()));
     Ok((kubelet, stop))

@@ -159,6 +159,8 @@ pub enum Event {
     NeverPull { idx: usize, message: String },
     /// The runtime could not create it (no command, unknown runtime class …).
     CreateFailed { idx: usize, message: String },
+    /// A source the container's environment names is missing; tried again later.
+    ConfigFailed { idx: usize, message: String },
     Exited { idx: usize, instance: u64, code: i32, at: Timestamp },
     /// The back-off timer of container `idx` fired.
     BackoffElapsed { idx: usize },
@@ -241,6 +243,18 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
             finish_if_stopped(pod, vec![])
         }
 
+        (Lifecycle::Active, Event::ConfigFailed { idx, message }) => {
+            let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
+            c.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message) };
+            (pod, vec![Command::PullBackoff { idx, after: CREATE_RETRY }])
+        }
+        (_, Event::ConfigFailed { idx, message }) => {
+            if let Some(c) = pod.containers.get_mut(idx) {
+                c.state = State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(message) };
+            }
+            finish_if_stopped(pod, vec![])
+        }
+
         (Lifecycle::Active, Event::PullFailed { idx, message }) => {
             let Some(c) = pod.containers.get_mut(idx) else { return (pod, vec![]) };
             c.state = State::Waiting { reason: "ErrImagePull".into(), message: Some(message) };
@@ -304,7 +318,7 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
                     c.state = State::Waiting { reason: "ImagePullBackOff".into(), message: Some(crate::images::backoff_message(&c.image)) };
                     (pod, vec![Command::PullBackoff { idx, after: wait }])
                 }
-                "ImagePullBackOff" | "CreateContainerError" => (pod, vec![Command::Start { idx }]),
+                "ImagePullBackOff" | "CreateContainerError" | "CreateContainerConfigError" => (pod, vec![Command::Start { idx }]),
                 _ => (pod, vec![]),
             }
         }
@@ -451,6 +465,16 @@ mod tests {
         assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::PullBackoff { idx: 0, after: CREATE_RETRY }]);
         assert_eq!(p.containers[0].state, State::Waiting { reason: "CreateContainerError".into(), message: Some(msg.into()) });
         assert_eq!(p.lifecycle, Lifecycle::Active);
+    }
+
+    #[test]
+    fn a_missing_env_source_waits_as_create_container_config_error_and_is_tried_again() {
+        let msg = "couldn't find key nope in ConfigMap default/cfg";
+        let (p, cmds) = run(pod(RestartPolicy::Always, &["c"]), vec![Event::Admitted, Event::ConfigFailed { idx: 0, message: msg.into() }]);
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }, Command::PullBackoff { idx: 0, after: CREATE_RETRY }]);
+        assert_eq!(p.containers[0].state, State::Waiting { reason: "CreateContainerConfigError".into(), message: Some(msg.into()) });
+        let (_, cmds) = step(p, Event::BackoffElapsed { idx: 0 });
+        assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a stream (`exec`, `attach`, `port-forward`) needs of the kubelet: the pod's
 //! runtime, its sandbox and the running container, or the kubelet's words for why not.
 
-use super::spec::{self, Downward};
+use super::spec;
 use super::{Kubelet, SandboxSlot};
 use crate::runtime::streams::ExecTarget;
 use crate::runtime::{Runtime, Sandbox};
@@ -60,9 +60,9 @@ impl Handler<Lookup> for Kubelet {
             };
             let restarts = rt.state.containers.get(idx).map(|c| c.restart_count).unwrap_or(0);
             let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, uid);
-            let pod_ip = rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone());
-            let d = Downward { node: &self.node, host_ip: &self.host_ip, pod_ip: &pod_ip };
-            let cspec = spec::container_spec(&rt.pod, idx, &dir, restarts, &d).ok_or_else(|| refuse(400, format!("container {} is not valid for pod {}", m.container, m.pod)))?;
+            // exec sees the environment the container was started with.
+            let env = rt.envs.get(&idx).cloned().unwrap_or_default();
+            let cspec = spec::container_spec(&rt.pod, idx, &dir, restarts, &env).ok_or_else(|| refuse(400, format!("container {} is not valid for pod {}", m.container, m.pod)))?;
             let working_dir = cspec.working_dir.clone().unwrap_or_else(|| dir.join("work"));
             let target = ExecTarget { started, sandbox: sandbox.clone(), env: cspec.env, working_dir, log_path: cspec.log_path };
             Ok(Found { runtime, sandbox: sandbox.clone(), target: Some(target) })

@@ -4,9 +4,11 @@
 //! container) and the store (`store`), and reports status through one writer per pod.
 
 pub mod admission;
+pub mod env;
 pub mod lifecycle;
 pub mod lookup;
 pub mod node;
+pub mod projected;
 pub mod spec;
 pub mod status;
 pub mod usage;
@@ -55,6 +57,8 @@ struct PodRt {
     starting: usize,
     /// Running containers by index, with the instance number the kubelet gave each start.
     procs: HashMap<usize, (u64, Started)>,
+    /// The environment each container was last started with (exec gets it too).
+    envs: HashMap<usize, Vec<(String, String)>>,
     start_time: Timestamp,
     qos: &'static str,
     /// Its volumes, ready on this node (made before its sandbox).
@@ -209,7 +213,11 @@ impl Kubelet {
         }
         let deletion = pod.metadata.deletion_timestamp.is_some().then(|| grace_of(&pod));
         if let Some(rt) = self.pods.get_mut(&uid) {
+            let relabelled = rt.pod.metadata.labels != pod.metadata.labels || rt.pod.metadata.annotations != pod.metadata.annotations;
             rt.pod = pod;
+            if relabelled && projected::has_downward(&rt.pod) {
+                self.refresh_volumes(|p| uid_of(p) == uid);
+            }
             if let Some(grace) = deletion {
                 self.drive(&uid, Event::DeletionRequested { grace }, ctx);
             }
@@ -249,7 +257,7 @@ impl Kubelet {
         let qos = status::qos_class(pod.spec.as_ref());
         self.pods.insert(
             uid,
-            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
+            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), envs: HashMap::new(), start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
         );
     }
 
@@ -279,8 +287,10 @@ impl Kubelet {
             Lifecycle::Active | Lifecycle::Terminating { .. } => self.report(uid),
             Lifecycle::Removing => self.release_sandbox(uid),
             Lifecycle::Gone => {
+                let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, uid);
                 self.release_sandbox(uid);
                 volumes::release(&self.in_use, uid);
+                projected::remove_pod_data(&dir, uid);
                 // Dropping the entry ends its status writer.
                 self.pods.remove(uid);
             }
@@ -408,6 +418,7 @@ impl Handler<Shutdown> for Kubelet {
             // Dropping the pods' entries ends their status writers and makes the exits that
             // follow no-ops: the stored status stays as it was.
             let pods: Vec<PodRt> = self.pods.drain().map(|(_, rt)| rt).collect();
+            let data_dir = self.data_dir.clone();
             tracing::info!(node = %self.node, pods = pods.len(), "stopping every pod");
             let stops: Vec<_> = pods
                 .into_iter()
@@ -419,11 +430,15 @@ impl Handler<Shutdown> for Kubelet {
                         _ => None,
                     };
                     let grace = m.grace;
+                    let dir = spec::pod_dir(&data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+                    let uid = rt.state.uid.clone();
                     Some(async move {
                         futures::future::join_all(procs.iter().map(|s| runtime.stop_container(s, grace))).await;
                         if let Some(sb) = sandbox {
                             runtime.remove_sandbox(&sb).await;
                         }
+                        // Memory-backed emptyDirs would outlive the agent in /dev/shm.
+                        projected::remove_pod_data(&dir, &uid);
                     })
                 })
                 .collect();

@@ -41,44 +41,22 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32) -> SandboxSpec {
     }
 }
 
-/// What the downward API fields that an env var can name resolve to.
-pub struct Downward<'a> {
-    pub node: &'a str,
-    pub host_ip: &'a str,
-    pub pod_ip: &'a str,
-}
-
-pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, d: &Downward) -> Option<ContainerSpec> {
+/// The container's spec; `env` is its environment as `env::resolve` made it, from which
+/// `$(VAR)` in command and args is expanded.
+pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, env: &[(String, String)]) -> Option<ContainerSpec> {
     let c = pod.spec.as_ref()?.containers.get(idx)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let mut env = vec![("HOSTNAME".to_string(), name.clone())];
-    for e in c.env.iter().flatten() {
-        let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(from)) => from.field_ref.as_ref().and_then(|f| match f.field_path.as_str() {
-                "metadata.name" => Some(name.clone()),
-                "metadata.namespace" => Some(ns.clone()),
-                "metadata.uid" => Some(uid.clone()),
-                "spec.nodeName" => Some(d.node.to_string()),
-                "status.podIP" => Some(d.pod_ip.to_string()),
-                "status.hostIP" => Some(d.host_ip.to_string()),
-                _ => None,
-            }),
-            (None, None) => Some(String::new()),
-        };
-        if let Some(v) = value {
-            env.push((e.name.clone(), v));
-        }
-    }
+    let mut all = vec![("HOSTNAME".to_string(), name.clone())];
+    all.extend(env.iter().filter(|(k, _)| k != "HOSTNAME").cloned());
+    let env = all;
     let attempt = restarts.max(0) as u32;
     Some(ContainerSpec {
         pod_key: format!("{ns}/{name}"),
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
+        command: super::env::expand_all(c.command.as_deref().unwrap_or_default(), &env),
+        args: super::env::expand_all(c.args.as_deref().unwrap_or_default(), &env),
         env,
         working_dir: c.working_dir.clone().filter(|w| !w.is_empty()).map(PathBuf::from),
         log_path: dir.join(&c.name).join(format!("{attempt}.log")),
@@ -101,12 +79,11 @@ mod tests {
 
     #[test]
     fn command_and_args_stay_apart_for_the_runtime() {
-        let p = pod(json!({"containers": [{"name": "c", "image": "nginx", "args": ["-v"], "env": [
-            {"name": "A", "value": "1"}, {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}));
-        let d = Downward { node: "n1", host_ip: "127.0.0.1", pod_ip: "10.244.1.5" };
-        let s = container_spec(&p, 0, Path::new("/d/pods/x"), 2, &d).unwrap();
+        let p = pod(json!({"containers": [{"name": "c", "image": "nginx", "args": ["-v", "$(A)"]}]}));
+        let env = vec![("A".to_string(), "1".to_string()), ("IP".to_string(), "10.244.1.5".to_string())];
+        let s = container_spec(&p, 0, Path::new("/d/pods/x"), 2, &env).unwrap();
         assert!(s.command.is_empty(), "no command: the image's entrypoint runs");
-        assert_eq!(s.args, vec!["-v"]);
+        assert_eq!(s.args, vec!["-v", "1"]);
         assert_eq!(s.env, vec![("HOSTNAME".into(), "p".into()), ("A".into(), "1".into()), ("IP".into(), "10.244.1.5".into())]);
         assert_eq!(s.log_path, Path::new("/d/pods/x/c/2.log"));
         assert_eq!(s.attempt, 2);

@@ -3,7 +3,8 @@
 //! is unbound), then CRI bind mounts, or for host processes (no mount namespace) a
 //! `FLOTILLA_VOLUME_<NAME>` variable and a `<pod dir>/volumes/<name>` link.
 
-use super::{Kubelet, SandboxSlot};
+use super::env::{Downward, Sources};
+use super::{projected, Kubelet, PodRt, SandboxSlot};
 use crate::runtime::{Mount, Runtime};
 use actix::prelude::*;
 use bus::informer::{watch_objects, InformerEvent, Scope};
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How soon a pod whose volumes are not ready is tried again.
 const MOUNT_RETRY: Duration = Duration::from_secs(2);
@@ -68,11 +70,23 @@ fn host_path_ready(path: &Path, type_: Option<&str>) -> Result<(), String> {
 
 /// Resolves and makes ready every volume of `pod` flotilla's node agent mounts; an error
 /// says what the pod waits for (a FailedMount event).
-pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf) -> Result<Vec<Mounted>, String> {
+pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) -> Result<Vec<Mounted>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut out = Vec::new();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
-        if let Some(src) = &v.persistent_volume_claim {
+        if projected::is_written(&v) {
+            out.push(Mounted { name: v.name.clone(), host_path: projected::volume_dir(&pod_dir, &v.name), read_only: true });
+        } else if let Some(e) = &v.empty_dir {
+            let memory = e.medium.as_deref() == Some("Memory");
+            let dir = if memory { projected::memory_root(&uid).join(&v.name) } else { projected::volume_dir(&pod_dir, &v.name) };
+            let setup = |e: std::io::Error| format!("MountVolume.SetUp failed for volume \"{}\" : {}: {e}", v.name, dir.display());
+            std::fs::create_dir_all(&dir).map_err(setup)?;
+            // As the kubelet's: any user the containers run as may write there.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(setup)?;
+            out.push(Mounted { name: v.name.clone(), host_path: dir, read_only: false });
+        } else if let Some(src) = &v.persistent_volume_claim {
             let name = &src.claim_name;
             let waiting = |why: String| format!("Unable to attach or mount volumes: unmounted volumes=[{}]: {why}", v.name);
             let claim = client.get::<PersistentVolumeClaim>(Some(&ns), name).await.map_err(|e| waiting(e.to_string()))?.ok_or_else(|| waiting(format!("persistentvolumeclaim \"{name}\" not found")))?;
@@ -91,8 +105,28 @@ pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf) -> Result<Vec<M
             out.push(Mounted { name: v.name.clone(), host_path: path, read_only: false });
         }
     }
+    write_volumes(&client, &pod, &pod_dir, &d).await?;
     link(&pod_dir, &out).map_err(|e| format!("linking the pod's volumes: {e}"))?;
     Ok(out)
+}
+
+/// Writes (or brings up to date) every configMap, secret, downwardAPI and projected
+/// volume of `pod`; true when some file changed.
+pub async fn write_volumes(client: &Client, pod: &Pod, pod_dir: &Path, d: &Downward) -> Result<bool, String> {
+    let written: Vec<_> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default().into_iter().filter(projected::is_written).collect();
+    if written.is_empty() {
+        return Ok(false);
+    }
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let (cms, secrets) = projected::referenced(pod);
+    let sources = Sources::objects(client, &ns, cms, secrets).await?;
+    let mut changed = false;
+    for v in &written {
+        let setup = |e: String| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name);
+        let files = projected::files(v, pod, &sources, d).map_err(setup)?;
+        changed |= projected::write_atomic(&projected::volume_dir(pod_dir, &v.name), &files).map_err(|e| setup(e.to_string()))?;
+    }
+    Ok(changed)
 }
 
 /// `<pod dir>/volumes/<name>` → each volume's directory, for host-process pods.
@@ -135,7 +169,7 @@ impl Kubelet {
     pub(super) fn mount_then_sandbox(&mut self, uid: &str, runtime: Arc<dyn Runtime>, ctx: &mut Context<Self>) {
         let Some(rt) = self.pods.get(uid) else { return };
         let dir = super::spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
-        let fut = prepare(self.client.clone(), rt.pod.clone(), dir);
+        let fut = prepare(self.client.clone(), rt.pod.clone(), dir, self.downward(rt));
         let u = uid.to_string();
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.mounted(&u, runtime, res, ctx)));
     }
@@ -167,6 +201,98 @@ impl Kubelet {
                 ctx.run_later(MOUNT_RETRY, move |act, ctx| act.mount_then_sandbox(&u, runtime, ctx));
             }
         }
+    }
+}
+
+impl Kubelet {
+    /// What the downward API reads of this node for `rt`.
+    pub(super) fn downward(&self, rt: &PodRt) -> Downward {
+        Downward { node: self.node.clone(), host_ip: self.host_ip.clone(), pod_ip: rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone()), allocatable: self.allocatable }
+    }
+
+    /// Rewrites the written volumes of the pods `affected` picks (a ConfigMap or Secret
+    /// they name changed, or their labels did), once their volumes were set up.
+    pub(super) fn refresh_volumes(&mut self, affected: impl Fn(&Pod) -> bool) {
+        for rt in self.pods.values() {
+            if rt.mounts.is_empty() || !affected(&rt.pod) || rt.state.lifecycle != super::lifecycle::Lifecycle::Active {
+                continue;
+            }
+            let (client, pod, d) = (self.client.clone(), rt.pod.clone(), self.downward(rt));
+            let dir = super::spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
+            let key = format!("{}/{}", rt.state.namespace, rt.state.name);
+            tokio::spawn(
+                async move {
+                    match write_volumes(&client, &pod, &dir, &d).await {
+                        Ok(true) => tracing::info!(pod = %key, "volume contents updated"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(pod = %key, error = %e, "could not update the pod's volumes"),
+                    }
+                }
+                .instrument(self.span()),
+            );
+        }
+    }
+}
+
+/// A ConfigMap or Secret changed: the pods here that mount it get the new content.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SourceChanged {
+    pub secret: bool,
+    pub namespace: String,
+    /// None: every source (after a relist).
+    pub name: Option<String>,
+}
+
+impl Handler<SourceChanged> for Kubelet {
+    type Result = ();
+    fn handle(&mut self, m: SourceChanged, _: &mut Context<Self>) {
+        bus::metrics::handle(super::ACTOR, || {
+            self.refresh_volumes(|pod| {
+                if m.name.is_none() {
+                    return true;
+                }
+                if pod.metadata.namespace.as_deref() != Some(m.namespace.as_str()) {
+                    return false;
+                }
+                let (cms, secrets) = projected::referenced(pod);
+                let names = if m.secret { secrets } else { cms };
+                m.name.as_ref().is_some_and(|n| names.contains(n))
+            })
+        })
+    }
+}
+
+/// Feeds the kubelet `SourceChanged` for every ConfigMap and Secret event, so mounted
+/// keys follow their objects (the kubelet's configmap and secret managers, watch-based).
+pub async fn follow_sources(client: Client, kubelet: Addr<Kubelet>, stop: CancellationToken) {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    fn changed<K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(ev: &InformerEvent<K>, secret: bool) -> SourceChanged {
+        match ev {
+            InformerEvent::Listed(..) => SourceChanged { secret, namespace: String::new(), name: None },
+            InformerEvent::Applied(o, _) | InformerEvent::Deleted(o, _) => {
+                SourceChanged { secret, namespace: o.metadata().namespace.clone().unwrap_or_default(), name: o.metadata().name.clone() }
+            }
+        }
+    }
+    let mut cms = watch_objects::<ConfigMap>(client.clone(), Scope::default()).boxed();
+    let mut secrets = watch_objects::<Secret>(client, Scope::default()).boxed();
+    // The first lists only say what the pods were set up with already.
+    let (mut cm_listed, mut secret_listed) = (false, false);
+    loop {
+        let m = tokio::select! {
+            _ = stop.cancelled() => return,
+            Some(ev) = cms.next() => {
+                let first = matches!(ev, InformerEvent::Listed(..)) && !std::mem::replace(&mut cm_listed, true);
+                if first { continue } else { changed(&ev, false) }
+            }
+            Some(ev) = secrets.next() => {
+                let first = matches!(ev, InformerEvent::Listed(..)) && !std::mem::replace(&mut secret_listed, true);
+                if first { continue } else { changed(&ev, true) }
+            }
+            else => return,
+        };
+        kubelet.do_send(m);
     }
 }
 

@@ -4,7 +4,8 @@
 //! children to it); its answer comes back to the actor and is fed to the state machine.
 
 use super::lifecycle::{Event, Lifecycle};
-use super::spec::{self, Downward};
+use super::env;
+use super::spec;
 use super::{Exited, Kubelet, SandboxSlot};
 use crate::images::credentials;
 use crate::runtime::{ImageReady, PullAuth, PullPolicy, Runtime, RuntimeError, Sandbox, Started};
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-type StartResult = Result<(ImageReady, Started), RuntimeError>;
+type StartResult = Result<(ImageReady, Started, Vec<(String, String)>), RuntimeError>;
 
 /// The pull credentials of a pod's `imagePullSecrets` for `image`, and the secrets that
 /// could not be read (the kubelet warns and pulls with what it has).
@@ -128,8 +129,8 @@ impl Kubelet {
         let restarts = rt.state.containers.get(idx).map(|c| c.restart_count).unwrap_or(0);
         let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
         let pod_ip = rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone());
-        let d = Downward { node: &self.node, host_ip: &self.host_ip, pod_ip: &pod_ip };
-        let Some(mut cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &d) else {
+        let d = env::Downward { node: self.node.clone(), host_ip: self.host_ip.clone(), pod_ip, allocatable: self.allocatable };
+        let Some(mut cspec) = spec::container_spec(&rt.pod, idx, &dir, restarts, &[]) else {
             if let Some(rt) = self.pods.get_mut(uid) {
                 rt.starting = rt.starting.saturating_sub(1);
             }
@@ -146,11 +147,23 @@ impl Kubelet {
         let rt2 = runtime.clone();
         let secrets: Vec<String> = rt.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default().into_iter().map(|r| r.name).filter(|n| !n.is_empty()).collect();
         let (client, ns, addr2, u2) = (self.client.clone(), rt.state.namespace.clone(), ctx.address(), uid.to_string());
+        let pod = rt.pod.clone();
         let fut = async move {
+            // The environment is read when the container is made, as the kubelet does: a
+            // source that appears later is picked up by the next try.
+            let container = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned().unwrap_or_default();
+            let sources = env::Sources::fetch(&client, &pod).await.map_err(RuntimeError::Config)?;
+            let resolved = env::resolve(&pod, &container, &sources, &d).map_err(RuntimeError::Config)?;
+            let Some(full) = spec::container_spec(&pod, idx, &dir, restarts, &resolved) else {
+                return Err(RuntimeError::Create("no such container in the pod spec".into()));
+            };
+            cspec.env = full.env;
+            cspec.command = full.command;
+            cspec.args = full.args;
             let auth = if secrets.is_empty() || policy == PullPolicy::Never {
                 Vec::new()
             } else {
-                let (auth, missing) = pull_credentials(client, ns, secrets, cspec.image.clone()).await;
+                let (auth, missing) = pull_credentials(client.clone(), ns, secrets, cspec.image.clone()).await;
                 if !missing.is_empty() {
                     addr2.do_send(super::Note { uid: u2, kind: "Warning", reason: "FailedToRetrieveImagePullSecret", message: format!("Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.", missing.join(", ")) });
                 }
@@ -158,7 +171,7 @@ impl Kubelet {
             };
             let image = rt2.ensure_image(&cspec.image, policy, auth).await?;
             let started = rt2.start_container(&sb, &cspec, on_exit).await?;
-            Ok((image, started))
+            Ok((image, started, cspec.env))
         };
         let u = uid.to_string();
         ctx.spawn(fut.into_actor(self).map(move |res: StartResult, act, ctx| act.start_done(&u, idx, instance, runtime, res, ctx)));
@@ -171,13 +184,13 @@ impl Kubelet {
         }
         if !self.pods.contains_key(uid) || self.stopping {
             // Nobody wants it any more.
-            if let Ok((_, s)) = res {
+            if let Ok((_, s, _)) = res {
                 tokio::spawn(async move { runtime.stop_container(&s, Duration::ZERO).await }.instrument(self.span()));
             }
             return;
         }
         let ev = match res {
-            Ok((img, started)) => {
+            Ok((img, started, envs)) => {
                 match img.pulled {
                     None => self.note(uid, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine")),
                     Some(took) => self.note(uid, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", took.as_secs_f64())),
@@ -187,6 +200,7 @@ impl Kubelet {
                 tracing::info!(node = %self.node, container = %name, id = %started.id, "container started");
                 if let Some(rt) = self.pods.get_mut(uid) {
                     rt.procs.insert(idx, (instance, started.clone()));
+                    rt.envs.insert(idx, envs);
                 }
                 Event::Started { idx, instance, id: started.id, image_id: img.image_id, at: Timestamp::now() }
             }
@@ -194,6 +208,10 @@ impl Kubelet {
                 self.note(uid, "Warning", "Failed", format!("Failed to pull image \"{image}\": {message}"));
                 self.note(uid, "Warning", "Failed", "Error: ErrImagePull".into());
                 Event::PullFailed { idx, message }
+            }
+            Err(RuntimeError::Config(message)) => {
+                self.note(uid, "Warning", "Failed", format!("Error: {message}"));
+                Event::ConfigFailed { idx, message }
             }
             Err(RuntimeError::ImageNeverPull(message)) => {
                 self.note(uid, "Warning", "ErrImageNeverPull", message.clone());

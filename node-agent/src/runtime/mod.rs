@@ -145,6 +145,10 @@ pub enum RuntimeError {
     /// The container cannot be created from its spec (`CreateContainerError`).
     #[error("{0}")]
     Create(String),
+    /// The container's environment names a source that is missing
+    /// (`CreateContainerConfigError`).
+    #[error("{0}")]
+    Config(String),
     /// The pod's sandbox could not be made (the kubelet's FailedCreatePodSandBox).
     #[error("{0}")]
     Sandbox(String),
