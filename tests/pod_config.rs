@@ -210,5 +210,6 @@ fn env_sources_and_written_volumes_reach_the_containers() {
     // The pod's volumes go with it.
     c.ok(&["delete", "pod", "configured", "--wait=true", "--timeout=60s"]);
     c.eventually(Duration::from_secs(30), "the memory emptyDir removed", || if mem_dir.exists() { Err(mem_dir.display().to_string()) } else { Ok(()) });
+    c.ok(&["delete", "pod", "missing-key", "--wait=true", "--timeout=60s"]);
     c.stop();
 }

@@ -270,7 +270,12 @@ pub fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
 pub fn remove_pod_data(pod_dir: &Path, uid: &str) {
     let _ = std::fs::remove_dir_all(pod_dir.join(".volumes"));
     if !uid.is_empty() {
-        let _ = std::fs::remove_dir_all(memory_root(uid));
+        let root = memory_root(uid);
+        let _ = std::fs::remove_dir_all(&root);
+        // The shared parent goes with the last pod (fails harmlessly while others use it).
+        if let Some(parent) = root.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
     }
 }
 
