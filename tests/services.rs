@@ -69,7 +69,8 @@ fn services_get_endpoints_and_answer_through_the_node_proxy() {
     // The proxy names its table in the log; it exists while the cluster runs.
     let table = c.eventually(Duration::from_secs(30), "the service proxy's table", || {
         let log = std::fs::read_to_string(&c.log).unwrap_or_default();
-        let t = log.lines().find_map(|l| l.split("table=").nth(1).map(|t| t.split_whitespace().next().unwrap_or("").trim_matches('"').to_string())).filter(|t| t.starts_with("flotilla-"));
+        // The log is coloured: take the name by its shape, `flotilla-` and 8 hex digits.
+        let t = log.lines().filter(|l| l.contains("service proxy (nftables) starting")).find_map(|l| l.find("flotilla-").map(|i| l[i..].chars().take(17).collect::<String>()));
         match t {
             Some(t) if nft_tables().contains(&format!("table ip {t}\n")) => Ok(t),
             t => Err(format!("{t:?} in {}", nft_tables())),
@@ -114,11 +115,11 @@ fn services_get_endpoints_and_answer_through_the_node_proxy() {
     });
     let url = format!("http://{cluster_ip}/");
     c.eventually(Duration::from_secs(20), "the ClusterIP answers the client pod", || {
-        let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", "-T", "5", &url]);
+        let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", &url]);
         if o.stdout.contains("Welcome to nginx!") { Ok(()) } else { Err(format!("{}{}", o.stdout, o.stderr)) }
     });
     for _ in 0..16 {
-        let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", "-T", "5", &url]);
+        let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", &url]);
         assert!(o.stdout.contains("Welcome to nginx!"), "{} {}", o.stdout, o.stderr);
     }
     let names = c.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].metadata.name}"]);
@@ -160,7 +161,7 @@ fn services_get_endpoints_and_answer_through_the_node_proxy() {
             other => Err(format!("{other:?} after {:?}", t.elapsed())),
         }
     });
-    let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", "-T", "5", &format!("http://{empty_ip}/")]);
+    let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", &format!("http://{empty_ip}/")]);
     assert!(!o.ok && o.stderr.contains("refused"), "{} {}", o.stdout, o.stderr);
 
     // A pod going not-ready (as its readiness probe would report) leaves the ready
