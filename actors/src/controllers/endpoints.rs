@@ -424,7 +424,14 @@ impl StreamHandler<InformerEvent<Endpoints>> for EndpointsController {
             if matches!(ev, InformerEvent::Listed(..)) {
                 self.cache.listed |= 4;
             }
-            apply_owned(&mut self.endpoints, ev).into_iter().for_each(|k| self.queue.add(k));
+            // Only the Endpoints of selector Services are ours: a user's Endpoints with no
+            // Service (or a selector-less one) is left alone, as kube's controller does
+            // while running; an Endpoints leaves with its Service's deletion event.
+            for k in apply_owned(&mut self.endpoints, ev) {
+                if self.cache.services.get(&k).is_some_and(|s| selector(s).is_some()) {
+                    self.queue.add(k);
+                }
+            }
             self.kick(ctx);
         })
     }
