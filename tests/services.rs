@@ -185,6 +185,28 @@ fn services_get_endpoints_and_answer_through_the_node_proxy() {
         if !o.ok && o.stderr.contains("NotFound") { Ok(()) } else { Err(o.stdout) }
     });
 
+    // Then the cluster rests: neither controller nor the proxy handles anything while
+    // nothing changes (they compare before they write).
+    let ours = |c: &Cluster| -> Vec<(String, u64)> {
+        let text = c.ok(&["get", "--raw", "/metrics"]);
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("flotilla_actor_messages_total{actor=\"")?;
+                let (actor, n) = rest.split_once("\"} ")?;
+                if !["endpoints-controller", "endpointslice-controller", "service-proxy"].contains(&actor) {
+                    return None;
+                }
+                Some((actor.to_string(), n.trim().parse().ok()?))
+            })
+            .collect()
+    };
+    c.eventually(Duration::from_secs(60), "a quiet 10 s window", || {
+        let before = ours(&c);
+        std::thread::sleep(Duration::from_secs(10));
+        let after = ours(&c);
+        if before == after && before.len() == 3 { Ok(()) } else { Err(format!("{before:?} -> {after:?}")) }
+    });
+
     let st = c.stop().expect("flotilla up exited");
     assert!(st.success(), "clean exit: {st:?}\n{}", c.log_tail());
     assert!(!nft_tables().contains(&format!("table ip {table}\n")), "the proxy's table is gone: {}", nft_tables());
