@@ -7,6 +7,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod metrics;
 pub mod network;
+pub mod proxy;
 pub mod runtime;
 mod shutdown;
 pub mod streaming;
@@ -160,6 +161,19 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         cleanup.bridge = true;
     }
     let stop = CancellationToken::new();
+    // The service proxy only where pods have addresses of their own behind our bridge;
+    // host-process pods share the node's address and need none.
+    if cleanup.bridge {
+        if proxy::available() {
+            let table = proxy::rules::table_name(&cfg.host_id());
+            let node = proxy::rules::NodeInfo { name: cfg.name.clone(), bridge: Some(network::bridge_name(&cfg.host_id())) };
+            let proxy_stop = CancellationToken::new();
+            let task = proxy::start(client.clone(), table.clone(), node, proxy_stop.clone());
+            cleanup.proxy = Some((table, task, proxy_stop));
+        } else {
+            tracing::warn!(node = %cfg.name, "nft is not installed: no service proxy, ClusterIPs and NodePorts do not answer on this node");
+        }
+    }
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
     tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), default.clone(), stop.clone()).instrument(span()));
     tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()).instrument(span()));

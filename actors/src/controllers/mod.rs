@@ -1,13 +1,15 @@
 //! The controllers (Deployment, ReplicaSet, ReplicationController, DaemonSet, StatefulSet,
 //! Job, CronJob, TTL-after-finished, disruption, HPA, garbage collector, namespace, quota,
 //! serviceaccount, node IPAM, node lifecycle, taint eviction, pod GC, volume binding,
-//! local-path provisioning) and what they share: the message that drives their queues (`queue`),
+//! local-path provisioning, Endpoints, EndpointSlice and its mirroring) and what they share: the message that drives their queues (`queue`),
 //! expectations for their own writes in flight (`expectations`), graceful pod deletion,
 //! and read-modify-write with CAS.
 
 pub mod daemonset;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 /// Moved to the bus, where node agents record events too.
 pub use bus::events;
 pub mod expectations;
@@ -217,6 +219,8 @@ pub struct ControllersHandle {
     disruption: Addr<disruption::DisruptionController>,
     hpa: Addr<hpa::HpaController>,
     namespace: Addr<namespace::NamespaceController>,
+    endpoints: Addr<endpoints::EndpointsController>,
+    endpointslice: Addr<endpointslice::EndpointSliceController>,
     /// The task-shaped controllers (quota, serviceaccount, node IPAM, node lifecycle, taint
     /// eviction, pod GC, volume binding, local-path provisioning) and what stops them.
     tasks: (Vec<tokio::task::JoinHandle<()>>, tokio_util::sync::CancellationToken),
@@ -317,12 +321,27 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         ],
         stop,
     );
+    let (c, resync_ep) = (client.clone(), cfg.resync());
+    let endpoints = endpoints::EndpointsController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Service>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Endpoints>(c.clone(), Scope::default()));
+        endpoints::EndpointsController::new(c, resync_ep)
+    });
+    let (c, resync_eps) = (client.clone(), cfg.resync());
+    let endpointslice = endpointslice::EndpointSliceController::create(move |ctx| {
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Service>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<Pod>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Endpoints>(c.clone(), Scope::default()));
+        ctx.add_stream(watch_objects::<k8s_openapi::api::discovery::v1::EndpointSlice>(c.clone(), Scope::default()));
+        endpointslice::EndpointSliceController::new(c, resync_eps)
+    });
     let c = client;
     let namespace = namespace::NamespaceController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
         namespace::NamespaceController::new(c)
     });
-    Ok(ControllersHandle { deployment, daemonset, statefulset, replicaset, replication, gc, job, cronjob, ttl, disruption, hpa, namespace, tasks })
+    Ok(ControllersHandle { deployment, daemonset, statefulset, replicaset, replication, gc, job, cronjob, ttl, disruption, hpa, namespace, endpoints, endpointslice, tasks })
 }
 
 impl ControllersHandle {
@@ -339,6 +358,8 @@ impl ControllersHandle {
         let _ = self.disruption.send(ControllerMsg::Stop).await;
         let _ = self.hpa.send(ControllerMsg::Stop).await;
         let _ = self.namespace.send(ControllerMsg::Stop).await;
+        let _ = self.endpoints.send(ControllerMsg::Stop).await;
+        let _ = self.endpointslice.send(ControllerMsg::Stop).await;
         self.tasks.1.cancel();
         for t in self.tasks.0 {
             let _ = t.await;

@@ -19,6 +19,7 @@ mod verbs;
 mod inflight;
 mod logs;
 mod membership;
+pub mod endpoint_reconciler;
 mod metrics_api;
 mod openapi;
 mod patch;
@@ -160,6 +161,8 @@ pub async fn serve(
         limits: cfg.limits,
     });
     tracing::info!(addr = %cfg.addr, tls = acceptor.is_some(), "gateway listening");
+    let addr = listener.local_addr().unwrap_or(cfg.addr);
+    tokio::spawn(endpoint_reconciler::run(bus::Client::new(state.bus.clone()), addr, shutdown.clone()));
     tls::accept_loop(listener, acceptor, router(state), shutdown).await;
     Ok(())
 }
