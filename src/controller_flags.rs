@@ -25,13 +25,21 @@ pub struct ControllerFlags {
     /// How many finished pods are kept before the oldest are deleted (0: all are kept).
     #[arg(long, default_value_t = actors::controllers::podgc::TERMINATED_POD_GC_THRESHOLD)]
     pub terminated_pod_gc_threshold: usize,
+    /// The cluster CA (PEM) published as the `kube-root-ca.crt` ConfigMap in every
+    /// namespace (kube-controller-manager's --root-ca-file); `up` passes its own.
+    #[arg(long)]
+    pub root_ca_file: Option<std::path::PathBuf>,
 }
 
 impl ControllerFlags {
-    pub fn config(&self) -> actors::controllers::Config {
+    pub fn config(&self) -> anyhow::Result<actors::controllers::Config> {
+        let root_ca_pem = match &self.root_ca_file {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading --root-ca-file {}: {e}", p.display()))?),
+            None => None,
+        };
         let node_ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: self.cluster_cidr.clone(), ..Default::default() };
         let node_lifecycle = actors::controllers::nodelifecycle::NodeLifecycleConfig { node_monitor_grace_period: self.node_monitor_grace_period, ..Default::default() };
-        actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam, node_lifecycle, terminated_pod_gc_threshold: self.terminated_pod_gc_threshold, hpa_sync_period: self.horizontal_pod_autoscaler_sync_period }
+        Ok(actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam, node_lifecycle, terminated_pod_gc_threshold: self.terminated_pod_gc_threshold, hpa_sync_period: self.horizontal_pod_autoscaler_sync_period, root_ca_pem })
     }
 }
 

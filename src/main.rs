@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Controllers(c) => {
             let bus = bus::Bus::connect(&c.common.nats_url).await?;
-            let h = up::run_controllers(bus, c.flags.config(), c.leader.config("kube-controller-manager")?).await?;
+            let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {

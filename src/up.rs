@@ -149,7 +149,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     step(&format!("gateway on https://{}", a.gateway_addr));
 
     step("starting controllers and scheduler");
-    let controllers = if a.no_controllers { Running::None } else { run_controllers(bus.clone(), a.controllers.config(), a.leader.config("kube-controller-manager")?).await? };
+    let controllers = if a.no_controllers { Running::None } else { run_controllers(bus.clone(), actors::controllers::Config { root_ca_pem: Some(certs.ca_pem.clone()), ..a.controllers.config()? }, a.leader.config("kube-controller-manager")?).await? };
     let scheduler = if a.no_scheduler { Running::None } else { run_scheduler(bus.clone(), a.leader.config("kube-scheduler")?).await? };
 
     let mut nodes = Vec::new();

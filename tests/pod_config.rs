@@ -91,6 +91,8 @@ spec:
       - configMap: {name: cfg, items: [{key: mode, path: mode}]}
       - secret: {name: creds}
       - downwardAPI: {items: [{path: mem, resourceFieldRef: {containerName: main, resource: limits.memory, divisor: 1Mi}}]}
+      - serviceAccountToken: {path: token, expirationSeconds: 3600}
+      - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
   - {name: shared, emptyDir: {}}
   - {name: mem, emptyDir: {medium: Memory}}
 "#;
@@ -168,6 +170,21 @@ fn env_sources_and_written_volumes_reach_the_containers() {
     assert_eq!(exec(&c, "main", "cat /etc/info/labels"), "app=\"cfgtest\"\ntier=\"one\"");
     assert_eq!(exec(&c, "main", "cat /etc/info/name"), "configured");
     assert_eq!(exec(&c, "main", "cat /etc/all/mode; echo; cat /etc/all/password; echo; cat /etc/all/mem; stat -L -c ' %a' /etc/all/mode"), "fast\nhunter2\n64 644");
+    // The projected token is a JWT for the pod's account, bound to the pod; the CA is the cluster's.
+    let token = exec(&c, "main", "cat /etc/all/token");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("claims");
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default", "{claims}");
+    assert_eq!(claims["kubernetes.io"]["pod"]["uid"], uid.as_str(), "{claims}");
+    assert_eq!(exec(&c, "main", "stat -L -c %a /etc/all/token"), "644", "the projected volume's default mode");
+    // Only the token: no kubeconfig (whose client certificate would be used first).
+    let server = c.ok(&["config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.server}"]);
+    let who = c.ok(&["--kubeconfig", "/dev/null", "--server", &server, "--insecure-skip-tls-verify", "--token", &token, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(who, "system:serviceaccount:default:default");
+    let ca = c.ok(&["get", "configmap", "kube-root-ca.crt", "-o", "jsonpath={.data.ca\\.crt}"]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(exec(&c, "main", "cat /etc/all/ca.crt"), ca.trim());
     let refused = c.kubectl(&["exec", "configured", "-c", "main", "--", "sh", "-c", "echo x > /etc/cfg/new"]);
     assert!(!refused.ok, "configMap volumes are read-only");
 

@@ -28,5 +28,6 @@ pub mod storage;
 pub mod store;
 pub mod streaming;
 pub mod subjects;
+pub mod tokens;
 pub mod typed;
 pub mod validate;

@@ -140,6 +140,11 @@ pub fn all_node_metrics() -> String {
     format!("{METRICS_PREFIX}.*")
 }
 
+/// Where node agents ask for their pods' ServiceAccount tokens (`tokens::TokenRequest`);
+/// every gateway answers, one per request (queue group TOKEN_QUEUE).
+pub const TOKEN_REQUEST: &str = "flotilla.tokens.request";
+pub const TOKEN_QUEUE: &str = "gateways";
+
 /// Where a node agent opens exec, attach and port-forward streams for its pods.
 pub fn node_streams(node: &str) -> String {
     format!("{STREAMS_PREFIX}.{}", token(node))

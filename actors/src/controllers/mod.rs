@@ -29,6 +29,7 @@ pub mod quota;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod revisions;
+pub mod rootcacert;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod volumebinding;
@@ -64,6 +65,8 @@ pub struct Config {
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
     /// --terminated-pod-gc-threshold (0: keep every finished pod).
     pub terminated_pod_gc_threshold: usize,
+    /// --root-ca-file: the CA published as `kube-root-ca.crt` in every namespace (PEM).
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for Config {
@@ -74,6 +77,7 @@ impl Default for Config {
             node_lifecycle: nodelifecycle::NodeLifecycleConfig::default(),
             terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
             hpa_sync_period: Duration::from_secs(15),
+            root_ca_pem: None,
         }
     }
 }
@@ -321,6 +325,10 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         ],
         stop,
     );
+    let mut tasks = tasks;
+    if let Some(ca) = cfg.root_ca_pem.clone() {
+        tasks.0.push(rootcacert::start(client.clone(), ca, tasks.1.clone()));
+    }
     let (c, resync_ep) = (client.clone(), cfg.resync());
     let endpoints = endpoints::EndpointsController::create(move |ctx| {
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Service>(c.clone(), Scope::default()));

@@ -1,6 +1,7 @@
 //! The ServiceAccount controller: every live namespace has a `default` ServiceAccount.
 //! The namespace create path makes it at once; this puts it back when it is deleted and
 //! makes it for namespaces that existed before, as the real controller does.
+//! `keep_in_every_namespace` is the loop it shares with the root CA publisher.
 
 use bus::admission::ensure_default_service_account;
 use bus::informer::{watch_objects, InformerEvent, Scope};
@@ -15,17 +16,35 @@ pub fn wants_default(ns: Option<&Namespace>) -> bool {
 }
 
 pub fn start(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    keep_in_every_namespace::<ServiceAccount, _, _>(
+        client,
+        stop,
+        "serviceaccount controller",
+        |sa| sa.metadata.name.as_deref() == Some("default"),
+        |client, ns| async move { ensure_default_service_account(&client.bus, &ns).await.map_err(|e| e.to_string()) },
+    )
+}
+
+/// Keeps one object of kind `K` in every live namespace: `ensure` runs for each namespace
+/// listed or changed, and for the namespace of a deleted or changed object that `ours`
+/// picks. The controllers that publish per-namespace objects share this.
+pub fn keep_in_every_namespace<K, F, Fut>(client: Client, stop: CancellationToken, who: &'static str, ours: fn(&K) -> bool, ensure: F) -> tokio::task::JoinHandle<()>
+where
+    K: bus::client::Object + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta> + Send + 'static,
+    F: Fn(Client, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     tokio::spawn(async move {
         let namespaces = watch_objects::<Namespace>(client.clone(), Scope::default()).map(|e| match e {
             InformerEvent::Listed(items, _) => items.into_iter().filter_map(|n| n.metadata.name).collect(),
             InformerEvent::Applied(n, _) => n.metadata.name.into_iter().collect(),
             InformerEvent::Deleted(..) => Vec::new(),
         });
-        let accounts = watch_objects::<ServiceAccount>(client.clone(), Scope::default()).map(|e| match e {
-            InformerEvent::Deleted(sa, _) if sa.metadata.name.as_deref() == Some("default") => sa.metadata.namespace.into_iter().collect(),
+        let owned = watch_objects::<K>(client.clone(), Scope::default()).map(move |e| match e {
+            InformerEvent::Deleted(o, _) | InformerEvent::Applied(o, _) if ours(&o) => o.metadata().namespace.clone().into_iter().collect(),
             _ => Vec::new(),
         });
-        let mut events = futures::stream::select(namespaces.boxed(), accounts.boxed());
+        let mut events = futures::stream::select(namespaces.boxed(), owned.boxed());
         loop {
             let names: Vec<String> = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -36,12 +55,12 @@ pub fn start(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle
                 // Re-read: the event may be old, and a terminating namespace gets nothing new.
                 match client.get::<Namespace>(None, &ns).await {
                     Ok(n) if wants_default(n.as_ref()) => {
-                        if let Err(e) = ensure_default_service_account(&client.bus, &ns).await {
-                            tracing::warn!(namespace = %ns, error = %e, "serviceaccount controller: creating the default account failed");
+                        if let Err(e) = ensure(client.clone(), ns.clone()).await {
+                            tracing::warn!(namespace = %ns, error = %e, "{who}: ensuring its object failed");
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(namespace = %ns, error = %e, "serviceaccount controller: reading the namespace failed"),
+                    Err(e) => tracing::warn!(namespace = %ns, error = %e, "{who}: reading the namespace failed"),
                 }
             }
         }

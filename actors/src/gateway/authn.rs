@@ -107,7 +107,7 @@ pub fn user_from_cert(der: &[u8]) -> Result<UserInfo, CertError> {
 pub struct Authenticator {
     pub tokens: HashMap<String, UserInfo>,
     /// None: ServiceAccount tokens are neither issued nor accepted.
-    pub service_accounts: Option<super::tokens::TokenIssuer>,
+    pub service_accounts: Option<std::sync::Arc<super::tokens::TokenIssuer>>,
 }
 
 /// An authenticated caller; a ServiceAccount token's claims still need the account to

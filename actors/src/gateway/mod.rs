@@ -20,6 +20,7 @@ mod inflight;
 mod logs;
 mod membership;
 pub mod endpoint_reconciler;
+mod token_service;
 mod metrics_api;
 mod openapi;
 mod patch;
@@ -146,9 +147,12 @@ pub async fn serve(
     let rbac = authz::Rbac::new();
     rbac.start(bus::Client::new(bus.clone()), shutdown.clone());
     let service_accounts = match &cfg.service_account {
-        Some(k) => Some(tokens::TokenIssuer::new(k).map_err(|e| anyhow::anyhow!("gateway: {e}"))?),
+        Some(k) => Some(Arc::new(tokens::TokenIssuer::new(k).map_err(|e| anyhow::anyhow!("gateway: {e}"))?)),
         None => None,
     };
+    if let Some(issuer) = &service_accounts {
+        tokio::spawn(token_service::serve(bus.clone(), issuer.clone(), shutdown.clone()));
+    }
     let usage = bus::usage::UsageCache::start(bus.nats.clone(), shutdown.clone()).await.map_err(|e| anyhow::anyhow!("gateway: subscribing to resource metrics: {e}"))?;
     let state = Arc::new(AppState {
         usage,

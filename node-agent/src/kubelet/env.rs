@@ -18,6 +18,13 @@ pub struct Sources {
     /// The pod's namespace's Services plus `default/kubernetes` (the kubelet's "master
     /// services", always linked).
     pub services: Vec<Service>,
+    /// ServiceAccount tokens by `token_key(audience, expirationSeconds)`.
+    pub tokens: BTreeMap<String, String>,
+}
+
+/// Which token a projected `serviceAccountToken` source takes from `Sources::tokens`.
+pub fn token_key(audience: &str, seconds: i64) -> String {
+    format!("{audience}|{seconds}")
 }
 
 /// What fieldRef and resourceFieldRef read besides the pod itself.

@@ -59,6 +59,8 @@ struct PodRt {
     procs: HashMap<usize, (u64, Started)>,
     /// The environment each container was last started with (exec gets it too).
     envs: HashMap<usize, Vec<(String, String)>>,
+    /// Numbers the token refresh schedules: only the latest one acts.
+    token_refresh: u64,
     start_time: Timestamp,
     qos: &'static str,
     /// Its volumes, ready on this node (made before its sandbox).
@@ -216,7 +218,7 @@ impl Kubelet {
             let relabelled = rt.pod.metadata.labels != pod.metadata.labels || rt.pod.metadata.annotations != pod.metadata.annotations;
             rt.pod = pod;
             if relabelled && projected::has_downward(&rt.pod) {
-                self.refresh_volumes(|p| uid_of(p) == uid);
+                self.refresh_volumes(|p| uid_of(p) == uid, ctx);
             }
             if let Some(grace) = deletion {
                 self.drive(&uid, Event::DeletionRequested { grace }, ctx);
@@ -257,7 +259,7 @@ impl Kubelet {
         let qos = status::qos_class(pod.spec.as_ref());
         self.pods.insert(
             uid,
-            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), envs: HashMap::new(), start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
+            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), envs: HashMap::new(), token_refresh: 0, start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
         );
     }
 

@@ -48,6 +48,15 @@ pub fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
     (cms, secrets)
 }
 
+/// The (audience, expirationSeconds) of every projected ServiceAccount token of the pod.
+pub fn token_requests(pod: &Pod) -> BTreeSet<(String, i64)> {
+    let vols = pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten();
+    vols.flat_map(|v| v.projected.iter().flat_map(|p| p.sources.iter().flatten()))
+        .filter_map(|s| s.service_account_token.as_ref())
+        .map(|t| (t.audience.clone().unwrap_or_default(), t.expiration_seconds.unwrap_or(schema::tokens::DEFAULT_EXPIRATION)))
+        .collect()
+}
+
 /// Whether the pod has a downwardAPI file (plain or projected), which follows its labels
 /// and annotations.
 pub fn has_downward(pod: &Pod) -> bool {
@@ -186,8 +195,10 @@ pub fn files(v: &Volume, pod: &Pod, src: &Sources, d: &Downward) -> Result<Vec<F
         if let Some(dw) = &s.downward_api {
             out.extend(downward_files(pod, dw.items.as_deref().unwrap_or_default(), p.default_mode, d)?);
         }
-        if s.service_account_token.is_some() {
-            return Err("serviceAccountToken projections are not served by this node agent yet".into());
+        if let Some(t) = &s.service_account_token {
+            let key = super::env::token_key(t.audience.as_deref().unwrap_or(""), t.expiration_seconds.unwrap_or(schema::tokens::DEFAULT_EXPIRATION));
+            let token = src.tokens.get(&key).ok_or_else(|| format!("failed to fetch token: no token for audience {:?}", t.audience.as_deref().unwrap_or("")))?;
+            out.push(File { path: safe(&t.path)?, data: token.clone().into_bytes(), mode: mode_of(None, p.default_mode) });
         }
     }
     Ok(out)

@@ -70,7 +70,7 @@ fn host_path_ready(path: &Path, type_: Option<&str>) -> Result<(), String> {
 
 /// Resolves and makes ready every volume of `pod` flotilla's node agent mounts; an error
 /// says what the pod waits for (a FailedMount event).
-pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) -> Result<Vec<Mounted>, String> {
+pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) -> Result<(Vec<Mounted>, Option<i64>), String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut out = Vec::new();
@@ -105,28 +105,63 @@ pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) ->
             out.push(Mounted { name: v.name.clone(), host_path: path, read_only: false });
         }
     }
-    write_volumes(&client, &pod, &pod_dir, &d).await?;
+    let (_, refresh) = write_volumes(&client, &pod, &pod_dir, &d).await?;
     link(&pod_dir, &out).map_err(|e| format!("linking the pod's volumes: {e}"))?;
-    Ok(out)
+    Ok((out, refresh))
+}
+
+/// Asks a gateway for the pod's ServiceAccount token (the kubelet's TokenRequest).
+async fn request_token(client: &Client, pod: &Pod, audience: &str, seconds: i64) -> Result<(String, i64), String> {
+    use schema::tokens::{TokenReply, TokenRequest};
+    let spec = pod.spec.as_ref();
+    let r = TokenRequest {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        service_account: spec.and_then(|s| s.service_account_name.clone()).filter(|n| !n.is_empty()).unwrap_or_else(|| "default".into()),
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        pod_uid: pod.metadata.uid.clone().unwrap_or_default(),
+        audiences: if audience.is_empty() { Vec::new() } else { vec![audience.to_string()] },
+        expiration_seconds: seconds,
+    };
+    let payload = schema::codec::encode(&r).map_err(|e| e.to_string())?;
+    let ask = client.bus.nats.request(schema::subjects::TOKEN_REQUEST, payload.into());
+    let msg = match tokio::time::timeout(Duration::from_secs(10), ask).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => return Err(format!("failed to fetch token: {e}")),
+        Err(_) => return Err("failed to fetch token: no gateway answered in 10s".into()),
+    };
+    match schema::codec::decode::<TokenReply>(&msg.payload) {
+        Ok(TokenReply::Token { token, expires_at }) => Ok((token, expires_at)),
+        Ok(TokenReply::Refused(why)) => Err(format!("failed to fetch token: {why}")),
+        Err(e) => Err(format!("failed to fetch token: unreadable answer: {e}")),
+    }
 }
 
 /// Writes (or brings up to date) every configMap, secret, downwardAPI and projected
 /// volume of `pod`; true when some file changed.
-pub async fn write_volumes(client: &Client, pod: &Pod, pod_dir: &Path, d: &Downward) -> Result<bool, String> {
+/// With the time its tokens want refreshing (Unix seconds), if it has any.
+pub async fn write_volumes(client: &Client, pod: &Pod, pod_dir: &Path, d: &Downward) -> Result<(bool, Option<i64>), String> {
     let written: Vec<_> = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default().into_iter().filter(projected::is_written).collect();
     if written.is_empty() {
-        return Ok(false);
+        return Ok((false, None));
     }
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let (cms, secrets) = projected::referenced(pod);
-    let sources = Sources::objects(client, &ns, cms, secrets).await?;
+    let mut sources = Sources::objects(client, &ns, cms, secrets).await?;
+    let mut refresh: Option<i64> = None;
+    for (audience, seconds) in projected::token_requests(pod) {
+        let now = jiff::Timestamp::now().as_second();
+        let (token, expires_at) = request_token(client, pod, &audience, seconds).await.map_err(|e| format!("MountVolume.SetUp failed for the pod's ServiceAccount token : {e}"))?;
+        let due = schema::tokens::refresh_after(now, expires_at);
+        refresh = Some(refresh.map_or(due, |r| r.min(due)));
+        sources.tokens.insert(super::env::token_key(&audience, seconds), token);
+    }
     let mut changed = false;
     for v in &written {
         let setup = |e: String| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name);
         let files = projected::files(v, pod, &sources, d).map_err(setup)?;
         changed |= projected::write_atomic(&projected::volume_dir(pod_dir, &v.name), &files).map_err(|e| setup(e.to_string()))?;
     }
-    Ok(changed)
+    Ok((changed, refresh))
 }
 
 /// `<pod dir>/volumes/<name>` → each volume's directory, for host-process pods.
@@ -174,7 +209,7 @@ impl Kubelet {
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| act.mounted(&u, runtime, res, ctx)));
     }
 
-    fn mounted(&mut self, uid: &str, runtime: Arc<dyn Runtime>, res: Result<Vec<Mounted>, String>, ctx: &mut Context<Self>) {
+    fn mounted(&mut self, uid: &str, runtime: Arc<dyn Runtime>, res: Result<(Vec<Mounted>, Option<i64>), String>, ctx: &mut Context<Self>) {
         let stopping = self.stopping;
         let Some(rt) = self.pods.get_mut(uid) else { return };
         if stopping || rt.state.lifecycle != super::lifecycle::Lifecycle::Active {
@@ -183,7 +218,9 @@ impl Kubelet {
             return;
         }
         match res {
-            Ok(m) => {
+            Ok((m, refresh)) => {
+                self.refresh_tokens_at(uid, refresh, ctx);
+                let Some(rt) = self.pods.get_mut(uid) else { return };
                 if let Ok(mut used) = self.in_use.lock() {
                     used.insert(uid.to_string(), m.iter().map(|v| v.host_path.clone()).collect());
                 }
@@ -212,25 +249,46 @@ impl Kubelet {
 
     /// Rewrites the written volumes of the pods `affected` picks (a ConfigMap or Secret
     /// they name changed, or their labels did), once their volumes were set up.
-    pub(super) fn refresh_volumes(&mut self, affected: impl Fn(&Pod) -> bool) {
-        for rt in self.pods.values() {
+    pub(super) fn refresh_volumes(&mut self, affected: impl Fn(&Pod) -> bool, ctx: &mut Context<Self>) {
+        let mut work = Vec::new();
+        for (uid, rt) in &self.pods {
             if rt.mounts.is_empty() || !affected(&rt.pod) || rt.state.lifecycle != super::lifecycle::Lifecycle::Active {
                 continue;
             }
             let (client, pod, d) = (self.client.clone(), rt.pod.clone(), self.downward(rt));
             let dir = super::spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
             let key = format!("{}/{}", rt.state.namespace, rt.state.name);
-            tokio::spawn(
-                async move {
-                    match write_volumes(&client, &pod, &dir, &d).await {
-                        Ok(true) => tracing::info!(pod = %key, "volume contents updated"),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(pod = %key, error = %e, "could not update the pod's volumes"),
-                    }
+            let fut = async move {
+                let res = write_volumes(&client, &pod, &dir, &d).await;
+                match &res {
+                    Ok((true, _)) => tracing::info!(pod = %key, "volume contents updated"),
+                    Ok((false, _)) => {}
+                    Err(e) => tracing::warn!(pod = %key, error = %e, "could not update the pod's volumes"),
                 }
-                .instrument(self.span()),
-            );
+                res.ok().and_then(|(_, r)| r)
+            };
+            work.push((uid.clone(), fut.instrument(self.span())));
         }
+        for (uid, fut) in work {
+            ctx.spawn(fut.into_actor(self).map(move |refresh, act, ctx| act.refresh_tokens_at(&uid, refresh, ctx)));
+        }
+    }
+
+    /// Schedules the pod's next token refresh; a later schedule replaces an earlier one.
+    fn refresh_tokens_at(&mut self, uid: &str, at: Option<i64>, ctx: &mut Context<Self>) {
+        let Some(at) = at else { return };
+        let Some(rt) = self.pods.get_mut(uid) else { return };
+        rt.token_refresh += 1;
+        let generation = rt.token_refresh;
+        let wait = Duration::from_secs((at - jiff::Timestamp::now().as_second()).max(1) as u64);
+        let u = uid.to_string();
+        ctx.run_later(wait, move |act, ctx| {
+            bus::metrics::handle(super::ACTOR, || {
+                if act.pods.get(&u).is_some_and(|rt| rt.token_refresh == generation) {
+                    act.refresh_volumes(|p| p.metadata.uid.as_deref() == Some(u.as_str()), ctx);
+                }
+            })
+        });
     }
 }
 
@@ -246,9 +304,10 @@ pub struct SourceChanged {
 
 impl Handler<SourceChanged> for Kubelet {
     type Result = ();
-    fn handle(&mut self, m: SourceChanged, _: &mut Context<Self>) {
+    fn handle(&mut self, m: SourceChanged, ctx: &mut Context<Self>) {
         bus::metrics::handle(super::ACTOR, || {
-            self.refresh_volumes(|pod| {
+            self.refresh_volumes(
+                |pod| {
                 if m.name.is_none() {
                     return true;
                 }
@@ -258,7 +317,9 @@ impl Handler<SourceChanged> for Kubelet {
                 let (cms, secrets) = projected::referenced(pod);
                 let names = if m.secret { secrets } else { cms };
                 m.name.as_ref().is_some_and(|n| names.contains(n))
-            })
+                },
+                ctx,
+            )
         })
     }
 }
