@@ -77,7 +77,13 @@ fn resource_quotas_count_refuse_and_hold_under_races() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let c = Cluster::up(&tmp.path().join("cluster"), 0);
     c.ok(&["create", "namespace", "q"]);
-    c.ok(&["-n", "q", "create", "quota", "q1", "--hard=pods=1,configmaps=2,requests.cpu=1"]);
+    // Every namespace holds kube-root-ca.crt, which counts against a configmaps quota as
+    // in a real cluster: wait for it, so that the room left below is exactly two.
+    c.eventually(Duration::from_secs(20), "kube-root-ca.crt in q", || {
+        let o = c.kubectl(&["-n", "q", "get", "configmap", "kube-root-ca.crt", "-o", "name"]);
+        if o.ok { Ok(()) } else { Err(o.stderr) }
+    });
+    c.ok(&["-n", "q", "create", "quota", "q1", "--hard=pods=1,configmaps=3,requests.cpu=1"]);
     let d = c.ok(&["-n", "q", "describe", "quota", "q1"]);
     assert!(d.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["pods", "0", "1"]), "{d}");
 
@@ -112,16 +118,17 @@ fn resource_quotas_count_refuse_and_hold_under_races() {
     let won = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(won, 2, "{:?}", outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect::<Vec<_>>());
     for o in outs.iter().filter(|o| !o.status.success()) {
-        assert!(String::from_utf8_lossy(&o.stderr).contains("exceeded quota: q1, requested: configmaps=1, used: configmaps=2, limited: configmaps=2"), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("exceeded quota: q1, requested: configmaps=1, used: configmaps=3, limited: configmaps=3"), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    assert_eq!(c.ok(&["-n", "q", "get", "configmaps", "-o", "name"]).lines().count(), 2);
+    let user_maps = || -> Vec<String> { c.ok(&["-n", "q", "get", "configmaps", "-o", "name"]).lines().filter(|l| *l != "configmap/kube-root-ca.crt").map(str::to_string).collect() };
+    assert_eq!(user_maps().len(), 2);
 
     // Deleting gives quota back: the controller recomputes usage.
-    let first = c.ok(&["-n", "q", "get", "configmaps", "-o", "name"]).lines().next().unwrap().to_string();
+    let first = user_maps()[0].clone();
     c.ok(&["-n", "q", "delete", &first]);
-    c.eventually(Duration::from_secs(10), "configmaps usage drops to 1", || {
+    c.eventually(Duration::from_secs(10), "configmaps usage drops to 2", || {
         let d = c.ok(&["-n", "q", "describe", "quota", "q1"]);
-        if d.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["configmaps", "1", "2"]) { Ok(()) } else { Err(d) }
+        if d.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["configmaps", "2", "3"]) { Ok(()) } else { Err(d) }
     });
     c.ok(&["-n", "q", "create", "configmap", "again"]);
 }

@@ -111,7 +111,7 @@ fn everyday_verbs_print_what_kubectl_users_expect() {
     let names = |args: &[&str]| -> Vec<String> { lines(&c.ok(args)).iter().map(|s| s.to_string()).collect() };
     assert_eq!(names(&["get", "cm", "-l", "tier=gold", "-o", "name"]), ["configmap/cm-0", "configmap/cm-2", "configmap/cm-4"]);
     assert_eq!(names(&["get", "cm", "-l", "tier in (silver),tier!=gold", "-o", "name"]), ["configmap/cm-1", "configmap/cm-3"]);
-    assert_eq!(names(&["get", "cm", "-l", "!tier", "-o", "name"]), Vec::<String>::new());
+    assert_eq!(names(&["get", "cm", "-l", "!tier", "-o", "name"]), ["configmap/kube-root-ca.crt"], "every namespace's CA bundle has no tier");
     assert_eq!(names(&["get", "cm", "--field-selector", "metadata.name=cm-3", "-o", "name"]), ["configmap/cm-3"]);
     let on_node = names(&["get", "pods", "--field-selector", "spec.nodeName=node-1", "-o", "jsonpath={range .items[*]}{.spec.nodeName}{\"\\n\"}{end}"]);
     assert!(on_node.iter().all(|n| n == "node-1"), "{on_node:?}");

@@ -56,7 +56,10 @@ fn one_controller_leads_and_the_other_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::up_with(&dir.path().join("c"), 1, &["--nats-url", &nats.url, "--no-controllers", "--no-scheduler"]);
     let election = ["--nats-url", &nats.url, "--leader-elect-lease-duration=8s", "--leader-elect-renew-deadline=6s", "--leader-elect-retry-period=1s"];
-    let args = [&["controllers"][..], &election[..]].concat();
+    // As kubeadm passes kube-controller-manager the cluster CA, for kube-root-ca.crt.
+    let ca = dir.path().join("c/pki/ca.crt");
+    let ca = ca.to_string_lossy();
+    let args = [&["controllers", "--root-ca-file", &ca][..], &election[..]].concat();
     let sched_args = [&["scheduler"][..], &election[..]].concat();
     let mut sched_a = Process::flotilla(&sched_args, &dir.path().join("scheduler-a.log"));
     sched_a.wait_log(Duration::from_secs(30), "successfully acquired lease");

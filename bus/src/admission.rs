@@ -56,6 +56,8 @@ pub async fn on_create(bus: &Bus, res: &ResourceInfo, v: &mut Value, dry_run: bo
                 list_values(bus, registry::by_plural("scheduling.k8s.io", "v1", "priorityclasses").expect("registered"), None),
             )?;
             service_account::check(v, &ns, &sa, sa_obj.is_some())?;
+            let account_automount = sa_obj.as_ref().and_then(|(a, _)| a.get("automountServiceAccountToken")).and_then(Value::as_bool);
+            service_account::mount_token(v, account_automount);
             limit_ranger::admit_pod(v, &values(ranges))?;
             tolerations::apply(v);
             priority::resolve(v, &values(classes))?;
