@@ -498,7 +498,9 @@ impl Handler<DeadlineDue> for Kubelet {
     type Result = ();
     fn handle(&mut self, m: DeadlineDue, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || {
-            if self.pods.get(&m.uid).is_some_and(|rt| rt.state.lifecycle == Lifecycle::Active) {
+            // Only a pod still running has a deadline to miss (a finished one stays as it ended).
+            let live = self.pods.get(&m.uid).is_some_and(|rt| rt.state.lifecycle == Lifecycle::Active && !matches!(status::pod_phase(&rt.state), "Succeeded" | "Failed"));
+            if live {
                 self.note(&m.uid, "Normal", "DeadlineExceeded", lifecycle::DEADLINE_MESSAGE.into());
                 self.drive(&m.uid, Event::DeadlineExceeded, ctx);
             }
