@@ -13,7 +13,7 @@ use common::cluster::Cluster;
 use common::registry::{busybox_only, offline_images};
 use std::time::Duration;
 
-fn host_pods(dir: &str) -> String {
+fn host_pods(dir: &str, hook_port: u16) -> String {
     format!(
         r#"
 apiVersion: v1
@@ -59,6 +59,17 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {{name: httphook}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sleep", "3600"]
+    lifecycle:
+      preStop: {{httpGet: {{host: 127.0.0.1, port: {hook_port}, path: /stop, httpHeaders: [{{name: X-Hook, value: pre-stop}}]}}}}
+---
+apiVersion: v1
+kind: Pod
 metadata: {{name: msg}}
 spec:
   restartPolicy: Never
@@ -101,7 +112,20 @@ fn init_containers_sidecars_hooks_messages_and_deadlines() {
     // Every change of every pod, as `kubectl get -w` prints it (the pods do not exist yet).
     let watch = c.kubectl_background(&["get", "pods", "-w", "--no-headers"]);
     let of = |out: &str, pod: &str| out.lines().filter(|l| l.starts_with(&format!("{pod} "))).collect::<Vec<_>>().join("\n");
-    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&host_pods(&dir.to_string_lossy())));
+    // The httpGet preStop hook calls this listener; what it asked comes back on `hooked`.
+    let hook_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook_listener.local_addr().unwrap().port();
+    let (hook_tx, hooked) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut s, _)) = hook_listener.accept() {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            let _ = hook_tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(&host_pods(&dir.to_string_lossy(), hook_port)));
     assert!(o.ok, "{}", o.stderr);
 
     // Init containers in order, then the main one: what each wrote, in that order.
@@ -181,6 +205,15 @@ fn init_containers_sidecars_hooks_messages_and_deadlines() {
     let o = c.kubectl(&["delete", "pod", "hooks", "--timeout=60s"]);
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(std::fs::read_to_string(dir.join("stop-order")).unwrap_or_default(), "prestop\nterm\n");
+    // An httpGet preStop hook: its request, with its header, reaches the listener.
+    c.eventually(Duration::from_secs(30), "httphook Running", || {
+        let r = row(&c, "httphook");
+        if r[..2] == ["1/1", "Running"] { Ok(()) } else { Err(format!("{r:?}")) }
+    });
+    let o = c.kubectl(&["delete", "pod", "httphook", "--timeout=60s"]);
+    assert!(o.ok, "{}", o.stderr);
+    let req = hooked.recv_timeout(Duration::from_secs(10)).expect("the preStop request");
+    assert!(req.starts_with("GET /stop HTTP/1.1\r\n") && req.contains("X-Hook: pre-stop\r\n") && req.contains("User-Agent: kube-lifecycle/1.32\r\n"), "{req}");
 
     assert!(c.ok(&["delete", "pod", "--all", "--grace-period=1"]).contains("deleted"));
 }

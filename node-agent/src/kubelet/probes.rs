@@ -169,7 +169,7 @@ impl Kubelet {
                 let mut left = grace;
                 if let Some((action, target)) = hook {
                     let t0 = std::time::Instant::now();
-                    if let Outcome::Failure(m) = prober::run(&action, &target, grace).await {
+                    if let Outcome::Failure(m) = prober::run_hook(&action, &target, grace).await {
                         let msg = hook_failure(&action, &name, &pod, &m);
                         super::store::record_event(&client, &node, &pod, "Warning", "FailedPreStopHook", &msg);
                     }

@@ -172,7 +172,7 @@ impl Kubelet {
             if let Some((action, sandbox, env, working_dir, log_path, pod_ip)) = post_start {
                 let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env, working_dir, log_path };
                 let target = crate::prober::Target { runtime: rt2.clone(), exec, pod_ip };
-                if let crate::prober::Outcome::Failure(m) = crate::prober::run(&action, &target, POST_START_LIMIT).await {
+                if let crate::prober::Outcome::Failure(m) = crate::prober::run_hook(&action, &target, POST_START_LIMIT).await {
                     hook_error = Some(super::probes::hook_failure(&action, &hook_words.0, &hook_words.1, &m));
                 }
             }

@@ -25,7 +25,17 @@ pub struct Target {
 /// How much of an exec's output becomes the failure's message (the kubelet keeps 10 KiB).
 const MAX_OUTPUT: usize = 10 * 1024;
 
+/// Runs a probe's action.
 pub async fn run(action: &Action, t: &Target, timeout: Duration) -> Outcome {
+    run_as(action, t, timeout, "kube-probe/1.32").await
+}
+
+/// Runs a lifecycle hook's action (its HTTP requests say so, as the kubelet's do).
+pub async fn run_hook(action: &Action, t: &Target, timeout: Duration) -> Outcome {
+    run_as(action, t, timeout, "kube-lifecycle/1.32").await
+}
+
+async fn run_as(action: &Action, t: &Target, timeout: Duration, agent: &str) -> Outcome {
     match action {
         Action::Exec(cmd) => exec(cmd, t, timeout).await,
         Action::Http { https, host, port, path, headers } => {
@@ -33,7 +43,7 @@ pub async fn run(action: &Action, t: &Target, timeout: Duration) -> Outcome {
             if *https {
                 return Outcome::Failure(format!("Get \"https://{}{path}\": HTTPS probes are not supported by this node agent", join(&host, *port)));
             }
-            match tokio::time::timeout(timeout, http_get(&host, *port, path, headers)).await {
+            match tokio::time::timeout(timeout, http_get(&host, *port, path, headers, agent)).await {
                 Ok(o) => o,
                 Err(_) => Outcome::Failure(format!("Get \"http://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)", join(&host, *port))),
             }
@@ -89,7 +99,7 @@ async fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
 }
 
 /// One HTTP/1.1 GET, as the kubelet's prober sends it; 200 to 399 is a success.
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)]) -> Outcome {
+async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)], agent: &str) -> Outcome {
     let addr = join(host, port);
     let url = format!("http://{addr}{path}");
     let mut s = match tokio::net::TcpStream::connect(&addr).await {
@@ -102,7 +112,7 @@ async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)
         req.push_str(&format!("Host: {addr}\r\n"));
     }
     if !has("user-agent") {
-        req.push_str("User-Agent: kube-probe/1.32\r\n");
+        req.push_str(&format!("User-Agent: {agent}\r\n"));
     }
     if !has("accept") {
         req.push_str("Accept: */*\r\n");
@@ -176,12 +186,12 @@ mod tests {
             }
         });
         let h = vec![("X-Probe".to_string(), "yes".to_string())];
-        assert_eq!(http_get("127.0.0.1", port, "/ok", &h).await, Outcome::Success);
-        assert_eq!(http_get("127.0.0.1", port, "/bad", &h).await, Outcome::Failure("HTTP probe failed with statuscode: 503".into()));
+        assert_eq!(http_get("127.0.0.1", port, "/ok", &h, "kube-probe/1.32").await, Outcome::Success);
+        assert_eq!(http_get("127.0.0.1", port, "/bad", &h, "kube-probe/1.32").await, Outcome::Failure("HTTP probe failed with statuscode: 503".into()));
         // A closed port: Go's words.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         assert_eq!(
-            http_get("127.0.0.1", closed, "/", &[]).await,
+            http_get("127.0.0.1", closed, "/", &[], "kube-probe/1.32").await,
             Outcome::Failure(format!("Get \"http://127.0.0.1:{closed}/\": dial tcp 127.0.0.1:{closed}: connect: connection refused"))
         );
     }

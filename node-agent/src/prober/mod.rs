@@ -5,7 +5,7 @@
 
 mod check;
 
-pub use check::{run, Target};
+pub use check::{run, run_hook, Target};
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
