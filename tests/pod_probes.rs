@@ -2,7 +2,8 @@
 //! port keeps its pod 0/1 and opening the port makes it 1/1 within two periods (tcpSocket);
 //! an httpGet readiness probe on a port named in the container passes; a failing exec
 //! liveness probe restarts the container with the kubelet's events, as `kubectl describe`
-//! shows them; and `kubectl describe` prints the API's probe defaults.
+//! shows them; a startup probe holds readiness back until it passes; and `kubectl
+//! describe` prints the API's probe defaults.
 
 mod common;
 
@@ -51,6 +52,22 @@ spec:
       periodSeconds: 1
       failureThreshold: 2
       terminationGracePeriodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: slow}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "sleep 3; touch started; exec sleep 3600"]
+    startupProbe:
+      exec: {{command: ["cat", "started"]}}
+      periodSeconds: 1
+      failureThreshold: 30
+    readinessProbe:
+      exec: {{command: ["true"]}}
+      periodSeconds: 1
 ---
 apiVersion: v1
 kind: Pod
@@ -147,6 +164,16 @@ fn probes_drive_readiness_and_restarts() {
     // The terminated instance is the last state: killed by its SIGTERM.
     let last = c.ok(&["get", "pod", "live", "-o", "jsonpath={.status.containerStatuses[0].lastState.terminated.reason}"]);
     assert_eq!(last, "Error");
+
+    // A startup probe holds readiness back until it passes: started false, then true and ready.
+    c.eventually(Duration::from_secs(30), "slow started and ready", || {
+        let s = c.ok(&["get", "pod", "slow", "-o", "jsonpath={.status.containerStatuses[0].started} {.status.containerStatuses[0].ready}"]);
+        if s == "true true" { Ok(()) } else { Err(s) }
+    });
+    let events = c.ok(&["get", "events", "-o", "jsonpath={range .items[?(@.involvedObject.name==\"slow\")]}{.reason}|{.message}{\"\\n\"}{end}"]);
+    assert!(events.lines().any(|l| l.starts_with("Unhealthy|Startup probe failed: cat: ")), "{events}");
+    assert!(!events.contains("Readiness probe failed"), "readiness waited for the startup probe: {events}");
+    assert_eq!(c.ok(&["get", "pod", "slow", "-o", "jsonpath={.status.containerStatuses[0].restartCount}"]), "0");
 
     // The API's defaults, as kubectl describe prints them.
     let d = c.ok(&["describe", "pod", "defaults"]);
