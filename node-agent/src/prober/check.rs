@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod health {
+    #![allow(clippy::all)]
     tonic::include_proto!("grpc.health.v1");
 }
 
@@ -194,5 +195,37 @@ mod tests {
             http_get("127.0.0.1", closed, "/", &[], "kube-probe/1.32").await,
             Outcome::Failure(format!("Get \"http://127.0.0.1:{closed}/\": dial tcp 127.0.0.1:{closed}: connect: connection refused"))
         );
+    }
+
+    /// A health server that answers SERVING for "" and NOT_SERVING for anything else.
+    struct Health;
+
+    #[tonic::async_trait]
+    impl health::health_server::Health for Health {
+        async fn check(&self, r: tonic::Request<health::HealthCheckRequest>) -> Result<tonic::Response<health::HealthCheckResponse>, tonic::Status> {
+            use health::health_check_response::ServingStatus;
+            let status = if r.get_ref().service.is_empty() { ServingStatus::Serving } else { ServingStatus::NotServing };
+            Ok(tonic::Response::new(health::HealthCheckResponse { status: status as i32 }))
+        }
+    }
+
+    #[tokio::test]
+    async fn grpc_health_checks() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let incoming = tokio_stream_of(l);
+        tokio::spawn(tonic::transport::Server::builder().add_service(health::health_server::HealthServer::new(Health)).serve_with_incoming(incoming));
+        assert_eq!(grpc("127.0.0.1", port, "").await, Outcome::Success);
+        assert_eq!(grpc("127.0.0.1", port, "db").await, Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into()));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(matches!(grpc("127.0.0.1", closed, "").await, Outcome::Failure(m) if m.starts_with("timeout: failed to connect service")));
+    }
+
+    /// The listener's connections as the stream tonic serves.
+    fn tokio_stream_of(l: tokio::net::TcpListener) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+        futures::stream::unfold(l, |l| async move {
+            let r = l.accept().await.map(|(s, _)| s);
+            Some((r, l))
+        })
     }
 }
