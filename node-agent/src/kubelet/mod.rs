@@ -4,6 +4,7 @@
 //! container) and the store (`store`), and reports status through one writer per pod.
 
 pub mod admission;
+pub mod containers;
 pub mod lifecycle;
 pub mod lookup;
 pub mod node;
