@@ -256,6 +256,9 @@ impl Kubelet {
         let fallback_to_logs = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         let message = if handler == "host" {
             (path != "/dev/termination-log").then(|| std::path::PathBuf::from(&path))
+        } else if handler == "simulated" {
+            // Hollow pods write nothing: no file per container for thousands of them.
+            None
         } else {
             let f = dir.join("termination").join(format!("{}-{}", c.name, cspec.attempt));
             let made = f.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&f, b""));
