@@ -41,12 +41,10 @@ async fn run_as(action: &Action, t: &Target, timeout: Duration, agent: &str) -> 
         Action::Exec(cmd) => exec(cmd, t, timeout).await,
         Action::Http { https, host, port, path, headers } => {
             let host = host.clone().unwrap_or_else(|| t.pod_ip.clone());
-            if *https {
-                return Outcome::Failure(format!("Get \"https://{}{path}\": HTTPS probes are not supported by this node agent", join(&host, *port)));
-            }
-            match tokio::time::timeout(timeout, http_get(&host, *port, path, headers, agent)).await {
+            let scheme = if *https { "https" } else { "http" };
+            match tokio::time::timeout(timeout, http_get(*https, &host, *port, path, headers, agent)).await {
                 Ok(o) => o,
-                Err(_) => Outcome::Failure(format!("Get \"http://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)", join(&host, *port))),
+                Err(_) => Outcome::Failure(format!("Get \"{scheme}://{}{path}\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)", join(&host, *port))),
             }
         }
         Action::Tcp { host, port } => {
@@ -99,14 +97,70 @@ async fn exec(cmd: &[String], t: &Target, timeout: Duration) -> Outcome {
     }
 }
 
-/// One HTTP/1.1 GET, as the kubelet's prober sends it; 200 to 399 is a success.
-async fn http_get(host: &str, port: u16, path: &str, headers: &[(String, String)], agent: &str) -> Outcome {
+/// The kubelet's prober skips certificate checks for HTTPS (InsecureSkipVerify):
+/// signatures are still checked, the chain and name are not.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(&self, message: &[u8], cert: &rustls::pki_types::CertificateDer<'_>, dss: &rustls::DigitallySignedStruct) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// One HTTP/1.1 GET (over TLS for HTTPS), as the kubelet's prober sends it; 200 to 399
+/// is a success.
+async fn http_get(https: bool, host: &str, port: u16, path: &str, headers: &[(String, String)], agent: &str) -> Outcome {
     let addr = join(host, port);
-    let url = format!("http://{addr}{path}");
-    let mut s = match tokio::net::TcpStream::connect(&addr).await {
+    let url = format!("{}://{addr}{path}", if https { "https" } else { "http" });
+    let tcp = match tokio::net::TcpStream::connect(&addr).await {
         Ok(s) => s,
         Err(e) => return Outcome::Failure(format!("Get \"{url}\": dial tcp {addr}: connect: {}", dial_words(&e))),
     };
+    if !https {
+        return exchange(tcp, &url, &addr, path, headers, agent).await;
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap_or_else(|_| rustls::pki_types::ServerName::try_from("localhost").expect("a valid name"));
+    let tls = match tls_connector() {
+        Ok(c) => c.connect(name, tcp).await,
+        Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+    };
+    match tls {
+        Ok(s) => exchange(s, &url, &addr, path, headers, agent).await,
+        Err(e) => Outcome::Failure(format!("Get \"{url}\": {e}")),
+    }
+}
+
+async fn exchange(mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, url: &str, addr: &str, path: &str, headers: &[(String, String)], agent: &str) -> Outcome {
     let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     if !has("host") {
@@ -187,12 +241,12 @@ mod tests {
             }
         });
         let h = vec![("X-Probe".to_string(), "yes".to_string())];
-        assert_eq!(http_get("127.0.0.1", port, "/ok", &h, "kube-probe/1.32").await, Outcome::Success);
-        assert_eq!(http_get("127.0.0.1", port, "/bad", &h, "kube-probe/1.32").await, Outcome::Failure("HTTP probe failed with statuscode: 503".into()));
+        assert_eq!(http_get(false, "127.0.0.1", port, "/ok", &h, "kube-probe/1.32").await, Outcome::Success);
+        assert_eq!(http_get(false, "127.0.0.1", port, "/bad", &h, "kube-probe/1.32").await, Outcome::Failure("HTTP probe failed with statuscode: 503".into()));
         // A closed port: Go's words.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         assert_eq!(
-            http_get("127.0.0.1", closed, "/", &[], "kube-probe/1.32").await,
+            http_get(false, "127.0.0.1", closed, "/", &[], "kube-probe/1.32").await,
             Outcome::Failure(format!("Get \"http://127.0.0.1:{closed}/\": dial tcp 127.0.0.1:{closed}: connect: connection refused"))
         );
     }
@@ -227,5 +281,30 @@ mod tests {
             let r = l.accept().await.map(|(s, _)| s);
             Some((r, l))
         })
+    }
+
+    #[tokio::test]
+    async fn https_checks_skip_certificate_verification() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["somewhere.example".to_string()]).unwrap().self_signed(&key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let mut s = acceptor.accept(s).await.unwrap();
+            let mut buf = vec![0u8; 2048];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+            let _ = s.shutdown().await;
+        });
+        assert_eq!(http_get(true, "127.0.0.1", port, "/healthz", &[], "kube-probe/1.32").await, Outcome::Success);
     }
 }
