@@ -154,6 +154,8 @@ fn init_containers_sidecars_hooks_messages_and_deadlines() {
     let waiting = jsonpath(&c, "initfail", "{.status.initContainerStatuses[0].state.waiting.message}");
     assert!(waiting.starts_with("back-off 10s restarting failed container=bad pod=initfail_default("), "{waiting}");
     assert_eq!(c.ok(&["logs", "initfail", "-c", "bad"]), "failing\n");
+    let events = c.ok(&["get", "events", "-o", "jsonpath={range .items[?(@.involvedObject.name==\"initfail\")]}{.type}|{.reason}|{.message}{\"\\n\"}{end}"]);
+    assert!(events.lines().any(|l| l.starts_with("Warning|BackOff|Back-off restarting failed container bad in pod initfail_default(")), "{events}");
 
     // The sidecar runs beside the main container, which crashes and restarts; the sidecar
     // is the same instance throughout.

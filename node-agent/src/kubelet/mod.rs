@@ -408,8 +408,11 @@ impl Kubelet {
         match cmd {
             Command::Start { idx } => self.start(uid, idx, ctx),
             Command::RestartAfter { idx, after } => {
-                let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
-                self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
+                // The restart at once after a first crash is no back-off.
+                if after > lifecycle::FIRST_RESTART {
+                    let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
+                    self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
+                }
                 ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);
                 None
             }
