@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// How often a running container's state is read to see it end.
 const RELIST: Duration = Duration::from_millis(500);
+/// How long, and how often, a SIGKILLed container's status is read again for containerd's
+/// OOM verdict.
+const OOM_SETTLE: Duration = Duration::from_millis(200);
+const OOM_SETTLE_TRIES: u32 = 5;
 /// The label every sandbox of this agent carries, with its node's name.
 pub const NODE_LABEL: &str = "flotilla.io/node";
 
@@ -162,8 +166,21 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
                 failures = 0;
                 let Some(st) = r.into_inner().status else { continue };
                 if st.state == pb::ContainerState::ContainerExited as i32 {
-                    // containerd says OOMKilled when the cgroup's OOM killer ended it.
-                    let reason = Some(st.reason).filter(|r| r == "OOMKilled");
+                    // containerd says OOMKilled when the cgroup's OOM killer ended it; it
+                    // learns that from an event of its own, which may be handled just after
+                    // the exit: a SIGKILLed container is looked at again before it is judged.
+                    let mut reason = st.reason;
+                    for _ in 0..OOM_SETTLE_TRIES {
+                        if reason == "OOMKilled" || st.exit_code != 137 {
+                            break;
+                        }
+                        tokio::time::sleep(OOM_SETTLE).await;
+                        match rt.container_status(pb::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await {
+                            Ok(r) => reason = r.into_inner().status.map(|s| s.reason).unwrap_or_default(),
+                            Err(_) => break,
+                        }
+                    }
+                    let reason = Some(reason).filter(|r| r == "OOMKilled");
                     on_exit(super::Exit { code: st.exit_code, reason });
                     let _ = rt.remove_container(pb::RemoveContainerRequest { container_id: id }).await;
                     return;
