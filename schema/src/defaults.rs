@@ -262,10 +262,12 @@ fn probe_defaults(p: &mut Value) {
     if !p.is_object() {
         return;
     }
-    set_default(p, "timeoutSeconds", json!(1));
-    set_default(p, "periodSeconds", json!(10));
-    set_default(p, "successThreshold", json!(1));
-    set_default(p, "failureThreshold", json!(3));
+    // As the real server: zero (or null) counts as unset.
+    for (field, default) in [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)] {
+        if p.get(field).is_none_or(|v| v.is_null() || v.as_i64() == Some(0)) {
+            p[field] = json!(default);
+        }
+    }
     handler_defaults(p);
 }
 
@@ -276,7 +278,9 @@ fn handler_defaults(h: &mut Value) {
         if get.get("path").and_then(Value::as_str).is_none_or(str::is_empty) {
             get["path"] = json!("/");
         }
-        set_default(get, "scheme", json!("HTTP"));
+        if get.get("scheme").and_then(Value::as_str).is_none_or(str::is_empty) {
+            get["scheme"] = json!("HTTP");
+        }
     }
 }
 
@@ -345,6 +349,11 @@ mod tests {
         let once = p.clone();
         apply(res, &mut p);
         assert_eq!(p, once);
+        // Zero counts as unset, as in SetDefaults_Probe; an empty scheme is HTTP.
+        let mut zero = json!({"spec":{"containers":[{"name":"c","readinessProbe":{"periodSeconds":0,"timeoutSeconds":null,"httpGet":{"port":1,"scheme":""}}}]}});
+        apply(res, &mut zero);
+        let r = &zero["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!((r["periodSeconds"].clone(), r["timeoutSeconds"].clone(), r["httpGet"]["scheme"].clone()), (json!(10), json!(1), json!("HTTP")));
         // A probe that is not an object is left for validation to refuse, not a panic.
         let mut bad = json!({"spec":{"containers":[{"name":"c","livenessProbe":3,"lifecycle":{"postStart":"x"}}]}});
         apply(res, &mut bad);
