@@ -56,9 +56,11 @@ fn exec_cp_and_port_forward_into_containerd_pods() {
     assert!(st.success(), "clean exit: {st:?}");
     // `up` again on the same data dir: the pod runs again in a new sandbox.
     let c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
+    // The stored status still says Running from before the restart: the restarted agent's
+    // own report counts the restart (and only then does the container run again).
     c.eventually(Duration::from_secs(90), "web Running again", || {
-        let p = c.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase}"]);
-        if p == "Running" { Ok(()) } else { Err(p) }
+        let p = c.ok(&["get", "pod", "web", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}"]);
+        if p == "Running 1 true" { Ok(()) } else { Err(p) }
     });
     let o = c.kubectl(&["exec", "web", "--", "sh", "-c", "exit 5"]);
     assert_eq!(o.code, Some(5), "{}", o.stderr);

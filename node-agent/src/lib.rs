@@ -7,6 +7,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod metrics;
 pub mod network;
+pub mod prober;
 pub mod proxy;
 pub mod runtime;
 mod shutdown;

@@ -21,6 +21,7 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
         stdin_once: false,
         tty: false,
         mounts: vec![],
+        resources: Default::default(),
     }
 }
 

@@ -233,7 +233,8 @@ fn pod_spec(spec: &mut Value) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
-    if let Some(cs) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+    for list in ["initContainers", "containers"] {
+        let Some(cs) = spec.get_mut(list).and_then(Value::as_array_mut) else { continue };
         for c in cs.iter_mut().filter(|c| c.is_object()) {
             set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
             set_default(c, "terminationMessagePolicy", json!("File"));
@@ -241,6 +242,44 @@ fn pod_spec(spec: &mut Value) {
             set_default(c, "imagePullPolicy", json!(if always { "Always" } else { "IfNotPresent" }));
             set_default(c, "resources", json!({}));
             limits_as_requests(c);
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(p) = c.get_mut(probe) {
+                    probe_defaults(p);
+                }
+            }
+            for hook in ["postStart", "preStop"] {
+                if let Some(h) = c.pointer_mut(&format!("/lifecycle/{hook}")) {
+                    handler_defaults(h);
+                }
+            }
+        }
+    }
+}
+
+/// SetDefaults_Probe: what `kubectl describe` prints as `delay=0s timeout=1s period=10s
+/// #success=1 #failure=3` when the manifest says nothing.
+fn probe_defaults(p: &mut Value) {
+    if !p.is_object() {
+        return;
+    }
+    // As the real server: zero (or null) counts as unset.
+    for (field, default) in [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)] {
+        if p.get(field).is_none_or(|v| v.is_null() || v.as_i64() == Some(0)) {
+            p[field] = json!(default);
+        }
+    }
+    handler_defaults(p);
+}
+
+/// SetDefaults_HTTPGetAction (path "/", scheme HTTP) and SetDefaults_GRPCAction's service
+/// left empty, for probes and lifecycle hooks alike.
+fn handler_defaults(h: &mut Value) {
+    if let Some(get) = h.get_mut("httpGet").filter(|g| g.is_object()) {
+        if get.get("path").and_then(Value::as_str).is_none_or(str::is_empty) {
+            get["path"] = json!("/");
+        }
+        if get.get("scheme").and_then(Value::as_str).is_none_or(str::is_empty) {
+            get["scheme"] = json!("HTTP");
         }
     }
 }
@@ -291,6 +330,33 @@ mod tests {
         let mut free = json!({"metadata":{"name":"f"},"spec":{"containers":[{"name":"c","image":"busybox"}]}});
         apply(res, &mut free);
         assert!(free["status"].get("conditions").is_none());
+    }
+
+    #[test]
+    fn probes_and_hooks_get_the_api_defaults() {
+        let res = by_plural("", "v1", "pods").unwrap();
+        let mut p = json!({"spec":{"initContainers":[{"name":"i","image":"busybox","startupProbe":{"exec":{"command":["true"]}}}],
+            "containers":[{"name":"c","image":"busybox","readinessProbe":{"tcpSocket":{"port":80},"periodSeconds":2},
+            "livenessProbe":{"httpGet":{"port":"http"}},"lifecycle":{"preStop":{"httpGet":{"port":80,"path":"/stop"}}}}]}});
+        apply(res, &mut p);
+        let c = &p["spec"]["containers"][0];
+        let r = &c["readinessProbe"];
+        assert_eq!((r["timeoutSeconds"].clone(), r["periodSeconds"].clone(), r["successThreshold"].clone(), r["failureThreshold"].clone()), (json!(1), json!(2), json!(1), json!(3)));
+        assert_eq!(c["livenessProbe"]["httpGet"], json!({"port":"http","path":"/","scheme":"HTTP"}));
+        assert_eq!(c["lifecycle"]["preStop"]["httpGet"], json!({"port":80,"path":"/stop","scheme":"HTTP"}));
+        let i = &p["spec"]["initContainers"][0];
+        assert_eq!((i["startupProbe"]["periodSeconds"].clone(), i["terminationMessagePolicy"].clone()), (json!(10), json!("File")));
+        let once = p.clone();
+        apply(res, &mut p);
+        assert_eq!(p, once);
+        // Zero counts as unset, as in SetDefaults_Probe; an empty scheme is HTTP.
+        let mut zero = json!({"spec":{"containers":[{"name":"c","readinessProbe":{"periodSeconds":0,"timeoutSeconds":null,"httpGet":{"port":1,"scheme":""}}}]}});
+        apply(res, &mut zero);
+        let r = &zero["spec"]["containers"][0]["readinessProbe"];
+        assert_eq!((r["periodSeconds"].clone(), r["timeoutSeconds"].clone(), r["httpGet"]["scheme"].clone()), (json!(10), json!(1), json!("HTTP")));
+        // A probe that is not an object is left for validation to refuse, not a panic.
+        let mut bad = json!({"spec":{"containers":[{"name":"c","livenessProbe":3,"lifecycle":{"postStart":"x"}}]}});
+        apply(res, &mut bad);
     }
 
     #[test]

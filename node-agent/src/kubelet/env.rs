@@ -38,8 +38,7 @@ pub struct Downward {
 }
 
 fn all_containers(pod: &Pod) -> impl Iterator<Item = &Container> {
-    let spec = pod.spec.as_ref();
-    spec.into_iter().flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()))
+    pod.spec.as_ref().into_iter().flat_map(super::spec::all_containers)
 }
 
 /// The ConfigMaps and Secrets the pod's containers' environment names.

@@ -52,7 +52,7 @@ impl Handler<Lookup> for Kubelet {
                 return Ok(Found { runtime, sandbox: sandbox.clone(), target: None });
             }
             let spec = rt.pod.spec.as_ref();
-            let Some(idx) = spec.and_then(|s| s.containers.iter().position(|c| c.name == m.container)) else {
+            let Some(idx) = spec.and_then(|s| spec::index_of(s, &m.container)) else {
                 return Err(refuse(400, format!("container {} is not valid for pod {}", m.container, m.pod)));
             };
             let Some((_, started)) = rt.procs.get(&idx).map(|(i, s)| (*i, s.clone())) else {

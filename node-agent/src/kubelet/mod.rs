@@ -4,10 +4,12 @@
 //! container) and the store (`store`), and reports status through one writer per pod.
 
 pub mod admission;
+pub mod containers;
 pub mod env;
 pub mod lifecycle;
 pub mod lookup;
 pub mod node;
+mod probes;
 pub mod projected;
 pub mod spec;
 pub mod status;
@@ -22,7 +24,7 @@ use bus::informer::InformerEvent;
 use bus::Client;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use lifecycle::{Command, Container, Event, Lifecycle, PodState, RestartPolicy};
+use lifecycle::{Command, Container, Event, ExitDetail, KillWhy, Lifecycle, PodState, Probes, RestartPolicy, Role};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +71,19 @@ struct PodRt {
     mount_error: Option<String>,
     /// The latest status; a per-pod writer task coalesces and writes it.
     status_tx: tokio::sync::watch::Sender<Option<serde_json::Value>>,
+    /// The probe worker of each running container (dropped with it).
+    probe_tasks: HashMap<usize, probes::ProbeTask>,
+    /// Where each running instance's termination message and log are read at its end.
+    files: HashMap<usize, InstanceFiles>,
+}
+
+/// The files of one running instance that its end is read from.
+#[derive(Debug, Clone)]
+struct InstanceFiles {
+    /// The termination message file on the node (None: not readable here).
+    message: Option<PathBuf>,
+    log: PathBuf,
+    fallback_to_logs: bool,
 }
 
 pub struct Kubelet {
@@ -83,7 +98,7 @@ pub struct Kubelet {
     /// Numbers every container start, so an exit names the instance it ended.
     next_instance: u64,
     /// Exits seen before their start's answer was handled.
-    early_exits: HashMap<u64, i32>,
+    early_exits: HashMap<u64, crate::runtime::Exit>,
     /// The volume directories this node's pods have mounted, by pod uid: the orphan
     /// sweep (`volumes::collect_orphans`) never removes one of them.
     pub in_use: volumes::InUse,
@@ -113,7 +128,14 @@ struct Exited {
     uid: String,
     idx: usize,
     instance: u64,
-    code: i32,
+    exit: crate::runtime::Exit,
+}
+
+/// activeDeadlineSeconds of the pod `uid` passed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct DeadlineDue {
+    uid: String,
 }
 
 /// An event for a pod from work running off the actor (reading a pull's secrets).
@@ -162,15 +184,18 @@ fn grace_of(pod: &Pod) -> Duration {
     secs.map(Duration::from_secs).unwrap_or(lifecycle::DEFAULT_GRACE)
 }
 
-/// A pod found after an agent restart resumes its counts: its containers were restarted,
-/// as after a node reboot, so each instance that ran before counts one restart.
+/// The pod's containers for its state machine, init containers first (each with its role
+/// and probes). A pod found after an agent restart resumes its counts: its containers were
+/// restarted, as after a node reboot, so each instance that ran before counts one restart.
 fn resumed_containers(pod: &Pod) -> Vec<Container> {
-    let stored = pod.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+    let st = pod.status.as_ref();
+    let stored: Vec<_> = st.and_then(|s| s.init_container_statuses.clone()).unwrap_or_default().into_iter().chain(st.and_then(|s| s.container_statuses.clone()).unwrap_or_default()).collect();
     let spec = pod.spec.clone().unwrap_or_default();
-    spec.containers
-        .iter()
-        .map(|c| {
-            let mut ct = Container::new(&c.name, c.image.as_deref().unwrap_or(""));
+    let init = spec.init_containers.iter().flatten().map(|c| (c, if c.restart_policy.as_deref() == Some("Always") { Role::Sidecar } else { Role::Init }));
+    init.chain(spec.containers.iter().map(|c| (c, Role::Main)))
+        .map(|(c, role)| {
+            let probes = Probes { readiness: c.readiness_probe.is_some(), liveness: c.liveness_probe.is_some(), startup: c.startup_probe.is_some() };
+            let mut ct = Container::with_role(&c.name, c.image.as_deref().unwrap_or(""), role, probes);
             if let Some(s) = stored.iter().find(|s| s.name == c.name) {
                 let ran = s.state.as_ref().is_some_and(|st| st.running.is_some() || st.terminated.is_some()) || s.last_state.as_ref().is_some_and(|l| l.terminated.is_some());
                 ct.restart_count = s.restart_count + i32::from(ran);
@@ -178,6 +203,34 @@ fn resumed_containers(pod: &Pod) -> Vec<Container> {
             ct
         })
         .collect()
+}
+
+/// The termination message of an ended instance: its file (at most 4096 bytes, as the
+/// kubelet reads), else with FallbackToLogsOnError and a failure, its log's last lines.
+fn termination_message(f: &InstanceFiles, code: i32) -> Option<String> {
+    const MAX: usize = 4096;
+    let from_file = f.message.as_ref().and_then(|p| std::fs::read(p).ok()).map(|mut b| {
+        b.truncate(MAX);
+        String::from_utf8_lossy(&b).into_owned()
+    });
+    if from_file.as_deref().is_some_and(|m| !m.is_empty()) || !f.fallback_to_logs || code == 0 {
+        return from_file.filter(|m| !m.is_empty());
+    }
+    // The kubelet's fallback: the last 80 lines, at most 2048 bytes.
+    let bytes = std::fs::read(&f.log).ok()?;
+    let mut text: Vec<u8> = Vec::new();
+    for e in crate::logs::cri::entries(&bytes) {
+        text.extend_from_slice(e.text);
+        if e.complete {
+            text.push(b'\n');
+        }
+    }
+    let s = String::from_utf8_lossy(&text).into_owned();
+    let lines: Vec<&str> = s.lines().collect();
+    let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+    let start = tail.len().saturating_sub(2048);
+    let start = (start..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+    Some(tail[start..].to_string()).filter(|m| !m.is_empty())
 }
 
 impl StreamHandler<InformerEvent<Pod>> for Kubelet {
@@ -231,14 +284,21 @@ impl Kubelet {
             return;
         }
         if deletion.is_none() {
-            let running = self.pods.values().filter(|rt| !matches!(status::phase(&rt.state.containers, rt.state.policy), "Succeeded" | "Failed")).map(|rt| &rt.pod);
+            let running = self.pods.values().filter(|rt| !matches!(status::pod_phase(&rt.state), "Succeeded" | "Failed")).map(|rt| &rt.pod);
             if let Err(r) = admission::admit(&pod, running, self.allocatable) {
                 tracing::warn!(pod = %uid, reason = %r.reason, "pod rejected");
                 tokio::spawn(store::reject(self.client.clone(), self.node.clone(), pod, r).instrument(self.span()));
                 return;
             }
         }
+        let deadline = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds).filter(|s| *s >= 0);
         self.admit(uid.clone(), pod);
+        if let (Some(secs), None) = (deadline, deletion) {
+            // Counted from the pod's start on a node, as the kubelet's activeDeadlineHandler.
+            let start = self.pods.get(&uid).map(|rt| rt.start_time).unwrap_or_else(Timestamp::now);
+            let left = (start.as_second() + secs).saturating_sub(Timestamp::now().as_second()).max(0) as u64;
+            ctx.notify_later(DeadlineDue { uid: uid.clone() }, Duration::from_secs(left));
+        }
         let ev = match deletion {
             Some(grace) => Event::DeletionRequested { grace },
             None => Event::Admitted,
@@ -250,16 +310,41 @@ impl Kubelet {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let policy = RestartPolicy::parse(pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()));
-        let state = PodState::new(&ns, &name, &uid, policy, resumed_containers(&pod));
+        let mut state = PodState::new(&ns, &name, &uid, policy, resumed_containers(&pod));
+        state.grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).map(|s| Duration::from_secs(s.max(0) as u64)).unwrap_or(lifecycle::DEFAULT_GRACE);
         let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map(|t| t.0).unwrap_or_else(Timestamp::now);
         let (status_tx, status_rx) = tokio::sync::watch::channel(None);
         tokio::spawn(store::status_writer(self.client.clone(), ns.clone(), name.clone(), uid.clone(), status_rx).instrument(self.span()));
         let runtime = self.runtimes.for_class(pod.spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()), &self.node);
         tracing::info!(pod = %format!("{ns}/{name}"), node = %self.node, runtime = runtime.as_ref().map(|r| r.handler()).unwrap_or("none"), "pod admitted");
+        if runtime.as_ref().is_ok_and(|r| r.handler() == "simulated") {
+            // Hollow pods have nothing to probe (as kwok's): running is ready.
+            for c in state.containers.iter_mut() {
+                c.probes = Probes::default();
+            }
+        }
         let qos = status::qos_class(pod.spec.as_ref());
         self.pods.insert(
             uid,
-            PodRt { pod, state, runtime, sandbox: SandboxSlot::None, sandbox_attempt: 0, pod_ip: None, starting: 0, procs: HashMap::new(), envs: HashMap::new(), token_refresh: 0, start_time, qos, status_tx, mounts: Vec::new(), mount_error: None },
+            PodRt {
+                pod,
+                state,
+                runtime,
+                sandbox: SandboxSlot::None,
+                sandbox_attempt: 0,
+                pod_ip: None,
+                starting: 0,
+                procs: HashMap::new(),
+                envs: HashMap::new(),
+                token_refresh: 0,
+                start_time,
+                qos,
+                status_tx,
+                mounts: Vec::new(),
+                mount_error: None,
+                probe_tasks: HashMap::new(),
+                files: HashMap::new(),
+            },
         );
     }
 
@@ -282,11 +367,11 @@ impl Kubelet {
             // A start that answers quickly (host processes) is reported with its result, in
             // one status write instead of a ContainerCreating one first; a slow one (a pull)
             // shows ContainerCreating after STARTING_REPORT.
-            Lifecycle::Active | Lifecycle::Terminating { .. } if rt.starting > 0 => {
+            Lifecycle::Active | Lifecycle::Failed | Lifecycle::Terminating { .. } if rt.starting > 0 => {
                 let u = uid.to_string();
                 ctx.run_later(STARTING_REPORT, move |act, _| act.report(&u));
             }
-            Lifecycle::Active | Lifecycle::Terminating { .. } => self.report(uid),
+            Lifecycle::Active | Lifecycle::Failed | Lifecycle::Terminating { .. } => self.report(uid),
             Lifecycle::Removing => self.release_sandbox(uid),
             Lifecycle::Gone => {
                 let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, uid);
@@ -326,19 +411,22 @@ impl Kubelet {
     }
 
     fn container_name(&self, uid: &str, idx: usize) -> String {
-        self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx).map(|c| c.name.clone())).unwrap_or_default()
+        self.pods.get(uid).and_then(|rt| spec::container_at(rt.pod.spec.as_ref()?, idx).map(|c| c.name.clone())).unwrap_or_default()
     }
 
     fn container_image(&self, uid: &str, idx: usize) -> String {
-        self.pods.get(uid).and_then(|rt| rt.pod.spec.as_ref()?.containers.get(idx)?.image.clone()).unwrap_or_default()
+        self.pods.get(uid).and_then(|rt| spec::container_at(rt.pod.spec.as_ref()?, idx)?.image.clone()).unwrap_or_default()
     }
 
     fn execute(&mut self, uid: &str, cmd: Command, ctx: &mut Context<Self>) -> Option<Event> {
         match cmd {
             Command::Start { idx } => self.start(uid, idx, ctx),
             Command::RestartAfter { idx, after } => {
-                let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
-                self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
+                // The restart at once after a first crash is no back-off.
+                if after > lifecycle::FIRST_RESTART {
+                    let (name, pod) = (self.container_name(uid, idx), self.pods.get(uid).map(|rt| format!("{}_{}({uid})", rt.state.name, rt.state.namespace)).unwrap_or_default());
+                    self.note(uid, "Warning", "BackOff", format!("Back-off restarting failed container {name} in pod {pod}"));
+                }
                 ctx.notify_later(RestartDue { uid: uid.to_string(), idx }, after);
                 None
             }
@@ -351,10 +439,25 @@ impl Kubelet {
                 None
             }
             Command::Stop { idx, grace } => {
-                let rt = self.pods.get(uid)?;
-                let (s, runtime) = (rt.procs.get(&idx).map(|(_, s)| s.clone())?, rt.runtime.clone().ok()?);
+                self.pods.get(uid)?.procs.get(&idx)?;
                 self.note(uid, "Normal", "Killing", format!("Stopping container {}", self.container_name(uid, idx)));
-                tokio::spawn(async move { runtime.stop_container(&s, grace).await }.instrument(self.span()));
+                self.stop_container(uid, idx, grace);
+                None
+            }
+            Command::Kill { idx, grace, why } => {
+                self.pods.get(uid)?.procs.get(&idx)?;
+                let name = self.container_name(uid, idx);
+                let message = match why {
+                    KillWhy::Liveness => format!("Container {name} failed liveness probe, will be restarted"),
+                    KillWhy::Startup => format!("Container {name} failed startup probe, will be restarted"),
+                    KillWhy::PostStartHook => format!("FailedPostStartHook: stopping container {name}"),
+                };
+                self.note(uid, "Normal", "Killing", message);
+                self.stop_container(uid, idx, grace);
+                None
+            }
+            Command::Probe { idx, instance } => {
+                self.start_probes(uid, idx, instance, ctx);
                 None
             }
             Command::DeleteFromStore => {
@@ -391,16 +494,40 @@ impl Handler<Exited> for Kubelet {
             match rt.procs.get(&m.idx) {
                 Some((instance, _)) if *instance == m.instance => {
                     rt.procs.remove(&m.idx);
+                    rt.probe_tasks.remove(&m.idx);
                 }
                 // Its start's answer is still to come: the exit waits for it.
                 None => {
-                    self.early_exits.insert(m.instance, m.code);
+                    self.early_exits.insert(m.instance, m.exit);
                     return;
                 }
                 Some(_) => {}
             }
-            tracing::info!(pod = %format!("{}/{}", rt.state.namespace, rt.state.name), container = m.idx, code = m.code, "container exited");
-            self.drive(&m.uid, Event::Exited { idx: m.idx, instance: m.instance, code: m.code, at: Timestamp::now() }, ctx);
+            tracing::info!(pod = %format!("{}/{}", rt.state.namespace, rt.state.name), container = m.idx, code = m.exit.code, reason = ?m.exit.reason, "container exited");
+            let detail = self.exit_detail(&m.uid, m.idx, &m.exit);
+            self.drive(&m.uid, Event::Exited { idx: m.idx, instance: m.instance, exit: detail, at: Timestamp::now() }, ctx);
+        })
+    }
+}
+
+impl Kubelet {
+    /// How an instance ended, with its termination message read from its files.
+    fn exit_detail(&mut self, uid: &str, idx: usize, exit: &crate::runtime::Exit) -> ExitDetail {
+        let files = self.pods.get_mut(uid).and_then(|rt| rt.files.remove(&idx));
+        ExitDetail { code: exit.code, oom: exit.reason.as_deref() == Some("OOMKilled"), message: files.and_then(|f| termination_message(&f, exit.code)) }
+    }
+}
+
+impl Handler<DeadlineDue> for Kubelet {
+    type Result = ();
+    fn handle(&mut self, m: DeadlineDue, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            // Only a pod still running has a deadline to miss (a finished one stays as it ended).
+            let live = self.pods.get(&m.uid).is_some_and(|rt| rt.state.lifecycle == Lifecycle::Active && !matches!(status::pod_phase(&rt.state), "Succeeded" | "Failed"));
+            if live {
+                self.note(&m.uid, "Normal", "DeadlineExceeded", lifecycle::DEADLINE_MESSAGE.into());
+                self.drive(&m.uid, Event::DeadlineExceeded, ctx);
+            }
         })
     }
 }

@@ -140,7 +140,7 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode: Opti
             }
         } else if let Some(r) = &it.resource_field_ref {
             let name = r.container_name.clone().unwrap_or_default();
-            let c = pod.spec.as_ref().into_iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten())).find(|c| c.name == name).ok_or_else(|| format!("container {name:?} not found for resourceFieldRef {}", r.resource))?;
+            let c = pod.spec.as_ref().into_iter().flat_map(super::spec::all_containers).find(|c| c.name == name).ok_or_else(|| format!("container {name:?} not found for resourceFieldRef {}", r.resource))?;
             resource_field(c, &r.resource, r.divisor.as_ref().map(|q| q.0.as_str()), d.allocatable)?
         } else {
             continue;

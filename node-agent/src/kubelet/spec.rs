@@ -2,8 +2,8 @@
 //! container's spec, with env values the downward API resolves and Kubernetes' command
 //! rules (command replaces the entrypoint; args replace the image's cmd).
 
-use crate::runtime::{ContainerSpec, PortMapping, SandboxSpec};
-use k8s_openapi::api::core::v1::Pod;
+use crate::runtime::{ContainerSpec, PortMapping, Resources, SandboxSpec};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::path::{Path, PathBuf};
 
 /// The pod's directory: working dirs and logs; the log service finds logs by its name
@@ -41,10 +41,39 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32) -> SandboxSpec {
     }
 }
 
+/// The kubelet numbers a pod's containers as one list: its init containers first, in
+/// order, then its containers. `idx` in the state machine and the shell is this number.
+pub fn container_at(spec: &PodSpec, idx: usize) -> Option<&Container> {
+    let init = spec.init_containers.as_deref().unwrap_or_default();
+    init.get(idx).or_else(|| spec.containers.get(idx.checked_sub(init.len())?))
+}
+
+/// Every container of the pod in that numbering.
+pub fn all_containers(spec: &PodSpec) -> impl Iterator<Item = &Container> {
+    spec.init_containers.iter().flatten().chain(spec.containers.iter())
+}
+
+/// The number of the container named `name`.
+pub fn index_of(spec: &PodSpec, name: &str) -> Option<usize> {
+    all_containers(spec).position(|c| c.name == name)
+}
+
+/// `resources` as cgroup figures; quantities that do not parse are left out.
+pub fn resources(c: &Container) -> Resources {
+    let r = c.resources.clone().unwrap_or_default();
+    let (req, lim) = (r.requests.unwrap_or_default(), r.limits.unwrap_or_default());
+    let cpu = |m: &std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>| m.get("cpu").and_then(|q| schema::quantity::cpu_millis(&q.0));
+    Resources {
+        memory_limit_bytes: lim.get("memory").and_then(|q| schema::quantity::value(&q.0)).map(|v| v.min(i64::MAX as u64) as i64),
+        cpu_request_millis: cpu(&req).or_else(|| cpu(&lim)),
+        cpu_limit_millis: cpu(&lim),
+    }
+}
+
 /// The container's spec; `env` is its environment as `env::resolve` made it, from which
 /// `$(VAR)` in command and args is expanded.
 pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, env: &[(String, String)]) -> Option<ContainerSpec> {
-    let c = pod.spec.as_ref()?.containers.get(idx)?;
+    let c = container_at(pod.spec.as_ref()?, idx)?;
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let mut all = vec![("HOSTNAME".to_string(), name.clone())];
@@ -65,6 +94,7 @@ pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, env: &[(
         stdin_once: c.stdin_once.unwrap_or(false),
         tty: c.tty.unwrap_or(false),
         mounts: Vec::new(),
+        resources: resources(c),
     })
 }
 
@@ -88,6 +118,19 @@ mod tests {
         assert_eq!(s.log_path, Path::new("/d/pods/x/c/2.log"));
         assert_eq!(s.attempt, 2);
         assert_eq!(s.working_dir, None);
+    }
+
+    #[test]
+    fn init_containers_come_first_and_limits_become_cgroup_figures() {
+        let p = pod(json!({"initContainers": [{"name": "i1"}, {"name": "i2"}], "containers": [{"name": "c",
+            "resources": {"limits": {"memory": "32Mi", "cpu": "500m"}}}]}));
+        let spec = p.spec.as_ref().unwrap();
+        let names: Vec<&str> = (0..4).filter_map(|i| container_at(spec, i)).map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["i1", "i2", "c"]);
+        assert_eq!(index_of(spec, "c"), Some(2));
+        let s = container_spec(&p, 2, Path::new("/d"), 0, &[]).unwrap();
+        assert_eq!(s.resources, Resources { memory_limit_bytes: Some(32 << 20), cpu_request_millis: Some(500), cpu_limit_millis: Some(500) });
+        assert_eq!(container_spec(&p, 0, Path::new("/d"), 0, &[]).unwrap().resources, Resources::default());
     }
 
     #[test]

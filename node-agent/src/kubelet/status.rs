@@ -2,7 +2,7 @@
 //! conditions, IPs and container statuses, in the shape `kubectl get/describe pods` reads.
 //! Same rules as the kubelet's `getPhase` and `generateAPIPodStatus`.
 
-use super::lifecycle::{Container, PodState, RestartPolicy, State, Terminated};
+use super::lifecycle::{Container, PodState, RestartPolicy, Role, State, Terminated};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::{json, Value};
@@ -13,18 +13,32 @@ pub fn ts(t: Timestamp) -> String {
 }
 
 fn terminated_json(t: &Terminated) -> Value {
-    json!({"terminated": {"exitCode": t.exit_code, "reason": t.reason, "startedAt": ts(t.started_at), "finishedAt": ts(t.finished_at)}})
+    let mut v = json!({"exitCode": t.exit_code, "reason": t.reason, "startedAt": ts(t.started_at), "finishedAt": ts(t.finished_at)});
+    if let Some(m) = t.message.as_ref().filter(|m| !m.is_empty()) {
+        v["message"] = json!(m);
+    }
+    json!({"terminated": v})
 }
 
 /// The pod's phase from its containers, as the kubelet's `getPhase` computes it: a
 /// container waiting to restart counts as stopped, one waiting for its first start keeps
-/// the pod Pending.
+/// the pod Pending. Only main containers count; before they start, an init container
+/// that failed for good fails the pod, otherwise it is Pending.
 pub fn phase(cs: &[Container], policy: RestartPolicy) -> &'static str {
-    if cs.is_empty() {
+    let init_failed = cs.iter().any(|c| c.role == Role::Init && policy == RestartPolicy::Never && matches!(&c.state, State::Terminated(t) if t.exit_code != 0));
+    if init_failed {
+        return "Failed";
+    }
+    let initializing = cs.iter().any(|c| c.role == Role::Main && matches!(&c.state, State::Waiting { reason, .. } if reason == "PodInitializing"));
+    if initializing {
+        return "Pending";
+    }
+    let mains: Vec<&Container> = cs.iter().filter(|c| c.role == Role::Main).collect();
+    if mains.is_empty() {
         return "Pending";
     }
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-    for c in cs {
+    for c in mains {
         match &c.state {
             State::Running { .. } => running += 1,
             State::Terminated(t) => {
@@ -53,13 +67,22 @@ pub fn phase(cs: &[Container], policy: RestartPolicy) -> &'static str {
     }
 }
 
+/// The phase of the pod as a whole: a pod failure (DeadlineExceeded) overrides the
+/// containers' phase.
+pub fn pod_phase(pod: &PodState) -> &'static str {
+    if pod.failure.is_some() {
+        return "Failed";
+    }
+    phase(&pod.containers, pod.policy)
+}
+
 /// BestEffort without requests or limits; Guaranteed when every container limits cpu and
 /// memory with requests equal to the limits; Burstable otherwise.
 pub fn qos_class(spec: Option<&PodSpec>) -> &'static str {
     let Some(spec) = spec else { return "BestEffort" };
     let mut any = false;
     let mut guaranteed = true;
-    for c in &spec.containers {
+    for c in super::spec::all_containers(spec) {
         let r = c.resources.clone().unwrap_or_default();
         let (req, lim) = (r.requests.unwrap_or_default(), r.limits.unwrap_or_default());
         any |= !req.is_empty() || !lim.is_empty();
@@ -87,9 +110,8 @@ fn container_status(c: &Container) -> Value {
         State::Running { started_at, .. } => json!({"running": {"startedAt": ts(*started_at)}}),
         State::Terminated(t) => terminated_json(t),
     };
-    let running = c.running();
     let mut s = json!({
-        "name": c.name, "image": c.image, "imageID": c.image_id, "ready": running, "started": running,
+        "name": c.name, "image": c.image, "imageID": c.image_id, "ready": c.is_ready(), "started": c.started(),
         "restartCount": c.restart_count, "state": state,
         "lastState": c.last_state.as_ref().map(terminated_json).unwrap_or_else(|| json!({})),
     });
@@ -104,8 +126,10 @@ fn container_status(c: &Container) -> Value {
 /// yields an identical status (and no write).
 pub fn pod_status(pod: &PodState, host_ip: &str, pod_ip: Option<&str>, start_time: Timestamp, qos: &str, prev: Option<&Value>, now: Timestamp) -> Value {
     let cs = &pod.containers;
-    let all_ready = !cs.is_empty() && cs.iter().all(Container::running);
-    let phase = phase(cs, pod.policy);
+    // Ready counts the main containers and the sidecars (which keep running beside them).
+    let serving: Vec<&Container> = cs.iter().filter(|c| c.role != Role::Init).collect();
+    let all_ready = cs.iter().any(|c| c.role == Role::Main) && serving.iter().all(|c| c.is_ready());
+    let phase = pod_phase(pod);
     let completed = matches!(phase, "Succeeded" | "Failed");
     let prev_time = |ty: &str, status: &str| -> Option<String> {
         prev.and_then(|p| p.get("conditions"))
@@ -123,23 +147,39 @@ pub fn pod_status(pod: &PodState, host_ip: &str, pod_ip: Option<&str>, start_tim
             if completed {
                 c["reason"] = json!("PodCompleted");
             } else {
-                let names: Vec<&str> = cs.iter().filter(|c| !c.running()).map(|c| c.name.as_str()).collect();
+                let names: Vec<&str> = serving.iter().filter(|c| !c.is_ready()).map(|c| c.name.as_str()).collect();
                 c["reason"] = json!("ContainersNotReady");
                 c["message"] = json!(format!("containers with unready status: [{}]", names.join(" ")));
             }
+        }
+        if !ok && ty == "Initialized" {
+            let names: Vec<&str> = cs.iter().filter(|c| match c.role {
+                    Role::Main => false,
+                    Role::Init => !matches!(&c.state, State::Terminated(t) if t.exit_code == 0),
+                    Role::Sidecar => !c.started(),
+                }).map(|c| c.name.as_str()).collect();
+            c["reason"] = json!("ContainersNotInitialized");
+            c["message"] = json!(format!("containers with incomplete status: [{}]", names.join(" ")));
         }
         c
     };
     let ready_to_start = !completed;
     let mut s = json!({
         "phase": phase,
-        "conditions": [cond("PodReadyToStartContainers", ready_to_start), cond("Initialized", true), cond("Ready", all_ready),
+        "conditions": [cond("PodReadyToStartContainers", ready_to_start), cond("Initialized", pod.initialized), cond("Ready", all_ready),
             cond("ContainersReady", all_ready), cond("PodScheduled", true)],
         "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
         "startTime": ts(start_time),
-        "containerStatuses": cs.iter().map(container_status).collect::<Vec<_>>(),
+        "containerStatuses": cs.iter().filter(|c| c.role == Role::Main).map(container_status).collect::<Vec<_>>(),
         "qosClass": qos,
     });
+    if cs.iter().any(|c| c.role != Role::Main) {
+        s["initContainerStatuses"] = json!(cs.iter().filter(|c| c.role != Role::Main).map(container_status).collect::<Vec<_>>());
+    }
+    if let Some(f) = &pod.failure {
+        s["reason"] = json!(f.reason);
+        s["message"] = json!(f.message);
+    }
     // Known once the pod's sandbox exists.
     if let Some(ip) = pod_ip {
         s["podIP"] = json!(ip);
@@ -151,7 +191,7 @@ pub fn pod_status(pod: &PodState, host_ip: &str, pod_ip: Option<&str>, start_tim
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubelet::lifecycle::fixtures::{pod, t};
+    use crate::kubelet::lifecycle::fixtures::{ex, pod, t};
     use crate::kubelet::lifecycle::{step, Event};
     use k8s_openapi::api::core::v1::PodStatus;
 
@@ -198,7 +238,9 @@ mod tests {
 
     #[test]
     fn a_crash_loop_keeps_the_pod_running_but_unready() {
-        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, instance: 7, id: format!("flotilla://{}", 7), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 7, code: 1, at: t(2) }]);
+        // The second crash in a row waits in CrashLoopBackOff (the first restarts at once).
+        let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, instance: 6, id: "flotilla://6".into(), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 6, exit: ex(1), at: t(1) }, Event::BackoffElapsed { idx: 0 },
+            Event::Started { idx: 0, instance: 7, id: format!("flotilla://{}", 7), image_id: String::new(), at: t(1) }, Event::Exited { idx: 0, instance: 7, exit: ex(1), at: t(2) }]);
         let s = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(3));
         assert_eq!(s["phase"], "Running");
         assert_eq!(cond(&s, "Ready")["status"], "False");
@@ -220,7 +262,7 @@ mod tests {
     #[test]
     fn completed_pods_succeed_or_fail() {
         let done = |policy, code| {
-            let p = feed(pod(policy, &["a"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, code, at: t(1) }]);
+            let p = feed(pod(policy, &["a"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }, Event::Exited { idx: 0, instance: 1, exit: ex(code), at: t(1) }]);
             pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(2))
         };
         let s = done(RestartPolicy::Never, 0);
@@ -236,10 +278,29 @@ mod tests {
     fn transition_times_move_only_on_change() {
         let p = feed(pod(RestartPolicy::Always, &["a"]), vec![Event::Started { idx: 0, instance: 1, id: format!("flotilla://{}", 1), image_id: String::new(), at: t(0) }]);
         let first = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", None, t(1));
-        let p = feed(p, vec![Event::Exited { idx: 0, instance: 1, code: 1, at: t(50) }]);
+        let p = feed(p, vec![Event::Exited { idx: 0, instance: 1, exit: ex(1), at: t(50) }]);
         let second = pod_status(&p, "127.0.0.1", Some("127.0.0.1"), t(0), "BestEffort", Some(&first), t(50));
         assert_eq!(cond(&second, "Ready")["lastTransitionTime"], ts(t(50)));
         assert_eq!(cond(&second, "PodScheduled")["lastTransitionTime"], ts(t(1)));
+    }
+
+    #[test]
+    fn init_containers_have_their_own_statuses_and_hold_initialized() {
+        use crate::kubelet::lifecycle::{Container, Probes, Role};
+        let cs = vec![Container::with_role("i", "busybox", Role::Init, Probes::default()), Container::with_role("s", "busybox", Role::Sidecar, Probes { readiness: true, ..Default::default() }), Container::new("c", "busybox")];
+        let p = feed(PodState::new("ns", "p", "u1", RestartPolicy::Always, cs), vec![Event::Admitted, Event::Started { idx: 0, instance: 1, id: "x://1".into(), image_id: String::new(), at: t(0) }]);
+        let s = pod_status(&p, "127.0.0.1", None, t(0), "BestEffort", None, t(1));
+        assert_eq!(cond(&s, "Initialized")["status"], "False");
+        assert_eq!(cond(&s, "Initialized")["message"], "containers with incomplete status: [i s]");
+        assert_eq!(s["initContainerStatuses"].as_array().unwrap().len(), 2);
+        assert_eq!(s["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+        let p = feed(p, vec![Event::Exited { idx: 0, instance: 1, exit: ex(0), at: t(1) }, Event::Started { idx: 1, instance: 2, id: "x://2".into(), image_id: String::new(), at: t(1) },
+            Event::Started { idx: 2, instance: 3, id: "x://3".into(), image_id: String::new(), at: t(2) }]);
+        let s = pod_status(&p, "127.0.0.1", None, t(0), "BestEffort", None, t(3));
+        assert_eq!((cond(&s, "Initialized")["status"].clone(), s["phase"].clone()), (json!("True"), json!("Running")));
+        // The sidecar's readiness counts in Ready.
+        assert_eq!(cond(&s, "Ready")["message"], "containers with unready status: [s]");
+        let _: PodStatus = serde_json::from_value(s).expect("PodStatus");
     }
 
     #[test]

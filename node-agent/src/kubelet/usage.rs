@@ -27,9 +27,9 @@ impl Handler<ListRunning> for Kubelet {
             let mut out = Vec::new();
             for (uid, rt) in &self.pods {
                 let Ok(runtime) = rt.runtime.clone() else { continue };
-                let containers = rt.pod.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
+                let Some(spec) = rt.pod.spec.as_ref() else { continue };
                 for (idx, (_, started)) in &rt.procs {
-                    let Some(c) = containers.get(*idx) else { continue };
+                    let Some(c) = super::spec::container_at(spec, *idx) else { continue };
                     out.push(RunningContainer {
                         namespace: rt.state.namespace.clone(),
                         pod: rt.state.name.clone(),

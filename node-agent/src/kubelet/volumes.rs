@@ -184,7 +184,7 @@ fn link(pod_dir: &Path, mounted: &[Mounted]) -> std::io::Result<()> {
 /// Container `idx`'s `volumeMounts`, resolved against the pod's mounted volumes (a
 /// subPath is made inside its volume).
 pub fn container_mounts(pod: &Pod, idx: usize, mounted: &[Mounted]) -> Vec<Mount> {
-    let Some(c) = pod.spec.as_ref().and_then(|s| s.containers.get(idx)) else { return Vec::new() };
+    let Some(c) = pod.spec.as_ref().and_then(|s| super::spec::container_at(s, idx)) else { return Vec::new() };
     let mut out = Vec::new();
     for vm in c.volume_mounts.iter().flatten() {
         let Some(m) = mounted.iter().find(|m| m.name == vm.name) else { continue };

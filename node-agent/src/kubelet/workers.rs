@@ -6,7 +6,7 @@
 use super::lifecycle::{Event, Lifecycle};
 use super::env;
 use super::spec;
-use super::{Exited, Kubelet, SandboxSlot};
+use super::{Exited, InstanceFiles, Kubelet, SandboxSlot};
 use crate::images::credentials;
 use crate::runtime::{ImageReady, PullAuth, PullPolicy, Runtime, RuntimeError, Sandbox, Started};
 use k8s_openapi::api::core::v1::Secret;
@@ -17,7 +17,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-type StartResult = Result<(ImageReady, Started, Vec<(String, String)>), RuntimeError>;
+/// A started container, why its postStart hook failed if it did, and the environment it
+/// was started with.
+type StartResult = Result<(ImageReady, Started, Option<String>, Vec<(String, String)>), RuntimeError>;
+
+/// How long a postStart hook may take (the kubelet waits for it without a limit; a hook
+/// that never ends should not hold a container back for ever).
+const POST_START_LIMIT: Duration = Duration::from_secs(120);
 
 /// The pull credentials of a pod's `imagePullSecrets` for `image`, and the secrets that
 /// could not be read (the kubelet warns and pulls with what it has).
@@ -138,12 +144,16 @@ impl Kubelet {
             return;
         };
         cspec.mounts = super::volumes::container_mounts(&rt.pod, idx, &rt.mounts);
-        let declared = rt.pod.spec.as_ref().and_then(|s| s.containers.get(idx)).and_then(|c| c.image_pull_policy.clone());
+        let container = rt.pod.spec.as_ref().and_then(|s| spec::container_at(s, idx)).cloned().unwrap_or_default();
+        let files = self.termination_files(&dir, &container, &mut cspec, runtime.handler());
+        let declared = container.image_pull_policy.clone();
         let policy = PullPolicy::parse(declared.as_deref(), &cspec.image);
         self.next_instance += 1;
         let instance = self.next_instance;
         let (addr, u) = (ctx.address(), uid.to_string());
-        let on_exit = Box::new(move |code: i32| addr.do_send(Exited { uid: u, idx, instance, code }));
+        let on_exit = Box::new(move |exit: crate::runtime::Exit| addr.do_send(Exited { uid: u, idx, instance, exit }));
+        let post_start = self.hook(uid, idx, false).map(|a| (a, sb.clone(), cspec.env.clone(), cspec.working_dir.clone().unwrap_or_else(|| dir.join("work")), cspec.log_path.clone(), rt.pod_ip.clone().unwrap_or_else(|| self.host_ip.clone())));
+        let hook_words = (container.name.clone(), rt.pod.clone());
         let rt2 = runtime.clone();
         let secrets: Vec<String> = rt.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default().into_iter().map(|r| r.name).filter(|n| !n.is_empty()).collect();
         let (client, ns, addr2, u2) = (self.client.clone(), rt.state.namespace.clone(), ctx.address(), uid.to_string());
@@ -151,7 +161,7 @@ impl Kubelet {
         let fut = async move {
             // The environment is read when the container is made, as the kubelet does: a
             // source that appears later is picked up by the next try.
-            let container = pod.spec.as_ref().and_then(|s| s.containers.get(idx)).cloned().unwrap_or_default();
+            let container = pod.spec.as_ref().and_then(|s| spec::container_at(s, idx)).cloned().unwrap_or_default();
             let sources = env::Sources::fetch(&client, &pod).await.map_err(RuntimeError::Config)?;
             let resolved = env::resolve(&pod, &container, &sources, &d).map_err(RuntimeError::Config)?;
             let Some(full) = spec::container_spec(&pod, idx, &dir, restarts, &resolved) else {
@@ -171,10 +181,26 @@ impl Kubelet {
             };
             let image = rt2.ensure_image(&cspec.image, policy, auth).await?;
             let started = rt2.start_container(&sb, &cspec, on_exit).await?;
-            Ok((image, started, cspec.env))
+            // The container is not Running until its postStart hook has ended.
+            let mut hook_error = None;
+            if let Some((action, sandbox, _, working_dir, log_path, pod_ip)) = post_start {
+                let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env: cspec.env.clone(), working_dir, log_path };
+                let target = crate::prober::Target { runtime: rt2.clone(), exec, pod_ip };
+                if let crate::prober::Outcome::Failure(m) = crate::prober::run_hook(&action, &target, POST_START_LIMIT).await {
+                    hook_error = Some(super::probes::hook_failure(&action, &hook_words.0, &hook_words.1, &m));
+                }
+            }
+            Ok((image, started, hook_error, cspec.env))
         };
         let u = uid.to_string();
-        ctx.spawn(fut.into_actor(self).map(move |res: StartResult, act, ctx| act.start_done(&u, idx, instance, runtime, res, ctx)));
+        ctx.spawn(fut.into_actor(self).map(move |res: StartResult, act, ctx| {
+            if res.is_ok() {
+                if let Some(rt) = act.pods.get_mut(&u) {
+                    rt.files.insert(idx, files);
+                }
+            }
+            act.start_done(&u, idx, instance, runtime, res, ctx)
+        }));
     }
 
     fn start_done(&mut self, uid: &str, idx: usize, instance: u64, runtime: Arc<dyn Runtime>, res: StartResult, ctx: &mut Context<Self>) {
@@ -184,13 +210,15 @@ impl Kubelet {
         }
         if !self.pods.contains_key(uid) || self.stopping {
             // Nobody wants it any more.
-            if let Ok((_, s, _)) = res {
+            if let Ok((_, s, _, _)) = res {
                 tokio::spawn(async move { runtime.stop_container(&s, Duration::ZERO).await }.instrument(self.span()));
             }
             return;
         }
+        let mut hook_failed = None;
         let ev = match res {
-            Ok((img, started, envs)) => {
+            Ok((img, started, hook_error, envs)) => {
+                hook_failed = hook_error;
                 match img.pulled {
                     None => self.note(uid, "Normal", "Pulled", format!("Container image \"{image}\" already present on machine")),
                     Some(took) => self.note(uid, "Normal", "Pulled", format!("Successfully pulled image \"{image}\" in {:.3}s", took.as_secs_f64())),
@@ -224,11 +252,46 @@ impl Kubelet {
             }
         };
         self.drive(uid, ev, ctx);
-        if let Some(code) = self.early_exits.remove(&instance) {
+        if let Some(message) = hook_failed {
+            self.note(uid, "Warning", "FailedPostStartHook", message);
+            self.drive(uid, Event::PostStartFailed { idx, instance }, ctx);
+        }
+        if let Some(exit) = self.early_exits.remove(&instance) {
             if let Some(rt) = self.pods.get_mut(uid) {
                 rt.procs.remove(&idx);
+                rt.probe_tasks.remove(&idx);
             }
-            self.drive(uid, Event::Exited { idx, instance, code, at: Timestamp::now() }, ctx);
+            let detail = self.exit_detail(uid, idx, &exit);
+            self.drive(uid, Event::Exited { idx, instance, exit: detail, at: Timestamp::now() }, ctx);
         }
+    }
+
+    /// Where the instance's termination message is read at its end. A container gets a
+    /// file of its own on the node mounted at terminationMessagePath, as the kubelet does;
+    /// a host process has no mount namespace, so its path is read as it is (the default
+    /// /dev/termination-log, a device on the host, is not read).
+    fn termination_files(&self, dir: &std::path::Path, c: &k8s_openapi::api::core::v1::Container, cspec: &mut crate::runtime::ContainerSpec, handler: &str) -> InstanceFiles {
+        let path = c.termination_message_path.clone().filter(|p| p.starts_with('/')).unwrap_or_else(|| "/dev/termination-log".into());
+        let fallback_to_logs = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+        let message = if handler == "host" {
+            (path != "/dev/termination-log").then(|| std::path::PathBuf::from(&path))
+        } else if handler == "simulated" {
+            // Hollow pods write nothing: no file per container for thousands of them.
+            None
+        } else {
+            let f = dir.join("termination").join(format!("{}-{}", c.name, cspec.attempt));
+            let made = f.parent().map(std::fs::create_dir_all).transpose().and_then(|_| std::fs::write(&f, b""));
+            match made {
+                Ok(()) => {
+                    cspec.mounts.push(crate::runtime::Mount { volume: "termination-log".into(), host_path: f.clone(), container_path: path, read_only: false });
+                    Some(f)
+                }
+                Err(e) => {
+                    tracing::warn!(container = %c.name, error = %e, "no termination message file");
+                    None
+                }
+            }
+        };
+        InstanceFiles { message, log: cspec.log_path.clone(), fallback_to_logs }
     }
 }

@@ -92,6 +92,47 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// The pod's volumes this container mounts (`volumeMounts`), resolved to host paths.
     pub mounts: Vec<Mount>,
+    /// `resources.limits` and requests, as CRI's LinuxContainerResources carries them.
+    pub resources: Resources,
+}
+
+/// A container's cgroup settings, computed as the kubelet's `generateLinuxContainerResources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// `limits.memory` in bytes; None: unlimited.
+    pub memory_limit_bytes: Option<i64>,
+    /// `requests.cpu` (else the limit) in millicores, for cpu.shares.
+    pub cpu_request_millis: Option<u64>,
+    /// `limits.cpu` in millicores, for the CFS quota.
+    pub cpu_limit_millis: Option<u64>,
+}
+
+/// How a container ended: its code (128+signal when killed) and the runtime's reason when
+/// it gives one (CRI's ContainerStatus.reason, e.g. `OOMKilled`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub reason: Option<String>,
+}
+
+impl Exit {
+    pub fn code(code: i32) -> Exit {
+        Exit { code, reason: None }
+    }
+}
+
+impl PartialEq<i32> for Exit {
+    fn eq(&self, other: &i32) -> bool {
+        self.code == *other
+    }
+}
+
+/// What a command run to completion in a container (`ExecSync`: exec probes and hooks) gave.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
 }
 
 /// The variable a host-process container finds a mounted volume's directory in:
@@ -165,8 +206,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
 }
 
-/// Called once, with the exit code (128+signal when killed), when the container ends.
-pub type OnExit = Box<dyn FnOnce(i32) + Send>;
+/// Called once, with how it ended, when the container ends.
+pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
 
 pub trait Runtime: Send + Sync {
     /// The RuntimeClass handler this runtime serves (`runtimeClassName`).
@@ -196,6 +237,12 @@ pub trait Runtime: Send + Sync {
     }
     /// Runs `command` in the container (`kubectl exec`).
     fn exec(&self, _target: &streams::ExecTarget, _command: Vec<String>, _s: streams::Streams) -> BoxFuture<'static, Result<streams::Session, RuntimeError>> {
+        let h = self.handler();
+        Box::pin(async move { Err(RuntimeError::Stream(format!("the {h} runtime does not run commands in containers"))) })
+    }
+    /// Runs `command` in the container to its end, within `timeout` (exec probes and
+    /// hooks: CRI ExecSync). A command that outlives it is an error.
+    fn exec_sync(&self, _target: &streams::ExecTarget, _command: Vec<String>, _timeout: Duration) -> BoxFuture<'static, Result<ExecOutput, RuntimeError>> {
         let h = self.handler();
         Box::pin(async move { Err(RuntimeError::Stream(format!("the {h} runtime does not run commands in containers"))) })
     }

@@ -179,7 +179,7 @@ impl ProcessRuntime {
                 }
                 Err(_) => 255,
             };
-            on_exit(code);
+            on_exit(super::Exit::code(code));
         });
         Ok(Started { id: format!("flotilla://{pid}"), pid: Some(pid) })
     }
@@ -241,6 +241,32 @@ impl Runtime for ProcessRuntime {
         Box::pin(async move { r })
     }
 
+    fn exec_sync(&self, target: &super::streams::ExecTarget, command: Vec<String>, timeout: Duration) -> BoxFuture<'static, Result<super::ExecOutput, RuntimeError>> {
+        let (env, dir) = (target.env.clone(), target.working_dir.clone());
+        Box::pin(async move {
+            let Some((prog, args)) = command.split_first() else { return Err(RuntimeError::Stream("no command given to exec".into())) };
+            let mut cmd = tokio::process::Command::new(prog);
+            cmd.args(args)
+                .env_clear()
+                .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .current_dir(&dir)
+                .stdin(Stdio::null())
+                .process_group(0)
+                .kill_on_drop(true);
+            let child = cmd.output();
+            match tokio::time::timeout(timeout, child).await {
+                Ok(Ok(out)) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let exit_code = out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0));
+                    Ok(super::ExecOutput { exit_code, stdout: out.stdout, stderr: out.stderr })
+                }
+                Ok(Err(e)) => Err(RuntimeError::Stream(format!("exec failed: unable to start container process: {prog}: {e}"))),
+                Err(_) => Err(RuntimeError::Stream(format!("command timed out after {}s", timeout.as_secs_f64()))),
+            }
+        })
+    }
+
     fn attach(&self, target: &super::streams::ExecTarget, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
         let r = super::process_streams::attach(target, s);
         Box::pin(async move { Ok(r) })
@@ -272,6 +298,7 @@ mod tests {
             stdin_once: false,
             tty: false,
             mounts: vec![],
+            resources: Default::default(),
         };
         let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");

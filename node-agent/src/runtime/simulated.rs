@@ -33,7 +33,7 @@ impl SimulatedRuntime {
 fn stop(running: &Mutex<HashMap<String, OnExit>>, id: &str, code: i32) {
     let exit = running.lock().ok().and_then(|mut m| m.remove(id));
     if let Some(f) = exit {
-        f(code);
+        f(super::Exit::code(code));
     }
 }
 
@@ -123,6 +123,7 @@ mod tests {
             stdin_once: false,
             tty: false,
             mounts: vec![],
+            resources: Default::default(),
         }
     }
 
@@ -137,11 +138,11 @@ mod tests {
         let _b = rt.start_container(&sb, &container(), Box::new(move |c| tx2.send(("b", c)).unwrap())).await.unwrap();
         assert_eq!(rt.running(), 2);
         rt.stop_container(&a, Duration::from_secs(30)).await;
-        assert_eq!(rx.try_recv(), Ok(("a", 143)));
+        assert_eq!(rx.try_recv().map(|(n, e)| (n, e.code)), Ok(("a", 143)));
         // Stopping again reports nothing twice.
         rt.stop_container(&a, Duration::ZERO).await;
         rt.remove_sandbox(&sb).await;
-        assert_eq!(rx.try_recv(), Ok(("b", 137)));
+        assert_eq!(rx.try_recv().map(|(n, e)| (n, e.code)), Ok(("b", 137)));
         assert!(rx.try_recv().is_err());
         assert_eq!(rt.running(), 0);
         let e = rt.start_container(&sb, &container(), Box::new(|_| {})).await.unwrap_err();

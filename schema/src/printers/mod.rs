@@ -147,7 +147,9 @@ pub fn cells(res: &ResourceInfo, obj: &Value, now: i64) -> Vec<Value> {
 }
 
 fn pod_cells(obj: &Value, now: i64, name: Value, age: Value) -> Vec<Value> {
-    let total = arr(obj, "/spec/containers").len();
+    // Native sidecars (restartPolicy: Always init containers) count as containers.
+    let sidecars: Vec<&str> = arr(obj, "/spec/initContainers").iter().filter(|c| s(c, "/restartPolicy") == "Always").map(|c| s(c, "/name")).collect();
+    let total = arr(obj, "/spec/containers").len() + sidecars.len();
     let mut reason = s(obj, "/status/phase").to_string();
     if !s(obj, "/status/reason").is_empty() {
         reason = s(obj, "/status/reason").to_string();
@@ -163,8 +165,16 @@ fn pod_cells(obj: &Value, now: i64, name: Value, age: Value) -> Vec<Value> {
     let mut initializing = false;
     let init_statuses = arr(obj, "/status/initContainerStatuses");
     let init_total = arr(obj, "/spec/initContainers").len();
+    let mut sidecar_restarts = 0i64;
     for (idx, c) in init_statuses.iter().enumerate() {
         restarts += i(c, "/restartCount");
+        if sidecars.contains(&s(c, "/name")) {
+            sidecar_restarts += i(c, "/restartCount");
+            if c.get("started").and_then(Value::as_bool) == Some(true) && c.get("ready").and_then(Value::as_bool) == Some(true) {
+                ready += 1;
+            }
+            continue;
+        }
         if c.pointer("/state/terminated").is_some() && i(c, "/state/terminated/exitCode") == 0 {
             continue;
         }
@@ -180,8 +190,9 @@ fn pod_cells(obj: &Value, now: i64, name: Value, age: Value) -> Vec<Value> {
         initializing = true;
         break;
     }
-    if !initializing {
-        restarts = 0;
+    let initialized = arr(obj, "/status/conditions").iter().any(|c| s(c, "/type") == "Initialized" && s(c, "/status") == "True");
+    if !initializing || initialized {
+        restarts = sidecar_restarts;
         for c in arr(obj, "/status/containerStatuses").iter().rev() {
             restarts += i(c, "/restartCount");
             if let Some(t) = c.pointer("/lastState/terminated/finishedAt").and_then(Value::as_str).and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
@@ -368,6 +379,30 @@ mod tests {
         assert_eq!(cells(pods, &term, now())[2], json!("Terminating"));
         let pending = json!({"metadata":{"name":"p"},"spec":{"containers":[{"name":"c"}]},"status":{"phase":"Pending"}});
         assert_eq!(cells(pods, &pending, now())[2], json!("Pending"));
+    }
+
+    #[test]
+    fn init_and_sidecar_rows() {
+        let pods = by_plural("", "v1", "pods").unwrap();
+        let pod = |init: Value, conds: Value| json!({"metadata":{"name":"p"},
+            "spec":{"initContainers":[{"name":"i1"},{"name":"i2"},{"name":"s","restartPolicy":"Always"}],"containers":[{"name":"c"}]},
+            "status":{"phase":"Pending","conditions":conds,"initContainerStatuses":init,
+              "containerStatuses":[{"name":"c","ready":false,"restartCount":0,"state":{"waiting":{"reason":"PodInitializing"}}}]}});
+        let running_i1 = json!([{"name":"i1","restartCount":0,"state":{"running":{}}},{"name":"i2","restartCount":0,"state":{"waiting":{"reason":"PodInitializing"}}},{"name":"s","restartCount":0,"state":{"waiting":{"reason":"PodInitializing"}}}]);
+        let c = cells(pods, &pod(running_i1, json!([])), now());
+        assert_eq!((c[1].clone(), c[2].clone()), (json!("0/2"), json!("Init:0/3")));
+        let errored = json!([{"name":"i1","restartCount":0,"state":{"terminated":{"exitCode":1,"reason":"Error"}}}]);
+        assert_eq!(cells(pods, &pod(errored, json!([])), now())[2], json!("Init:Error"));
+        let looping = json!([{"name":"i1","restartCount":2,"state":{"waiting":{"reason":"CrashLoopBackOff"}}}]);
+        assert_eq!(cells(pods, &pod(looping, json!([])), now())[2], json!("Init:CrashLoopBackOff"));
+        // Initialized, the sidecar running and ready beside the main container.
+        let mut up = pod(json!([{"name":"i1","restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}},
+            {"name":"i2","restartCount":0,"state":{"terminated":{"exitCode":0,"reason":"Completed"}}},
+            {"name":"s","restartCount":4,"started":true,"ready":true,"state":{"running":{}}}]), json!([{"type":"Initialized","status":"True"}]));
+        up["status"]["phase"] = json!("Running");
+        up["status"]["containerStatuses"] = json!([{"name":"c","ready":true,"restartCount":1,"state":{"running":{}}}]);
+        let c = cells(pods, &up, now());
+        assert_eq!((c[1].clone(), c[2].clone(), c[3].clone()), (json!("2/2"), json!("Running"), json!(5)));
     }
 
     #[test]

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// How often a running container's state is read to see it end.
 const RELIST: Duration = Duration::from_millis(500);
+/// How long, and how often, a SIGKILLed container's status is read again for containerd's
+/// OOM verdict.
+const OOM_SETTLE: Duration = Duration::from_millis(200);
+const OOM_SETTLE_TRIES: u32 = 5;
 /// The label every sandbox of this agent carries, with its node's name.
 pub const NODE_LABEL: &str = "flotilla.io/node";
 
@@ -101,6 +105,25 @@ fn sandbox_config(spec: &SandboxSpec, node: &str, host_id: &str) -> pb::PodSandb
     }
 }
 
+/// cgroup settings as the kubelet's `generateLinuxContainerResources` (cgroupfs): shares
+/// from the cpu request (2 at least), a CFS quota from the cpu limit over a 100 ms period,
+/// the memory limit in bytes; None when nothing is asked, so the runtime's defaults stay.
+fn linux_resources(r: &super::Resources) -> Option<pb::LinuxContainerResources> {
+    if *r == super::Resources::default() {
+        return None;
+    }
+    const PERIOD: i64 = 100_000;
+    let shares = r.cpu_request_millis.map(|m| ((m as i64) * 1024 / 1000).max(2)).unwrap_or(2);
+    let quota = r.cpu_limit_millis.map(|m| ((m as i64) * PERIOD / 1000).max(1000)).unwrap_or(0);
+    Some(pb::LinuxContainerResources {
+        cpu_period: if quota > 0 { PERIOD } else { 0 },
+        cpu_quota: quota,
+        cpu_shares: shares,
+        memory_limit_in_bytes: r.memory_limit_bytes.unwrap_or(0),
+        oom_score_adj: 0,
+    })
+}
+
 /// The `imageID` the kubelet reports: the repo digest when the runtime has one.
 fn image_id(img: &pb::Image) -> String {
     img.repo_digests.first().cloned().unwrap_or_else(|| img.id.clone())
@@ -143,14 +166,29 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
                 failures = 0;
                 let Some(st) = r.into_inner().status else { continue };
                 if st.state == pb::ContainerState::ContainerExited as i32 {
-                    on_exit(st.exit_code);
+                    // containerd says OOMKilled when the cgroup's OOM killer ended it; it
+                    // learns that from an event of its own, which may be handled just after
+                    // the exit: a SIGKILLed container is looked at again before it is judged.
+                    let mut reason = st.reason;
+                    for _ in 0..OOM_SETTLE_TRIES {
+                        if reason == "OOMKilled" || st.exit_code != 137 {
+                            break;
+                        }
+                        tokio::time::sleep(OOM_SETTLE).await;
+                        match rt.container_status(pb::ContainerStatusRequest { container_id: id.clone(), verbose: false }).await {
+                            Ok(r) => reason = r.into_inner().status.map(|s| s.reason).unwrap_or_default(),
+                            Err(_) => break,
+                        }
+                    }
+                    let reason = Some(reason).filter(|r| r == "OOMKilled");
+                    on_exit(super::Exit { code: st.exit_code, reason });
                     let _ = rt.remove_container(pb::RemoveContainerRequest { container_id: id }).await;
                     return;
                 }
             }
             // Removed under us (its sandbox went): it was killed.
             Err(e) if e.code() == tonic::Code::NotFound => {
-                on_exit(137);
+                on_exit(super::Exit::code(137));
                 return;
             }
             Err(e) => {
@@ -158,7 +196,7 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
                 // The runtime is gone (the agent is stopping): nothing more to learn.
                 if failures > 20 {
                     tracing::warn!(container = %id, error = %go_error(&e), "lost track of a container");
-                    on_exit(255);
+                    on_exit(super::Exit::code(255));
                     return;
                 }
             }
@@ -257,7 +295,7 @@ impl Runtime for CriRuntime {
                 stdin_once: spec.stdin_once,
                 tty: spec.tty,
                 linux: Some(pb::LinuxContainerConfig {
-                    resources: None,
+                    resources: linux_resources(&spec.resources),
                     security_context: Some(pb::LinuxContainerSecurityContext {
                         namespace_options: sandbox_config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()),
                         ..Default::default()
@@ -309,6 +347,25 @@ impl Runtime for CriRuntime {
 
     fn exec(&self, target: &super::streams::ExecTarget, command: Vec<String>, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
         Box::pin(streams::exec(self.cri.clone(), bare_id(&target.started.id), command, s))
+    }
+
+    fn exec_sync(&self, target: &super::streams::ExecTarget, command: Vec<String>, timeout: Duration) -> BoxFuture<'static, Result<super::ExecOutput, RuntimeError>> {
+        let cri = self.cri.clone();
+        let id = bare_id(&target.started.id);
+        Box::pin(async move {
+            let mut rt = cri.runtime.clone();
+            let req = pb::ExecSyncRequest { container_id: id, cmd: command, timeout: timeout.as_secs().max(1) as i64 };
+            // containerd enforces the timeout; ours is a safety net a little later.
+            let call = tokio::time::timeout(timeout + Duration::from_secs(2), rt.exec_sync(req));
+            match call.await {
+                Ok(Ok(r)) => {
+                    let r = r.into_inner();
+                    Ok(super::ExecOutput { exit_code: r.exit_code, stdout: r.stdout, stderr: r.stderr })
+                }
+                Ok(Err(e)) => Err(RuntimeError::Stream(go_error(&e))),
+                Err(_) => Err(RuntimeError::Stream(format!("command timed out after {}s", timeout.as_secs_f64()))),
+            }
+        })
     }
 
     fn attach(&self, target: &super::streams::ExecTarget, s: super::streams::Streams) -> BoxFuture<'static, Result<super::streams::Session, RuntimeError>> {
