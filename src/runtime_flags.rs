@@ -48,12 +48,16 @@ pub struct RuntimeFlags {
     /// (the kubelet's --image-minimum-gc-age).
     #[arg(long, default_value = "2m", value_parser = crate::controller_flags::parse_duration)]
     pub image_minimum_gc_age: std::time::Duration,
+    /// Hard eviction thresholds (the kubelet's --eviction-hard): crossing one sets the
+    /// node's pressure condition and evicts pods, BestEffort first.
+    #[arg(long, default_value = node_agent::kubelet::eviction::DEFAULT_HARD)]
+    pub eviction_hard: String,
 }
 
 impl Default for RuntimeFlags {
     /// What clap fills in when no flag is given.
     fn default() -> Self {
-        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE }
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE, eviction_hard: node_agent::kubelet::eviction::DEFAULT_HARD.into() }
     }
 }
 
@@ -70,6 +74,7 @@ impl RuntimeFlags {
         }
         cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold, min_age: self.image_minimum_gc_age };
         cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
+        cfg.eviction_hard = node_agent::kubelet::eviction::parse(&self.eviction_hard).map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
         let default_registries = data_dir.join("registries.yaml");
         cfg.registries = match &self.registries {
             Some(p) if !p.is_file() => bail!("--registries {}: no such file", p.display()),

@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub image_gc_period: Duration,
     /// `nodeInfo.containerRuntimeVersion`, filled in once the runtime answers.
     pub container_runtime_version: String,
+    /// The kubelet's --eviction-hard thresholds.
+    pub eviction_hard: Vec<kubelet::eviction::Threshold>,
 }
 
 fn host_memory() -> u64 {
@@ -103,6 +105,7 @@ impl NodeConfig {
             image_gc: images::gc::Thresholds::default(),
             image_gc_period: images::gc::PERIOD,
             container_runtime_version: "flotilla-process://0.1".into(),
+            eviction_hard: kubelet::eviction::parse(kubelet::eviction::DEFAULT_HARD).unwrap_or_default(),
         }
     }
 }
@@ -176,7 +179,8 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         }
     }
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
-    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), default.clone(), stop.clone()).instrument(span()));
+    let pressures = kubelet::eviction::Shared::default();
+    tokio::spawn(kubelet::node::heartbeat(client.clone(), cfg.clone(), default.clone(), pressures.clone(), stop.clone()).instrument(span()));
     tokio::spawn(logs::serve(bus.nats.clone(), cfg.name.clone(), cfg.data_dir.clone(), stop.clone()).instrument(span()));
     // A high threshold of 100 turns image GC off, as it does the kubelet's.
     if let Some((cri, last_used)) = image_gc.filter(|_| cfg.image_gc.high < 100) {
@@ -198,6 +202,7 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         ctx.add_stream(pods);
         k
     });
+    tokio::spawn(kubelet::eviction::run(kubelet.clone(), cfg.eviction_hard.clone(), cfg.data_dir.clone(), pressures, stop.clone()).instrument(span()));
     tokio::spawn(kubelet::volumes::follow_sources(kubelet_client, kubelet.clone(), stop.clone()).instrument(span()));
     tokio::spawn(streaming::serve(bus.nats.clone(), cfg.name.clone(), kubelet.clone(), stop.clone()).instrument(span()));
     tokio::spawn(metrics::run(bus.nats.clone(), cfg.name.clone(), kubelet.clone(), metrics::PERIOD, stop.clone()).instrument(span()));

@@ -157,6 +157,8 @@ pub enum Event {
     PostStartFailed { idx: usize, instance: u64 },
     /// activeDeadlineSeconds passed since the pod started.
     DeadlineExceeded,
+    /// The node is short of a resource and picked this pod to go (the eviction manager).
+    Evicted { message: String },
     /// The pod has a deletionTimestamp: stop it within `grace`, then remove it.
     DeletionRequested { grace: Duration },
     /// The pod left the store (force-deleted) or is no longer bound here.
@@ -281,6 +283,28 @@ fn exited_active(mut pod: PodState, idx: usize, t: Terminated) -> (PodState, Vec
     let message = backoff_message(&pod, &pod.containers[idx], wait);
     pod.containers[idx].state = State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) };
     (pod, vec![Command::RestartAfter { idx, after: wait }])
+}
+
+/// The pod is over on this node (its deadline passed, or it was evicted): every container
+/// goes at once, the sidecars too, and the pod is Failed with `reason`.
+fn fail(mut pod: PodState, reason: &str, message: String) -> (PodState, Vec<Command>) {
+    pod.lifecycle = Lifecycle::Failed;
+    pod.failure = Some(Failure { reason: reason.into(), message });
+    let grace = pod.grace;
+    for c in pod.containers.iter_mut() {
+        c.restart_pending = false;
+    }
+    let cmds = pod
+        .containers
+        .iter_mut()
+        .enumerate()
+        .filter(|(_, c)| c.running() && !c.stopping)
+        .map(|(idx, c)| {
+            c.stopping = true;
+            Command::Stop { idx, grace }
+        })
+        .collect();
+    (pod, cmds)
 }
 
 /// Advances the pod's state machine; returns the new state and what the shell must do.
@@ -449,27 +473,9 @@ pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
         }
         (Lifecycle::Failed | Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::Probe { .. } | Event::PostStartFailed { .. }) => (pod, vec![]),
 
-        (Lifecycle::Active, Event::DeadlineExceeded) => {
-            pod.lifecycle = Lifecycle::Failed;
-            pod.failure = Some(Failure { reason: "DeadlineExceeded".into(), message: DEADLINE_MESSAGE.into() });
-            let grace = pod.grace;
-            for c in pod.containers.iter_mut() {
-                c.restart_pending = false;
-            }
-            // Every container goes at once (the sidecars too): the pod is over.
-            let cmds = pod
-                .containers
-                .iter_mut()
-                .enumerate()
-                .filter(|(_, c)| c.running() && !c.stopping)
-                .map(|(idx, c)| {
-                    c.stopping = true;
-                    Command::Stop { idx, grace }
-                })
-                .collect();
-            (pod, cmds)
-        }
-        (Lifecycle::Failed | Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::DeadlineExceeded) => (pod, vec![]),
+        (Lifecycle::Active, Event::DeadlineExceeded) => fail(pod, "DeadlineExceeded", DEADLINE_MESSAGE.into()),
+        (Lifecycle::Active, Event::Evicted { message }) => fail(pod, "Evicted", message),
+        (Lifecycle::Failed | Lifecycle::Terminating { .. } | Lifecycle::Removing | Lifecycle::Gone, Event::DeadlineExceeded | Event::Evicted { .. }) => (pod, vec![]),
 
         (Lifecycle::Active | Lifecycle::Failed, Event::DeletionRequested { grace }) => {
             pod.lifecycle = Lifecycle::Terminating { grace };

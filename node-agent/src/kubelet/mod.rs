@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod containers;
 pub mod env;
+pub mod eviction;
 pub mod lifecycle;
 pub mod lookup;
 pub mod node;
@@ -136,6 +137,26 @@ struct Exited {
 #[rtype(result = "()")]
 struct DeadlineDue {
     uid: String,
+}
+
+/// The node is short of a resource (`message` says which): one pod goes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    pub message: String,
+}
+
+impl Handler<Evict> for Kubelet {
+    type Result = ();
+    fn handle(&mut self, m: Evict, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            let live = self.pods.iter().filter(|(_, rt)| rt.state.lifecycle == Lifecycle::Active && !matches!(status::pod_phase(&rt.state), "Succeeded" | "Failed"));
+            let Some(uid) = eviction::victim(live.map(|(u, rt)| (u, &rt.pod))).cloned() else { return };
+            tracing::warn!(node = %self.node, pod = %uid, reason = %m.message, "evicting a pod");
+            self.note(&uid, "Warning", "Evicted", m.message.clone());
+            self.drive(&uid, Event::Evicted { message: m.message }, ctx);
+        })
+    }
 }
 
 /// An event for a pod from work running off the actor (reading a pull's secrets).

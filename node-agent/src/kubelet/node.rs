@@ -29,15 +29,28 @@ pub fn arch() -> &'static str {
 }
 
 pub fn conditions(now: &str) -> Value {
+    conditions_with(now, &super::eviction::Pressures::default())
+}
+
+/// The agent's conditions with the pressures its eviction thresholds see, in the
+/// kubelet's words.
+pub fn conditions_with(now: &str, p: &super::eviction::Pressures) -> Value {
     let c = |ty: &str, status: &str, reason: &str, msg: &str| {
         json!({"type": ty, "status": status, "reason": reason, "message": msg, "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
-    json!([
-        c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-        c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-        c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        c("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-    ])
+    let memory = match p.memory {
+        None => c("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        Some(_) => c("MemoryPressure", "True", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+    };
+    let disk = match p.disk {
+        None => c("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        Some(_) => c("DiskPressure", "True", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+    };
+    let pid = match p.pid {
+        None => c("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        Some(_) => c("PIDPressure", "True", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+    };
+    json!([memory, disk, pid, c("Ready", "True", "KubeletReady", "kubelet is posting ready status")])
 }
 
 /// The data directory as an absolute path, for the local-path provisioner's volumes.
@@ -85,7 +98,7 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<(), bus::clie
                 let before = existing.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
                 existing.status = want.status.clone();
                 if let Some(st) = existing.status.as_mut() {
-                    st.conditions = Some(refresh_conditions(&before, &schema::object::now()));
+                    st.conditions = Some(refresh_conditions(&before, &schema::object::now(), &Default::default()));
                 }
                 existing.metadata.labels = want.metadata.labels.clone();
                 let ann = existing.metadata.annotations.get_or_insert_with(Default::default);
@@ -105,8 +118,8 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<(), bus::clie
 /// fresh lastHeartbeatTime; a transition time moves only when a status changes (e.g. the
 /// node lifecycle controller had marked the node Unknown while the agent was away).
 /// Conditions other components own are kept as they are.
-pub fn refresh_conditions(existing: &[NodeCondition], now: &Time) -> Vec<NodeCondition> {
-    let ours: Vec<NodeCondition> = serde_json::from_value(conditions(&now.0.to_string())).unwrap_or_default();
+pub fn refresh_conditions(existing: &[NodeCondition], now: &Time, p: &super::eviction::Pressures) -> Vec<NodeCondition> {
+    let ours: Vec<NodeCondition> = serde_json::from_value(conditions_with(&now.0.to_string(), p)).unwrap_or_default();
     let mut out: Vec<NodeCondition> = existing.iter().filter(|c| !ours.iter().any(|o| o.type_ == c.type_)).cloned().collect();
     for mut c in ours {
         if let Some(old) = existing.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
@@ -132,8 +145,8 @@ fn condition_states(cs: &[NodeCondition]) -> Vec<(String, String, Option<String>
 
 /// Whether the heartbeat must write the Node's status now: a condition changed (say the
 /// node lifecycle controller marked it Unknown), or the last report is too old.
-pub fn status_due(existing: &[NodeCondition], now: &Time) -> bool {
-    let fresh = refresh_conditions(existing, now);
+pub fn status_due(existing: &[NodeCondition], now: &Time, p: &super::eviction::Pressures) -> bool {
+    let fresh = refresh_conditions(existing, now, p);
     if condition_states(existing) != condition_states(&fresh) {
         return true;
     }
@@ -190,7 +203,7 @@ async fn renew_lease(client: &Client, cfg: &NodeConfig, node_uid: Option<&str>) 
 /// the node if it was deleted, until cancelled. An idle node so costs its watchers one
 /// Lease event per period and a Node event every five minutes, as with the kubelet (or
 /// when the runtime's image list changed, for `status.images`).
-pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<dyn crate::runtime::Runtime>, stop: tokio_util::sync::CancellationToken) {
+pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<dyn crate::runtime::Runtime>, pressures: super::eviction::Shared, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -217,10 +230,11 @@ pub async fn heartbeat(client: Client, cfg: NodeConfig, runtime: std::sync::Arc<
             let status = node.status.get_or_insert_with(Default::default);
             let existing = status.conditions.clone().unwrap_or_default();
             let images_changed = status.images.as_ref() != Some(&images);
-            if !status_due(&existing, &now) && !images_changed {
+            let p = pressures.lock().map(|p| p.clone()).unwrap_or_default();
+            if !status_due(&existing, &now, &p) && !images_changed {
                 break;
             }
-            status.conditions = Some(refresh_conditions(&existing, &now));
+            status.conditions = Some(refresh_conditions(&existing, &now, &p));
             status.images = Some(images.clone());
             match client.update(&node).await {
                 Ok(_) => break,
@@ -280,7 +294,7 @@ mod tests {
         ready.status = "Unknown".into();
         old.push(NodeCondition { type_: "NetworkUnavailable".into(), status: "False".into(), ..Default::default() });
         let now = at("2026-01-01T00:05:00Z");
-        let new = refresh_conditions(&old, &now);
+        let new = refresh_conditions(&old, &now, &Default::default());
         let get = |ty: &str| new.iter().find(|c| c.type_ == ty).unwrap().clone();
         assert_eq!(get("Ready").status, "True");
         assert_eq!(get("Ready").last_transition_time, Some(now.clone()));
@@ -295,11 +309,11 @@ mod tests {
     fn status_is_written_on_change_or_every_five_minutes() {
         let at = |s: &str| Time(s.parse().unwrap());
         let cs: Vec<NodeCondition> = serde_json::from_value(conditions("2026-01-01T00:00:00Z")).unwrap();
-        assert!(!status_due(&cs, &at("2026-01-01T00:00:10Z")), "nothing changed: the lease says the node is alive");
-        assert!(status_due(&cs, &at("2026-01-01T00:05:00Z")), "the periodic report");
+        assert!(!status_due(&cs, &at("2026-01-01T00:00:10Z"), &Default::default()), "nothing changed: the lease says the node is alive");
+        assert!(status_due(&cs, &at("2026-01-01T00:05:00Z"), &Default::default()), "the periodic report");
         let mut unknown = cs.clone();
         unknown.iter_mut().find(|c| c.type_ == "Ready").unwrap().status = "Unknown".into();
-        assert!(status_due(&unknown, &at("2026-01-01T00:00:10Z")), "a condition to restore");
+        assert!(status_due(&unknown, &at("2026-01-01T00:00:10Z"), &Default::default()), "a condition to restore");
     }
 
     #[test]
