@@ -1,6 +1,6 @@
 //! Objects every new cluster has: the system namespaces and their `default`
 //! ServiceAccounts, the system PriorityClasses, the `host` RuntimeClass, the
-//! default `local-path` StorageClass, the `kubernetes` Service and the default RBAC policy. Idempotent, so it runs on every
+//! default `local-path` StorageClass, the `kubernetes` and `kube-dns` Services and the default RBAC policy. Idempotent, so it runs on every
 //! start; default roles and bindings are reconciled as the real server does (missing
 //! rules and subjects put back) unless an admin set `autoupdate: "false"` on them.
 
@@ -34,6 +34,7 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
     client.ensure(&rc).await.map_err(|e| anyhow::anyhow!("creating RuntimeClass host: {e}"))?;
     client.ensure(&local_path_class()).await.map_err(|e| anyhow::anyhow!("creating StorageClass local-path: {e}"))?;
     client.ensure(&kubernetes_service()).await.map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?;
+    client.ensure(&kube_dns_service()).await.map_err(|e| anyhow::anyhow!("creating the kube-dns Service: {e}"))?;
     for r in schema::rbac_defaults::cluster_roles() {
         reconcile_role(client, r).await?;
     }
@@ -74,6 +75,32 @@ fn kubernetes_service() -> Service {
             cluster_ip: Some(ip.clone()),
             cluster_ips: Some(vec![ip]),
             ports: Some(vec![ServicePort { name: Some("https".into()), port: 443, protocol: Some("TCP".into()), target_port: Some(IntOrString::Int(6443)), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `kube-system/kube-dns`, where kubeadm's CoreDNS sits. flotilla's DNS runs inside each
+/// node agent on its bridge address (pods' resolv.conf names that), so no pod carries
+/// the selector yet and the Service has no endpoints: it is here for the tools and
+/// manifests that look it up.
+fn kube_dns_service() -> Service {
+    let ip = schema::services::KUBE_DNS_SERVICE_IP.to_string();
+    let port = |name: &str, protocol: &str| ServicePort { name: Some(name.into()), port: 53, protocol: Some(protocol.into()), target_port: Some(IntOrString::Int(53)), ..Default::default() };
+    Service {
+        metadata: ObjectMeta {
+            name: Some("kube-dns".into()),
+            namespace: Some("kube-system".into()),
+            labels: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string()), ("kubernetes.io/name".to_string(), "CoreDNS".to_string())])),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some(ip.clone()),
+            cluster_ips: Some(vec![ip]),
+            selector: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+            ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
             ..Default::default()
         }),
         ..Default::default()

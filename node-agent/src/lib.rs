@@ -2,6 +2,7 @@
 //! runs the pods bound to it through a runtime (its own containerd, any CRI endpoint, host
 //! processes, or simulated) and serves their logs.
 
+pub mod dns;
 pub mod images;
 pub mod kubelet;
 pub mod logs;
@@ -159,10 +160,20 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     cfg.container_runtime_version = default.version();
     let client = bus::Client::new(bus.clone());
     kubelet::node::register(&client, &cfg).await.map_err(|e| anyhow::anyhow!("registering node {}: {e}", cfg.name))?;
+    let mut cluster_dns = None;
     if cleanup.containerd.is_some() {
         // Our own containerd: its pod network is ours to configure.
-        network::setup(&client, &cfg).await?;
+        let cidr = network::setup(&client, &cfg).await?;
         cleanup.bridge = true;
+        // Cluster DNS on the bridge's address, which this node's pods reach directly.
+        match network::gateway(&cidr).map(|ip| (ip, dns::start(client.clone(), ip))) {
+            Some((ip, Ok(server))) => {
+                cluster_dns = Some(ip);
+                cleanup.dns = Some(server);
+            }
+            Some((_, Err(e))) => tracing::warn!(node = %cfg.name, error = %e, "no cluster DNS on this node: pods get the host's resolv.conf"),
+            None => tracing::warn!(node = %cfg.name, pod_cidr = %cidr, "no gateway address in the podCIDR: no cluster DNS on this node"),
+        }
     }
     let stop = CancellationToken::new();
     // The service proxy only where pods have addresses of their own behind our bridge;
@@ -197,6 +208,7 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
     let kubelet_client = k.client.clone();
     tokio::spawn(kubelet::volumes::collect_orphans(k.client.clone(), cfg.data_dir.clone(), k.in_use.clone(), stop.clone()).instrument(span()));
+    k.cluster_dns = cluster_dns;
     k.allocatable = kubelet::admission::Allocatable { cpu_millis: cfg.cpu_millis, memory_bytes: cfg.memory_bytes, pods: u64::from(cfg.max_pods) };
     let kubelet = kubelet::Kubelet::create(move |ctx| {
         ctx.add_stream(pods);

@@ -1,5 +1,5 @@
 //! The node agent's last steps, in order, after the kubelet has stopped its pods: any
-//! service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
+//! cluster DNS server, the service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
 //! the mounts containerd left under the data dir. One explicit piece, so `flotilla up`'s
 //! SIGTERM leaves no process, bridge, netns or mount behind.
 
@@ -19,12 +19,17 @@ pub struct Cleanup {
     pub bridge: bool,
     /// The service proxy's nftables table, its task and what stops the task.
     pub proxy: Option<(String, tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
+    /// The cluster DNS server, stopped (its sockets closed) with the proxy.
+    pub dns: Option<crate::dns::DnsServer>,
     /// Stops what the agent serves beside its runtime (the air-gap registry).
     pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Cleanup {
     pub async fn run(self) {
+        if let Some(dns) = self.dns {
+            dns.stop().await;
+        }
         if let Some((table, task, stop)) = self.proxy {
             // The task may be mid-apply: it must be gone before the table is, or it
             // could put the table back.

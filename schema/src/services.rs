@@ -14,6 +14,8 @@ pub const SERVICE_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 12);
 pub const NODE_PORTS: (u16, u16) = (30000, 32767);
 /// The first address of the range belongs to the `kubernetes` Service.
 pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// The tenth, as kubeadm's clusterDNS: the `kube-system/kube-dns` Service's.
+pub const KUBE_DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
 fn cidr_string() -> String {
     format!("{}/{}", SERVICE_CIDR.0, SERVICE_CIDR.1)

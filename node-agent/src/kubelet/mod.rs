@@ -95,6 +95,10 @@ pub struct Kubelet {
     pub runtimes: Runtimes,
     /// What admission lets the node's pods add up to.
     pub allocatable: admission::Allocatable,
+    /// This node's cluster DNS address (pods' nameserver under ClusterFirst), if it has one.
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The host's resolv.conf, read once at start (the kubelet's --resolv-conf).
+    pub host_dns: crate::dns::resolv_conf::HostConf,
     pods: HashMap<String, PodRt>,
     /// Numbers every container start, so an exit names the instance it ended.
     next_instance: u64,
@@ -111,7 +115,7 @@ pub struct Kubelet {
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
         let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
-        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default() }
+        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, cluster_dns: None, host_dns: crate::dns::resolv_conf::host(), pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default() }
     }
 
     fn span(&self) -> tracing::Span {

@@ -12,7 +12,8 @@ pub fn pod_dir(data_dir: &Path, ns: &str, name: &str, uid: &str) -> PathBuf {
     data_dir.join("pods").join(format!("{ns}_{name}_{uid}"))
 }
 
-pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32) -> SandboxSpec {
+/// `cluster_dns`: this node's DNS server address, when it runs one (pods' nameserver).
+pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32, cluster_dns: Option<std::net::Ipv4Addr>, host_dns: &crate::dns::resolv_conf::HostConf) -> SandboxSpec {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let host_network = spec.host_network.unwrap_or(false);
@@ -28,8 +29,10 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32) -> SandboxSpec {
             host_ip: p.host_ip.clone().unwrap_or_default(),
         })
         .collect();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     SandboxSpec {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        dns: crate::dns::resolv_conf::pod_dns(&spec, &namespace, cluster_dns, host_dns),
+        namespace,
         hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()),
         name,
         uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn sandbox_carries_host_ports_and_host_network() {
         let p = pod(json!({"hostNetwork": true, "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]}]}));
-        let s = sandbox_spec(&p, Path::new("/d"), 1);
+        let s = sandbox_spec(&p, Path::new("/d"), 1, None, &Default::default());
         assert!(s.host_network);
         assert_eq!(s.ports, vec![PortMapping { protocol: "TCP".into(), container_port: 80, host_port: 8080, host_ip: String::new() }]);
         assert_eq!((s.hostname.as_str(), s.attempt), ("p", 1));

@@ -80,7 +80,7 @@ impl Kubelet {
     pub(super) fn run_sandbox(&mut self, uid: &str, runtime: Arc<dyn Runtime>, ctx: &mut Context<Self>) {
         let Some(rt) = self.pods.get_mut(uid) else { return };
         let dir = spec::pod_dir(&self.data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
-        let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt);
+        let sandbox_spec = spec::sandbox_spec(&rt.pod, &dir, rt.sandbox_attempt, self.cluster_dns, &self.host_dns);
         rt.sandbox_attempt += 1;
         tracing::debug!(node = %self.node, pod = %format!("{}/{}", rt.state.namespace, rt.state.name), "creating the pod sandbox");
         let fut = runtime.run_sandbox(&sandbox_spec);

@@ -40,6 +40,14 @@ pub async fn setup(client: &bus::Client, cfg: &crate::NodeConfig) -> Result<Stri
     Ok(cidr)
 }
 
+/// The bridge's own address on the podCIDR, which the bridge plugin (isGateway) gives it:
+/// the first host address, as host-local's default gateway.
+pub fn gateway(pod_cidr: &str) -> Option<std::net::Ipv4Addr> {
+    let (net, _) = pod_cidr.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    Some(std::net::Ipv4Addr::from(u32::from(net).checked_add(1)?))
+}
+
 /// The conflist's file name in containerd's CNI conf dir.
 pub const CONFLIST: &str = "10-flotilla.conflist";
 
@@ -123,6 +131,12 @@ mod tests {
         assert!(long.len() <= 15 && long.starts_with("fl"), "{long}");
         assert_ne!(long, bridge_name("a-very-long-node-name-indeed-2"));
         assert_ne!(bridge_name("n.1"), bridge_name("n1"));
+    }
+
+    #[test]
+    fn the_gateway_is_the_first_address() {
+        assert_eq!(gateway("10.244.2.0/24"), Some("10.244.2.1".parse().unwrap()));
+        assert_eq!(gateway("nonsense"), None);
     }
 
     #[test]

@@ -29,6 +29,17 @@ pub struct SandboxSpec {
     pub host_network: bool,
     pub ports: Vec<PortMapping>,
     pub labels: BTreeMap<String, String>,
+    /// The sandbox's resolv.conf; None: the runtime's default (the host's file).
+    pub dns: Option<DnsConfig>,
+}
+
+/// CRI's DNSConfig: what the runtime writes into the sandbox's resolv.conf.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    /// `ndots:5`, `edns0`: resolv.conf's `options` words.
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -105,6 +105,7 @@ mod tests {
             host_network: false,
             ports: vec![],
             labels: Default::default(),
+            dns: None,
         }
     }
 

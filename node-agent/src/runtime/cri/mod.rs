@@ -77,7 +77,7 @@ fn sandbox_config(spec: &SandboxSpec, node: &str, host_id: &str) -> pb::PodSandb
         metadata: Some(pb::PodSandboxMetadata { name: spec.name.clone(), uid: spec.uid.clone(), namespace: spec.namespace.clone(), attempt: spec.attempt }),
         hostname: spec.hostname.clone(),
         log_directory: spec.log_dir.to_string_lossy().into_owned(),
-        dns_config: None,
+        dns_config: spec.dns.as_ref().map(|d| pb::DnsConfig { servers: d.servers.clone(), searches: d.searches.clone(), options: d.options.clone() }),
         port_mappings: spec
             .ports
             .iter()
