@@ -48,7 +48,7 @@ pub struct RuntimeFlags {
     /// (the kubelet's --image-minimum-gc-age).
     #[arg(long, default_value = "2m", value_parser = crate::controller_flags::parse_duration)]
     pub image_minimum_gc_age: std::time::Duration,
-    /// Hard eviction thresholds (the kubelet's --eviction-hard): crossing one sets the
+    /// Hard eviction thresholds (the kubelet's --eviction-hard; disk at 5%, see eviction::DEFAULT_HARD): crossing one sets the
     /// node's pressure condition and evicts pods, BestEffort first.
     #[arg(long, default_value = node_agent::kubelet::eviction::DEFAULT_HARD)]
     pub eviction_hard: String,

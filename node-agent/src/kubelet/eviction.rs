@@ -7,8 +7,11 @@
 use k8s_openapi::api::core::v1::Pod;
 use std::path::Path;
 
-/// The kubelet's default `--eviction-hard`.
-pub const DEFAULT_HARD: &str = "memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,imagefs.available<15%";
+/// The default `--eviction-hard`: the kubelet's memory and inode thresholds, and disk at
+/// 5% rather than its nodefs 10% / imagefs 15%. Here images, volumes and logs share the
+/// node's data dir on one file system (often a developer's own disk), where the kubelet's
+/// imagefs threshold would evict every pod of a disk 85% full.
+pub const DEFAULT_HARD: &str = "memory.available<100Mi,nodefs.available<5%,nodefs.inodesFree<5%";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
@@ -218,9 +221,10 @@ mod tests {
     #[test]
     fn the_kubelets_defaults_parse_and_bad_ones_are_refused() {
         let t = parse(DEFAULT_HARD).unwrap();
-        assert_eq!(t.len(), 4);
+        assert_eq!(t.len(), 3);
         assert_eq!(t[0], Threshold { signal: Signal::MemoryAvailable, value: Quantity::Absolute(100 << 20), text: "100Mi".into() });
-        assert_eq!(t[1].value, Quantity::Percent(10.0));
+        assert_eq!(t[1].value, Quantity::Percent(5.0));
+        assert_eq!(parse("imagefs.available<15%").unwrap()[0].signal, Signal::ImagefsAvailable);
         assert!(parse("memory.available>1Gi").is_err());
         assert!(parse("cpu.available<1").is_err());
         assert!(parse("nodefs.available<150%").is_err());
@@ -232,10 +236,10 @@ mod tests {
         let t = parse(DEFAULT_HARD).unwrap();
         let fine = Observed { memory: (4 << 30, 8 << 30), nodefs: (50, 100), inodes: (50, 100), pids: (1000, 4096) };
         assert_eq!(pressures(&t, &fine), Pressures::default());
-        let short = Observed { memory: (50 << 20, 8 << 30), nodefs: (5, 100), ..fine };
+        let short = Observed { memory: (50 << 20, 8 << 30), nodefs: (4, 100), ..fine };
         let p = pressures(&t, &short);
         assert_eq!(p.memory.as_deref(), Some("The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki. "));
-        assert!(p.disk.as_deref().unwrap().starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: 10%"));
+        assert!(p.disk.as_deref().unwrap().starts_with("The node was low on resource: ephemeral-storage. Threshold quantity: 5%"));
         assert!(p.pid.is_none());
         let pids = parse("pid.available<10%").unwrap();
         assert!(pressures(&pids, &Observed { pids: (100, 4096), ..fine }).pid.is_some());
