@@ -26,7 +26,8 @@ const RELIST: Duration = Duration::from_millis(500);
 /// How long, and how often, a SIGKILLed container's status is read again for containerd's
 /// OOM verdict.
 const OOM_SETTLE: Duration = Duration::from_millis(200);
-const OOM_SETTLE_TRIES: u32 = 5;
+// Up to 3 s: under load containerd has handled its OOM event well after the exit.
+const OOM_SETTLE_TRIES: u32 = 15;
 /// The label every sandbox of this agent carries, with its node's name.
 pub const NODE_LABEL: &str = "flotilla.io/node";
 
