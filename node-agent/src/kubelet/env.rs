@@ -86,6 +86,22 @@ impl Sources {
         Ok(out)
     }
 
+    /// A ConfigMap's keys as bytes (`data` and `binaryData`), None when it is absent.
+    pub fn config_map(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let cm = self.config_maps.get(name).cloned().flatten()?;
+        let mut m: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        m.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        Some(m)
+    }
+
+    /// A Secret's keys, decoded (`data`, and `stringData` should a writer have left it).
+    pub fn secret(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+        let s = self.secrets.get(name).cloned().flatten()?;
+        let mut m: BTreeMap<String, Vec<u8>> = s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+        m.extend(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+        Some(m)
+    }
+
     /// Reads the named ConfigMaps and Secrets of namespace `ns`.
     pub async fn objects(client: &Client, ns: &str, cms: BTreeSet<String>, secrets: BTreeSet<String>) -> Result<Sources, String> {
         let ns = Some(ns);
@@ -184,7 +200,8 @@ pub fn service_links(services: &[Service]) -> Vec<(String, String)> {
     out
 }
 
-fn field(pod: &Pod, path: &str, d: &Downward) -> Result<String, String> {
+/// A fieldRef's value (env and downwardAPI files).
+pub fn field(pod: &Pod, path: &str, d: &Downward) -> Result<String, String> {
     let m = &pod.metadata;
     let label_or_annotation = |prefix: &str, map: &Option<BTreeMap<String, String>>| -> Option<String> {
         let key = path.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
@@ -239,13 +256,6 @@ pub fn resource_field(c: &Container, resource: &str, divisor: Option<&str>, allo
     }
 }
 
-fn bytes_of(s: &Secret, key: &str) -> Option<String> {
-    if let Some(v) = s.data.as_ref().and_then(|d| d.get(key)) {
-        return Some(String::from_utf8_lossy(&v.0).into_owned());
-    }
-    s.string_data.as_ref().and_then(|d| d.get(key)).cloned()
-}
-
 /// The container's environment, in the order the runtime gets it (later wins), or the
 /// message of its `CreateContainerConfigError`.
 pub fn resolve(pod: &Pod, c: &Container, src: &Sources, d: &Downward) -> Result<Vec<(String, String)>, String> {
@@ -295,22 +305,22 @@ pub fn resolve(pod: &Pod, c: &Container, src: &Sources, d: &Downward) -> Result<
             (None, Some(from)) => {
                 if let Some(r) = &from.config_map_key_ref {
                     let optional = r.optional == Some(true);
-                    match src.config_maps.get(&r.name).cloned().flatten() {
+                    match src.config_map(&r.name) {
                         None if optional => None,
                         None => return Err(format!("configmap \"{}\" not found", r.name)),
-                        Some(cm) => match cm.data.as_ref().and_then(|m| m.get(&r.key)).cloned().or_else(|| cm.binary_data.as_ref().and_then(|m| m.get(&r.key)).map(|b| String::from_utf8_lossy(&b.0).into_owned())) {
-                            Some(v) => Some(v),
+                        Some(cm) => match cm.get(&r.key) {
+                            Some(v) => Some(String::from_utf8_lossy(v).into_owned()),
                             None if optional => None,
                             None => return Err(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
                         },
                     }
                 } else if let Some(r) = &from.secret_key_ref {
                     let optional = r.optional == Some(true);
-                    match src.secrets.get(&r.name).cloned().flatten() {
+                    match src.secret(&r.name) {
                         None if optional => None,
                         None => return Err(format!("secret \"{}\" not found", r.name)),
-                        Some(s) => match bytes_of(&s, &r.key) {
-                            Some(v) => Some(v),
+                        Some(s) => match s.get(&r.key) {
+                            Some(v) => Some(String::from_utf8_lossy(v).into_owned()),
                             None if optional => None,
                             None => return Err(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)),
                         },

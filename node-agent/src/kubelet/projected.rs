@@ -97,20 +97,6 @@ fn keyed(data: BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyToPath>>, defaul
     Ok(out)
 }
 
-fn config_map_data(src: &Sources, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-    let cm = src.config_maps.get(name).cloned().flatten()?;
-    let mut m: BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-    m.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-    Some(m)
-}
-
-fn secret_data(src: &Sources, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
-    let s = src.secrets.get(name).cloned().flatten()?;
-    let mut m: BTreeMap<String, Vec<u8>> = s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-    m.extend(s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-    Some(m)
-}
-
 /// `key="value"` lines, sorted, as the downward API writes labels and annotations.
 fn pairs(m: Option<&BTreeMap<String, String>>) -> String {
     m.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
@@ -124,19 +110,7 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode: Opti
             match f.field_path.as_str() {
                 "metadata.labels" => pairs(m.labels.as_ref()),
                 "metadata.annotations" => pairs(m.annotations.as_ref()),
-                "metadata.name" => m.name.clone().unwrap_or_default(),
-                "metadata.namespace" => m.namespace.clone().unwrap_or_default(),
-                "metadata.uid" => m.uid.clone().unwrap_or_default(),
-                p => {
-                    let key = |prefix: &str| p.strip_prefix(prefix).and_then(|r| r.strip_prefix('[')).and_then(|r| r.strip_suffix(']')).map(|k| k.trim_matches(|c| c == '\'' || c == '"').to_string());
-                    if let Some(k) = key("metadata.labels") {
-                        m.labels.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
-                    } else if let Some(k) = key("metadata.annotations") {
-                        m.annotations.as_ref().and_then(|l| l.get(&k)).cloned().unwrap_or_default()
-                    } else {
-                        return Err(format!("unsupported fieldPath in a downwardAPI volume: {p}"));
-                    }
-                }
+                p => super::env::field(pod, p, d)?,
             }
         } else if let Some(r) = &it.resource_field_ref {
             let name = r.container_name.clone().unwrap_or_default();
@@ -155,7 +129,7 @@ fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], default_mode: Opti
 pub fn files(v: &Volume, pod: &Pod, src: &Sources, d: &Downward) -> Result<Vec<File>, String> {
     if let Some(c) = &v.config_map {
         let optional = c.optional == Some(true);
-        return match config_map_data(src, &c.name) {
+        return match src.config_map(&c.name) {
             Some(data) => keyed(data, c.items.as_ref(), c.default_mode, optional, "configmap"),
             None if optional => Ok(Vec::new()),
             None => Err(format!("configmap \"{}\" not found", c.name)),
@@ -164,7 +138,7 @@ pub fn files(v: &Volume, pod: &Pod, src: &Sources, d: &Downward) -> Result<Vec<F
     if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
         let optional = s.optional == Some(true);
-        return match secret_data(src, &name) {
+        return match src.secret(&name) {
             Some(data) => keyed(data, s.items.as_ref(), s.default_mode, optional, "secret"),
             None if optional => Ok(Vec::new()),
             None => Err(format!("secret \"{name}\" not found")),
@@ -178,7 +152,7 @@ pub fn files(v: &Volume, pod: &Pod, src: &Sources, d: &Downward) -> Result<Vec<F
     for s in p.sources.iter().flatten() {
         if let Some(c) = &s.config_map {
             let optional = c.optional == Some(true);
-            match config_map_data(src, &c.name) {
+            match src.config_map(&c.name) {
                 Some(data) => out.extend(keyed(data, c.items.as_ref(), p.default_mode, optional, "configmap")?),
                 None if optional => {}
                 None => return Err(format!("configmap \"{}\" not found", c.name)),
@@ -186,7 +160,7 @@ pub fn files(v: &Volume, pod: &Pod, src: &Sources, d: &Downward) -> Result<Vec<F
         }
         if let Some(sec) = &s.secret {
             let optional = sec.optional == Some(true);
-            match secret_data(src, &sec.name) {
+            match src.secret(&sec.name) {
                 Some(data) => out.extend(keyed(data, sec.items.as_ref(), p.default_mode, optional, "secret")?),
                 None if optional => {}
                 None => return Err(format!("secret \"{}\" not found", sec.name)),
