@@ -49,12 +49,6 @@ fn one_per_node(c: &Cluster, nodes: &[&str], image: &str) -> Result<(), String> 
 }
 
 /// The NATS URL `flotilla up` started its nats-server on (its config in the data dir).
-fn nats_url(c: &Cluster) -> String {
-    let conf = std::fs::read_to_string(c.data_dir.join("nats").join("nats.conf")).expect("up's nats.conf");
-    let listen = conf.lines().find_map(|l| l.strip_prefix("listen: ")).expect("a listen line");
-    format!("nats://{}", listen.trim())
-}
-
 /// An extra node agent joining the cluster; stopped by PID on drop.
 struct ExtraNode(Child);
 
@@ -92,7 +86,7 @@ fn a_daemon_runs_on_every_node_including_a_new_one_and_rolls_out_a_new_image() {
     // A third node joins the same cluster: it gets its own daemon.
     let log = std::fs::File::create(dir.path().join("node-3.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["node", "--nats-url", &nats_url(&c), "--name", "node-3", "--runtime", "process", "--data-dir"])
+        .args(["node", "--nats-url", &c.nats_url(), "--name", "node-3", "--runtime", "process", "--data-dir"])
         .arg(dir.path().join("extra"))
         .env("RUST_LOG", "info,async_nats=warn")
         .stdin(Stdio::null())

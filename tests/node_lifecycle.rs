@@ -75,13 +75,6 @@ fn wait_ready(c: &Cluster) {
     });
 }
 
-fn nats_url(c: &Cluster) -> String {
-    c.eventually(Duration::from_secs(10), "the NATS URL in up's log", || {
-        let log = std::fs::read_to_string(&c.log).map_err(|e| e.to_string())?;
-        log.lines().find_map(|l| l.split(" on nats://").nth(1).map(|u| format!("nats://{}", u.trim()))).ok_or_else(|| "not yet".to_string())
-    })
-}
-
 fn pods(c: &Cluster) -> Vec<Value> {
     let v: Value = serde_json::from_str(&c.ok(&["get", "pods", "-l", "app=app", "-o", "json"])).expect("json");
     v["items"].as_array().cloned().unwrap_or_default()
@@ -99,7 +92,7 @@ fn running_on(c: &Cluster, node: &str) -> Vec<String> {
 fn a_dead_node_goes_unknown_and_its_pods_move() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::up_with(dir.path(), 1, &["--default-not-ready-toleration-seconds", "5", "--default-unreachable-toleration-seconds", "5"]);
-    let url = nats_url(&c);
+    let url = c.nats_url();
     let mut agent = start_agent(dir.path(), &url);
     wait_ready(&c);
 

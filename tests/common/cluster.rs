@@ -71,6 +71,13 @@ impl Cluster {
         c
     }
 
+    /// The address of `up`'s own nats-server (for agents joining from outside).
+    pub fn nats_url(&self) -> String {
+        let conf = std::fs::read_to_string(self.data_dir.join("nats").join("nats.conf")).expect("up's nats.conf");
+        let listen = conf.lines().find_map(|l| l.strip_prefix("listen: ")).expect("a listen line");
+        format!("nats://{}", listen.trim())
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

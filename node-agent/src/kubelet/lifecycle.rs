@@ -163,6 +163,22 @@ pub enum Event {
     DeletionRequested { grace: Duration },
     /// The pod left the store (force-deleted) or is no longer bound here.
     Removed,
+    /// After an agent restart: these instances still run in the runtime (the agent adopts
+    /// them, nothing is started again), and these containers had ended for good before
+    /// (from the stored status: completed init containers, mains the policy does not restart).
+    Adopted { running: Vec<Resumed>, finished: Vec<(usize, i32, Terminated)> },
+}
+
+/// A container instance an earlier agent started, still running.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    pub idx: usize,
+    pub instance: u64,
+    pub id: String,
+    pub image_id: String,
+    pub started_at: Timestamp,
+    /// The restart count it was created with.
+    pub restarts: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -307,10 +323,43 @@ fn fail(mut pod: PodState, reason: &str, message: String) -> (PodState, Vec<Comm
     (pod, cmds)
 }
 
+/// The pod as an earlier agent left it: what runs is running again here (its probes start
+/// over), what had finished for good stays finished, and the rest starts in order.
+fn adopted(mut pod: PodState, running: Vec<Resumed>, finished: Vec<(usize, i32, Terminated)>) -> (PodState, Vec<Command>) {
+    let policy = pod.policy;
+    let mut cmds = vec![];
+    for (idx, restarts, t) in finished {
+        let Some(c) = pod.containers.get_mut(idx) else { continue };
+        let stays = match c.role {
+            Role::Init => t.exit_code == 0 || policy == RestartPolicy::Never,
+            Role::Sidecar => false,
+            Role::Main => !policy.restarts(t.exit_code),
+        };
+        if stays {
+            c.restart_count = restarts;
+            c.state = State::Terminated(t);
+        }
+    }
+    for r in running {
+        let Some(c) = pod.containers.get_mut(r.idx) else { continue };
+        c.restart_count = r.restarts;
+        c.state = State::Running { instance: r.instance, started_at: r.started_at };
+        c.container_id = Some(r.id);
+        c.image_id = r.image_id;
+        if c.probes != Probes::default() {
+            cmds.push(Command::Probe { idx: r.idx, instance: r.instance });
+        }
+    }
+    cmds.extend(next_starts(&mut pod));
+    (pod, cmds)
+}
+
 /// Advances the pod's state machine; returns the new state and what the shell must do.
 pub fn step(mut pod: PodState, ev: Event) -> (PodState, Vec<Command>) {
     let lifecycle = pod.lifecycle;
     match (lifecycle, ev) {
+        (Lifecycle::Active, Event::Adopted { running, finished }) => adopted(pod, running, finished),
+        (_, Event::Adopted { .. }) => (pod, vec![]),
         (Lifecycle::Active, Event::Admitted) => {
             let cmds = next_starts(&mut pod);
             (pod, cmds)

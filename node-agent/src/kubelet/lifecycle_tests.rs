@@ -385,3 +385,49 @@ fn exit_reasons_and_messages() {
     assert_eq!(reasons, vec![("OOMKilled".into(), None), ("Error".into(), Some("bad config".into())), ("Completed".into(), None)]);
     assert_eq!(crate::kubelet::status::phase(&p.containers, p.policy), "Failed");
 }
+
+fn resumed(idx: usize, instance: u64, restarts: i32) -> Resumed {
+    Resumed { idx, instance, id: format!("containerd://{instance}"), image_id: "img".into(), started_at: t(0), restarts }
+}
+
+fn completed_at(s: i64) -> Terminated {
+    Terminated { exit_code: 0, reason: "Completed".into(), message: None, started_at: t(s), finished_at: t(s + 1) }
+}
+
+#[test]
+fn adopted_containers_run_on_without_a_start() {
+    // After an agent restart: "a" still runs (with its restart count), "b" is not found.
+    let (p, cmds) = step(pod(RestartPolicy::Always, &["a", "b"]), Event::Adopted { running: vec![resumed(0, 7, 3)], finished: vec![] });
+    assert_eq!(cmds, vec![Command::Start { idx: 1 }]);
+    assert_eq!(p.containers[0].state, State::Running { instance: 7, started_at: t(0) });
+    assert_eq!((p.containers[0].restart_count, p.containers[0].container_id.as_deref()), (3, Some("containerd://7")));
+    // Its exit is handled as any other.
+    let (_, cmds) = step(p, Event::Exited { idx: 0, instance: 7, exit: ex(1), at: t(9) });
+    assert_eq!(cmds, vec![Command::RestartAfter { idx: 0, after: FIRST_RESTART }]);
+}
+
+#[test]
+fn adopted_probed_containers_are_probed_again() {
+    let probes = Probes { readiness: true, ..Default::default() };
+    let p = PodState::new("ns", "p", "u1", RestartPolicy::Always, vec![Container::with_role("web", "nginx", Role::Main, probes)]);
+    let (p, cmds) = step(p, Event::Adopted { running: vec![resumed(0, 4, 0)], finished: vec![] });
+    assert_eq!(cmds, vec![Command::Probe { idx: 0, instance: 4 }]);
+    assert!(!p.containers[0].is_ready(), "ready once its probe says so again");
+}
+
+#[test]
+fn adoption_keeps_completed_init_containers_and_finished_mains() {
+    // init "setup" completed before the restart; main "job" had completed under
+    // OnFailure (stays), main "srv" still runs.
+    let cs = vec![Container::with_role("setup", "busybox", Role::Init, Probes::default()), Container::new("job", "busybox"), Container::new("srv", "busybox")];
+    let p = PodState::new("ns", "p", "u1", RestartPolicy::OnFailure, cs);
+    let (p, cmds) = step(p, Event::Adopted { running: vec![resumed(2, 5, 0)], finished: vec![(0, 0, completed_at(0)), (1, 0, completed_at(2))] });
+    assert!(cmds.is_empty(), "nothing starts again: {cmds:?}");
+    assert!(p.initialized);
+    assert!(p.containers[0].completed() && p.containers[1].completed());
+    // A main that failed under OnFailure is started again instead.
+    let cs = vec![Container::new("job", "busybox")];
+    let failed = Terminated { exit_code: 2, reason: "Error".into(), ..completed_at(0) };
+    let (_, cmds) = step(PodState::new("ns", "p", "u1", RestartPolicy::OnFailure, cs), Event::Adopted { running: vec![], finished: vec![(0, 1, failed)] });
+    assert_eq!(cmds, vec![Command::Start { idx: 0 }]);
+}

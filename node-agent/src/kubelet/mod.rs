@@ -3,6 +3,7 @@
 //! out the commands through the pod's runtime (`workers` starts containers: sandbox, image,
 //! container) and the store (`store`), and reports status through one writer per pod.
 
+mod adopt;
 pub mod admission;
 pub mod containers;
 pub mod env;
@@ -110,12 +111,16 @@ pub struct Kubelet {
     /// Set by Shutdown: nothing new starts and no status is written any more, so the store
     /// keeps saying what should run and a restarted agent brings it back.
     stopping: bool,
+    /// The first list of pods has been handled (after adopting what still ran).
+    listed_once: bool,
+    /// What an earlier agent left running, by pod uid, until the pod is admitted.
+    left: HashMap<String, adopt::Left>,
 }
 
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
         let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
-        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, cluster_dns: None, host_dns: crate::dns::resolv_conf::host(), pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default() }
+        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, cluster_dns: None, host_dns: crate::dns::resolv_conf::host(), pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default(), listed_once: false, left: HashMap::new() }
     }
 
     fn span(&self) -> tracing::Span {
@@ -261,6 +266,11 @@ fn termination_message(f: &InstanceFiles, code: i32) -> Option<String> {
 impl StreamHandler<InformerEvent<Pod>> for Kubelet {
     fn handle(&mut self, ev: InformerEvent<Pod>, ctx: &mut Context<Self>) {
         bus::metrics::handle(ACTOR, || match ev {
+            InformerEvent::Listed(pods, rev) if !self.listed_once => {
+                self.listed_once = true;
+                let seen = pods.clone();
+                self.adopt_then(seen, move |act, ctx| StreamHandler::handle(act, InformerEvent::Listed(pods, rev), ctx), ctx);
+            }
             InformerEvent::Listed(pods, _) => {
                 let keep: HashSet<String> = pods.iter().map(uid_of).collect();
                 let gone: Vec<String> = self.pods.keys().filter(|u| !keep.contains(*u)).cloned().collect();
@@ -308,7 +318,8 @@ impl Kubelet {
         if deletion.is_none() && matches!(phase, Some("Succeeded" | "Failed")) {
             return;
         }
-        if deletion.is_none() {
+        let left = self.left.remove(&uid);
+        if deletion.is_none() && left.is_none() {
             let running = self.pods.values().filter(|rt| !matches!(status::pod_phase(&rt.state), "Succeeded" | "Failed")).map(|rt| &rt.pod);
             if let Err(r) = admission::admit(&pod, running, self.allocatable) {
                 tracing::warn!(pod = %uid, reason = %r.reason, "pod rejected");
@@ -328,7 +339,16 @@ impl Kubelet {
             Some(grace) => Event::DeletionRequested { grace },
             None => Event::Admitted,
         };
-        self.drive(&uid, ev, ctx);
+        match left {
+            // It runs already: adopted, then (if it is being deleted) stopped as usual.
+            Some(left) => {
+                self.resume(&uid, left, ctx);
+                if let Event::DeletionRequested { .. } = ev {
+                    self.drive(&uid, ev, ctx);
+                }
+            }
+            None => self.drive(&uid, ev, ctx),
+        }
     }
 
     fn admit(&mut self, uid: String, pod: Pod) {

@@ -275,7 +275,7 @@ impl Kubelet {
     }
 
     /// Schedules the pod's next token refresh; a later schedule replaces an earlier one.
-    fn refresh_tokens_at(&mut self, uid: &str, at: Option<i64>, ctx: &mut Context<Self>) {
+    pub(super) fn refresh_tokens_at(&mut self, uid: &str, at: Option<i64>, ctx: &mut Context<Self>) {
         let Some(at) = at else { return };
         let Some(rt) = self.pods.get_mut(uid) else { return };
         rt.token_refresh += 1;

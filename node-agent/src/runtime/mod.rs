@@ -220,6 +220,29 @@ pub enum RuntimeError {
 /// Called once, with how it ended, when the container ends.
 pub type OnExit = Box<dyn FnOnce(Exit) + Send>;
 
+/// What an earlier agent left running of a pod on this node: its sandbox and the newest
+/// instance of each of its containers. A restarted agent adopts these instead of starting
+/// the pod again, as the kubelet rebuilds its view from the runtime after a restart.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub sandbox: Sandbox,
+    /// The sandbox's attempt number (the next sandbox of the pod takes the one after).
+    pub attempt: u32,
+    pub containers: Vec<FoundContainer>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FoundContainer {
+    pub name: String,
+    /// The restart count it was created with.
+    pub attempt: u32,
+    pub started: Started,
+    pub image_id: String,
+    pub started_at: Option<jiff::Timestamp>,
+    /// How it ended, and when, if it ended while no agent watched it.
+    pub ended: Option<(Exit, jiff::Timestamp)>,
+}
+
 pub trait Runtime: Send + Sync {
     /// The RuntimeClass handler this runtime serves (`runtimeClassName`).
     fn handler(&self) -> &'static str;
@@ -245,6 +268,19 @@ pub trait Runtime: Send + Sync {
     }
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
         Box::pin(async { Vec::new() })
+    }
+    /// The pod's sandbox and containers still running from an earlier agent, if the runtime
+    /// outlives its agent (containerd's shims do; host processes die with it).
+    fn find(&self, _spec: &SandboxSpec) -> BoxFuture<'static, Option<Found>> {
+        Box::pin(async { None })
+    }
+    /// Watches an adopted running container and calls `on_exit` when it ends, as for one
+    /// this agent started.
+    fn follow(&self, _started: &Started, _on_exit: OnExit) {}
+    /// Removes every sandbox of this node the runtime still has except `keep` (what a
+    /// crashed agent left of pods that are gone); returns how many went.
+    fn sweep(&self, _keep: Vec<String>) -> BoxFuture<'static, usize> {
+        Box::pin(async { 0 })
     }
     /// Runs `command` in the container (`kubectl exec`).
     fn exec(&self, _target: &streams::ExecTarget, _command: Vec<String>, _s: streams::Streams) -> BoxFuture<'static, Result<streams::Session, RuntimeError>> {

@@ -1,6 +1,6 @@
 //! Bringing the CRI runtime of a node up: the given endpoint, or the agent's own
-//! containerd child with the sandbox image and the air-gap folder imported; sandboxes a
-//! crashed predecessor left are removed (their pods are started afresh).
+//! containerd child with the sandbox image and the air-gap folder imported. What a crashed
+//! predecessor left running is the kubelet's to adopt (kubelet/adopt.rs).
 
 use super::client::Cri;
 use super::containerd::{Containerd, Layout};
@@ -21,7 +21,7 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
         }
         None => {
             // A containerd that died with its agent left its shims running: the new one
-            // reconnects to them, and the leftover sandboxes are removed below.
+            // reconnects to them, and the kubelet adopts what still runs.
             let registries = match &cfg.registries {
                 Some(p) => mirrors::Registries::load(p)?,
                 None => mirrors::Registries::default(),
@@ -53,10 +53,8 @@ pub async fn connect(cfg: &NodeConfig, endpoint: Option<&Path>, cleanup: &mut Cl
             (cri, version)
         }
     };
+    // Sandboxes a previous agent left stay: the kubelet adopts those of pods still bound
+    // here once it has listed them, and sweeps the rest.
     cleanup.cri = Some(cri.clone());
-    let left = super::remove_node_sandboxes(&cri, &cfg.name).await;
-    if left > 0 {
-        tracing::info!(node = %cfg.name, sandboxes = left, "removed sandboxes a previous agent left");
-    }
     Ok(Arc::new(CriRuntime::new(cri, &version, &cfg.name, &cfg.host_id(), &cfg.host_ip)))
 }

@@ -4,6 +4,7 @@
 //! directory, and their ends are seen by polling ContainerStatus (containerd 1.6 has no
 //! container event stream), as the kubelet's PLEG relists.
 
+mod adopt;
 pub mod cgroups;
 pub mod client;
 pub mod containerd;
@@ -31,6 +32,7 @@ const OOM_SETTLE_TRIES: u32 = 15;
 /// The label every sandbox of this agent carries, with its node's name.
 pub const NODE_LABEL: &str = "flotilla.io/node";
 
+#[derive(Clone)]
 pub struct CriRuntime {
     cri: Cri,
     /// `containerd://1.6.20`.
@@ -388,6 +390,20 @@ impl Runtime for CriRuntime {
                 memory_bytes: stats.memory.and_then(|m| m.working_set_bytes).map(|v| v.value).unwrap_or(0),
             })
         })
+    }
+
+    fn find(&self, spec: &SandboxSpec) -> BoxFuture<'static, Option<super::Found>> {
+        let me = self.clone();
+        let spec = spec.clone();
+        Box::pin(async move { me.find_pod(&spec).await })
+    }
+
+    fn follow(&self, started: &Started, on_exit: OnExit) {
+        tokio::spawn(watch_exit(self.cri.clone(), bare_id(&started.id), on_exit));
+    }
+
+    fn sweep(&self, keep: Vec<String>) -> BoxFuture<'static, usize> {
+        Box::pin(CriRuntime::sweep_except(self.cri.clone(), self.node.clone(), self.host_id.clone(), keep))
     }
 
     fn list_images(&self) -> BoxFuture<'static, Vec<NodeImage>> {
