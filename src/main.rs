@@ -118,6 +118,11 @@ struct NodeArgs {
     memory_bytes: Option<u64>,
     #[command(flatten)]
     runtime: runtime_flags::RuntimeFlags,
+    /// On SIGTERM, leave the pods running (containerd's shims, sandboxes, the bridge and
+    /// the service rules stay) for the next agent on this data dir to adopt, as a kubelet
+    /// restart does; without it the agent stops every pod and removes what it added.
+    #[arg(long)]
+    keep_pods_on_exit: bool,
 }
 
 fn init_tracing() {
@@ -189,7 +194,8 @@ async fn run(cli: Cli) -> Result<()> {
             }
             a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name), |w| eprintln!("{w}"))?;
             let h = node_agent::start(cfg, bus).await?;
-            component(&a.common, "node agent", || async move { h.shutdown().await }).await
+            let keep = a.keep_pods_on_exit;
+            component(&a.common, "node agent", || async move { if keep { h.detach().await } else { h.shutdown().await } }).await
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A node agent that is killed and started again leaves its pods running: containerd's
 //! shims outlive it, and the new agent adopts the sandbox and containers it finds (same
 //! processes, same container IDs, no restart counted), follows them to their ends, and
-//! sweeps what belongs to pods deleted while it was away. A SIGTERM afterwards still
-//! leaves nothing behind.
+//! sweeps what belongs to pods deleted while it was away. With `--keep-pods-on-exit` a
+//! SIGTERM leaves the pods running too (an upgrade); without it, a SIGTERM still leaves
+//! nothing behind.
 
 mod common;
 
@@ -33,11 +34,12 @@ spec:
 struct Agent(Option<Child>);
 
 impl Agent {
-    fn start(c: &Cluster, dir: &Path, images: &str, log: &Path) -> Agent {
+    fn start(c: &Cluster, dir: &Path, images: &str, log: &Path, extra: &[&str]) -> Agent {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["node", "--nats-url", &c.nats_url(), "--name", "node-r", "--runtime", "containerd", "--images", images, "--data-dir"])
             .arg(dir)
+            .args(extra)
             .env("RUST_LOG", "info,async_nats=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -102,7 +104,7 @@ fn a_restarted_agent_adopts_its_running_pods() {
     let mut c = Cluster::up_with(&data, 0, &["--runtime", "containerd", "--images", &images, "--cluster-cidr", &cidr]);
     let nodes_dir = tmp.path().join("nodes");
     let agent_log = tmp.path().join("agent.log");
-    let agent = Agent::start(&c, &nodes_dir, &images, &agent_log);
+    let agent = Agent::start(&c, &nodes_dir, &images, &agent_log, &[]);
     let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
     c.eventually(Duration::from_secs(60), "node-r Ready", || {
         let s = c.kubectl(&["get", "node", "node-r", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]).stdout;
@@ -134,8 +136,8 @@ fn a_restarted_agent_adopts_its_running_pods() {
     c.ok(&["delete", "pod", "gone", "--force", "--grace-period=0"]);
     assert_eq!(main_pid(), pids, "the pod outlives its agent");
 
-    let agent = Agent::start(&c, &nodes_dir, &images, &agent_log);
-    c.eventually(Duration::from_secs(60), "the pod adopted", || if log().contains("adopted a running pod") { Ok(()) } else { Err(log()) });
+    let agent = Agent::start(&c, &nodes_dir, &images, &agent_log, &["--keep-pods-on-exit"]);
+    c.eventually(Duration::from_secs(60), "the pod adopted", || if log().matches("adopted a running pod").count() == 1 { Ok(()) } else { Err(log()) });
     c.eventually(Duration::from_secs(30), "the deleted pod's sandbox swept", || if pod_pids("gone").is_empty() { Ok(()) } else { Err(format!("{:?}", pod_pids("gone"))) });
     // The same processes and container, no restart, still ready, still answering exec.
     assert_eq!(main_pid(), pids, "not restarted");
@@ -153,7 +155,24 @@ fn a_restarted_agent_adopts_its_running_pods() {
         if s == "1 3" { Ok(()) } else { Err(s) }
     });
 
-    // A SIGTERM still stops everything: no shim of this agent is left.
+    // An agent told to keep its pods leaves them running on SIGTERM (an upgrade), and the
+    // next one adopts them again.
+    let pids = main_pid();
+    let was = before(&c);
+    let st = agent.stop();
+    assert!(st.success(), "clean exit: {st:?}\n{}", log());
+    assert!(log().contains("leaving every pod running"), "{}", log());
+    assert_eq!(main_pid(), pids, "the pod outlives a kept stop");
+    let agent = Agent::start(&c, &nodes_dir, &images, &agent_log, &[]);
+    c.eventually(Duration::from_secs(60), "the pod adopted again", || if log().matches("adopted a running pod").count() == 2 { Ok(()) } else { Err(log()) });
+    assert_eq!(main_pid(), pids);
+    c.eventually(Duration::from_secs(20), "keep Running and ready after the second restart", || {
+        let s = ready(&c, "keep");
+        if s == "Running true" { Ok(()) } else { Err(s) }
+    });
+    assert_eq!(before(&c), was);
+
+    // A SIGTERM without it stops everything: no shim of this agent is left.
     let st = agent.stop();
     assert!(st.success(), "clean exit: {st:?}\n{}", log());
     let left = processes_mentioning(&nodes_dir.to_string_lossy());

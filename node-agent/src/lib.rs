@@ -235,6 +235,15 @@ impl NodeHandle {
         self.cleanup.run().await;
     }
 
+    /// Stops the agent and leaves its pods running (see `Cleanup::detach`): no container
+    /// is stopped and no status written, so the store still says what runs, and an agent
+    /// started again on the same data dir adopts the pods where they are.
+    pub async fn detach(self) {
+        self.stop.cancel();
+        let _ = self.kubelet.send(kubelet::Detach).await;
+        self.cleanup.detach().await;
+    }
+
     /// The PID of the agent's containerd child, if it runs one.
     pub fn containerd_pid(&self) -> Option<u32> {
         self.cleanup.containerd.as_ref().map(|c| c.pid())

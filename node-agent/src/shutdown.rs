@@ -56,6 +56,27 @@ impl Cleanup {
     }
 }
 
+impl Cleanup {
+    /// The agent goes but its pods stay (`--keep-pods-on-exit`, for an upgrade or a
+    /// restart): only what lives in the agent's own process stops — cluster DNS, the
+    /// proxy's task, containerd (not its shims). Sandboxes, mounts, the bridge and the
+    /// service rules stay, so pods keep running and answering; the next agent on the same
+    /// data dir adopts them.
+    pub async fn detach(self) {
+        if let Some(dns) = self.dns {
+            dns.stop().await;
+        }
+        if let Some((_, task, stop)) = self.proxy {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some(c) = self.containerd {
+            c.stop_keeping_shims().await;
+        }
+        self.stop.cancel();
+    }
+}
+
 /// Detaches every mount below `dir`, deepest first (netns bind mounts, rootfs overlays a
 /// killed containerd could not undo).
 pub fn unmount_under(dir: &std::path::Path) {

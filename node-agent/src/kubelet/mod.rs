@@ -192,6 +192,25 @@ struct RestartDue {
     idx: usize,
 }
 
+/// Stops the actor and leaves every pod running as it is, for the next agent to adopt.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach;
+
+impl Handler<Detach> for Kubelet {
+    type Result = ();
+    fn handle(&mut self, _: Detach, ctx: &mut Context<Self>) {
+        bus::metrics::handle(ACTOR, || {
+            self.stopping = true;
+            tracing::info!(node = %self.node, pods = self.pods.len(), "leaving every pod running");
+            // Dropping the entries ends their status writers and probe workers; the exit
+            // watchers' messages find nobody.
+            self.pods.clear();
+            ctx.stop();
+        })
+    }
+}
+
 /// Stops every container (its stop signal, then SIGKILL after `grace`) and removes every
 /// sandbox, and answers once they are gone; then the actor stops.
 #[derive(Message)]

@@ -194,7 +194,15 @@ impl Containerd {
 
     /// SIGTERM, SIGKILL after a grace period, then every shim this containerd started
     /// (they outlive it by design, holding their containers).
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        let socket = self.layout.socket();
+        self.stop_keeping_shims().await;
+        kill_shims(&socket);
+    }
+
+    /// Stops containerd alone: its shims keep the containers running for the next
+    /// containerd on the same state to reconnect to.
+    pub async fn stop_keeping_shims(mut self) {
         let pid = self.child.id() as i32;
         // SAFETY: signals our own child.
         unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -210,7 +218,6 @@ impl Containerd {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        kill_shims(&self.layout.socket());
     }
 }
 
