@@ -54,6 +54,9 @@ enum Cmd {
     Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
+    /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
+    /// kubelet over a simulated runtime, for driving the control plane at scale.
+    HollowNodes(HollowArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
     /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
@@ -123,6 +126,28 @@ struct NodeArgs {
     /// restart does; without it the agent stops every pod and removes what it added.
     #[arg(long)]
     keep_pods_on_exit: bool,
+}
+
+#[derive(Args)]
+struct HollowArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value_t = 10)]
+    count: u32,
+    #[arg(long, default_value = "hollow-")]
+    name_prefix: String,
+    /// Each node's pod limit (the kubelet's --max-pods).
+    #[arg(long, default_value_t = 110)]
+    pods_per_node: u32,
+    /// Each node's CPU capacity, as a quantity (`4`, `3500m`).
+    #[arg(long, default_value = "4")]
+    cpu: String,
+    /// Each node's memory capacity, as a quantity (`16Gi`).
+    #[arg(long, default_value = "16Gi")]
+    memory: String,
+    /// How long a container takes to "start", in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    start_delay_ms: u64,
 }
 
 fn init_tracing() {
@@ -196,6 +221,22 @@ async fn run(cli: Cli) -> Result<()> {
             let h = node_agent::start(cfg, bus).await?;
             let keep = a.keep_pods_on_exit;
             component(&a.common, "node agent", || async move { if keep { h.detach().await } else { h.shutdown().await } }).await
+        }
+        Cmd::HollowNodes(a) => {
+            let cpu_millis = schema::quantity::cpu_millis(&a.cpu).with_context(|| format!("--cpu {:?} is not a quantity", a.cpu))?;
+            let memory_bytes = schema::quantity::value(&a.memory).with_context(|| format!("--memory {:?} is not a quantity", a.memory))?;
+            let cfg = node_agent::hollow::HollowConfig {
+                count: a.count,
+                name_prefix: a.name_prefix,
+                cpu_millis,
+                memory_bytes,
+                max_pods: a.pods_per_node,
+                start_delay: std::time::Duration::from_millis(a.start_delay_ms),
+                heartbeat: node_agent::kubelet::node::DEFAULT_HEARTBEAT,
+            };
+            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let h = node_agent::hollow::start(cfg, bus).await?;
+            component(&a.common, "hollow nodes", || async move { h.shutdown().await }).await
         }
     }
 }

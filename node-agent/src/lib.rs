@@ -3,6 +3,7 @@
 //! processes, or simulated) and serves their logs.
 
 pub mod dns;
+pub mod hollow;
 pub mod images;
 pub mod kubelet;
 pub mod logs;
@@ -69,6 +70,8 @@ pub struct NodeConfig {
     pub container_runtime_version: String,
     /// The kubelet's --eviction-hard thresholds.
     pub eviction_hard: Vec<kubelet::eviction::Threshold>,
+    /// Labels the Node registers with beside the well-known ones (the kubelet's --node-labels).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn host_memory() -> u64 {
@@ -107,6 +110,7 @@ impl NodeConfig {
             image_gc_period: images::gc::PERIOD,
             container_runtime_version: "flotilla-process://0.1".into(),
             eviction_hard: kubelet::eviction::parse(kubelet::eviction::DEFAULT_HARD).unwrap_or_default(),
+            labels: Default::default(),
         }
     }
 }

@@ -66,11 +66,15 @@ pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
         "pods": cfg.max_pods.to_string(),
         "ephemeral-storage": "0",
     });
+    let mut labels = json!({
+        "kubernetes.io/hostname": cfg.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch(),
+        "node.kubernetes.io/instance-type": "flotilla", "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch()});
+    for (k, v) in &cfg.labels {
+        labels[k] = json!(v);
+    }
     json!({
         "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": cfg.name, "annotations": {schema::storage::NODE_DATA_DIR_ANNOTATION: data_dir(cfg)}, "labels": {
-            "kubernetes.io/hostname": cfg.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch(),
-            "node.kubernetes.io/instance-type": "flotilla", "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": arch()}},
+        "metadata": {"name": cfg.name, "annotations": {schema::storage::NODE_DATA_DIR_ANNOTATION: data_dir(cfg)}, "labels": labels},
         "spec": {},
         "status": {
             "capacity": capacity.clone(), "allocatable": capacity,

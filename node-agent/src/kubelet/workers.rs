@@ -61,6 +61,11 @@ impl Kubelet {
                 self.start_in(uid, idx, sb, runtime, ctx);
             }
             SandboxSlot::Creating(pending) => pending.push(idx),
+            SandboxSlot::None if runtime.handler() == "simulated" => {
+                // Hollow pods have no files: no directory, no volumes to write.
+                rt.sandbox = SandboxSlot::Creating(vec![idx]);
+                self.run_sandbox(uid, runtime, ctx);
+            }
             SandboxSlot::None => {
                 rt.sandbox = SandboxSlot::Creating(vec![idx]);
                 let dir = spec::pod_dir(&data_dir, &rt.state.namespace, &rt.state.name, &rt.state.uid);
@@ -162,8 +167,13 @@ impl Kubelet {
             // The environment is read when the container is made, as the kubelet does: a
             // source that appears later is picked up by the next try.
             let container = pod.spec.as_ref().and_then(|s| spec::container_at(s, idx)).cloned().unwrap_or_default();
-            let sources = env::Sources::fetch(&client, &pod).await.map_err(RuntimeError::Config)?;
-            let resolved = env::resolve(&pod, &container, &sources, &d).map_err(RuntimeError::Config)?;
+            // A hollow container runs nothing that could read its environment.
+            let resolved = if rt2.handler() == "simulated" {
+                Vec::new()
+            } else {
+                let sources = env::Sources::fetch(&client, &pod).await.map_err(RuntimeError::Config)?;
+                env::resolve(&pod, &container, &sources, &d).map_err(RuntimeError::Config)?
+            };
             let Some(full) = spec::container_spec(&pod, idx, &dir, restarts, &resolved) else {
                 return Err(RuntimeError::Create("no such container in the pod spec".into()));
             };

@@ -17,9 +17,16 @@ pub struct SimulatedRuntime {
     running: Arc<Mutex<HashMap<String, OnExit>>>,
     /// Sandboxes by id, with the containers in each.
     sandboxes: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// How long a container takes to "start" (an image pull and a process start, as a
+    /// real node has them).
+    start_delay: Duration,
 }
 
 impl SimulatedRuntime {
+    pub fn with_start_delay(start_delay: Duration) -> SimulatedRuntime {
+        SimulatedRuntime { start_delay, ..Default::default() }
+    }
+
     /// Containers that are "running".
     pub fn running(&self) -> usize {
         self.running.lock().map(|m| m.len()).unwrap_or(0)
@@ -73,7 +80,13 @@ impl Runtime for SimulatedRuntime {
             }
             None => Err(RuntimeError::Create(format!("sandbox {} not found", sandbox.id))),
         };
-        Box::pin(async move { r })
+        let delay = self.start_delay;
+        Box::pin(async move {
+            if !delay.is_zero() && r.is_ok() {
+                tokio::time::sleep(delay).await;
+            }
+            r
+        })
     }
 
     fn stop_container(&self, started: &Started, grace: Duration) -> BoxFuture<'static, ()> {
