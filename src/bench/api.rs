@@ -186,7 +186,7 @@ fn configmap(name: &str) -> String {
     format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"{name}","labels":{{"app":"bench"}}}},"data":{{"key":"{}"}}}}"#, "v".repeat(64))
 }
 
-async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>, want: StatusCode) -> Result<(), String> {
+pub(super) async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>, want: StatusCode) -> Result<(), String> {
     conn.ready().await.map_err(|e| format!("connection: {e}"))?;
     let resp = conn.send_request(req).await.map_err(|e| format!("request: {e}"))?;
     let status = resp.status();
@@ -200,13 +200,13 @@ async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<Bytes>>, wa
 /// The gateway's address and a TLS client that trusts the cluster CA and presents the
 /// admin's client certificate, as the kubeconfig `up` writes does.
 #[derive(Clone)]
-struct Https {
+pub(super) struct Https {
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
 }
 
 impl Https {
-    fn from_pki(pki: &Path, addr: SocketAddr) -> Result<Https> {
+    pub(super) fn from_pki(pki: &Path, addr: SocketAddr) -> Result<Https> {
         let ca = CertificateDer::from_pem_file(pki.join("ca.crt")).context("reading ca.crt")?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca)?;
@@ -222,7 +222,7 @@ impl Https {
     }
 
     /// Waits until `up` has written its certificates and the gateway answers `/readyz`.
-    async fn wait_ready(up: &mut Proc, pki: &Path, addr: SocketAddr) -> Result<Https> {
+    pub(super) async fn wait_ready(up: &mut Proc, pki: &Path, addr: SocketAddr) -> Result<Https> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
             up.check_alive()?;
@@ -240,7 +240,7 @@ impl Https {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
+    pub(super) async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await?;
         tcp.set_nodelay(true)?;
         let tls = self.tls.connect(ServerName::IpAddress(self.addr.ip().into()), tcp).await?;
@@ -251,7 +251,7 @@ impl Https {
         Ok(send)
     }
 
-    fn request(&self, method: Method, path: &str, body: Option<String>) -> Request<Full<Bytes>> {
+    pub(super) fn request(&self, method: Method, path: &str, body: Option<String>) -> Request<Full<Bytes>> {
         let mut b = Request::builder().method(method).uri(path).header(hyper::header::HOST, self.addr.to_string()).header(hyper::header::ACCEPT, "application/json");
         if body.is_some() {
             b = b.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -260,8 +260,20 @@ impl Https {
     }
 
     /// One request on a new connection (setup and readiness, not timed).
-    async fn once(&self, method: Method, path: &str, body: Option<String>, want: StatusCode) -> Result<()> {
+    pub(super) async fn once(&self, method: Method, path: &str, body: Option<String>, want: StatusCode) -> Result<()> {
         let mut c = self.connect().await?;
         send(&mut c, self.request(method, path, body), want).await.map_err(|e| anyhow!("{path}: {e}"))
+    }
+
+    /// A GET on `conn`, its JSON answer.
+    pub(super) async fn get_json(&self, conn: &mut SendRequest<Full<Bytes>>, path: &str) -> Result<serde_json::Value> {
+        conn.ready().await?;
+        let resp = conn.send_request(self.request(Method::GET, path, None)).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status != StatusCode::OK {
+            bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 }

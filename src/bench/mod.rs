@@ -5,11 +5,13 @@
 //! api` (api.rs) measures the gateway over HTTPS instead.
 
 mod api;
+mod density;
 mod etcd;
 mod flotilla;
 mod load;
 mod openloop;
 mod proc;
+mod svg;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -31,6 +33,9 @@ enum BenchCmd {
     /// The gateway's GET, LIST and CREATE at a fixed rate over HTTPS (starts and stops a
     /// local cluster).
     Api(api::ApiArgs),
+    /// kubemark's density test: hollow nodes, pods created as fast as the API takes them,
+    /// scheduling throughput and pod startup latency (starts and stops its own cluster).
+    Density(density::DensityArgs),
 }
 
 #[derive(Args, Clone)]
@@ -71,6 +76,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         },
         BenchCmd::Api(a) => tokio::select! {
             r = api::run(a) => r,
+            _ = crate::wait_for_signal() => bail!("interrupted; the bench's cluster was stopped"),
+        },
+        BenchCmd::Density(a) => tokio::select! {
+            r = density::run(a) => r,
             _ = crate::wait_for_signal() => bail!("interrupted; the bench's cluster was stopped"),
         },
     }
