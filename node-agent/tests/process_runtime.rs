@@ -22,6 +22,7 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
         tty: false,
         mounts: vec![],
         resources: Default::default(),
+        security: Default::default(),
     }
 }
 
@@ -157,4 +158,30 @@ async fn a_mounted_volume_is_named_in_the_environment() {
     wait_for_log(&s.log_path, "done").await;
     assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "stored\n");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn run_as_user_group_and_groups_apply_to_host_processes() {
+    // setuid needs root; elsewhere the runtime refuses at spawn, which says nothing here.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let dir = scratch("ident");
+    // The log is written by the agent, the working dir is only read: uid 1000 can run there.
+    let mut s = spec(&dir, "echo \"ids $(id -u) $(id -g) $(id -G)\"; grep NoNewPrivs /proc/self/status");
+    s.security = node_agent::runtime::Security { run_as_user: Some(1000), run_as_group: Some(3000), supplemental_groups: vec![2000], no_new_privs: true, ..Default::default() };
+    let rt = ProcessRuntime::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.spawn(&s, Box::new(move |code| {
+        let _ = tx.send(code);
+    }))
+    .expect("start");
+    let code = tokio::time::timeout(Duration::from_secs(10), rx).await.expect("exit seen").expect("code");
+    assert_eq!(code, 0);
+    let log = wait_for_log(&s.log_path, "NoNewPrivs").await;
+    assert!(log.contains("ids 1000 3000 "), "{log}");
+    let groups = log.lines().find(|l| l.contains("ids ")).unwrap_or_default();
+    assert!(groups.contains("2000") && !groups.split_whitespace().any(|w| w == "0"), "root's groups are dropped: {groups}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,6 +12,7 @@ pub mod lookup;
 pub mod node;
 mod probes;
 pub mod projected;
+pub mod security;
 pub mod spec;
 pub mod status;
 pub mod usage;

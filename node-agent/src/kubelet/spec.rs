@@ -41,6 +41,7 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32, cluster_dns: Option<std
         host_network,
         ports,
         labels: pod.metadata.labels.clone().unwrap_or_default(),
+        privileged: super::security::any_privileged(pod),
     }
 }
 
@@ -98,6 +99,7 @@ pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, env: &[(
         tty: c.tty.unwrap_or(false),
         mounts: Vec::new(),
         resources: resources(c),
+        security: super::security::effective(pod, c),
     })
 }
 

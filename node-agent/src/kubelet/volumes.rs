@@ -85,6 +85,9 @@ pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) ->
             // As the kubelet's: any user the containers run as may write there.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(setup)?;
+            if let Some(gid) = super::security::fs_group(&pod) {
+                super::security::own_volume(&dir, gid, false).map_err(setup)?;
+            }
             out.push(Mounted { name: v.name.clone(), host_path: dir, read_only: false });
         } else if let Some(src) = &v.persistent_volume_claim {
             let name = &src.claim_name;
@@ -158,8 +161,19 @@ pub async fn write_volumes(client: &Client, pod: &Pod, pod_dir: &Path, d: &Downw
     let mut changed = false;
     for v in &written {
         let setup = |e: String| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name);
-        let files = projected::files(v, pod, &sources, d).map_err(setup)?;
-        changed |= projected::write_atomic(&projected::volume_dir(pod_dir, &v.name), &files).map_err(|e| setup(e.to_string()))?;
+        let mut files = projected::files(v, pod, &sources, d).map_err(setup)?;
+        let fs_group = super::security::fs_group(pod);
+        if fs_group.is_some() {
+            // The modes fsGroup ends with are the ones asked for: an unchanged payload
+            // compares equal and is not written again.
+            files.iter_mut().for_each(|f| f.mode = super::security::owned_mode(f.mode, false, true));
+        }
+        let dir = projected::volume_dir(pod_dir, &v.name);
+        let wrote = projected::write_atomic(&dir, &files).map_err(|e| setup(e.to_string()))?;
+        if let (true, Some(gid)) = (wrote, fs_group) {
+            super::security::own_volume(&dir, gid, true).map_err(|e| setup(e.to_string()))?;
+        }
+        changed |= wrote;
     }
     Ok((changed, refresh))
 }

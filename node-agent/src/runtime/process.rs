@@ -148,12 +148,37 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
-        // when the thread that spawned it dies (the kubelet's thread, which lives as long as
-        // the agent).
+        // Of securityContext only the identity and no_new_privs mean something for a host
+        // process: there is no root filesystem, capability set or device list of its own.
+        let sec = &spec.security;
+        let ident = (sec.run_as_user.is_some() || sec.run_as_group.is_some() || !sec.supplemental_groups.is_empty())
+            .then(|| (sec.run_as_user.map(|u| u as libc::uid_t), sec.run_as_group.map(|g| g as libc::gid_t), sec.supplemental_groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
+        let no_new_privs = sec.no_new_privs;
+        // SAFETY: only async-signal-safe syscalls between fork and exec. PDEATHSIG asks the
+        // kernel to SIGKILL this child when the thread that spawned it dies (the kubelet's
+        // thread, which lives as long as the agent); groups, then gid, then uid, since
+        // changing the uid first would take away the right to change the others.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some((uid, gid, groups)) = &ident {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    if let Some(g) = gid {
+                        if libc::setgid(*g) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    if let Some(u) = uid {
+                        if libc::setuid(*u) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                }
+                if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -202,7 +227,7 @@ impl Runtime for ProcessRuntime {
 
     fn ensure_image(&self, _image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         // Host mode runs commands from the machine: nothing is pulled.
-        Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None }) })
+        Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None, user: Default::default() }) })
     }
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>> {
@@ -299,6 +324,7 @@ mod tests {
             tty: false,
             mounts: vec![],
             resources: Default::default(),
+            security: Default::default(),
         };
         let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");
