@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod containers;
 pub mod env;
+pub mod hosts;
 pub mod eviction;
 pub mod lifecycle;
 pub mod lookup;

@@ -254,6 +254,7 @@ pub fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
 /// Removes what the pod's volumes wrote on this node (the pod is gone).
 pub fn remove_pod_data(pod_dir: &Path, uid: &str) {
     let _ = std::fs::remove_dir_all(pod_dir.join(".volumes"));
+    let _ = std::fs::remove_file(super::hosts::path(pod_dir));
     if !uid.is_empty() {
         let root = memory_root(uid);
         let _ = std::fs::remove_dir_all(&root);

@@ -33,7 +33,7 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32, cluster_dns: Option<std
     SandboxSpec {
         dns: crate::dns::resolv_conf::pod_dns(&spec, &namespace, cluster_dns, host_dns),
         namespace,
-        hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()),
+        hostname: super::hosts::hostname(pod),
         name,
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         attempt,

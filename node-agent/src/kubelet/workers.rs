@@ -146,6 +146,12 @@ impl Kubelet {
         cspec.mounts = super::volumes::container_mounts(&rt.pod, idx, &rt.mounts);
         let container = rt.pod.spec.as_ref().and_then(|s| spec::container_at(s, idx)).cloned().unwrap_or_default();
         let files = self.termination_files(&dir, &container, &mut cspec, runtime.handler());
+        // Host processes share the node's /etc/hosts; hollow pods have no files.
+        if let (false, Some(ip)) = (matches!(runtime.handler(), "host" | "simulated"), rt.pod_ip.as_deref()) {
+            if let Err(e) = super::hosts::mount(&rt.pod, &dir, ip, &mut cspec) {
+                tracing::warn!(pod = %cspec.pod_key, error = %e, "no managed /etc/hosts");
+            }
+        }
         let declared = container.image_pull_policy.clone();
         let policy = PullPolicy::parse(declared.as_deref(), &cspec.image);
         self.next_instance += 1;
