@@ -82,6 +82,9 @@ pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) ->
             let dir = if memory { projected::memory_root(&uid).join(&v.name) } else { projected::volume_dir(&pod_dir, &v.name) };
             let setup = |e: std::io::Error| format!("MountVolume.SetUp failed for volume \"{}\" : {}: {e}", v.name, dir.display());
             std::fs::create_dir_all(&dir).map_err(setup)?;
+            if memory {
+                super::local_storage::mount_tmpfs(&dir, super::local_storage::memory_size(&pod, &v, d.allocatable.memory_bytes)).map_err(setup)?;
+            }
             // As the kubelet's: any user the containers run as may write there.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(setup)?;
@@ -240,6 +243,7 @@ impl Kubelet {
                 }
                 rt.mounts = m;
                 rt.mount_error = None;
+                self.watch_local_storage(uid, ctx);
                 self.run_sandbox(uid, runtime, ctx);
             }
             Err(why) => {
