@@ -5,6 +5,7 @@
 
 pub mod cri;
 pub mod process;
+pub mod process_cgroups;
 mod process_streams;
 pub mod simulated;
 pub mod streams;

@@ -44,12 +44,19 @@ async fn copy_to_log(r: Box<dyn tokio::io::AsyncRead + Send + Unpin>, stream: &'
 pub struct ProcessRuntime {
     /// The address host-mode pods report as their pod IP.
     pub host_ip: String,
+    /// The cgroup parent of containers with resources (`process_cgroups`); None: no limits.
+    pub cgroup_parent: Option<String>,
 }
 
 impl Default for ProcessRuntime {
     fn default() -> Self {
-        ProcessRuntime { host_ip: "127.0.0.1".into() }
+        ProcessRuntime { host_ip: "127.0.0.1".into(), cgroup_parent: None }
     }
+}
+
+/// The pod uid in a host-mode sandbox's id (`host/<uid>`).
+fn sandbox_uid(sandbox: &Sandbox) -> Option<&str> {
+    sandbox.id.strip_prefix("host/").filter(|u| !u.is_empty())
 }
 
 fn pid_of(started: &Started) -> i32 {
@@ -104,6 +111,26 @@ async fn wait_gone(pgid: i32, limit: Duration) -> bool {
 impl ProcessRuntime {
     /// Spawns the container's process in its own group, output appended to its log.
     pub fn spawn(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+        self.spawn_in(None, spec, on_exit)
+    }
+
+    /// `spawn`, in cgroups of its own under the pod `uid`'s when it has resources and this
+    /// runtime has a cgroup parent (an agent that is not root runs it without).
+    fn spawn_in(&self, uid: Option<&str>, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+        let cgroup = match (&self.cgroup_parent, uid) {
+            (Some(parent), Some(uid)) if !super::process_cgroups::settings(&spec.resources).is_empty() => {
+                let rel = super::process_cgroups::container_rel(parent, uid, &spec.name, spec.attempt);
+                match super::process_cgroups::create(&rel, &spec.resources) {
+                    Ok(procs) => Some((rel, procs)),
+                    Err(e) => {
+                        tracing::warn!(container = %spec.name, error = %e, "no cgroup for a host-mode container: it runs without its limits");
+                        super::process_cgroups::remove(&rel);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         // Kubernetes semantics: command replaces the entrypoint, args follow it; without a
         // command there is no image entrypoint to fall back on in host mode.
         let argv: Vec<String> = if spec.command.is_empty() { vec![] } else { spec.command.iter().chain(&spec.args).cloned().collect() };
@@ -154,6 +181,7 @@ impl ProcessRuntime {
         let ident = (sec.run_as_user.is_some() || sec.run_as_group.is_some() || !sec.supplemental_groups.is_empty())
             .then(|| (sec.run_as_user.map(|u| u as libc::uid_t), sec.run_as_group.map(|g| g as libc::gid_t), sec.supplemental_groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
         let no_new_privs = sec.no_new_privs;
+        let procs: Vec<std::ffi::CString> = cgroup.iter().flat_map(|(_, p)| p).filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()).collect();
         // SAFETY: only async-signal-safe syscalls between fork and exec. PDEATHSIG asks the
         // kernel to SIGKILL this child when the thread that spawned it dies (the kubelet's
         // thread, which lives as long as the agent); groups, then gid, then uid, since
@@ -161,6 +189,19 @@ impl ProcessRuntime {
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // "0" is the writer itself: it enters its cgroups before exec, so
+                // everything it forks is inside them too.
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        let e = std::io::Error::last_os_error();
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        return Err(e);
+                    }
+                    libc::close(fd);
+                }
                 if let Some((uid, gid, groups)) = &ident {
                     if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
                         return Err(std::io::Error::last_os_error());
@@ -182,9 +223,16 @@ impl ProcessRuntime {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)))?;
+        let cgroup_rel = cgroup.map(|(rel, _)| rel);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(rel) = &cgroup_rel {
+                    super::process_cgroups::remove(rel);
+                }
+                return Err(RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)));
+            }
+        };
         let pid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::Create("the process exited before it was seen".into()))?;
         let log = std::sync::Arc::new(log);
         let copies: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), child.stderr.take().map(|e| Box::new(e) as Box<_>)]
@@ -204,7 +252,16 @@ impl ProcessRuntime {
                 }
                 Err(_) => 255,
             };
-            on_exit(super::Exit::code(code));
+            let mut exit = super::Exit::code(code);
+            if let Some(rel) = cgroup_rel {
+                // Under runc a SIGKILL by the cgroup's OOM killer is OOMKilled; a shell
+                // whose child was killed exits 137 itself.
+                if code == 128 + libc::SIGKILL && super::process_cgroups::oom_killed(&rel) {
+                    exit.reason = Some("OOMKilled".into());
+                }
+                super::process_cgroups::remove(&rel);
+            }
+            on_exit(exit);
         });
         Ok(Started { id: format!("flotilla://{pid}"), pid: Some(pid) })
     }
@@ -235,13 +292,16 @@ impl Runtime for ProcessRuntime {
         Box::pin(async move { Ok(s) })
     }
 
-    fn start_container(&self, _sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>> {
+    fn start_container(&self, sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>> {
         // Spawned now, on the caller's (the kubelet's) thread; the future only carries the answer.
-        let r = self.spawn(spec, on_exit);
+        let r = self.spawn_in(sandbox_uid(sandbox), spec, on_exit);
         Box::pin(async move { r })
     }
 
-    fn remove_sandbox(&self, _sandbox: &Sandbox) -> BoxFuture<'static, ()> {
+    fn remove_sandbox(&self, sandbox: &Sandbox) -> BoxFuture<'static, ()> {
+        if let (Some(parent), Some(uid)) = (&self.cgroup_parent, sandbox_uid(sandbox)) {
+            super::process_cgroups::remove_pod(parent, uid);
+        }
         Box::pin(async {})
     }
 
