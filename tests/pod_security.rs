@@ -1,7 +1,8 @@
 //! securityContext under containerd with the real kubectl: runAsUser, runAsGroup and
 //! fsGroup reach `id` and an emptyDir's files, readOnlyRootFilesystem and
-//! allowPrivilegeEscalation hold, capabilities dropped and added show in CapEff, and
-//! runAsNonRoot refuses a root image with the kubelet's CreateContainerConfigError.
+//! allowPrivilegeEscalation hold, capabilities dropped and added show in CapEff (all of
+//! them, with the host's devices, when privileged), and runAsNonRoot refuses a root image
+//! with the kubelet's CreateContainerConfigError.
 
 mod common;
 
@@ -52,6 +53,11 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "exec sleep 3600"]
     securityContext: {capabilities: {drop: [ALL], add: [NET_ADMIN]}}
+  - name: priv
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
+    securityContext: {privileged: true}
 ---
 apiVersion: v1
 kind: Pod
@@ -112,6 +118,12 @@ fn security_contexts_reach_the_containers() {
     // CAP_NET_ADMIN is capability 12.
     assert_eq!(exec(&c, "locked", "netadmin", "grep CapEff /proc/self/status"), "CapEff:\t0000000000001000");
     assert_eq!(exec(&c, "locked", "netadmin", "touch /x && echo wrote"), "wrote", "the root stays writable without readOnlyRootFilesystem");
+    // Privileged: every capability the kernel has (runc's default set is 0xa80425fb), and
+    // the host's devices.
+    let caps = exec(&c, "locked", "priv", "grep CapEff /proc/self/status");
+    let bits = u64::from_str_radix(caps.trim_start_matches("CapEff:").trim(), 16).expect("hex caps");
+    assert!(bits & (1 << 21) != 0 && bits.count_ones() > 38, "CAP_SYS_ADMIN and the rest: {caps}");
+    assert_eq!(exec(&c, "locked", "priv", "test -e /dev/kmsg && echo host devices"), "host devices");
 
     // runAsNonRoot against a root image.
     let uid = c.ok(&["get", "pod", "nonroot", "-o", "jsonpath={.metadata.uid}"]);
