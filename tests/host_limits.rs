@@ -1,7 +1,7 @@
 //! Host-mode pods (processes on the node) with the real kubectl: runAsUser, runAsGroup
-//! and supplementalGroups are the process's identity, resources.limits are a cgroup v1
-//! memory and cpu cgroup of its own (removed with the pod), and a process past its
-//! memory limit ends OOMKilled (137).
+//! and supplementalGroups are the process's identity (and its execs'), resources.limits
+//! are a cgroup v1 memory and cpu cgroup of its own (removed with the pod), and a process
+//! past its memory limit ends OOMKilled (137).
 
 mod common;
 
@@ -73,6 +73,7 @@ fn host_processes_get_their_identity_and_limits() {
     let words: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&words[1..3], &["1000", "3000"], "{line}");
     assert!(words[3..].contains(&"2000") && !words[3..].contains(&"0"), "{line}");
+    assert_eq!(c.ok(&["exec", "who", "--", "sh", "-c", "echo $(id -u) $(id -g)"]).trim(), "1000 3000", "kubectl exec runs as the container does");
 
     c.eventually(Duration::from_secs(60), "capped Running", || {
         let o = c.ok(&["get", "pod", "capped", "-o", "jsonpath={.status.phase}"]);

@@ -191,7 +191,7 @@ impl Kubelet {
             // The container is not Running until its postStart hook has ended.
             let mut hook_error = None;
             if let Some((action, sandbox, _, working_dir, log_path, pod_ip)) = post_start {
-                let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env: cspec.env.clone(), working_dir, log_path };
+                let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env: cspec.env.clone(), working_dir, log_path, security: cspec.security.clone() };
                 let target = crate::prober::Target { runtime: rt2.clone(), exec, pod_ip };
                 if let crate::prober::Outcome::Failure(m) = crate::prober::run_hook(&action, &target, POST_START_LIMIT).await {
                     hook_error = Some(super::probes::hook_failure(&action, &hook_words.0, &hook_words.1, &m));

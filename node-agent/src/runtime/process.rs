@@ -108,6 +108,43 @@ async fn wait_gone(pgid: i32, limit: Duration) -> bool {
     }
 }
 
+/// Makes `cmd` run as the container's securityContext says. Of it only the identity and
+/// no_new_privs mean something for a host process: there is no root filesystem,
+/// capability set or device list of its own. Container processes and their execs alike.
+pub(super) fn set_identity(cmd: &mut tokio::process::Command, sec: &super::Security) {
+    let ident = (sec.run_as_user.is_some() || sec.run_as_group.is_some() || !sec.supplemental_groups.is_empty())
+        .then(|| (sec.run_as_user.map(|u| u as libc::uid_t), sec.run_as_group.map(|g| g as libc::gid_t), sec.supplemental_groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
+    let no_new_privs = sec.no_new_privs;
+    if ident.is_none() && !no_new_privs {
+        return;
+    }
+    // SAFETY: only async-signal-safe syscalls between fork and exec: groups, then gid,
+    // then uid, since changing the uid first would take away the right to change the others.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid, groups)) = &ident {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(g) = gid {
+                    if libc::setgid(*g) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(u) = uid {
+                    if libc::setuid(*u) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl ProcessRuntime {
     /// Spawns the container's process in its own group, output appended to its log.
     pub fn spawn(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
@@ -175,22 +212,15 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        // Of securityContext only the identity and no_new_privs mean something for a host
-        // process: there is no root filesystem, capability set or device list of its own.
-        let sec = &spec.security;
-        let ident = (sec.run_as_user.is_some() || sec.run_as_group.is_some() || !sec.supplemental_groups.is_empty())
-            .then(|| (sec.run_as_user.map(|u| u as libc::uid_t), sec.run_as_group.map(|g| g as libc::gid_t), sec.supplemental_groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
-        let no_new_privs = sec.no_new_privs;
         let procs: Vec<std::ffi::CString> = cgroup.iter().flat_map(|(_, p)| p).filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()).collect();
         // SAFETY: only async-signal-safe syscalls between fork and exec. PDEATHSIG asks the
         // kernel to SIGKILL this child when the thread that spawned it dies (the kubelet's
-        // thread, which lives as long as the agent); groups, then gid, then uid, since
-        // changing the uid first would take away the right to change the others.
+        // thread, which lives as long as the agent).
         unsafe {
             cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                // "0" is the writer itself: it enters its cgroups before exec, so
-                // everything it forks is inside them too.
+                // "0" is the writer itself: it enters its cgroups before exec (and before
+                // it gives up root), so everything it forks is inside them too.
                 for p in &procs {
                     let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                     if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
@@ -202,27 +232,10 @@ impl ProcessRuntime {
                     }
                     libc::close(fd);
                 }
-                if let Some((uid, gid, groups)) = &ident {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    if let Some(g) = gid {
-                        if libc::setgid(*g) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                    if let Some(u) = uid {
-                        if libc::setuid(*u) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                    }
-                }
-                if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
                 Ok(())
             });
         }
+        set_identity(&mut cmd, &spec.security);
         let cgroup_rel = cgroup.map(|(rel, _)| rel);
         let mut child = match cmd.spawn() {
             Ok(c) => c,
@@ -327,7 +340,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn exec_sync(&self, target: &super::streams::ExecTarget, command: Vec<String>, timeout: Duration) -> BoxFuture<'static, Result<super::ExecOutput, RuntimeError>> {
-        let (env, dir) = (target.env.clone(), target.working_dir.clone());
+        let (env, dir, sec) = (target.env.clone(), target.working_dir.clone(), target.security.clone());
         Box::pin(async move {
             let Some((prog, args)) = command.split_first() else { return Err(RuntimeError::Stream("no command given to exec".into())) };
             let mut cmd = tokio::process::Command::new(prog);
@@ -339,6 +352,7 @@ impl Runtime for ProcessRuntime {
                 .stdin(Stdio::null())
                 .process_group(0)
                 .kill_on_drop(true);
+            set_identity(&mut cmd, &sec);
             let child = cmd.output();
             match tokio::time::timeout(timeout, child).await {
                 Ok(Ok(out)) => {
