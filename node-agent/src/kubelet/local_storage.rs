@@ -185,7 +185,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/f"), vec![1u8; 1 << 20]).unwrap();
         let u = usage(&dir);
-        assert!(u >= 1 << 20 && u < 2 << 20, "{u}");
+        assert!((1 << 20..2 << 20).contains(&u), "{u}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
