@@ -58,6 +58,11 @@ spec:
     imagePullPolicy: IfNotPresent
     command: ["sh", "-c", "exec sleep 3600"]
     securityContext: {privileged: true}
+  - name: grouponly
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "exec sleep 3600"]
+    securityContext: {runAsGroup: 4000}
 ---
 apiVersion: v1
 kind: Pod
@@ -108,6 +113,7 @@ fn security_contexts_reach_the_containers() {
     assert_eq!(exec(&c, "ids", "main", "stat -c '%u %g' /data/f"), "1000 2000", "a new file joins the setgid directory's group");
     assert_eq!(exec(&c, "ids", "main", "stat -c '%g %A' /data"), "2000 drwxrwsrwx");
     assert_eq!(exec(&c, "ids", "main", "stat -L -c '%g %a' /cfg/k"), "2000 644", "configMap files are the fsGroup's too");
+    assert_eq!(exec(&c, "locked", "grouponly", "echo $(id -u) $(id -g)"), "0 4000", "a group alone runs beside the image's user");
 
     // Read-only root, no new privileges, capabilities.
     let o = c.kubectl(&["exec", "locked", "-c", "ro", "--", "touch", "/x"]);

@@ -16,6 +16,7 @@ pub fn effective(pod: &Pod, c: &Container) -> Security {
     groups.extend(p.supplemental_groups.iter().flatten().copied().filter(|g| !groups.contains(g)).collect::<Vec<_>>());
     Security {
         run_as_user: s.run_as_user.or(p.run_as_user),
+        run_as_username: String::new(),
         run_as_group: s.run_as_group.or(p.run_as_group),
         supplemental_groups: groups,
         readonly_rootfs: s.read_only_root_filesystem.unwrap_or(false),
@@ -53,6 +54,19 @@ pub fn verify_non_root(sec: &Security, image: &ImageUser, pod: &Pod, container: 
             (None, name) => Err(format!("container has runAsNonRoot and image has non-numeric user ({name}), cannot verify user is non-root (pod: {pod:?}, container: {container})")),
         },
     }
+}
+
+/// Names the image's user when a group is asked without a uid: CRI takes a group only
+/// beside a user, and the kubelet always passes the image's (root when it names none).
+pub fn with_image_user(mut sec: Security, image: &ImageUser) -> Security {
+    if sec.run_as_group.is_some() && sec.run_as_user.is_none() && sec.run_as_username.is_empty() {
+        match (image.uid, image.username.as_str()) {
+            (Some(uid), _) => sec.run_as_user = Some(uid),
+            (None, "") => sec.run_as_user = Some(0),
+            (None, name) => sec.run_as_username = name.to_string(),
+        }
+    }
+    sec
 }
 
 /// The pod's fsGroup, when it asks the kubelet to own its volumes.
@@ -137,6 +151,18 @@ mod tests {
         assert_eq!(verify_non_root(&zero, &ImageUser { uid: Some(5), username: String::new() }, &p, "c").unwrap_err(), "container's runAsUser breaks non-root policy (pod: \"p_ns(u1)\", container: c)");
         assert!(verify_non_root(&Security { run_as_user: Some(1000), ..s }, &root, &p, "c").is_ok());
         assert!(verify_non_root(&Security::default(), &root, &p, "c").is_ok());
+    }
+
+    #[test]
+    fn a_group_without_a_user_takes_the_images_user() {
+        let group = Security { run_as_group: Some(3000), ..Default::default() };
+        assert_eq!(with_image_user(group.clone(), &ImageUser::default()).run_as_user, Some(0));
+        assert_eq!(with_image_user(group.clone(), &ImageUser { uid: Some(101), username: String::new() }).run_as_user, Some(101));
+        let named = with_image_user(group.clone(), &ImageUser { uid: None, username: "nginx".into() });
+        assert_eq!((named.run_as_user, named.run_as_username.as_str()), (None, "nginx"));
+        let user = Security { run_as_user: Some(5), ..group };
+        assert_eq!(with_image_user(user.clone(), &ImageUser { uid: Some(101), username: String::new() }), user);
+        assert_eq!(with_image_user(Security::default(), &ImageUser::default()), Security::default(), "nothing asked, nothing named");
     }
 
     #[test]

@@ -187,6 +187,7 @@ impl Kubelet {
             };
             let image = rt2.ensure_image(&cspec.image, policy, auth).await?;
             super::security::verify_non_root(&cspec.security, &image.user, &pod, &cspec.name).map_err(RuntimeError::Config)?;
+            cspec.security = super::security::with_image_user(cspec.security, &image.user);
             let started = rt2.start_container(&sb, &cspec, on_exit).await?;
             // The container is not Running until its postStart hook has ended.
             let mut hook_error = None;

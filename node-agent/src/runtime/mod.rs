@@ -117,6 +117,9 @@ pub struct ContainerSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Security {
     pub run_as_user: Option<i64>,
+    /// The image's user by name, when a group is asked without a uid and the image names
+    /// its user (the runtime resolves it in the image's /etc/passwd).
+    pub run_as_username: String,
     pub run_as_group: Option<i64>,
     /// The pod's fsGroup first, then its supplementalGroups.
     pub supplemental_groups: Vec<i64>,

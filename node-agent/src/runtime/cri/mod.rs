@@ -135,8 +135,8 @@ fn container_security(s: &super::Security, namespaces: Option<pb::NamespaceOptio
         privileged: s.privileged,
         namespace_options: namespaces,
         run_as_user: s.run_as_user.map(|value| pb::Int64Value { value }),
-        // CRI takes a group only beside a user: the image's user keeps its own group.
-        run_as_group: s.run_as_group.filter(|_| s.run_as_user.is_some()).map(|value| pb::Int64Value { value }),
+        run_as_username: s.run_as_username.clone(),
+        run_as_group: s.run_as_group.map(|value| pb::Int64Value { value }),
         readonly_rootfs: s.readonly_rootfs,
         supplemental_groups: s.supplemental_groups.clone(),
         no_new_privs: s.no_new_privs,
