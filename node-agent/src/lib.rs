@@ -150,7 +150,11 @@ pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle>
 async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown::Cleanup) -> anyhow::Result<(Addr<kubelet::Kubelet>, CancellationToken)> {
     use tracing::Instrument;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime { host_ip: cfg.host_ip.clone() });
+    let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime {
+        host_ip: cfg.host_ip.clone(),
+        // Beside containerd's pods, so the node's tree is removed with theirs at stop.
+        cgroup_parent: (unsafe { libc::geteuid() } == 0).then(|| format!("{}/host", runtime::cri::cgroups::node_parent(&cfg.host_id()))),
+    });
     let mut image_gc = None;
     let default: Arc<dyn runtime::Runtime> = match &cfg.runtime {
         RuntimeKind::Process => process.clone(),

@@ -49,6 +49,8 @@ impl Cleanup {
             unmount_under(&dir);
             crate::runtime::cri::cgroups::remove_node(&self.host_id);
         }
+        // Host-mode containers' cgroups live in the node's tree too, with or without containerd.
+        crate::runtime::cri::cgroups::remove_node(&self.host_id);
         if self.bridge {
             crate::network::remove_bridge(&self.host_id).await;
         }

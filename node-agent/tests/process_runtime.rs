@@ -22,6 +22,7 @@ fn spec(dir: &Path, script: &str) -> ContainerSpec {
         tty: false,
         mounts: vec![],
         resources: Default::default(),
+        security: Default::default(),
     }
 }
 
@@ -157,4 +158,77 @@ async fn a_mounted_volume_is_named_in_the_environment() {
     wait_for_log(&s.log_path, "done").await;
     assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "stored\n");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn run_as_user_group_and_groups_apply_to_host_processes() {
+    // setuid needs root; elsewhere the runtime refuses at spawn, which says nothing here.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let dir = scratch("ident");
+    // The log is written by the agent, the working dir is only read: uid 1000 can run there.
+    let mut s = spec(&dir, "echo \"ids $(id -u) $(id -g) $(id -G)\"; grep NoNewPrivs /proc/self/status");
+    s.security = node_agent::runtime::Security { run_as_user: Some(1000), run_as_group: Some(3000), supplemental_groups: vec![2000], no_new_privs: true, ..Default::default() };
+    let rt = ProcessRuntime::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.spawn(&s, Box::new(move |code| {
+        let _ = tx.send(code);
+    }))
+    .expect("start");
+    let code = tokio::time::timeout(Duration::from_secs(10), rx).await.expect("exit seen").expect("code");
+    assert_eq!(code, 0);
+    let log = wait_for_log(&s.log_path, "NoNewPrivs").await;
+    assert!(log.contains("ids 1000 3000 "), "{log}");
+    let groups = log.lines().find(|l| l.contains("ids ")).unwrap_or_default();
+    assert!(groups.contains("2000") && !groups.split_whitespace().any(|w| w == "0"), "root's groups are dropped: {groups}");
+    assert!(log.contains("NoNewPrivs:\t1"), "{log}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn limits_put_a_host_process_in_cgroups_and_an_oom_kill_is_oom_killed() {
+    use node_agent::runtime::{process_cgroups, Resources, Sandbox};
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        return;
+    }
+    let dir = scratch("cgroup");
+    let parent = format!("/flotilla/rt-test-{}/host", std::process::id());
+    let rt = ProcessRuntime { host_ip: "127.0.0.1".into(), cgroup_parent: Some(parent.clone()) };
+    let sandbox = Sandbox { id: "host/u-1".into(), ip: None };
+    let rel = process_cgroups::container_rel(&parent, "u-1", "c", 0);
+    let mem = format!("/sys/fs/cgroup/memory{rel}");
+    let cpu = format!("/sys/fs/cgroup/cpu{rel}");
+    // The limits are read from inside, then a tail holding one endless line outgrows 16Mi.
+    let mut s = spec(&dir, &format!("cat {mem}/memory.limit_in_bytes {cpu}/cpu.cfs_quota_us; grep -c {rel} /proc/self/cgroup; echo go; head -c 256m /dev/zero | tail"));
+    s.resources = Resources { memory_limit_bytes: Some(16 << 20), cpu_request_millis: Some(100), cpu_limit_millis: Some(500) };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rt.start_container(&sandbox, &s, Box::new(move |exit| {
+        let _ = tx.send(exit);
+    }))
+    .await
+    .expect("start");
+    let exit = tokio::time::timeout(Duration::from_secs(30), rx).await.expect("exit seen").expect("exit");
+    let log = wait_for_log(&s.log_path, "go").await;
+    assert!(log.contains("16777216") && log.contains("50000"), "{log}");
+    assert!(log.contains(" 2\n"), "in the memory and the cpu cgroup: {log}");
+    assert_eq!((exit.code, exit.reason.as_deref()), (137, Some("OOMKilled")));
+    assert!(!Path::new(&mem).exists() && !Path::new(&cpu).exists(), "the container's cgroups go with it");
+    rt.remove_sandbox(&sandbox).await;
+    node_agent::runtime::cri::cgroups::remove_node(&format!("rt-test-{}", std::process::id()));
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/flotilla/rt-test-{}", std::process::id())).exists());
+
+    // Without resources, no cgroup is made.
+    let plain = spec(&dir, "grep -c flotilla /proc/self/cgroup; true");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut plain = plain;
+    plain.log_path = dir.join("c/1.log");
+    rt.start_container(&sandbox, &plain, Box::new(move |exit| {
+        let _ = tx.send(exit);
+    }))
+    .await
+    .expect("start");
+    tokio::time::timeout(Duration::from_secs(10), rx).await.expect("exit seen").expect("exit");
+    assert!(wait_for_log(&plain.log_path, "0").await.contains(" 0\n"));
+    let _ = std::fs::remove_dir_all(dir);
 }

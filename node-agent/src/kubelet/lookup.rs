@@ -64,7 +64,7 @@ impl Handler<Lookup> for Kubelet {
             let env = rt.envs.get(&idx).cloned().unwrap_or_default();
             let cspec = spec::container_spec(&rt.pod, idx, &dir, restarts, &env).ok_or_else(|| refuse(400, format!("container {} is not valid for pod {}", m.container, m.pod)))?;
             let working_dir = cspec.working_dir.clone().unwrap_or_else(|| dir.join("work"));
-            let target = ExecTarget { started, sandbox: sandbox.clone(), env: cspec.env, working_dir, log_path: cspec.log_path };
+            let target = ExecTarget { started, sandbox: sandbox.clone(), env: cspec.env, working_dir, log_path: cspec.log_path, security: cspec.security };
             Ok(Found { runtime, sandbox: sandbox.clone(), target: Some(target) })
         })
     }

@@ -7,12 +7,15 @@ mod adopt;
 pub mod admission;
 pub mod containers;
 pub mod env;
+pub mod hosts;
 pub mod eviction;
 pub mod lifecycle;
+pub mod local_storage;
 pub mod lookup;
 pub mod node;
 mod probes;
 pub mod projected;
+pub mod security;
 pub mod spec;
 pub mod status;
 pub mod usage;
@@ -77,6 +80,8 @@ struct PodRt {
     probe_tasks: HashMap<usize, probes::ProbeTask>,
     /// Where each running instance's termination message and log are read at its end.
     files: HashMap<usize, InstanceFiles>,
+    /// Its limited emptyDirs are measured every eviction period (`local_storage`).
+    storage_watched: bool,
 }
 
 /// The files of one running instance that its end is read from.
@@ -408,6 +413,7 @@ impl Kubelet {
                 mount_error: None,
                 probe_tasks: HashMap::new(),
                 files: HashMap::new(),
+                storage_watched: false,
             },
         );
     }

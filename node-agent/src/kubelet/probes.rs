@@ -119,7 +119,7 @@ impl Kubelet {
         let env = rt.envs.get(&idx).cloned().unwrap_or_default();
         let cspec = spec::container_spec(&rt.pod, idx, &dir, restarts, &env)?;
         let working_dir = cspec.working_dir.clone().unwrap_or_else(|| dir.join("work"));
-        let exec = ExecTarget { started, sandbox: sandbox.clone(), env: cspec.env, working_dir, log_path: cspec.log_path };
+        let exec = ExecTarget { started, sandbox: sandbox.clone(), env: cspec.env, working_dir, log_path: cspec.log_path, security: cspec.security };
         Some(Target { runtime, exec, pod_ip })
     }
 

@@ -254,8 +254,10 @@ pub fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
 /// Removes what the pod's volumes wrote on this node (the pod is gone).
 pub fn remove_pod_data(pod_dir: &Path, uid: &str) {
     let _ = std::fs::remove_dir_all(pod_dir.join(".volumes"));
+    let _ = std::fs::remove_file(super::hosts::path(pod_dir));
     if !uid.is_empty() {
         let root = memory_root(uid);
+        super::local_storage::unmount_all(&root);
         let _ = std::fs::remove_dir_all(&root);
         // The shared parent goes with the last pod (fails harmlessly while others use it).
         if let Some(parent) = root.parent() {

@@ -33,7 +33,7 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32, cluster_dns: Option<std
     SandboxSpec {
         dns: crate::dns::resolv_conf::pod_dns(&spec, &namespace, cluster_dns, host_dns),
         namespace,
-        hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()),
+        hostname: super::hosts::hostname(pod),
         name,
         uid: pod.metadata.uid.clone().unwrap_or_default(),
         attempt,
@@ -41,6 +41,7 @@ pub fn sandbox_spec(pod: &Pod, dir: &Path, attempt: u32, cluster_dns: Option<std
         host_network,
         ports,
         labels: pod.metadata.labels.clone().unwrap_or_default(),
+        privileged: super::security::any_privileged(pod),
     }
 }
 
@@ -98,6 +99,7 @@ pub fn container_spec(pod: &Pod, idx: usize, dir: &Path, restarts: i32, env: &[(
         tty: c.tty.unwrap_or(false),
         mounts: Vec::new(),
         resources: resources(c),
+        security: super::security::effective(pod, c),
     })
 }
 

@@ -82,9 +82,15 @@ pub async fn prepare(client: Client, pod: Pod, pod_dir: PathBuf, d: Downward) ->
             let dir = if memory { projected::memory_root(&uid).join(&v.name) } else { projected::volume_dir(&pod_dir, &v.name) };
             let setup = |e: std::io::Error| format!("MountVolume.SetUp failed for volume \"{}\" : {}: {e}", v.name, dir.display());
             std::fs::create_dir_all(&dir).map_err(setup)?;
+            if memory {
+                super::local_storage::mount_tmpfs(&dir, super::local_storage::memory_size(&pod, &v, d.allocatable.memory_bytes)).map_err(setup)?;
+            }
             // As the kubelet's: any user the containers run as may write there.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).map_err(setup)?;
+            if let Some(gid) = super::security::fs_group(&pod) {
+                super::security::own_volume(&dir, gid, false).map_err(setup)?;
+            }
             out.push(Mounted { name: v.name.clone(), host_path: dir, read_only: false });
         } else if let Some(src) = &v.persistent_volume_claim {
             let name = &src.claim_name;
@@ -158,8 +164,19 @@ pub async fn write_volumes(client: &Client, pod: &Pod, pod_dir: &Path, d: &Downw
     let mut changed = false;
     for v in &written {
         let setup = |e: String| format!("MountVolume.SetUp failed for volume \"{}\" : {e}", v.name);
-        let files = projected::files(v, pod, &sources, d).map_err(setup)?;
-        changed |= projected::write_atomic(&projected::volume_dir(pod_dir, &v.name), &files).map_err(|e| setup(e.to_string()))?;
+        let mut files = projected::files(v, pod, &sources, d).map_err(setup)?;
+        let fs_group = super::security::fs_group(pod);
+        if fs_group.is_some() {
+            // The modes fsGroup ends with are the ones asked for: an unchanged payload
+            // compares equal and is not written again.
+            files.iter_mut().for_each(|f| f.mode = super::security::owned_mode(f.mode, false, true));
+        }
+        let dir = projected::volume_dir(pod_dir, &v.name);
+        let wrote = projected::write_atomic(&dir, &files).map_err(|e| setup(e.to_string()))?;
+        if let (true, Some(gid)) = (wrote, fs_group) {
+            super::security::own_volume(&dir, gid, true).map_err(|e| setup(e.to_string()))?;
+        }
+        changed |= wrote;
     }
     Ok((changed, refresh))
 }
@@ -226,6 +243,7 @@ impl Kubelet {
                 }
                 rt.mounts = m;
                 rt.mount_error = None;
+                self.watch_local_storage(uid, ctx);
                 self.run_sandbox(uid, runtime, ctx);
             }
             Err(why) => {

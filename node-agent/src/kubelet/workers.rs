@@ -151,6 +151,12 @@ impl Kubelet {
         cspec.mounts = super::volumes::container_mounts(&rt.pod, idx, &rt.mounts);
         let container = rt.pod.spec.as_ref().and_then(|s| spec::container_at(s, idx)).cloned().unwrap_or_default();
         let files = self.termination_files(&dir, &container, &mut cspec, runtime.handler());
+        // Host processes share the node's /etc/hosts; hollow pods have no files.
+        if let (false, Some(ip)) = (matches!(runtime.handler(), "host" | "simulated"), rt.pod_ip.as_deref()) {
+            if let Err(e) = super::hosts::mount(&rt.pod, &dir, ip, &mut cspec) {
+                tracing::warn!(pod = %cspec.pod_key, error = %e, "no managed /etc/hosts");
+            }
+        }
         let declared = container.image_pull_policy.clone();
         let policy = PullPolicy::parse(declared.as_deref(), &cspec.image);
         self.next_instance += 1;
@@ -190,11 +196,13 @@ impl Kubelet {
                 auth
             };
             let image = rt2.ensure_image(&cspec.image, policy, auth).await?;
+            super::security::verify_non_root(&cspec.security, &image.user, &pod, &cspec.name).map_err(RuntimeError::Config)?;
+            cspec.security = super::security::with_image_user(cspec.security, &image.user);
             let started = rt2.start_container(&sb, &cspec, on_exit).await?;
             // The container is not Running until its postStart hook has ended.
             let mut hook_error = None;
             if let Some((action, sandbox, _, working_dir, log_path, pod_ip)) = post_start {
-                let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env: cspec.env.clone(), working_dir, log_path };
+                let exec = crate::runtime::streams::ExecTarget { started: started.clone(), sandbox, env: cspec.env.clone(), working_dir, log_path, security: cspec.security.clone() };
                 let target = crate::prober::Target { runtime: rt2.clone(), exec, pod_ip };
                 if let crate::prober::Outcome::Failure(m) = crate::prober::run_hook(&action, &target, POST_START_LIMIT).await {
                     hook_error = Some(super::probes::hook_failure(&action, &hook_words.0, &hook_words.1, &m));

@@ -5,6 +5,7 @@
 
 pub mod cri;
 pub mod process;
+pub mod process_cgroups;
 mod process_streams;
 pub mod simulated;
 pub mod streams;
@@ -31,6 +32,8 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
     /// The sandbox's resolv.conf; None: the runtime's default (the host's file).
     pub dns: Option<DnsConfig>,
+    /// Some container is privileged: containerd refuses one in an unprivileged sandbox.
+    pub privileged: bool,
 }
 
 /// CRI's DNSConfig: what the runtime writes into the sandbox's resolv.conf.
@@ -105,6 +108,29 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// `resources.limits` and requests, as CRI's LinuxContainerResources carries them.
     pub resources: Resources,
+    /// The effective securityContext (the pod's, overridden by the container's).
+    pub security: Security,
+}
+
+/// What CRI's LinuxContainerSecurityContext carries, as the kubelet's
+/// `determineEffectiveSecurityContext` makes it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    pub run_as_user: Option<i64>,
+    /// The image's user by name, when a group is asked without a uid and the image names
+    /// its user (the runtime resolves it in the image's /etc/passwd).
+    pub run_as_username: String,
+    pub run_as_group: Option<i64>,
+    /// The pod's fsGroup first, then its supplementalGroups.
+    pub supplemental_groups: Vec<i64>,
+    pub readonly_rootfs: bool,
+    pub privileged: bool,
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privs: bool,
+    /// `runAsNonRoot: true`: the kubelet refuses a container that would run as root.
+    pub run_as_non_root: bool,
 }
 
 /// A container's cgroup settings, computed as the kubelet's `generateLinuxContainerResources`.
@@ -190,6 +216,15 @@ pub struct ImageReady {
     pub image_id: String,
     /// Whether a pull happened, and how long it took (for the kubelet's Pulled event).
     pub pulled: Option<Duration>,
+    /// The image's configured user (runAsNonRoot's check); none of both: root.
+    pub user: ImageUser,
+}
+
+/// The user an image runs as (CRI's Image.uid and Image.username).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageUser {
+    pub uid: Option<i64>,
+    pub username: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -44,12 +44,19 @@ async fn copy_to_log(r: Box<dyn tokio::io::AsyncRead + Send + Unpin>, stream: &'
 pub struct ProcessRuntime {
     /// The address host-mode pods report as their pod IP.
     pub host_ip: String,
+    /// The cgroup parent of containers with resources (`process_cgroups`); None: no limits.
+    pub cgroup_parent: Option<String>,
 }
 
 impl Default for ProcessRuntime {
     fn default() -> Self {
-        ProcessRuntime { host_ip: "127.0.0.1".into() }
+        ProcessRuntime { host_ip: "127.0.0.1".into(), cgroup_parent: None }
     }
+}
+
+/// The pod uid in a host-mode sandbox's id (`host/<uid>`).
+fn sandbox_uid(sandbox: &Sandbox) -> Option<&str> {
+    sandbox.id.strip_prefix("host/").filter(|u| !u.is_empty())
 }
 
 fn pid_of(started: &Started) -> i32 {
@@ -101,9 +108,66 @@ async fn wait_gone(pgid: i32, limit: Duration) -> bool {
     }
 }
 
+/// Makes `cmd` run as the container's securityContext says. Of it only the identity and
+/// no_new_privs mean something for a host process: there is no root filesystem,
+/// capability set or device list of its own. Container processes and their execs alike.
+pub(super) fn set_identity(cmd: &mut tokio::process::Command, sec: &super::Security) {
+    let ident = (sec.run_as_user.is_some() || sec.run_as_group.is_some() || !sec.supplemental_groups.is_empty())
+        .then(|| (sec.run_as_user.map(|u| u as libc::uid_t), sec.run_as_group.map(|g| g as libc::gid_t), sec.supplemental_groups.iter().map(|g| *g as libc::gid_t).collect::<Vec<_>>()));
+    let no_new_privs = sec.no_new_privs;
+    if ident.is_none() && !no_new_privs {
+        return;
+    }
+    // SAFETY: only async-signal-safe syscalls between fork and exec: groups, then gid,
+    // then uid, since changing the uid first would take away the right to change the others.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some((uid, gid, groups)) = &ident {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(g) = gid {
+                    if libc::setgid(*g) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                if let Some(u) = uid {
+                    if libc::setuid(*u) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl ProcessRuntime {
     /// Spawns the container's process in its own group, output appended to its log.
     pub fn spawn(&self, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+        self.spawn_in(None, spec, on_exit)
+    }
+
+    /// `spawn`, in cgroups of its own under the pod `uid`'s when it has resources and this
+    /// runtime has a cgroup parent (an agent that is not root runs it without).
+    fn spawn_in(&self, uid: Option<&str>, spec: &ContainerSpec, on_exit: OnExit) -> Result<Started, RuntimeError> {
+        let cgroup = match (&self.cgroup_parent, uid) {
+            (Some(parent), Some(uid)) if !super::process_cgroups::settings(&spec.resources).is_empty() => {
+                let rel = super::process_cgroups::container_rel(parent, uid, &spec.name, spec.attempt);
+                match super::process_cgroups::create(&rel, &spec.resources) {
+                    Ok(procs) => Some((rel, procs)),
+                    Err(e) => {
+                        tracing::warn!(container = %spec.name, error = %e, "no cgroup for a host-mode container: it runs without its limits");
+                        super::process_cgroups::remove(&rel);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         // Kubernetes semantics: command replaces the entrypoint, args follow it; without a
         // command there is no image entrypoint to fall back on in host mode.
         let argv: Vec<String> = if spec.command.is_empty() { vec![] } else { spec.command.iter().chain(&spec.args).cloned().collect() };
@@ -148,18 +212,40 @@ impl ProcessRuntime {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
-        // when the thread that spawned it dies (the kubelet's thread, which lives as long as
-        // the agent).
+        let procs: Vec<std::ffi::CString> = cgroup.iter().flat_map(|(_, p)| p).filter_map(|p| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()).collect();
+        // SAFETY: only async-signal-safe syscalls between fork and exec. PDEATHSIG asks the
+        // kernel to SIGKILL this child when the thread that spawned it dies (the kubelet's
+        // thread, which lives as long as the agent).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // "0" is the writer itself: it enters its cgroups before exec (and before
+                // it gives up root), so everything it forks is inside them too.
+                for p in &procs {
+                    let fd = libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        let e = std::io::Error::last_os_error();
+                        if fd >= 0 {
+                            libc::close(fd);
+                        }
+                        return Err(e);
+                    }
+                    libc::close(fd);
+                }
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)))?;
+        set_identity(&mut cmd, &spec.security);
+        let cgroup_rel = cgroup.map(|(rel, _)| rel);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(rel) = &cgroup_rel {
+                    super::process_cgroups::remove(rel);
+                }
+                return Err(RuntimeError::Create(format!("failed to create containerd task: starting {prog:?} for container \"{}\": {e}", spec.name)));
+            }
+        };
         let pid = child.id().map(|p| p as i32).ok_or_else(|| RuntimeError::Create("the process exited before it was seen".into()))?;
         let log = std::sync::Arc::new(log);
         let copies: Vec<_> = [child.stdout.take().map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>), child.stderr.take().map(|e| Box::new(e) as Box<_>)]
@@ -179,7 +265,16 @@ impl ProcessRuntime {
                 }
                 Err(_) => 255,
             };
-            on_exit(super::Exit::code(code));
+            let mut exit = super::Exit::code(code);
+            if let Some(rel) = cgroup_rel {
+                // Under runc a SIGKILL by the cgroup's OOM killer is OOMKilled; a shell
+                // whose child was killed exits 137 itself.
+                if code == 128 + libc::SIGKILL && super::process_cgroups::oom_killed(&rel) {
+                    exit.reason = Some("OOMKilled".into());
+                }
+                super::process_cgroups::remove(&rel);
+            }
+            on_exit(exit);
         });
         Ok(Started { id: format!("flotilla://{pid}"), pid: Some(pid) })
     }
@@ -202,7 +297,7 @@ impl Runtime for ProcessRuntime {
 
     fn ensure_image(&self, _image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         // Host mode runs commands from the machine: nothing is pulled.
-        Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None }) })
+        Box::pin(async { Ok(ImageReady { image_id: String::new(), pulled: None, user: Default::default() }) })
     }
 
     fn run_sandbox(&self, spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>> {
@@ -210,13 +305,16 @@ impl Runtime for ProcessRuntime {
         Box::pin(async move { Ok(s) })
     }
 
-    fn start_container(&self, _sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>> {
+    fn start_container(&self, sandbox: &Sandbox, spec: &ContainerSpec, on_exit: OnExit) -> BoxFuture<'static, Result<Started, RuntimeError>> {
         // Spawned now, on the caller's (the kubelet's) thread; the future only carries the answer.
-        let r = self.spawn(spec, on_exit);
+        let r = self.spawn_in(sandbox_uid(sandbox), spec, on_exit);
         Box::pin(async move { r })
     }
 
-    fn remove_sandbox(&self, _sandbox: &Sandbox) -> BoxFuture<'static, ()> {
+    fn remove_sandbox(&self, sandbox: &Sandbox) -> BoxFuture<'static, ()> {
+        if let (Some(parent), Some(uid)) = (&self.cgroup_parent, sandbox_uid(sandbox)) {
+            super::process_cgroups::remove_pod(parent, uid);
+        }
         Box::pin(async {})
     }
 
@@ -242,7 +340,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn exec_sync(&self, target: &super::streams::ExecTarget, command: Vec<String>, timeout: Duration) -> BoxFuture<'static, Result<super::ExecOutput, RuntimeError>> {
-        let (env, dir) = (target.env.clone(), target.working_dir.clone());
+        let (env, dir, sec) = (target.env.clone(), target.working_dir.clone(), target.security.clone());
         Box::pin(async move {
             let Some((prog, args)) = command.split_first() else { return Err(RuntimeError::Stream("no command given to exec".into())) };
             let mut cmd = tokio::process::Command::new(prog);
@@ -254,6 +352,7 @@ impl Runtime for ProcessRuntime {
                 .stdin(Stdio::null())
                 .process_group(0)
                 .kill_on_drop(true);
+            set_identity(&mut cmd, &sec);
             let child = cmd.output();
             match tokio::time::timeout(timeout, child).await {
                 Ok(Ok(out)) => {
@@ -299,6 +398,7 @@ mod tests {
             tty: false,
             mounts: vec![],
             resources: Default::default(),
+            security: Default::default(),
         };
         let e = ProcessRuntime::default().spawn(&spec, Box::new(|_| {})).unwrap_err();
         assert!(e.to_string().contains("container \"c\" has no command"), "{e}");

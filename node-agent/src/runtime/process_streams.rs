@@ -43,6 +43,7 @@ pub fn exec(target: &ExecTarget, command: Vec<String>, s: Streams) -> Result<Ses
         .envs(target.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(&target.working_dir)
         .kill_on_drop(true);
+    super::process::set_identity(&mut cmd, &target.security);
     let (session, parts) = streams::session(s.stdin, s.tty);
     let mut master = None;
     if s.tty {

@@ -55,7 +55,7 @@ impl Runtime for SimulatedRuntime {
 
     fn ensure_image(&self, image: &str, _policy: PullPolicy, _auth: Vec<super::PullAuth>) -> BoxFuture<'static, Result<ImageReady, RuntimeError>> {
         let image_id = format!("simulated://{image}");
-        Box::pin(async move { Ok(ImageReady { image_id, pulled: None }) })
+        Box::pin(async move { Ok(ImageReady { image_id, pulled: None, user: Default::default() }) })
     }
 
     fn run_sandbox(&self, _spec: &SandboxSpec) -> BoxFuture<'static, Result<Sandbox, RuntimeError>> {
@@ -119,6 +119,7 @@ mod tests {
             ports: vec![],
             labels: Default::default(),
             dns: None,
+            privileged: false,
         }
     }
 
@@ -138,6 +139,7 @@ mod tests {
             tty: false,
             mounts: vec![],
             resources: Default::default(),
+            security: Default::default(),
         }
     }
 

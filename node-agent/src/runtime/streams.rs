@@ -20,6 +20,8 @@ pub struct ExecTarget {
     pub working_dir: PathBuf,
     /// The running instance's log (host-mode attach follows it).
     pub log_path: PathBuf,
+    /// Who the container runs as (host mode runs the command as the same).
+    pub security: super::Security,
 }
 
 /// Which streams the client asked for.

@@ -101,6 +101,7 @@ fn sandbox_config(spec: &SandboxSpec, node: &str, host_id: &str) -> pb::PodSandb
             cgroup_parent: cgroups::pod_parent(host_id, &spec.uid),
             security_context: Some(pb::LinuxSandboxSecurityContext {
                 namespace_options: Some(pb::NamespaceOption { network: network as i32, pid: pb::NamespaceMode::Container as i32, ipc: pb::NamespaceMode::Pod as i32, target_id: String::new() }),
+                privileged: spec.privileged,
                 ..Default::default()
             }),
             sysctls: HashMap::new(),
@@ -125,6 +126,28 @@ fn linux_resources(r: &super::Resources) -> Option<pb::LinuxContainerResources> 
         memory_limit_in_bytes: r.memory_limit_bytes.unwrap_or(0),
         oom_score_adj: 0,
     })
+}
+
+/// The container's securityContext as CRI carries it; capabilities only when some are
+/// named, so the runtime's default set stays otherwise.
+fn container_security(s: &super::Security, namespaces: Option<pb::NamespaceOption>) -> pb::LinuxContainerSecurityContext {
+    let caps = !(s.add_capabilities.is_empty() && s.drop_capabilities.is_empty());
+    pb::LinuxContainerSecurityContext {
+        capabilities: caps.then(|| pb::Capability { add_capabilities: s.add_capabilities.clone(), drop_capabilities: s.drop_capabilities.clone() }),
+        privileged: s.privileged,
+        namespace_options: namespaces,
+        run_as_user: s.run_as_user.map(|value| pb::Int64Value { value }),
+        run_as_username: s.run_as_username.clone(),
+        run_as_group: s.run_as_group.map(|value| pb::Int64Value { value }),
+        readonly_rootfs: s.readonly_rootfs,
+        supplemental_groups: s.supplemental_groups.clone(),
+        no_new_privs: s.no_new_privs,
+    }
+}
+
+/// The user the image says it runs as.
+fn image_user(img: Option<&pb::Image>) -> super::ImageUser {
+    img.map(|i| super::ImageUser { uid: i.uid.as_ref().map(|u| u.value), username: i.username.clone() }).unwrap_or_default()
 }
 
 /// The `imageID` the kubelet reports: the repo digest when the runtime has one.
@@ -211,13 +234,13 @@ async fn watch_exit(cri: Cri, id: String, on_exit: OnExit) {
 async fn ensure(cri: &Cri, image: &str, name: &str, policy: PullPolicy, auth: Vec<PullAuth>) -> Result<(ImageReady, Option<String>), RuntimeError> {
     let present = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
     match images::decide(image, policy, present.is_some()) {
-        PullDecision::UsePresent => Ok((ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None }, present.map(|i| i.id))),
+        PullDecision::UsePresent => Ok((ImageReady { image_id: present.as_ref().map(image_id).unwrap_or_default(), pulled: None, user: image_user(present.as_ref()) }, present.map(|i| i.id))),
         PullDecision::NeverPull(m) => Err(RuntimeError::ImageNeverPull(m)),
         PullDecision::Pull => {
             let t0 = Instant::now();
             pull(cri, name, auth).await?;
             let img = image_status(cri, name).await.map_err(|e| RuntimeError::ImagePull(go_error(&e)))?;
-            Ok((ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()) }, img.map(|i| i.id)))
+            Ok((ImageReady { image_id: img.as_ref().map(image_id).unwrap_or_default(), pulled: Some(t0.elapsed()), user: image_user(img.as_ref()) }, img.map(|i| i.id)))
         }
     }
 }
@@ -299,10 +322,7 @@ impl Runtime for CriRuntime {
                 tty: spec.tty,
                 linux: Some(pb::LinuxContainerConfig {
                     resources: linux_resources(&spec.resources),
-                    security_context: Some(pb::LinuxContainerSecurityContext {
-                        namespace_options: sandbox_config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()),
-                        ..Default::default()
-                    }),
+                    security_context: Some(container_security(&spec.security, sandbox_config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone()))),
                 }),
                 ..Default::default()
             };
