@@ -146,6 +146,7 @@ impl Kubelet {
         let finished = stored_ends(&pod).into_iter().filter(|(idx, _, _)| !adopted.contains(idx)).collect();
         tracing::info!(pod = %format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or(""), pod.metadata.name.as_deref().unwrap_or("")), containers = running.len(), "adopted a running pod");
         self.refresh_tokens_at(uid, refresh, ctx);
+        self.watch_local_storage(uid, ctx);
         self.drive(uid, Event::Adopted { running, finished }, ctx);
         for (idx, instance, exit, at) in missed {
             if let Some(rt) = self.pods.get_mut(uid) {
