@@ -99,6 +99,9 @@ pub struct Scheduler {
     stats: Stats,
     /// Claims, volumes and classes, for the volume binding plugin.
     volumes: plugins::volume_binding::Volumes,
+    /// Where the next pod's search for feasible nodes starts (kube's nextStartNodeIndex),
+    /// so a sampled search still looks at every node in turn.
+    next_start: usize,
 }
 
 #[derive(Message)]
@@ -119,7 +122,7 @@ impl Scheduler {
     }
 
     pub fn with_binder(binder: Arc<dyn Binder>) -> Self {
-        Scheduler { binder, cache: cache::Cache::default(), queue: Default::default(), assumed: HashMap::new(), reported: HashMap::new(), nominated: HashMap::new(), pdbs: HashMap::new(), armed: false, wake: None, stats: Stats::default(), volumes: Default::default() }
+        Scheduler { binder, cache: cache::Cache::default(), queue: Default::default(), assumed: HashMap::new(), reported: HashMap::new(), nominated: HashMap::new(), pdbs: HashMap::new(), armed: false, wake: None, stats: Stats::default(), volumes: Default::default(), next_start: 0 }
     }
 
     /// Sends a Schedule message when there are pods to try, else sets the timer for the
@@ -158,13 +161,20 @@ impl Scheduler {
         let mut batch = self.queue.pop_active(now);
         // Higher priority first, as kube's activeQ orders them; arrival order otherwise.
         batch.sort_by_key(|(_, p)| std::cmp::Reverse(plugins::priority(p)));
+        // One snapshot per pass, kept current node by node as pods are placed: building
+        // it is O(cluster), placing a pod must not be.
+        let mut pass = self.cache.snapshot();
+        let at: HashMap<String, usize> = pass.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         for (key, pod) in batch {
             self.stats.attempts += 1;
             let mut info = plugins::pod_info(&pod);
             info.volumes = plugins::volume_binding::pre_filter(&pod, &self.volumes);
-            let nodes = self.with_nominated(&key, &info, self.cache.snapshot());
-            let snap = plugins::Snapshot { nodes: &nodes, namespaces: self.cache.namespaces() };
-            let placed = plugins::schedule(&info, &snap).map_err(|d| {
+            let nominated = self.with_nominated(&key, &info, &pass);
+            let nodes = nominated.as_deref().unwrap_or(&pass);
+            let snap = plugins::Snapshot { nodes, namespaces: self.cache.namespaces() };
+            let (result, looked_at) = plugins::schedule_from(&info, &snap, self.next_start);
+            self.next_start = (self.next_start + looked_at) % nodes.len().max(1);
+            let placed = result.map_err(|d| {
                 let pdbs: Vec<_> = self.pdbs.values().cloned().collect();
                 match plugins::default_preemption::preempt(&info, &snap, &d, &pdbs) {
                     Ok(c) => (d.message(None), Some(c)),
@@ -175,6 +185,9 @@ impl Scheduler {
                 Ok(node) => {
                     // Counted at once, so the next pod in this pass already sees it.
                     self.cache.assume(&key, &node, &pod);
+                    if let (Some(i), Some(view)) = (at.get(&node), self.cache.info(&node)) {
+                        pass[*i] = view;
+                    }
                     self.assumed.insert(key.clone(), Assumed { uid: pod.metadata.uid.clone(), node: node.clone(), pod: pod.clone(), binding: true, confirmed: false });
                     let bind = self.binder.bind(pod, node);
                     let addr = ctx.address();
@@ -240,9 +253,15 @@ impl Scheduler {
     /// The snapshot with the nominated pods of at least this priority counted on their
     /// nominated nodes (kube's addNominatedPods), so a preemptor's room is not taken by
     /// a pod of lower priority while the victims leave.
-    fn with_nominated(&self, key: &str, info: &plugins::PodInfo, mut nodes: Vec<cache::NodeInfo>) -> Vec<cache::NodeInfo> {
+    /// None when no nomination applies to this pod (the pass's snapshot serves as it is).
+    fn with_nominated(&self, key: &str, info: &plugins::PodInfo, nodes: &[cache::NodeInfo]) -> Option<Vec<cache::NodeInfo>> {
+        let applies = |k: &String, p: &Pod| k != key && plugins::priority(p) >= info.priority;
+        if !self.nominated.iter().any(|(k, (_, p))| applies(k, p)) {
+            return None;
+        }
+        let mut nodes = nodes.to_vec();
         for (k, (node, p)) in &self.nominated {
-            if k == key || plugins::priority(p) < info.priority {
+            if !applies(k, p) {
                 continue;
             }
             if let Some(n) = nodes.iter_mut().find(|n| n.name == *node) {
@@ -256,7 +275,7 @@ impl Scheduler {
                 n.pods.push(Arc::new(p.clone()));
             }
         }
-        nodes
+        Some(nodes)
     }
 
     /// Whether an unbound event is an old copy of a pod this scheduler has placed.

@@ -158,6 +158,57 @@ pub fn scores(pod: &PodInfo, snap: &Snapshot, feasible: &[&NodeInfo]) -> HashMap
         .collect()
 }
 
+/// How many feasible nodes are enough to pick from: kube-scheduler's
+/// numFeasibleNodesToFind with percentageOfNodesToScore unset (adaptive: 50% less one
+/// point per 125 nodes, at least 5%, at least 100 nodes; all of them below 100).
+pub fn feasible_to_find(total: usize) -> usize {
+    const MIN_NODES: usize = 100;
+    if total < MIN_NODES {
+        return total;
+    }
+    let pct = (50 - (total / 125) as i64).max(5) as usize;
+    (total * pct / 100).max(MIN_NODES)
+}
+
+/// [`schedule`] as kube-scheduler runs it at scale: nodes are filtered from `start`
+/// (wrapping around) until [`feasible_to_find`] fit, and only those are scored. Returns
+/// how many nodes were looked at, for the next pod's start.
+pub fn schedule_from(pod: &PodInfo, snap: &Snapshot, start: usize) -> (Result<String, Diagnosis>, usize) {
+    let total = snap.nodes.len();
+    let enough = feasible_to_find(total);
+    if enough >= total || pod.volumes.unschedulable.is_some() {
+        return (schedule(pod, snap), total);
+    }
+    let filters = Filters::new(pod, snap);
+    let mut feasible = Vec::with_capacity(enough);
+    let mut rejected = BTreeMap::new();
+    let mut looked = 0;
+    for i in 0..total {
+        let n = &snap.nodes[(start + i) % total];
+        looked += 1;
+        match filters.check(pod, n) {
+            Some(r) => {
+                rejected.insert(n.name.clone(), r);
+            }
+            None => feasible.push(n),
+        }
+        if feasible.len() >= enough {
+            break;
+        }
+    }
+    if feasible.is_empty() {
+        return (Err(Diagnosis { total, pre_filter: None, rejected }), looked);
+    }
+    (Ok(best(pod, snap, &feasible)), looked)
+}
+
+/// The feasible node with the highest score; ties to fewer pods, then the first by name.
+fn best(pod: &PodInfo, snap: &Snapshot, feasible: &[&NodeInfo]) -> String {
+    let s = scores(pod, snap, feasible);
+    let best = feasible.iter().max_by(|a, b| s[&a.name].cmp(&s[&b.name]).then(b.requested.pods.cmp(&a.requested.pods)).then(b.name.cmp(&a.name)));
+    best.map(|n| n.name.clone()).unwrap_or_default()
+}
+
 /// Picks the best node, or says why none fits. Ties go to the node with fewer pods, then
 /// to the first by name, which keeps placement deterministic and spreads look-alikes.
 pub fn schedule(pod: &PodInfo, snap: &Snapshot) -> Result<String, Diagnosis> {
@@ -183,9 +234,7 @@ pub fn schedule(pod: &PodInfo, snap: &Snapshot) -> Result<String, Diagnosis> {
     if feasible.is_empty() {
         return Err(diagnosis);
     }
-    let s = scores(pod, snap, &feasible);
-    let best = feasible.iter().max_by(|a, b| s[&a.name].cmp(&s[&b.name]).then(b.requested.pods.cmp(&a.requested.pods)).then(b.name.cmp(&a.name)));
-    Ok(best.map(|n| n.name.clone()).unwrap_or_default())
+    Ok(best(pod, snap, &feasible))
 }
 
 /// [`schedule`] over bare nodes (no namespaces), with the message when nothing fits.
@@ -365,5 +414,39 @@ mod tests {
         let info = pod_info(&p);
         assert_eq!(info.requests, Resources { cpu_millis: 1100, memory: (128 << 20) + 500_000_000, pods: 1 });
         assert_eq!((info.tolerations.len(), info.priority, info.namespace.as_str()), (1, 7, "default"));
+    }
+
+    #[test]
+    fn the_number_of_feasible_nodes_to_find_is_kube_schedulers() {
+        assert_eq!([50, 100, 1000, 5000, 10_000, 100_000].map(feasible_to_find), [50, 100, 420, 500, 500, 5000]);
+    }
+
+    #[test]
+    fn a_large_cluster_is_searched_in_turns_from_a_moving_start() {
+        let nodes: Vec<_> = (0..300).map(|i| node(&format!("n{i:03}"))).collect();
+        let ns = HashMap::new();
+        let snap = Snapshot { nodes: &nodes, namespaces: &ns };
+        // 300 nodes: 100 feasible are enough (48% would be 144 ... at least 100).
+        let enough = feasible_to_find(300);
+        let (got, looked) = schedule_from(&pod(), &snap, 250);
+        assert_eq!(looked, enough);
+        // Only nodes from the start on (wrapping) were candidates.
+        let picked: usize = got.unwrap()[1..].parse().unwrap();
+        assert!(picked >= 250 || picked < (250 + enough) % 300, "{picked}");
+        // Nodes that do not fit are skipped and counted as looked at.
+        let mut full = nodes.clone();
+        for n in full.iter_mut().take(150) {
+            n.unschedulable = true;
+        }
+        let snap = Snapshot { nodes: &full, namespaces: &ns };
+        let (got, looked) = schedule_from(&pod(), &snap, 0);
+        assert_eq!(looked, 150 + enough);
+        assert!(got.unwrap().as_str() >= "n150");
+        // Nothing fits: every node was looked at, and the diagnosis names them all.
+        let none: Vec<_> = nodes.iter().cloned().map(|mut n| { n.unschedulable = true; n }).collect();
+        let snap = Snapshot { nodes: &none, namespaces: &ns };
+        let (got, looked) = schedule_from(&pod(), &snap, 17);
+        assert_eq!(looked, 300);
+        assert_eq!(got.unwrap_err().rejected.len(), 300);
     }
 }
