@@ -51,24 +51,49 @@ pub struct InFlight {
     writes: Option<Arc<Semaphore>>,
 }
 
+/// A counted request's slot: held for its life, and shown meanwhile in kube-apiserver's
+/// `apiserver_current_inflight_requests{request_kind}` gauge.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    kind: &'static str,
+    counter: Arc<std::sync::atomic::AtomicI64>,
+}
+
+fn gauge(kind: &str, v: i64) {
+    bus::metrics::set(&format!("apiserver_current_inflight_requests{{request_kind=\"{kind}\"}}"), v as f64);
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let v = self.counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
+        gauge(self.kind, v);
+    }
+}
+
+fn counters() -> &'static [Arc<std::sync::atomic::AtomicI64>; 2] {
+    static C: std::sync::OnceLock<[Arc<std::sync::atomic::AtomicI64>; 2]> = std::sync::OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
 impl InFlight {
     pub fn new(l: &Limits) -> InFlight {
         let sem = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
         InFlight { reads: sem(l.max_requests_inflight), writes: sem(l.max_mutating_requests_inflight) }
     }
 
-    /// A permit held for the request's life, None when it is not counted; Err when full.
-    pub fn admit(&self, class: Class, privileged: bool) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
-        let sem = match class {
+    /// A slot held for the request's life, None when it is not counted; Err when full.
+    pub fn admit(&self, class: Class, privileged: bool) -> Result<Option<Slot>, ApiError> {
+        let (sem, kind, counter) = match class {
             _ if privileged => return Ok(None),
             Class::LongRunning => return Ok(None),
-            Class::Read => &self.reads,
-            Class::Mutating => &self.writes,
+            Class::Read => (&self.reads, "readOnly", &counters()[0]),
+            Class::Mutating => (&self.writes, "mutating", &counters()[1]),
         };
-        match sem {
-            None => Ok(None),
-            Some(s) => s.clone().try_acquire_owned().map(Some).map_err(|_| too_many()),
-        }
+        let Some(s) = sem else { return Ok(None) };
+        let permit = s.clone().try_acquire_owned().map_err(|_| too_many())?;
+        let v = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        gauge(kind, v);
+        Ok(Some(Slot { _permit: permit, kind, counter: counter.clone() }))
     }
 }
 
