@@ -53,6 +53,7 @@ pub struct InFlight {
 
 /// A counted request's slot: held for its life, and shown meanwhile in kube-apiserver's
 /// `apiserver_current_inflight_requests{request_kind}` gauge.
+#[derive(Debug)]
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
     kind: &'static str,
