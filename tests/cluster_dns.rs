@@ -1,5 +1,6 @@
-//! Cluster DNS on real containers: a busybox pod's resolv.conf names its node's DNS
-//! server with the namespace's search path and ndots:5; Service names resolve to the
+//! Cluster DNS on real containers: each node's DNS server is kube-dns' endpoint on that
+//! node, so a busybox pod's resolv.conf names 10.96.0.10 with the namespace's search
+//! path and ndots:5, and the node's proxy carries the queries to its own server; Service names resolve to the
 //! ClusterIP (full and short through the search path), a headless Service's to its
 //! ready pods' addresses, an unknown name does not; `kube-dns` is in kube-system; the
 //! server handles nothing while the cluster is idle and its sockets close with `up`.
@@ -33,6 +34,30 @@ fn udp_listeners_on(ip: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// One A query over TCP (RFC 7766 framing), by hand: the single answer's address.
+fn tcp_query_a(server: std::net::SocketAddr, name: &str) -> Result<std::net::Ipv4Addr, String> {
+    use std::io::{Read, Write};
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let mut s = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).map_err(|e| format!("{server}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&(q.len() as u16).to_be_bytes()).and_then(|_| s.write_all(&q)).map_err(|e| e.to_string())?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut r).map_err(|e| e.to_string())?;
+    let (rcode, answers) = (r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]]));
+    if r[..2] != [0x12, 0x34] || rcode != 0 || answers != 1 || r.len() < 4 {
+        return Err(format!("rcode {rcode}, {answers} answers"));
+    }
+    let n = r.len();
+    Ok(std::net::Ipv4Addr::new(r[n - 4], r[n - 3], r[n - 2], r[n - 1]))
+}
+
 #[test]
 fn pods_resolve_services_through_the_node_dns() {
     assert!(unsafe { libc::geteuid() } == 0, "this test runs containerd: run it as root");
@@ -64,9 +89,16 @@ fn pods_resolve_services_through_the_node_dns() {
     let net: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap().parse().expect("podCIDR");
     let gateway = std::net::Ipv4Addr::from(u32::from(net) + 1).to_string();
 
-    // resolv.conf: the node's DNS, the namespace's search path, ndots:5.
+    // The node's server is kube-dns' endpoint on this node, on the bridge's address.
+    let dns_eps = c.ok(&["get", "endpointslices", "-n", "kube-system", "-l", "kubernetes.io/service-name=kube-dns,endpointslice.kubernetes.io/managed-by=node-agent.flotilla.dev", "-o", "jsonpath={range .items[*].endpoints[*]}{.addresses[0]},{.nodeName} {end}"]);
+    assert_eq!(dns_eps.trim(), format!("{gateway},{node}"));
+    let policy = c.ok(&["get", "svc", "-n", "kube-system", "kube-dns", "-o", "jsonpath={.spec.internalTrafficPolicy}"]);
+    assert_eq!(policy, "Local");
+
+    // resolv.conf: kube-dns' ClusterIP (the kubelet's --cluster-dns), the namespace's
+    // search path, ndots:5.
     let conf = c.ok(&["exec", "client", "--", "cat", "/etc/resolv.conf"]);
-    assert!(conf.lines().any(|l| l.trim() == format!("nameserver {gateway}")), "{conf}");
+    assert!(conf.lines().any(|l| l.trim() == "nameserver 10.96.0.10"), "{conf}");
     assert!(conf.lines().any(|l| l.trim().starts_with("search default.svc.cluster.local svc.cluster.local cluster.local")), "{conf}");
     assert!(conf.lines().any(|l| l.trim() == "options ndots:5"), "{conf}");
     assert!(udp_listeners_on(&gateway).contains(&format!("{gateway}:53")), "DNS listens on the bridge: {}", udp_listeners_on(&gateway));
@@ -78,6 +110,15 @@ fn pods_resolve_services_through_the_node_dns() {
             if got == BTreeSet::from([web_ip.clone()]) { Ok(()) } else { Err(format!("{got:?}: {}{}", o.stdout, o.stderr)) }
         });
     }
+    // Asked by address from the pod (UDP), and over TCP from the node itself: both go
+    // through the proxy to this node's server.
+    c.eventually(Duration::from_secs(20), "nslookup at 10.96.0.10 answers", || {
+        let o = c.kubectl(&["exec", "client", "--", "nslookup", "web.default.svc.cluster.local", "10.96.0.10"]);
+        let got = answers(&o.stdout);
+        if got == BTreeSet::from([web_ip.clone()]) { Ok(()) } else { Err(format!("{got:?}: {}{}", o.stdout, o.stderr)) }
+    });
+    let over_tcp = c.eventually(Duration::from_secs(20), "a TCP query from the node to 10.96.0.10", || tcp_query_a("10.96.0.10:53".parse().unwrap(), "web.default.svc.cluster.local"));
+    assert_eq!(over_tcp.to_string(), web_ip);
     let o = c.kubectl(&["exec", "client", "--", "nslookup", "nope.default.svc.cluster.local"]);
     assert!(!o.ok && answers(&o.stdout).is_empty(), "an unknown name fails: {}{}", o.stdout, o.stderr);
     assert!(format!("{}{}", o.stdout, o.stderr).contains("NXDOMAIN"), "{}{}", o.stdout, o.stderr);
@@ -109,4 +150,6 @@ fn pods_resolve_services_through_the_node_dns() {
     let st = c.stop().expect("flotilla up exited");
     assert!(st.success(), "clean exit: {st:?}\n{}", c.log_tail());
     assert_eq!(udp_listeners_on(&gateway), "", "the DNS socket is closed");
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    assert!(log.contains("withdrew this node's kube-dns endpoint"), "the node's kube-dns endpoint is withdrawn at stop:\n{}", c.log_tail());
 }

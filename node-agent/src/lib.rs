@@ -170,6 +170,10 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
             Some((ip, Ok(server))) => {
                 cluster_dns = Some(ip);
                 cleanup.dns = Some(server);
+                match dns::endpoint::publish(&client, &cfg.name, ip).await {
+                    Ok(()) => cleanup.dns_endpoint = Some(client.clone()),
+                    Err(e) => tracing::warn!(node = %cfg.name, error = %e, "cannot publish this node's kube-dns endpoint: 10.96.0.10 does not answer here"),
+                }
             }
             Some((_, Err(e))) => tracing::warn!(node = %cfg.name, error = %e, "no cluster DNS on this node: pods get the host's resolv.conf"),
             None => tracing::warn!(node = %cfg.name, pod_cidr = %cidr, "no gateway address in the podCIDR: no cluster DNS on this node"),
@@ -188,6 +192,11 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         } else {
             tracing::warn!(node = %cfg.name, "nft is not installed: no service proxy, ClusterIPs and NodePorts do not answer on this node");
         }
+    }
+    // Pods name the kube-dns ClusterIP, as the kubelet's --cluster-dns has them do, once
+    // this node's proxy can carry it to the server published above.
+    if cleanup.dns_endpoint.is_some() && cleanup.proxy.is_some() {
+        cluster_dns = Some(schema::services::KUBE_DNS_SERVICE_IP);
     }
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
     let pressures = kubelet::eviction::Shared::default();

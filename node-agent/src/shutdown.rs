@@ -21,12 +21,18 @@ pub struct Cleanup {
     pub proxy: Option<(String, tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     /// The cluster DNS server, stopped (its sockets closed) with the proxy.
     pub dns: Option<crate::dns::DnsServer>,
+    /// Set once this node's kube-dns EndpointSlice is published: withdrawn before the
+    /// server stops.
+    pub dns_endpoint: Option<bus::Client>,
     /// Stops what the agent serves beside its runtime (the air-gap registry).
     pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Cleanup {
     pub async fn run(self) {
+        if let Some(client) = &self.dns_endpoint {
+            crate::dns::endpoint::withdraw(client, &self.node).await;
+        }
         if let Some(dns) = self.dns {
             dns.stop().await;
         }
