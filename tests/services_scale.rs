@@ -2,8 +2,9 @@
 //! Endpoints follow its pods' readiness within 5 s (judged from the Ready timestamps),
 //! a busybox pod reaches it by name through kube-dns and the requests spread over every
 //! pod; SRV records name the ports of a ClusterIP and of a headless Service; scaling to
-//! 5 adds endpoints; a failing exec readiness probe takes its pod out; scaled to 0 the
-//! ClusterIP refuses at once. Every packet goes to an address on this machine.
+//! 5 adds endpoints; `type: LoadBalancer` gets an address from the local cloud provider's
+//! pool that answers from the node, released when the type changes; a failing exec
+//! readiness probe takes its pod out; scaled to 0 the ClusterIP refuses at once. Every packet goes to an address on this machine.
 
 mod common;
 
@@ -35,6 +36,17 @@ spec:
           periodSeconds: 1
           failureThreshold: 1
 "#;
+
+/// One HTTP GET over a fresh connection from this host.
+fn get_from_host(addr: SocketAddr) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map_err(|e| format!("{addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
 
 fn set(s: &str) -> BTreeSet<String> {
     s.split_whitespace().map(str::to_string).collect()
@@ -145,6 +157,36 @@ fn a_deployment_behind_a_service_scales_balances_and_resolves() {
     let (five, lag) = endpoints_follow(&c, "web", "web", 5);
     assert!(five.is_superset(&three), "{five:?} ⊇ {three:?}");
     assert!(lag <= jiff::SignedDuration::from_secs(6), "Endpoints listed all 5 pods {lag:?} after the last was Ready");
+
+    // type LoadBalancer: the local cloud provider's address from --lb-pool (loopback),
+    // which the node's proxy answers on.
+    c.ok(&["expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "--name=web-lb"]);
+    let lb_ip = c.eventually(Duration::from_secs(20), "web-lb gets an EXTERNAL-IP", || {
+        let row = c.ok(&["get", "svc", "web-lb", "--no-headers"]);
+        match row.split_whitespace().nth(3) {
+            Some(ip) if ip.starts_with("127.0.100.") => Ok(ip.to_string()),
+            _ => Err(row),
+        }
+    });
+    let lb: SocketAddr = format!("{lb_ip}:80").parse().unwrap();
+    c.eventually(Duration::from_secs(20), "the load-balancer address answers from the node", || {
+        let p = get_from_host(lb)?;
+        if p.contains("Welcome to nginx!") { Ok(()) } else { Err(p) }
+    });
+    let described = c.ok(&["describe", "svc", "web-lb"]);
+    assert!(described.contains("LoadBalancer Ingress:") && described.contains(&lb_ip) && described.contains("EnsuredLoadBalancer"), "{described}");
+    // Another type: the address is released (and given to the next one asking).
+    c.ok(&["patch", "svc", "web-lb", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    c.eventually(Duration::from_secs(20), "web-lb's address released", || {
+        let st = c.ok(&["get", "svc", "web-lb", "-o", "jsonpath={.status.loadBalancer}"]);
+        if st.contains("127.0.100.") { Err(st) } else { Ok(()) }
+    });
+    c.ok(&["expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "--name=web-lb2"]);
+    c.eventually(Duration::from_secs(20), "web-lb2 gets the released address", || {
+        let ip = c.ok(&["get", "svc", "web-lb2", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+        if ip == lb_ip { Ok(()) } else { Err(ip) }
+    });
+    c.ok(&["delete", "svc", "web-lb2"]);
 
     // A real readiness probe failing takes its pod out of the ready addresses.
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(PROBED));

@@ -61,6 +61,16 @@ pub fn backends(svc: &Service, sp: &ServicePort, slices: &[&EndpointSlice], node
     out.into_iter().collect()
 }
 
+/// The addresses a cloud provider gave the Service's balancer (status.loadBalancer),
+/// which this node answers on as kube-proxy does, without a trip to the balancer.
+fn load_balancer_ips(svc: &Service) -> Vec<Ipv4Addr> {
+    let ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|l| l.ingress.as_ref());
+    let mut ips: Vec<Ipv4Addr> = ingress.into_iter().flatten().filter_map(|i| i.ip.as_deref()?.parse().ok()).collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
 /// What the node's proxy needs to know about itself.
 #[derive(Debug, Clone, Default)]
 pub struct NodeInfo {
@@ -153,6 +163,7 @@ pub fn script(table: &str, node: &NodeInfo, services: &[&Service], slices: &[&En
         let affinity = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds).unwrap_or(DEFAULT_AFFINITY_TIMEOUT));
         let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+        let lb_ips = if typ == "LoadBalancer" { load_balancer_ips(svc) } else { Vec::new() };
         for sp in spec.ports.iter().flatten() {
             let Some(proto) = proto(sp) else { continue };
             let id = chain_id(ns, name, proto, sp);
@@ -162,6 +173,9 @@ pub fn script(table: &str, node: &NodeInfo, services: &[&Service], slices: &[&En
             if all.is_empty() {
                 // Refused at once rather than left to time out (kube-proxy's reject).
                 sc.no_endpoints.push(format!("{cip} . {proto} . {} : goto reject-chain", sp.port));
+                for ip in &lb_ips {
+                    sc.no_endpoints.push(format!("{ip} . {proto} . {} : goto reject-chain", sp.port));
+                }
                 if let Some(np) = node_port {
                     sc.no_endpoint_nodeports.push(format!("{proto} . {np} : goto reject-chain"));
                 }
@@ -180,7 +194,8 @@ pub fn script(table: &str, node: &NodeInfo, services: &[&Service], slices: &[&En
                 cluster_chain.clone()
             };
             sc.service_ips.push(format!("{cip} . {proto} . {} : goto {internal_chain}", sp.port));
-            if let Some(np) = node_port {
+            // Node ports and load-balancer addresses are external traffic alike.
+            if node_port.is_some() || !lb_ips.is_empty() {
                 let ext = format!("external-{id}");
                 let _ = writeln!(sc.chains, "\tchain {ext} {{");
                 if external_local {
@@ -196,7 +211,12 @@ pub fn script(table: &str, node: &NodeInfo, services: &[&Service], slices: &[&En
                     let _ = writeln!(sc.chains, "\t\tgoto {cluster_chain}");
                     let _ = writeln!(sc.chains, "\t}}");
                 }
-                sc.nodeports.push(format!("{proto} . {np} : goto {ext}"));
+                if let Some(np) = node_port {
+                    sc.nodeports.push(format!("{proto} . {np} : goto {ext}"));
+                }
+                for ip in &lb_ips {
+                    sc.service_ips.push(format!("{ip} . {proto} . {} : goto {ext}", sp.port));
+                }
             }
         }
     }

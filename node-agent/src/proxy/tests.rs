@@ -131,3 +131,23 @@ fn headless_and_external_name_services_get_no_rules() {
     assert!(!t.contains("goto service-") && !t.contains("reject-chain,") && !t.contains(" : goto"), "{t}");
     kernel_accepts(&t);
 }
+
+#[test]
+fn load_balancer_addresses_lead_to_the_external_chain_or_are_refused() {
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    let mut s = svc("web", "10.96.0.12", 80, None);
+    s.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+    s.status = Some(ServiceStatus { load_balancer: Some(LoadBalancerStatus { ingress: Some(vec![LoadBalancerIngress { ip: Some("127.0.100.1".into()), ..Default::default() }]) }), ..Default::default() });
+    let sl = slice("web", &[("10.244.0.2", true, "n1")]);
+    let t = script("flotilla-test0007", &node(), &[&s], &[&sl]);
+    assert!(t.contains("127.0.100.1 . tcp . 80 : goto external-"), "{t}");
+    let ext = t.split("\tchain external-").nth(1).unwrap().split("\t}").next().unwrap();
+    assert!(ext.contains("jump mark-for-masquerade") && ext.contains("goto service-"), "{ext}");
+    kernel_accepts(&t);
+    let t = script("flotilla-test0008", &node(), &[&s], &[]);
+    assert!(t.contains("127.0.100.1 . tcp . 80 : goto reject-chain"), "{t}");
+    kernel_accepts(&t);
+    // The same address on a Service no longer of type LoadBalancer is not served.
+    s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    assert!(!script("flotilla-test0009", &node(), &[&s], &[&sl]).contains("127.0.100.1"));
+}
