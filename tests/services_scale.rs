@@ -1,4 +1,5 @@
-//! Services at the seeds' scale on real containers: a 3-replica nginx Deployment's
+//! Services at the seeds' scale on real containers, on a node run with `--cloud-provider
+//! external` that the cloud controller initializes: a 3-replica nginx Deployment's
 //! Endpoints follow its pods' readiness within 5 s (judged from the Ready timestamps),
 //! a busybox pod reaches it by name through kube-dns and the requests spread over every
 //! pod; SRV records name the ports of a ClusterIP and of a headless Service; scaling to
@@ -102,7 +103,16 @@ fn a_deployment_behind_a_service_scales_balances_and_resolves() {
     let data = tmp.path().join("c");
     let cidr = format!("10.{}.0.0/16", 150 + (std::process::id() + 31) % 50);
     let images_arg = images.to_string_lossy().into_owned();
-    let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
+    let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr, "--cloud-provider", "external"]);
+
+    // The node registered tainted uninitialized; the cloud controller gave it its
+    // providerID and lifted the taint, so pods can land.
+    c.eventually(Duration::from_secs(20), "node-1 initialized by the cloud controller", || {
+        let got = c.ok(&["get", "node", "node-1", "-o", "jsonpath={.spec.providerID} {.spec.taints[*].key}"]);
+        if got.trim() == "flotilla://node-1" { Ok(()) } else { Err(got) }
+    });
+    let log = std::fs::read_to_string(&c.log).unwrap_or_default();
+    assert!(log.contains("node initialized by the cloud provider"), "the taint was there to lift:\n{}", c.log_tail());
 
     c.ok(&["run", "client", "--image=busybox", "--restart=Never", "--", "sh", "-c", IDLE]);
     c.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=3"]);

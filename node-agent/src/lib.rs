@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub container_runtime_version: String,
     /// The kubelet's --eviction-hard thresholds.
     pub eviction_hard: Vec<kubelet::eviction::Threshold>,
+    /// The kubelet's `--cloud-provider external`: registered tainted uninitialized, for
+    /// the cloud controller to finish.
+    pub cloud_provider_external: bool,
 }
 
 fn host_memory() -> u64 {
@@ -107,6 +110,7 @@ impl NodeConfig {
             image_gc_period: images::gc::PERIOD,
             container_runtime_version: "flotilla-process://0.1".into(),
             eviction_hard: kubelet::eviction::parse(kubelet::eviction::DEFAULT_HARD).unwrap_or_default(),
+            cloud_provider_external: false,
         }
     }
 }

@@ -3,9 +3,11 @@
 //! `status.loadBalancer.ingress`; the balancer goes when the Service does or changes
 //! type. The decisions are pure (`reconcile`, `status_change`); the task around them
 //! only feeds informer events in and carries the steps out. `local` is the provider
-//! that hands out addresses from a pool on this machine.
+//! that hands out addresses from a pool on this machine; `node` initializes the Nodes
+//! of kubelets run with `--cloud-provider external`.
 
 pub mod local;
+pub mod node;
 
 use crate::controllers::{update_outcome, Outcome};
 use bus::informer::{watch_objects, InformerEvent, Scope};

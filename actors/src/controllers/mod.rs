@@ -339,6 +339,7 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
     let mut tasks = tasks;
     if let Some(pool) = lb_pool {
         tasks.0.push(crate::cloud::start(client.clone(), pool, tasks.1.clone()));
+        tasks.0.push(crate::cloud::node::start(client.clone(), crate::cloud::node::LocalInstances, tasks.1.clone()));
     }
     if let Some(ca) = cfg.root_ca_pem.clone() {
         tasks.0.push(rootcacert::start(client.clone(), ca, tasks.1.clone()));
