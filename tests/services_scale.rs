@@ -186,7 +186,7 @@ fn a_deployment_behind_a_service_scales_balances_and_resolves() {
     let described = c.ok(&["describe", "svc", "web-lb"]);
     assert!(described.contains("LoadBalancer Ingress:") && described.contains(&lb_ip) && described.contains("EnsuredLoadBalancer"), "{described}");
     // Another type: the address is released (and given to the next one asking).
-    c.ok(&["patch", "svc", "web-lb", "-p", r#"{"spec":{"type":"NodePort"}}"#]);
+    c.ok(&["patch", "svc", "web-lb", "-p", r#"{"spec":{"type":"ClusterIP"}}"#]);
     c.eventually(Duration::from_secs(20), "web-lb's address released", || {
         let st = c.ok(&["get", "svc", "web-lb", "-o", "jsonpath={.status.loadBalancer}"]);
         if st.contains("127.0.100.") { Err(st) } else { Ok(()) }
