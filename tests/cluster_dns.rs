@@ -34,25 +34,24 @@ fn udp_listeners_on(ip: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// One A query over TCP (RFC 7766 framing), by hand: the single answer's address.
-fn tcp_query_a(server: std::net::SocketAddr, name: &str) -> Result<std::net::Ipv4Addr, String> {
-    use std::io::{Read, Write};
+/// One A query in TCP framing (RFC 7766), by hand: busybox's nslookup speaks UDP only.
+fn tcp_query(name: &str) -> Vec<u8> {
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut s = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3)).map_err(|e| format!("{server}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(&(q.len() as u16).to_be_bytes()).and_then(|_| s.write_all(&q)).map_err(|e| e.to_string())?;
-    let mut len = [0u8; 2];
-    s.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut r).map_err(|e| e.to_string())?;
-    let (rcode, answers) = (r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]]));
-    if r[..2] != [0x12, 0x34] || rcode != 0 || answers != 1 || r.len() < 4 {
-        return Err(format!("rcode {rcode}, {answers} answers"));
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend(q);
+    framed
+}
+
+/// The single answer's address in a framed reply, as `od -tu1` printed it.
+fn tcp_answer(od: &str) -> Result<std::net::Ipv4Addr, String> {
+    let r: Vec<u8> = od.split_whitespace().filter_map(|b| b.parse().ok()).collect();
+    if r.len() < 18 || r[2..4] != [0x12, 0x34] || r[5] & 0x0f != 0 || u16::from_be_bytes([r[8], r[9]]) != 1 {
+        return Err(format!("not one answer: {r:?}"));
     }
     let n = r.len();
     Ok(std::net::Ipv4Addr::new(r[n - 4], r[n - 3], r[n - 2], r[n - 1]))
@@ -110,14 +109,19 @@ fn pods_resolve_services_through_the_node_dns() {
             if got == BTreeSet::from([web_ip.clone()]) { Ok(()) } else { Err(format!("{got:?}: {}{}", o.stdout, o.stderr)) }
         });
     }
-    // Asked by address from the pod (UDP), and over TCP from the node itself: both go
-    // through the proxy to this node's server.
+    // Asked by address from the pod, over UDP and over TCP: both go through the proxy to
+    // this node's server.
     c.eventually(Duration::from_secs(20), "nslookup at 10.96.0.10 answers", || {
         let o = c.kubectl(&["exec", "client", "--", "nslookup", "web.default.svc.cluster.local", "10.96.0.10"]);
         let got = answers(&o.stdout);
         if got == BTreeSet::from([web_ip.clone()]) { Ok(()) } else { Err(format!("{got:?}: {}{}", o.stdout, o.stderr)) }
     });
-    let over_tcp = c.eventually(Duration::from_secs(20), "a TCP query from the node to 10.96.0.10", || tcp_query_a("10.96.0.10:53".parse().unwrap(), "web.default.svc.cluster.local"));
+    let octal: String = tcp_query("web.default.svc.cluster.local").iter().map(|b| format!("\\{b:03o}")).collect();
+    let pipeline = format!("printf '{octal}' | nc -w 3 10.96.0.10 53 | od -An -v -tu1");
+    let over_tcp = c.eventually(Duration::from_secs(20), "a TCP query from the pod to 10.96.0.10", || {
+        let o = c.kubectl(&["exec", "client", "--", "sh", "-c", &pipeline]);
+        tcp_answer(&o.stdout).map_err(|e| format!("{e} {}", o.stderr))
+    });
     assert_eq!(over_tcp.to_string(), web_ip);
     let o = c.kubectl(&["exec", "client", "--", "nslookup", "nope.default.svc.cluster.local"]);
     assert!(!o.ok && answers(&o.stdout).is_empty(), "an unknown name fails: {}{}", o.stdout, o.stderr);

@@ -246,11 +246,19 @@ pub fn ruleset(table: &str, node: &NodeInfo, services: &[&Service], slices: &[&E
         }
     }
     let mut base = String::new();
+    // Pods' Service traffic is this agent's only when it comes in on its own bridge: other
+    // agents (and other clusters) on the same host hold the same ClusterIPs, 10.96.0.10
+    // first of all, for their own pods. Node ports stay open to every interface.
+    let (from_pods, prerouting) = match &node.bridge {
+        Some(br) => (format!("iifname \"{br}\" ct state new jump service-endpoints-check"), vec![format!("iifname \"{br}\" jump services"), "fib daddr type local meta l4proto . th dport vmap @service-nodeports".to_string()]),
+        None => ("ct state new jump service-endpoints-check".to_string(), vec!["jump services".to_string()]),
+    };
+    let prerouting: Vec<&str> = prerouting.iter().map(String::as_str).collect();
     let fixed = [
-        ("filter-forward", "type filter hook forward priority -110; policy accept;", vec!["ct state new jump service-endpoints-check"]),
+        ("filter-forward", "type filter hook forward priority -110; policy accept;", vec![from_pods.as_str()]),
         ("filter-input", "type filter hook input priority -110; policy accept;", vec!["ct state new jump nodeport-endpoints-check"]),
         ("filter-output", "type filter hook output priority -110; policy accept;", vec!["ct state new jump service-endpoints-check", "ct state new jump nodeport-endpoints-check"]),
-        ("nat-prerouting", "type nat hook prerouting priority -100; policy accept;", vec!["jump services"]),
+        ("nat-prerouting", "type nat hook prerouting priority -100; policy accept;", prerouting),
         ("nat-output", "type nat hook output priority -100; policy accept;", vec!["jump services"]),
         ("nat-postrouting", "type nat hook postrouting priority 100; policy accept;", vec!["jump masquerading"]),
     ];

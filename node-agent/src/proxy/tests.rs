@@ -256,3 +256,12 @@ fn a_changed_affinity_timeout_rebuilds_the_table() {
     let d = diff(&ruleset("t", &node(), &[&web], &[&sl]), &ruleset("t", &node(), &[&longer], &[&sl])).unwrap();
     assert!(d.starts_with("add table ip t\ndelete table ip t\n"), "{d}");
 }
+
+#[test]
+fn only_pods_behind_this_agents_bridge_are_served_its_cluster_ips() {
+    let t = script("flotilla-test0010", &node(), &[&svc("web", "10.96.0.10", 80, None)], &[&slice("web", &[("10.244.0.2", true, "n1")])]);
+    let pre = t.split("\tchain nat-prerouting {").nth(1).unwrap().split("\t}").next().unwrap();
+    assert!(pre.contains("iifname \"flab12-n1\" jump services") && pre.contains("vmap @service-nodeports"), "{pre}");
+    assert!(!pre.lines().any(|l| l.trim() == "jump services"), "{pre}");
+    kernel_accepts(&t);
+}
