@@ -140,7 +140,7 @@ pub fn drop_type_dependent(v: &mut Value, old: &Value) {
         }
     }
     let Some(m) = spec.as_object_mut() else { return };
-    let mut drop = |m: &mut serde_json::Map<String, Value>, f: &str, needed: bool| {
+    let drop = |m: &mut serde_json::Map<String, Value>, f: &str, needed: bool| {
         if !needed && same(&Value::Object(m.clone()), f) {
             m.remove(f);
         }
