@@ -1,5 +1,5 @@
 //! The node agent's last steps, in order, after the kubelet has stopped its pods: any
-//! cluster DNS server, the service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
+//! cluster DNS server (its kube-dns endpoint withdrawn first), the service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
 //! the mounts containerd left under the data dir. One explicit piece, so `flotilla up`'s
 //! SIGTERM leaves no process, bridge, netns or mount behind.
 
