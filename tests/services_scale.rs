@@ -4,8 +4,9 @@
 //! a busybox pod reaches it by name through kube-dns and the requests spread over every
 //! pod; SRV records name the ports of a ClusterIP and of a headless Service; scaling to
 //! 5 adds endpoints; `type: LoadBalancer` gets an address from the local cloud provider's
-//! pool that answers from the node, released when the type changes; a failing exec
-//! readiness probe takes its pod out; scaled to 0 the ClusterIP refuses at once. Every packet goes to an address on this machine.
+//! pool that answers from the node, released when the type changes and kept across a
+//! restart; a failing exec readiness probe takes its pod out; scaled to 0 the ClusterIP
+//! refuses at once. Every packet goes to an address on this machine.
 
 mod common;
 
@@ -196,7 +197,6 @@ fn a_deployment_behind_a_service_scales_balances_and_resolves() {
         let ip = c.ok(&["get", "svc", "web-lb2", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
         if ip == lb_ip { Ok(()) } else { Err(ip) }
     });
-    c.ok(&["delete", "svc", "web-lb2"]);
 
     // A real readiness probe failing takes its pod out of the ready addresses.
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(PROBED));
@@ -228,6 +228,27 @@ fn a_deployment_behind_a_service_scales_balances_and_resolves() {
     let o = c.kubectl(&["exec", "client", "--", "wget", "-qO-", "http://web/"]);
     assert!(!o.ok && o.stderr.contains("refused"), "{} {}", o.stdout, o.stderr);
 
+    // web-lb3 takes the next address and web-lb2 gives back the lowest, so after a
+    // restart a controller that forgot its allocations would move web-lb3.
+    c.ok(&["expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "--name=web-lb3"]);
+    let ingress = |c: &Cluster, svc: &str| c.ok(&["get", "svc", svc, "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"]);
+    let lb3 = c.eventually(Duration::from_secs(20), "web-lb3 gets an address", || {
+        let ip = ingress(&c, "web-lb3");
+        if ip.starts_with("127.0.100.") { Ok(ip) } else { Err(ip) }
+    });
+    assert_ne!(lb3, lb_ip);
+    c.ok(&["delete", "svc", "web-lb2"]);
     let st = c.stop().expect("flotilla up exited");
     assert!(st.success(), "clean exit: {st:?}\n{}", c.log_tail());
+
+    // Up again on the same data: the cloud controller takes back what it handed out.
+    let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr, "--cloud-provider", "external"]);
+    c.ok(&["expose", "deployment", "web", "--type=LoadBalancer", "--port=80", "--name=web-lb4"]);
+    c.eventually(Duration::from_secs(20), "web-lb4 gets the free address", || {
+        let ip = ingress(&c, "web-lb4");
+        if ip == lb_ip { Ok(()) } else { Err(ip) }
+    });
+    assert_eq!(ingress(&c, "web-lb3"), lb3, "web-lb3 kept its address across the restart");
+    let st = c.stop().expect("flotilla up exited");
+    assert!(st.success(), "clean exit after the restart: {st:?}\n{}", c.log_tail());
 }
