@@ -34,7 +34,7 @@ pub async fn run(client: &Client) -> anyhow::Result<()> {
     client.ensure(&rc).await.map_err(|e| anyhow::anyhow!("creating RuntimeClass host: {e}"))?;
     client.ensure(&local_path_class()).await.map_err(|e| anyhow::anyhow!("creating StorageClass local-path: {e}"))?;
     client.ensure(&kubernetes_service()).await.map_err(|e| anyhow::anyhow!("creating the kubernetes Service: {e}"))?;
-    client.ensure(&kube_dns_service()).await.map_err(|e| anyhow::anyhow!("creating the kube-dns Service: {e}"))?;
+    ensure_kube_dns(client).await.map_err(|e| anyhow::anyhow!("creating the kube-dns Service: {e}"))?;
     for r in schema::rbac_defaults::cluster_roles() {
         reconcile_role(client, r).await?;
     }
@@ -81,10 +81,23 @@ fn kubernetes_service() -> Service {
     }
 }
 
+/// A cluster made before kube-dns had endpoints gets the traffic policy they need.
+async fn ensure_kube_dns(client: &Client) -> Result<(), bus::client::ClientError> {
+    let want = kube_dns_service();
+    client.ensure(&want).await?;
+    let Some(mut have) = client.get::<Service>(Some("kube-system"), "kube-dns").await? else { return Ok(()) };
+    let spec = have.spec.get_or_insert_with(Default::default);
+    if spec.internal_traffic_policy.as_deref() == Some("Local") {
+        return Ok(());
+    }
+    spec.internal_traffic_policy = Some("Local".into());
+    client.update(&have).await.map(drop)
+}
+
 /// `kube-system/kube-dns`, where kubeadm's CoreDNS sits. flotilla's DNS runs inside each
-/// node agent on its bridge address (pods' resolv.conf names that), so no pod carries
-/// the selector yet and the Service has no endpoints: it is here for the tools and
-/// manifests that look it up.
+/// node agent on its bridge address, and each agent publishes that address in an
+/// EndpointSlice of its own (node-agent's dns/endpoint.rs); no pod carries the selector.
+/// `internalTrafficPolicy: Local` keeps every pod's queries on its own node's server.
 fn kube_dns_service() -> Service {
     let ip = schema::services::KUBE_DNS_SERVICE_IP.to_string();
     let port = |name: &str, protocol: &str| ServicePort { name: Some(name.into()), port: 53, protocol: Some(protocol.into()), target_port: Some(IntOrString::Int(53)), ..Default::default() };
@@ -100,6 +113,7 @@ fn kube_dns_service() -> Service {
             cluster_ip: Some(ip.clone()),
             cluster_ips: Some(vec![ip]),
             selector: Some(BTreeMap::from([("k8s-app".to_string(), "kube-dns".to_string())])),
+            internal_traffic_policy: Some("Local".into()),
             ports: Some(vec![port("dns", "UDP"), port("dns-tcp", "TCP")]),
             ..Default::default()
         }),

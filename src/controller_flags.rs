@@ -29,6 +29,10 @@ pub struct ControllerFlags {
     /// namespace (kube-controller-manager's --root-ca-file); `up` passes its own.
     #[arg(long)]
     pub root_ca_file: Option<std::path::PathBuf>,
+    /// The local cloud provider's pool of LoadBalancer addresses (the cloud controller's;
+    /// "none" turns it off). Loopback by default, so nothing leaves the machine.
+    #[arg(long, default_value = actors::controllers::DEFAULT_LB_POOL)]
+    pub lb_pool: String,
 }
 
 impl ControllerFlags {
@@ -37,9 +41,14 @@ impl ControllerFlags {
             Some(p) => Some(std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading --root-ca-file {}: {e}", p.display()))?),
             None => None,
         };
+        let lb_pool = (self.lb_pool != "none").then(|| self.lb_pool.clone());
+        // Refused before anything starts, as a bad --cluster-cidr is.
+        if let Some(p) = &lb_pool {
+            actors::cloud::local::LocalPool::new(p)?;
+        }
         let node_ipam = actors::controllers::nodeipam::NodeIpamConfig { cluster_cidr: self.cluster_cidr.clone(), ..Default::default() };
         let node_lifecycle = actors::controllers::nodelifecycle::NodeLifecycleConfig { node_monitor_grace_period: self.node_monitor_grace_period, ..Default::default() };
-        Ok(actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam, node_lifecycle, terminated_pod_gc_threshold: self.terminated_pod_gc_threshold, hpa_sync_period: self.horizontal_pod_autoscaler_sync_period, root_ca_pem })
+        Ok(actors::controllers::Config { min_resync_period: self.min_resync_period, node_ipam, node_lifecycle, terminated_pod_gc_threshold: self.terminated_pod_gc_threshold, hpa_sync_period: self.horizontal_pod_autoscaler_sync_period, root_ca_pem, lb_pool })
     }
 }
 

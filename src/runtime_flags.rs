@@ -52,12 +52,21 @@ pub struct RuntimeFlags {
     /// node's pressure condition and evicts pods, BestEffort first.
     #[arg(long, default_value = node_agent::kubelet::eviction::DEFAULT_HARD)]
     pub eviction_hard: String,
+    /// `external`: the node registers with the uninitialized taint and waits for the
+    /// cloud controller to set its providerID (the kubelet's --cloud-provider).
+    #[arg(long)]
+    pub cloud_provider: Option<CloudProviderArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudProviderArg {
+    External,
 }
 
 impl Default for RuntimeFlags {
     /// What clap fills in when no flag is given.
     fn default() -> Self {
-        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE, eviction_hard: node_agent::kubelet::eviction::DEFAULT_HARD.into() }
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE, eviction_hard: node_agent::kubelet::eviction::DEFAULT_HARD.into(), cloud_provider: None }
     }
 }
 
@@ -74,6 +83,7 @@ impl RuntimeFlags {
         }
         cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold, min_age: self.image_minimum_gc_age };
         cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
+        cfg.cloud_provider_external = self.cloud_provider == Some(CloudProviderArg::External);
         cfg.eviction_hard = node_agent::kubelet::eviction::parse(&self.eviction_hard).map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
         let default_registries = data_dir.join("registries.yaml");
         cfg.registries = match &self.registries {

@@ -72,6 +72,9 @@ pub struct NodeConfig {
     pub eviction_hard: Vec<kubelet::eviction::Threshold>,
     /// Labels the Node registers with beside the well-known ones (the kubelet's --node-labels).
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The kubelet's `--cloud-provider external`: registered tainted uninitialized, for
+    /// the cloud controller to finish.
+    pub cloud_provider_external: bool,
 }
 
 fn host_memory() -> u64 {
@@ -111,6 +114,7 @@ impl NodeConfig {
             container_runtime_version: "flotilla-process://0.1".into(),
             eviction_hard: kubelet::eviction::parse(kubelet::eviction::DEFAULT_HARD).unwrap_or_default(),
             labels: Default::default(),
+            cloud_provider_external: false,
         }
     }
 }
@@ -178,6 +182,10 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
             Some((ip, Ok(server))) => {
                 cluster_dns = Some(ip);
                 cleanup.dns = Some(server);
+                match dns::endpoint::publish(&client, &cfg.name, ip).await {
+                    Ok(()) => cleanup.dns_endpoint = Some(client.clone()),
+                    Err(e) => tracing::warn!(node = %cfg.name, error = %e, "cannot publish this node's kube-dns endpoint: 10.96.0.10 does not answer here"),
+                }
             }
             Some((_, Err(e))) => tracing::warn!(node = %cfg.name, error = %e, "no cluster DNS on this node: pods get the host's resolv.conf"),
             None => tracing::warn!(node = %cfg.name, pod_cidr = %cidr, "no gateway address in the podCIDR: no cluster DNS on this node"),
@@ -196,6 +204,11 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         } else {
             tracing::warn!(node = %cfg.name, "nft is not installed: no service proxy, ClusterIPs and NodePorts do not answer on this node");
         }
+    }
+    // Pods name the kube-dns ClusterIP, as the kubelet's --cluster-dns has them do, once
+    // this node's proxy can carry it to the server published above.
+    if cleanup.dns_endpoint.is_some() && cleanup.proxy.is_some() {
+        cluster_dns = Some(schema::services::KUBE_DNS_SERVICE_IP);
     }
     let span = || tracing::info_span!("kubelet", node = %cfg.name);
     let pressures = kubelet::eviction::Shared::default();

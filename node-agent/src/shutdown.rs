@@ -1,5 +1,5 @@
 //! The node agent's last steps, in order, after the kubelet has stopped its pods: any
-//! cluster DNS server, the service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
+//! cluster DNS server (its kube-dns endpoint withdrawn first), the service proxy's nftables table, any sandbox still left, the agent's containerd child and its shims, the node's bridge and
 //! the mounts containerd left under the data dir. One explicit piece, so `flotilla up`'s
 //! SIGTERM leaves no process, bridge, netns or mount behind.
 
@@ -21,12 +21,18 @@ pub struct Cleanup {
     pub proxy: Option<(String, tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     /// The cluster DNS server, stopped (its sockets closed) with the proxy.
     pub dns: Option<crate::dns::DnsServer>,
+    /// Set once this node's kube-dns EndpointSlice is published: withdrawn before the
+    /// server stops.
+    pub dns_endpoint: Option<bus::Client>,
     /// Stops what the agent serves beside its runtime (the air-gap registry).
     pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl Cleanup {
     pub async fn run(self) {
+        if let Some(client) = &self.dns_endpoint {
+            crate::dns::endpoint::withdraw(client, &self.node).await;
+        }
         if let Some(dns) = self.dns {
             dns.stop().await;
         }

@@ -122,6 +122,37 @@ pub fn carry_allocated(v: &mut Value, old: &Value) {
     }
 }
 
+/// On update, what the old type needed and the new one does not is dropped when the
+/// client left it as it was (the real server's `dropTypeDependentFields`), so
+/// `patch -p '{"spec":{"type":"ClusterIP"}}'` on a NodePort or LoadBalancer Service works.
+pub fn drop_type_dependent(v: &mut Value, old: &Value) {
+    let t = typ(v).to_string();
+    let Some(spec) = v.get_mut("spec").filter(|s| s.is_object()) else { return };
+    let same = |spec: &Value, f: &str| spec.get(f) == old.pointer(&format!("/spec/{f}"));
+    let node_ports = |sp: &Value| -> Vec<Option<Value>> { sp.get("ports").and_then(Value::as_array).map(|ps| ps.iter().map(|p| p.get("nodePort").cloned()).collect()).unwrap_or_default() };
+    let old_spec = old.get("spec").cloned().unwrap_or(Value::Null);
+    let needs_node_ports = t == "NodePort" || (t == "LoadBalancer" && spec.get("allocateLoadBalancerNodePorts").and_then(Value::as_bool) != Some(false));
+    if !needs_node_ports && node_ports(spec) == node_ports(&old_spec) {
+        for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        }
+    }
+    let Some(m) = spec.as_object_mut() else { return };
+    let drop = |m: &mut serde_json::Map<String, Value>, f: &str, needed: bool| {
+        if !needed && same(&Value::Object(m.clone()), f) {
+            m.remove(f);
+        }
+    };
+    let external = t == "NodePort" || t == "LoadBalancer";
+    let local_lb = t == "LoadBalancer" && m.get("externalTrafficPolicy").and_then(Value::as_str) == Some("Local");
+    drop(m, "healthCheckNodePort", local_lb);
+    drop(m, "allocateLoadBalancerNodePorts", t == "LoadBalancer");
+    drop(m, "loadBalancerClass", t == "LoadBalancer");
+    drop(m, "externalTrafficPolicy", external);
+}
+
 fn cause(reason: &str, field: &str, message: String) -> Cause {
     Cause { reason: reason.into(), field: field.into(), message }
 }
@@ -345,5 +376,25 @@ mod tests {
         errs.clear();
         immutable(&changed, &old, &mut errs);
         assert_eq!(errs[0].message, "Invalid value: []string{\"10.96.0.10\"}: may not change once set");
+    }
+
+    #[test]
+    fn a_type_change_drops_what_only_the_old_type_needed() {
+        let old = json!({"spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.5", "externalTrafficPolicy": "Cluster", "allocateLoadBalancerNodePorts": true,
+            "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30080}]}});
+        let mut to_cip = old.clone();
+        to_cip["spec"]["type"] = json!("ClusterIP");
+        drop_type_dependent(&mut to_cip, &old);
+        assert_eq!(to_cip["spec"], json!({"type": "ClusterIP", "clusterIP": "10.96.0.5", "ports": [{"port": 80, "protocol": "TCP"}]}));
+        // To NodePort the node port stays; a node port the client changed is its own
+        // choice and left for validation to judge.
+        let mut to_np = old.clone();
+        to_np["spec"]["type"] = json!("NodePort");
+        drop_type_dependent(&mut to_np, &old);
+        assert_eq!((to_np["spec"]["ports"][0]["nodePort"].clone(), to_np["spec"]["externalTrafficPolicy"].clone(), to_np["spec"].get("allocateLoadBalancerNodePorts")), (json!(30080), json!("Cluster"), None));
+        let mut changed = to_cip.clone();
+        changed["spec"]["ports"][0]["nodePort"] = json!(30099);
+        drop_type_dependent(&mut changed, &old);
+        assert_eq!(changed["spec"]["ports"][0]["nodePort"], json!(30099));
     }
 }

@@ -49,6 +49,9 @@ use std::time::Duration;
 /// default of [`Config::min_resync_period`]). The watch contract delivers every change,
 /// so this only bounds how long a controller's own bug can leave an object unreconciled;
 /// kube-controller-manager's default is 12 hours.
+/// Loopback addresses: a LoadBalancer Service's address answers on this machine only.
+pub const DEFAULT_LB_POOL: &str = "127.0.100.0/24";
+
 pub const RESYNC: Duration = Duration::from_secs(5 * 60);
 
 /// The controller manager's settings, named after kube-controller-manager's flags.
@@ -67,6 +70,9 @@ pub struct Config {
     pub terminated_pod_gc_threshold: usize,
     /// --root-ca-file: the CA published as `kube-root-ca.crt` in every namespace (PEM).
     pub root_ca_pem: Option<String>,
+    /// --lb-pool: the local cloud provider's load-balancer addresses (None: no cloud
+    /// controller).
+    pub lb_pool: Option<String>,
 }
 
 impl Default for Config {
@@ -78,6 +84,7 @@ impl Default for Config {
             terminated_pod_gc_threshold: podgc::TERMINATED_POD_GC_THRESHOLD,
             hpa_sync_period: Duration::from_secs(15),
             root_ca_pem: None,
+            lb_pool: Some(DEFAULT_LB_POOL.into()),
         }
     }
 }
@@ -235,6 +242,10 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
     if nodeipam::parse_cidr(&cfg.node_ipam.cluster_cidr).is_none() {
         anyhow::bail!("--cluster-cidr {:?} is not an IPv4 CIDR", cfg.node_ipam.cluster_cidr);
     }
+    let lb_pool = match cfg.lb_pool.as_deref() {
+        Some(p) => Some(crate::cloud::local::LocalPool::new(p)?),
+        None => None,
+    };
     let client = Client::new(bus);
     let (resync_d, resync_rs, resync_gc) = (cfg.resync(), cfg.resync(), cfg.resync());
     let c = client.clone();
@@ -326,6 +337,10 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         stop,
     );
     let mut tasks = tasks;
+    if let Some(pool) = lb_pool {
+        tasks.0.push(crate::cloud::start(client.clone(), pool, tasks.1.clone()));
+        tasks.0.push(crate::cloud::node::start(client.clone(), crate::cloud::node::LocalInstances, tasks.1.clone()));
+    }
     if let Some(ca) = cfg.root_ca_pem.clone() {
         tasks.0.push(rootcacert::start(client.clone(), ca, tasks.1.clone()));
     }

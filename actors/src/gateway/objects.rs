@@ -339,6 +339,7 @@ pub async fn allocate(st: &AppState, res: &ResourceInfo, v: &mut Value, old: Opt
     }
     if let Some(o) = old {
         schema::services::carry_allocated(v, o);
+        schema::services::drop_type_dependent(v, o);
     }
     schema::services::defaults(v);
     let all = list_objects(st, res, None, &LabelSelector::parse("").map_err(ApiError::bad_request)?, &FieldSelector::parse("").map_err(ApiError::bad_request)?, 0, None).await?;

@@ -4,6 +4,7 @@
 //! on the node's bridge gateway, port 53 UDP and TCP — the address this node's pods
 //! have in their resolv.conf — and only where the agent has a bridge of its own.
 
+pub mod endpoint;
 pub mod resolve;
 pub mod resolv_conf;
 

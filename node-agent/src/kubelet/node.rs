@@ -75,7 +75,7 @@ pub fn node_object(cfg: &NodeConfig, now: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.name, "annotations": {schema::storage::NODE_DATA_DIR_ANNOTATION: data_dir(cfg)}, "labels": labels},
-        "spec": {},
+        "spec": if cfg.cloud_provider_external { json!({"taints": [{"key": schema::plugins::tolerations::CLOUD_UNINITIALIZED, "value": "true", "effect": "NoSchedule"}]}) } else { json!({}) },
         "status": {
             "capacity": capacity.clone(), "allocatable": capacity,
             "conditions": conditions(now),
@@ -267,6 +267,13 @@ mod tests {
 
     fn cfg() -> NodeConfig {
         NodeConfig { cpu_millis: 2000, memory_bytes: 4 << 30, ..NodeConfig::from_host("n1".into(), "/tmp".into()) }
+    }
+
+    #[test]
+    fn an_external_cloud_provider_leaves_the_node_tainted_uninitialized() {
+        assert_eq!(node_object(&cfg(), "2026-01-01T00:00:00Z")["spec"], json!({}));
+        let v = node_object(&NodeConfig { cloud_provider_external: true, ..cfg() }, "2026-01-01T00:00:00Z");
+        assert_eq!(v["spec"]["taints"], json!([{"key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"}]));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The service proxy (kube-proxy, nftables mode) inside the node agent: informers of
 //! Services and EndpointSlices feed one cache; after each burst of events the whole
-//! ruleset is rebuilt (`rules::script`, pure) and, only when it differs from what the
-//! kernel holds, applied with `nft -f -` in one transaction. The table goes when the
-//! agent stops (shutdown.rs). Runs only where pods have their own addresses.
+//! ruleset is rebuilt as data (`rules::ruleset`, pure); the first time it is written in
+//! full, afterwards only its difference from what the kernel holds (`diff`, pure), with
+//! `nft -f -` in one transaction. The table goes when the agent stops (shutdown.rs).
+//! Runs only where pods have their own addresses.
 
+pub mod diff;
 pub mod rules;
 
 use bus::informer::{watch_objects, InformerEvent, Scope};
@@ -109,7 +111,8 @@ pub fn start(client: Client, table: String, node: rules::NodeInfo, stop: Cancell
         let mut services = watch_objects::<Service>(client.clone(), Scope::default()).boxed();
         let mut slices = watch_objects::<EndpointSlice>(client.clone(), Scope::default()).boxed();
         let mut cache = Cache::default();
-        let mut applied: Option<String> = None;
+        // What the kernel holds; None (at start, after a failed apply) writes in full.
+        let mut applied: Option<rules::Ruleset> = None;
         let mut retry_at: Option<tokio::time::Instant> = None;
         tracing::info!(table = %table, node = %node.name, "service proxy (nftables) starting");
         loop {
@@ -142,25 +145,29 @@ pub fn start(client: Client, table: String, node: rules::NodeInfo, stop: Cancell
             if cache.listed != 3 {
                 continue;
             }
-            let script = bus::metrics::handle(ACTOR, || {
+            let (want, script) = bus::metrics::handle(ACTOR, || {
                 let svcs: Vec<&Service> = cache.services.values().collect();
                 let sl: Vec<&EndpointSlice> = cache.slices.values().collect();
-                rules::script(&table, &node, &svcs, &sl)
+                let want = rules::ruleset(&table, &node, &svcs, &sl);
+                // Most events (a slice's resourceVersion, a Service's annotation) change
+                // nothing in the kernel: those cost no nft run.
+                let script = match &applied {
+                    Some(old) => diff::diff(old, &want),
+                    None => Some(want.full()),
+                };
+                (want, script)
             });
-            // Most events (a slice's resourceVersion, a Service's annotation) change
-            // nothing in the kernel: those cost no nft run.
-            if applied.as_deref() == Some(script.as_str()) {
-                continue;
-            }
+            let Some(script) = script else { continue };
             if let Some(br) = &node.bridge {
                 route_localnet(br);
             }
             match apply(&script).await {
                 Ok(()) => {
                     tracing::debug!(table = %table, bytes = script.len(), "service rules applied");
-                    applied = Some(script);
+                    applied = Some(want);
                 }
                 Err(e) => {
+                    applied = None;
                     tracing::warn!(table = %table, error = %e, "applying the service rules failed; retrying");
                     retry_at = Some(tokio::time::Instant::now() + RETRY);
                 }

@@ -1,7 +1,8 @@
 //! The script builder, checked as text, and by the kernel itself (`nft -c`, which
 //! validates without applying) where nft is present and we are root.
 
-use super::rules::{backends, script, table_name, NodeInfo};
+use super::diff::diff;
+use super::rules::{backends, ruleset, script, table_name, NodeInfo};
 use k8s_openapi::api::core::v1::{ClientIPConfig, Service, ServicePort, ServiceSpec, SessionAffinityConfig};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -129,5 +130,138 @@ fn headless_and_external_name_services_get_no_rules() {
     x.spec.as_mut().unwrap().type_ = Some("ExternalName".into());
     let t = script("flotilla-test0006", &node(), &[&h, &x], &[]);
     assert!(!t.contains("goto service-") && !t.contains("reject-chain,") && !t.contains(" : goto"), "{t}");
+    kernel_accepts(&t);
+}
+
+#[test]
+fn load_balancer_addresses_lead_to_the_external_chain_or_are_refused() {
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    let mut s = svc("web", "10.96.0.12", 80, None);
+    s.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+    s.status = Some(ServiceStatus { load_balancer: Some(LoadBalancerStatus { ingress: Some(vec![LoadBalancerIngress { ip: Some("127.0.100.1".into()), ..Default::default() }]) }), ..Default::default() });
+    let sl = slice("web", &[("10.244.0.2", true, "n1")]);
+    let t = script("flotilla-test0007", &node(), &[&s], &[&sl]);
+    assert!(t.contains("127.0.100.1 . tcp . 80 : goto external-"), "{t}");
+    let ext = t.split("\tchain external-").nth(1).unwrap().split("\t}").next().unwrap();
+    assert!(ext.contains("jump mark-for-masquerade") && ext.contains("goto service-"), "{ext}");
+    kernel_accepts(&t);
+    let t = script("flotilla-test0008", &node(), &[&s], &[]);
+    assert!(t.contains("127.0.100.1 . tcp . 80 : goto reject-chain"), "{t}");
+    kernel_accepts(&t);
+    // The same address on a Service no longer of type LoadBalancer is not served.
+    s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+    assert!(!script("flotilla-test0009", &node(), &[&s], &[&sl]).contains("127.0.100.1"));
+}
+
+/// A table applied for real for the length of a test (root with nft only), then removed.
+struct LiveTable(&'static str);
+
+impl LiveTable {
+    fn apply(&self, text: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "nft refused:\n{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let o = std::process::Command::new("nft").args(args).output().unwrap();
+        assert!(o.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for LiveTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft").args(["delete", "table", "ip", self.0]).output();
+    }
+}
+
+fn live() -> bool {
+    (unsafe { libc::geteuid() }) == 0 && super::available()
+}
+
+fn affine(name: &str, ip: &str) -> Service {
+    let mut s = svc(name, ip, 80, None);
+    let spec = s.spec.as_mut().unwrap();
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(SessionAffinityConfig { client_ip: Some(ClientIPConfig { timeout_seconds: Some(60) }) });
+    s
+}
+
+#[test]
+fn an_unchanged_ruleset_needs_no_nft_run() {
+    let s = svc("web", "10.96.0.10", 80, None);
+    let sl = slice("web", &[("10.244.0.2", true, "n1")]);
+    let a = ruleset("flotilla-testd001", &node(), &[&s], &[&sl]);
+    assert_eq!(diff(&a, &a.clone()), None);
+}
+
+#[test]
+fn a_new_endpoint_changes_its_service_only_and_affinity_survives() {
+    let (web, api) = (affine("web", "10.96.0.10"), svc("api", "10.96.0.11", 80, None));
+    let api_sl = slice("api", &[("10.244.0.9", true, "n1")]);
+    let before = ruleset("flotilla-testd002", &node(), &[&web, &api], &[&slice("web", &[("10.244.0.2", true, "n1")]), &api_sl]);
+    let after = ruleset("flotilla-testd002", &node(), &[&web, &api], &[&slice("web", &[("10.244.0.2", true, "n1"), ("10.244.0.3", true, "n1")]), &api_sl]);
+    let d = diff(&before, &after).unwrap();
+    assert!(!d.contains("delete table") && !d.contains("delete element") && !d.contains("delete set"), "{d}");
+    assert!(d.contains("add set ip flotilla-testd002 affinity-") && d.contains("__10.244.0.3/8080 {"), "{d}");
+    assert!(d.contains("add chain ip flotilla-testd002 endpoint-") && d.contains("flush chain ip flotilla-testd002 service-"), "{d}");
+    assert!(!d.contains("ns/api/"), "the other Service is not touched: {d}");
+    if !live() {
+        return;
+    }
+    let t = LiveTable("flotilla-testd002");
+    t.apply(&before.full());
+    let set = before.sets[0].0.clone();
+    t.nft(&["add", "element", "ip", t.0, &set, "{ 10.244.0.50 timeout 60s }"]);
+    t.apply(&d);
+    assert!(t.nft(&["list", "set", "ip", t.0, &set]).contains("10.244.0.50"), "the client's affinity survived");
+    let listed = t.nft(&["list", "table", "ip", t.0]);
+    assert!(listed.contains("dnat to 10.244.0.3:8080") && listed.contains("numgen random mod 2"), "{listed}");
+}
+
+#[test]
+fn a_removed_service_takes_its_elements_chains_and_sets_along() {
+    let (web, api) = (affine("web", "10.96.0.10"), svc("api", "10.96.0.11", 80, Some(30081)));
+    let (web_sl, api_sl) = (slice("web", &[("10.244.0.2", true, "n1")]), slice("api", &[("10.244.0.9", true, "n1")]));
+    let before = ruleset("flotilla-testd003", &node(), &[&web, &api], &[&web_sl, &api_sl]);
+    let after = ruleset("flotilla-testd003", &node(), &[&api], &[&api_sl]);
+    let d = diff(&before, &after).unwrap();
+    assert!(d.contains("delete element ip flotilla-testd003 service-ips { 10.96.0.10 . tcp . 80 }"), "{d}");
+    assert!(d.contains("delete chain ip flotilla-testd003 service-") && d.contains("delete set ip flotilla-testd003 affinity-"), "{d}");
+    assert!(!d.contains("30081") && !d.contains("add "), "{d}");
+    // And back to no endpoints at all: the ClusterIP is rejected instead.
+    let empty = ruleset("flotilla-testd003", &node(), &[&api], &[]);
+    let d2 = diff(&after, &empty).unwrap();
+    assert!(d2.contains("add element ip flotilla-testd003 no-endpoint-services { 10.96.0.11 . tcp . 80 : goto reject-chain }"), "{d2}");
+    if !live() {
+        return;
+    }
+    let t = LiveTable("flotilla-testd003");
+    t.apply(&before.full());
+    t.apply(&d);
+    t.apply(&d2);
+    let listed = t.nft(&["list", "table", "ip", t.0]);
+    assert!(!listed.contains("10.96.0.10") && !listed.contains("affinity-") && !listed.contains("ns/web/") && !listed.contains("ns/api/"), "{listed}");
+}
+
+#[test]
+fn a_changed_affinity_timeout_rebuilds_the_table() {
+    let web = affine("web", "10.96.0.10");
+    let mut longer = web.clone();
+    longer.spec.as_mut().unwrap().session_affinity_config = Some(SessionAffinityConfig { client_ip: Some(ClientIPConfig { timeout_seconds: Some(120) }) });
+    let sl = slice("web", &[("10.244.0.2", true, "n1")]);
+    let d = diff(&ruleset("t", &node(), &[&web], &[&sl]), &ruleset("t", &node(), &[&longer], &[&sl])).unwrap();
+    assert!(d.starts_with("add table ip t\ndelete table ip t\n"), "{d}");
+}
+
+#[test]
+fn only_pods_behind_this_agents_bridge_are_served_its_cluster_ips() {
+    let t = script("flotilla-test0010", &node(), &[&svc("web", "10.96.0.10", 80, None)], &[&slice("web", &[("10.244.0.2", true, "n1")])]);
+    let pre = t.split("\tchain nat-prerouting {").nth(1).unwrap().split("\t}").next().unwrap();
+    assert!(pre.contains("iifname \"flab12-n1\" jump services") && pre.contains("vmap @service-nodeports"), "{pre}");
+    assert!(!pre.lines().any(|l| l.trim() == "jump services"), "{pre}");
     kernel_accepts(&t);
 }

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
+/// Put on by a kubelet with `--cloud-provider external` until the cloud controller has
+/// initialized its Node.
+pub const CLOUD_UNINITIALIZED: &str = "node.cloudprovider.kubernetes.io/uninitialized";
 /// kube-apiserver's --default-not-ready-toleration-seconds and --default-unreachable-toleration-seconds.
 pub const DEFAULT_SECONDS: i64 = 300;
 
