@@ -61,7 +61,13 @@ pub struct Bus {
 
 impl Bus {
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        // Every `connected` after this connection's first is a reconnect.
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let nats = async_nats::ConnectOptions::new()
+            .event_callback(move |ev| {
+                let again = matches!(ev, async_nats::Event::Connected) && seen.swap(true, Ordering::Relaxed);
+                async move { metrics::connection_event(&ev, again) }
+            })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
@@ -90,7 +96,9 @@ impl Bus {
         let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
         let mut backoff = Duration::from_millis(20);
         loop {
+            let started = std::time::Instant::now();
             let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request(subject, payload.clone().into())).await;
+            metrics::bus_request(subject, attempt.as_ref().map(|r| r.is_ok()).unwrap_or(false), started.elapsed());
             let retry_reason = match attempt {
                 Ok(Ok(msg)) => {
                     let r: Result<Resp, StoreError> = codec::decode(&msg.payload)?;

@@ -27,6 +27,7 @@ mod patch;
 mod patching;
 mod protobuf;
 mod protobuf_kinds;
+mod request_metrics;
 mod reviews;
 pub(crate) mod selectors;
 mod status;
@@ -233,8 +234,22 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
     use tracing::Instrument;
     let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
     let started = std::time::Instant::now();
+    let labels = {
+        let path = request.uri().path();
+        let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let query = parse_query(request.uri().query().unwrap_or(""));
+        let ct = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        request_metrics::classify(request.method(), path, &segs, &query, ct)
+    };
     let resp = handle(st, request).instrument(span).await;
-    bus::metrics::handled("gateway", started.elapsed());
+    // An answer the server itself failed to give counts as a failed message.
+    if resp.status().is_server_error() {
+        bus::metrics::failed("gateway", started.elapsed());
+    } else {
+        bus::metrics::handled("gateway", started.elapsed());
+    }
+    request_metrics::record(&labels, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -11,7 +11,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use schema::codec;
 use schema::store::{AdminOp, AdminResult, Consistency, MemberStatus, ReadOp, ReadResult, StoreError, WriteRequest, WriteResult};
 use schema::subjects;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::{JoinHandle, JoinSet};
@@ -126,7 +126,9 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<
             let n = proposals.len();
             bus::metrics::count("flotilla_state_batches_total", 1.0);
             bus::metrics::count("flotilla_state_writes_total", n as f64);
+            let started = std::time::Instant::now();
             let outcome = raft.client_write(apply::Batch { proposals }).await;
+            bus::metrics::observe("flotilla_state_commit_seconds", "Time to commit and apply one batch of writes through Raft, on the leader.", bus::metrics::COMMIT_BUCKETS, String::new(), started.elapsed().as_secs_f64());
             drop(slot);
             let answers: Vec<Result<WriteResult, StoreError>> = match outcome {
                 Ok(resp) if resp.data.len() == n => resp.data,
@@ -179,6 +181,14 @@ fn leads(m: &RaftMetrics<u64, BasicNode>) -> bool {
 
 fn export_metrics(m: &RaftMetrics<u64, BasicNode>) {
     use bus::metrics::set;
+    // The leader each member (several may share a process) saw last: a change counts.
+    static LEADERS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+    if let (Some(l), Ok(mut seen)) = (m.current_leader, LEADERS.lock()) {
+        if seen.insert(m.id, l) != Some(l) {
+            let member = m.id.to_string();
+            bus::metrics::inc("flotilla_state_leader_changes_total", "Times a member saw the group's leader change (its first leader included).", bus::metrics::labels(&[("member", &member)]), 1.0);
+        }
+    }
     set("flotilla_state_leader", if m.state == ServerState::Leader { 1.0 } else { 0.0 });
     set("flotilla_state_term", m.current_term as f64);
     set("flotilla_state_applied_index", m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
