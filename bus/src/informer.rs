@@ -202,7 +202,7 @@ async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, actor: Option<&'s
                 _ if !scope.admits(&v) => InformerEvent::Deleted(obj, ev.rev),
                 EventType::Added | EventType::Modified => InformerEvent::Applied(obj, ev.rev),
             };
-            if tx.send(Stamped::stamp(actor, out)).await.is_err() {
+            if tx.send(Stamped::stamp(actor, out).traced(crate::trace::of_key(&ev.key))).await.is_err() {
                 return;
             }
         }

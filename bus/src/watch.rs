@@ -173,6 +173,11 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
                         if ev.rev <= last {
                             continue;
                         }
+                        // The write's trace goes on with the object: the actors that
+                        // handle this event, and their writes about it, belong to it.
+                        if let Some(tp) = msg.headers.as_ref().and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok()) {
+                            crate::trace::remember_key(&ev.key, tp);
+                        }
                         last = ev.rev;
                         last_seen = Some((ev.key.clone(), ev.typ));
                         if tx.send(Ok(ev)).await.is_err() {

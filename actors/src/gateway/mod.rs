@@ -232,7 +232,10 @@ pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
 
 async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response {
     use tracing::Instrument;
-    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
+    // The caller's trace, or a new one: everything this request causes belongs to it.
+    let trace = request.headers().get(schema::trace::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| schema::trace::TraceParent::parse(v).ok()).unwrap_or_else(bus::trace::new_trace);
+    let trace = trace.child(bus::trace::span_id());
+    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path(), trace_id = %trace.trace_id_hex());
     let started = std::time::Instant::now();
     let labels = {
         let path = request.uri().path();
@@ -242,7 +245,7 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
         let ct = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         request_metrics::classify(request.method(), path, &segs, &query, ct)
     };
-    let resp = handle(st, request).instrument(span).await;
+    let resp = bus::trace::scope(trace, handle(st, request)).instrument(span).await;
     // An answer the server itself failed to give counts as a failed message.
     if resp.status().is_server_error() {
         bus::metrics::failed("gateway", started.elapsed());
@@ -250,6 +253,7 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
         bus::metrics::handled("gateway", started.elapsed());
     }
     request_metrics::record(&labels, resp.status().as_u16(), started.elapsed());
+    bus::trace::record(bus::trace::SpanRecord { trace, span_id: trace.parent_id, name: "gateway", started: std::time::SystemTime::now() - started.elapsed(), took: started.elapsed() });
     resp
 }
 

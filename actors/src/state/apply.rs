@@ -21,6 +21,10 @@ pub struct Proposal {
     pub op: WriteOp,
     pub id: Option<RequestId>,
     pub at_ms: u64,
+    /// The writer's `traceparent`, handed to the event this write makes. Last and absent
+    /// when None, so entries without one are encoded as before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// One Raft entry's payload: the writes that arrived together. openraft 0.9 appends and

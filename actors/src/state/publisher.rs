@@ -292,7 +292,10 @@ impl Publisher {
             for (event, bytes) in found {
                 let rev = event.rev;
                 let payload = bytes::Bytes::from(bytes);
-                let msg = PublishMessage::build().payload(payload.clone()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
+                let mut msg = PublishMessage::build().payload(payload.clone()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
+                if let Some(t) = bus::trace::of_rev(rev) {
+                    msg = msg.header(schema::trace::HEADER, t.to_string().as_str());
+                }
                 match self.js.send_publish(event.subject, msg).await {
                     Ok(ack) => {
                         bus::metrics::bus_publish(subjects::EVENTS_STREAM, 1);

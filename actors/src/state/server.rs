@@ -316,7 +316,7 @@ async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: Ca
                 return;
             };
             let answer = match kind {
-                Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload).await),
+                Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload, msg.headers.as_ref()).await),
                 Kind::Read(c) => encode_answer(&handle_read(&ctx, &msg.payload, c).await),
                 Kind::Admin => encode_answer(&handle_admin(&ctx, &msg.payload).await),
             };
@@ -363,13 +363,17 @@ fn check_quota(ctx: &Ctx, req: &WriteRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreError> {
+async fn handle_write(ctx: &Ctx, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
     let req: WriteRequest = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable write: {e}")))?;
-    let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key());
+    let trace = headers.and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok());
+    let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key(), trace_id = tracing::field::Empty);
+    if let Some(t) = &trace {
+        span.record("trace_id", tracing::field::display(t.trace_id_hex()));
+    }
     async move {
         apply::check_size(&req.op)?;
         check_quota(ctx, &req)?;
-        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms() };
+        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms(), trace: trace.map(|t| t.to_string()) };
         let (tx, rx) = tokio::sync::oneshot::channel();
         ctx.proposals.send((proposal, tx)).await.map_err(|_| StoreError::Unavailable("this member is stopping".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("this member stopped before the write was answered".into()))?

@@ -87,6 +87,8 @@ pub struct Stamped<T> {
     at: Instant,
     actor: Option<&'static str>,
     item: Option<T>,
+    /// The trace the message is part of, handed to the handler that takes it.
+    trace: Option<schema::trace::TraceParent>,
 }
 
 impl<T> Stamped<T> {
@@ -95,10 +97,16 @@ impl<T> Stamped<T> {
         if let Some(a) = actor {
             mailbox(a, 1);
         }
-        Stamped { at: Instant::now(), actor, item: Some(item) }
+        Stamped { at: Instant::now(), actor, item: Some(item), trace: None }
+    }
+
+    pub fn traced(mut self, trace: Option<schema::trace::TraceParent>) -> Stamped<T> {
+        self.trace = trace;
+        self
     }
 
     pub fn take(mut self) -> T {
+        crate::trace::set_next(self.trace);
         if let Some(a) = self.actor.take() {
             mailbox(a, -1);
             queued(a, self.at.elapsed());
@@ -202,10 +210,10 @@ pub fn observe(name: &'static str, help: &'static str, buckets: &'static [f64], 
 /// Times `f` as one message handled by `actor`, inside a span named after it. A panic
 /// counts the message as failed and goes on unwinding, as it would have without us.
 pub fn handle<T>(actor: &'static str, f: impl FnOnce() -> T) -> T {
-    let span = tracing::info_span!("actor", actor);
+    let span = tracing::info_span!("actor", actor, trace_id = tracing::field::Empty);
     let _g = span.enter();
     let start = Instant::now();
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::trace::handling(actor, &span, f))) {
         Ok(out) => {
             handled(actor, start.elapsed());
             out
