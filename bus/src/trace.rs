@@ -95,7 +95,10 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
             }
         }
     }
-    fn get(&self, k: &K) -> Option<&V> {
+    fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.get(k)
     }
 }
@@ -123,7 +126,7 @@ pub fn remember_key(key: &str, tp: TraceParent) {
 }
 
 pub fn of_key(key: &str) -> Option<TraceParent> {
-    keys().lock().ok()?.get(&key.to_string()).copied()
+    keys().lock().ok()?.get(key).copied()
 }
 
 /// Revision `rev` was written as part of `tp` (the state machine tells the publisher).

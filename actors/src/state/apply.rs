@@ -283,6 +283,17 @@ mod tests {
     }
 
     #[test]
+    fn an_untraced_proposal_is_encoded_as_before_traces() {
+        let p = Proposal { op: create("k", 1), id: None, at_ms: 5, trace: None };
+        let bytes = schema::codec::encode(&p).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"trace"), "no trace field when there is none");
+        let back: Proposal = schema::codec::decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        let traced = Proposal { trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()), ..p };
+        assert_eq!(schema::codec::decode::<Proposal>(&schema::codec::encode(&traced).unwrap()).unwrap(), traced);
+    }
+
+    #[test]
     fn too_large_is_refused() {
         let mut m = Mem::default();
         let op = WriteOp::Create { key: "big".into(), subject: "ev.big".into(), value: vec![0; MAX_VALUE_BYTES + 1] };
