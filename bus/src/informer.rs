@@ -4,6 +4,7 @@
 //! `Applied`/`Deleted` per change, in revision order.
 
 use crate::client::{info, Client, Object};
+use crate::metrics::Stamped;
 use crate::BusError;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
@@ -106,7 +107,18 @@ impl<K: Object> Source<K> for BusSource {
 
 /// An endless stream of informer events for K within `scope`.
 pub fn watch_objects<K: Object>(client: Client, scope: Scope) -> impl Stream<Item = InformerEvent<K>> + Send + 'static {
-    let (tx, rx) = futures::channel::mpsc::channel::<InformerEvent<K>>(1024);
+    watch(client, scope, None)
+}
+
+/// As `watch_objects`, for `actor`: the events waiting in the informer's channel count in
+/// its mailbox depth, and the time each waited in its time-in-mailbox histogram. For the
+/// actors whose mailboxes fill under load (the scheduler, the kubelet).
+pub fn watch_objects_for<K: Object>(actor: &'static str, client: Client, scope: Scope) -> impl Stream<Item = InformerEvent<K>> + Send + 'static {
+    watch(client, scope, Some(actor))
+}
+
+fn watch<K: Object>(client: Client, scope: Scope, actor: Option<&'static str>) -> impl Stream<Item = InformerEvent<K>> + Send + 'static {
+    let (tx, rx) = futures::channel::mpsc::channel::<Stamped<InformerEvent<K>>>(1024);
     match info::<K>() {
         Ok(r) => {
             let filter = subjects::event_filter(
@@ -114,11 +126,11 @@ pub fn watch_objects<K: Object>(client: Client, scope: Scope) -> impl Stream<Ite
                 &EventFilter { namespace: scope.namespace.as_deref(), node: scope.node_filter(), name: None },
             );
             let source = BusSource { client, namespace: scope.namespace.clone(), filter };
-            tokio::spawn(run::<K, _>(source, scope, tx));
+            tokio::spawn(run::<K, _>(source, scope, actor, tx));
         }
         Err(e) => tracing::error!(error = %e, "informer for an unregistered kind"),
     }
-    rx
+    rx.map(Stamped::take)
 }
 
 /// The object an event carries, at the event's revision; None when it cannot be read.
@@ -129,7 +141,7 @@ fn decode<K: Object>(ev: &Event) -> Option<(K, serde_json::Value)> {
     Some((obj, v))
 }
 
-async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, mut tx: futures::channel::mpsc::Sender<InformerEvent<K>>) {
+async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, actor: Option<&'static str>, mut tx: futures::channel::mpsc::Sender<Stamped<InformerEvent<K>>>) {
     use futures::SinkExt;
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut first = true;
@@ -152,7 +164,7 @@ async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, mut tx: futures::
             .into_iter()
             .filter(|o| object::to_value(o).map(|v| scope.admits(&v)).unwrap_or(false))
             .collect();
-        if tx.send(InformerEvent::Listed(items, rev)).await.is_err() {
+        if tx.send(Stamped::stamp(actor, InformerEvent::Listed(items, rev))).await.is_err() {
             return;
         }
         let mut events = match source.watch(rev).await {
@@ -190,7 +202,7 @@ async fn run<K: Object, S: Source<K>>(source: S, scope: Scope, mut tx: futures::
                 _ if !scope.admits(&v) => InformerEvent::Deleted(obj, ev.rev),
                 EventType::Added | EventType::Modified => InformerEvent::Applied(obj, ev.rev),
             };
-            if tx.send(out).await.is_err() {
+            if tx.send(Stamped::stamp(actor, out).traced(crate::trace::of_key(&ev.key))).await.is_err() {
                 return;
             }
         }

@@ -29,8 +29,11 @@ fn expires_at_once() -> Events {
 }
 
 fn start<K: Object>(script: fn(usize) -> Events, scope: Scope) -> futures::channel::mpsc::Receiver<InformerEvent<K>> {
-    let (tx, rx) = futures::channel::mpsc::channel(16);
-    tokio::spawn(run::<K, _>(Scripted { watches: Arc::new(AtomicUsize::new(0)), script }, scope, tx));
+    let (tx, stamped) = futures::channel::mpsc::channel(16);
+    tokio::spawn(run::<K, _>(Scripted { watches: Arc::new(AtomicUsize::new(0)), script }, scope, None, tx));
+    // The tests read plain events, as `watch_objects`' callers do.
+    let (plain_tx, rx) = futures::channel::mpsc::channel(16);
+    tokio::spawn(stamped.map(|s: crate::metrics::Stamped<InformerEvent<K>>| Ok(s.take())).forward(plain_tx));
     rx
 }
 

@@ -10,6 +10,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod spdy;
 pub mod streams;
+pub mod trace;
 pub mod usage;
 pub mod watch;
 
@@ -61,7 +62,13 @@ pub struct Bus {
 
 impl Bus {
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        // Every `connected` after this connection's first is a reconnect.
+        let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let nats = async_nats::ConnectOptions::new()
+            .event_callback(move |ev| {
+                let again = matches!(ev, async_nats::Event::Connected) && seen.swap(true, Ordering::Relaxed);
+                async move { metrics::connection_event(&ev, again) }
+            })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .connect(url)
@@ -85,12 +92,22 @@ impl Bus {
         &self,
         subject: &'static str,
         req: &Req,
+        key: Option<&str>,
     ) -> Result<Resp, BusError> {
         let payload = codec::encode(req)?;
+        // Writes about an object an actor learnt of through a traced event go on in that
+        // trace even from tasks the handler spawned (where `current` knows nothing).
+        let trace = trace::current().or_else(|| key.and_then(trace::of_key)).map(|t| t.child(trace::span_id()));
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(t) = trace {
+            headers.insert(schema::trace::HEADER, t.to_string().as_str());
+        }
         let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
         let mut backoff = Duration::from_millis(20);
         loop {
-            let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request(subject, payload.clone().into())).await;
+            let started = std::time::Instant::now();
+            let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request_with_headers(subject, headers.clone(), payload.clone().into())).await;
+            metrics::bus_request(subject, attempt.as_ref().map(|r| r.is_ok()).unwrap_or(false), started.elapsed());
             let retry_reason = match attempt {
                 Ok(Ok(msg)) => {
                     let r: Result<Resp, StoreError> = codec::decode(&msg.payload)?;
@@ -115,7 +132,7 @@ impl Bus {
     /// leader gone after committing it) return the first answer instead of applying twice.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, BusError> {
         let req = WriteRequest { id: Some(self.next_id()), op: op.clone() };
-        self.request(subjects::STATE_WRITE, &req).await
+        self.request(subjects::STATE_WRITE, &req, Some(op.key())).await
     }
 
     /// A linearizable read: it sees every write acknowledged before it began.
@@ -128,7 +145,7 @@ impl Bus {
             Consistency::Linearizable => subjects::STATE_READ,
             Consistency::Serializable => subjects::STATE_READ_LOCAL,
         };
-        self.request(subject, op).await
+        self.request(subject, op, None).await
     }
 
     /// Every stored item under `prefix`, read in pages of `page` items all at the first
@@ -163,7 +180,7 @@ impl Bus {
 
     /// Membership changes and backups, carried out by the leader.
     pub async fn admin(&self, op: &AdminOp) -> Result<AdminResult, BusError> {
-        self.request(subjects::STATE_ADMIN, op).await
+        self.request(subjects::STATE_ADMIN, op, None).await
     }
 
     /// The events stream, waiting for the state group to create it.

@@ -156,7 +156,12 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
         match item {
             Some(Ok(msg)) => {
                 let seq = match msg.info() {
-                    Ok(i) => i.stream_sequence,
+                    Ok(i) => {
+                        // The consumer's own count of what it has yet to deliver: how far
+                        // this watcher trails the stream, at no extra request.
+                        crate::metrics::observe("flotilla_bus_watch_lag_messages", "Events still pending on a watch's JetStream consumer when one is delivered.", crate::metrics::LAG_BUCKETS, String::new(), i.pending as f64);
+                        i.stream_sequence
+                    }
                     Err(e) => {
                         let _ = tx.send(Err(BusError::Undecodable { rev: last + 1, reason: format!("no stream sequence: {e}") })).await;
                         break;
@@ -167,6 +172,11 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
                     Ok(Decoded::Event(ev)) => {
                         if ev.rev <= last {
                             continue;
+                        }
+                        // The write's trace goes on with the object: the actors that
+                        // handle this event, and their writes about it, belong to it.
+                        if let Some(tp) = msg.headers.as_ref().and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok()) {
+                            crate::trace::remember_key(&ev.key, tp);
                         }
                         last = ev.rev;
                         last_seen = Some((ev.key.clone(), ev.typ));

@@ -224,7 +224,7 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
         tokio::spawn(images::gc::run(store, cfg.image_gc, cfg.image_gc_period, event, stop.clone()).instrument(span()));
     }
     let scope = bus::informer::Scope { node: Some(cfg.name.clone()), ..Default::default() };
-    let pods = bus::informer::watch_objects::<k8s_openapi::api::core::v1::Pod>(client.clone(), scope);
+    let pods = bus::informer::watch_objects_for::<k8s_openapi::api::core::v1::Pod>(kubelet::ACTOR, client.clone(), scope);
     let runtimes = runtime::Runtimes::new(default, vec![process]);
     let mut k = kubelet::Kubelet::new(cfg.name.clone(), cfg.host_ip.clone(), cfg.data_dir.clone(), client, runtimes);
     let kubelet_client = k.client.clone();

@@ -29,5 +29,6 @@ pub mod store;
 pub mod streaming;
 pub mod subjects;
 pub mod tokens;
+pub mod trace;
 pub mod typed;
 pub mod validate;

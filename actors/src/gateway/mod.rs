@@ -27,6 +27,7 @@ mod patch;
 mod patching;
 mod protobuf;
 mod protobuf_kinds;
+mod request_metrics;
 mod reviews;
 pub(crate) mod selectors;
 mod status;
@@ -231,10 +232,28 @@ pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
 
 async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response {
     use tracing::Instrument;
-    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
+    // The caller's trace, or a new one: everything this request causes belongs to it.
+    let trace = request.headers().get(schema::trace::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| schema::trace::TraceParent::parse(v).ok()).unwrap_or_else(bus::trace::new_trace);
+    let trace = trace.child(bus::trace::span_id());
+    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path(), trace_id = %trace.trace_id_hex());
     let started = std::time::Instant::now();
-    let resp = handle(st, request).instrument(span).await;
-    bus::metrics::handled("gateway", started.elapsed());
+    let labels = {
+        let path = request.uri().path();
+        let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(|s| percent_decode(s, false)).collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let query = parse_query(request.uri().query().unwrap_or(""));
+        let ct = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        request_metrics::classify(request.method(), path, &segs, &query, ct)
+    };
+    let resp = bus::trace::scope(trace, handle(st, request)).instrument(span).await;
+    // An answer the server itself failed to give counts as a failed message.
+    if resp.status().is_server_error() {
+        bus::metrics::failed("gateway", started.elapsed());
+    } else {
+        bus::metrics::handled("gateway", started.elapsed());
+    }
+    request_metrics::record(&labels, resp.status().as_u16(), started.elapsed());
+    bus::trace::record(bus::trace::SpanRecord { trace, span_id: trace.parent_id, name: "gateway", started: std::time::SystemTime::now() - started.elapsed(), took: started.elapsed() });
     resp
 }
 

@@ -12,7 +12,7 @@ pub mod queue;
 mod volumes;
 
 use actix::prelude::*;
-use bus::informer::{watch_objects, InformerEvent, Scope};
+use bus::informer::{watch_objects, watch_objects_for, InformerEvent, Scope};
 use bus::Client;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -504,8 +504,8 @@ pub struct SchedulerHandle {
 pub async fn start(bus: bus::Bus) -> anyhow::Result<SchedulerHandle> {
     let client = Client::new(bus);
     let addr = Scheduler::create(move |ctx| {
-        ctx.add_stream(watch_objects::<Node>(client.clone(), Scope::default()));
-        ctx.add_stream(watch_objects::<Pod>(client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects_for::<Node>(ACTOR, client.clone(), Scope::default()));
+        ctx.add_stream(watch_objects_for::<Pod>(ACTOR, client.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<Namespace>(client.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<PodDisruptionBudget>(client.clone(), Scope::default()));
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(client.clone(), Scope::default()));

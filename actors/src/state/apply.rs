@@ -21,6 +21,10 @@ pub struct Proposal {
     pub op: WriteOp,
     pub id: Option<RequestId>,
     pub at_ms: u64,
+    /// The writer's `traceparent`, handed to the event this write makes. Last and absent
+    /// when None, so entries without one are encoded as before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// One Raft entry's payload: the writes that arrived together. openraft 0.9 appends and
@@ -276,6 +280,17 @@ mod tests {
         assert_eq!(m.kv.len(), 0);
         let prevs: Vec<_> = m.events.iter().map(|e| e.prev).collect();
         assert_eq!(prevs, vec![None, Some(1), Some(2)]);
+    }
+
+    #[test]
+    fn an_untraced_proposal_is_encoded_as_before_traces() {
+        let p = Proposal { op: create("k", 1), id: None, at_ms: 5, trace: None };
+        let bytes = schema::codec::encode(&p).unwrap();
+        assert!(!bytes.windows(5).any(|w| w == b"trace"), "no trace field when there is none");
+        let back: Proposal = schema::codec::decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        let traced = Proposal { trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()), ..p };
+        assert_eq!(schema::codec::decode::<Proposal>(&schema::codec::encode(&traced).unwrap()).unwrap(), traced);
     }
 
     #[test]

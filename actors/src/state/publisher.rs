@@ -292,9 +292,15 @@ impl Publisher {
             for (event, bytes) in found {
                 let rev = event.rev;
                 let payload = bytes::Bytes::from(bytes);
-                let msg = PublishMessage::build().payload(payload.clone()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
+                let mut msg = PublishMessage::build().payload(payload.clone()).message_id(rev.to_string()).expected_last_sequence(rev - 1);
+                if let Some(t) = bus::trace::of_rev(rev) {
+                    msg = msg.header(schema::trace::HEADER, t.to_string().as_str());
+                }
                 match self.js.send_publish(event.subject, msg).await {
-                    Ok(ack) => acks.push_back((rev, payload, ack)),
+                    Ok(ack) => {
+                        bus::metrics::bus_publish(subjects::EVENTS_STREAM, 1);
+                        acks.push_back((rev, payload, ack))
+                    }
                     // Publishing stops at the first failure: later revisions would be
                     // refused anyway, since they expect this one before them.
                     Err(e) if acks.is_empty() => return Err(e.into()),

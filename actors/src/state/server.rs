@@ -11,7 +11,7 @@ use openraft::{BasicNode, ChangeMembers, Raft, RaftMetrics, ServerState};
 use schema::codec;
 use schema::store::{AdminOp, AdminResult, Consistency, MemberStatus, ReadOp, ReadResult, StoreError, WriteRequest, WriteResult};
 use schema::subjects;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::{JoinHandle, JoinSet};
@@ -126,7 +126,9 @@ async fn propose(raft: Raft<TypeConfig>, mut queue: tokio::sync::mpsc::Receiver<
             let n = proposals.len();
             bus::metrics::count("flotilla_state_batches_total", 1.0);
             bus::metrics::count("flotilla_state_writes_total", n as f64);
+            let started = std::time::Instant::now();
             let outcome = raft.client_write(apply::Batch { proposals }).await;
+            bus::metrics::observe("flotilla_state_commit_seconds", "Time to commit and apply one batch of writes through Raft, on the leader.", bus::metrics::COMMIT_BUCKETS, String::new(), started.elapsed().as_secs_f64());
             drop(slot);
             let answers: Vec<Result<WriteResult, StoreError>> = match outcome {
                 Ok(resp) if resp.data.len() == n => resp.data,
@@ -179,6 +181,14 @@ fn leads(m: &RaftMetrics<u64, BasicNode>) -> bool {
 
 fn export_metrics(m: &RaftMetrics<u64, BasicNode>) {
     use bus::metrics::set;
+    // The leader each member (several may share a process) saw last: a change counts.
+    static LEADERS: Mutex<BTreeMap<u64, u64>> = Mutex::new(BTreeMap::new());
+    if let (Some(l), Ok(mut seen)) = (m.current_leader, LEADERS.lock()) {
+        if seen.insert(m.id, l) != Some(l) {
+            let member = m.id.to_string();
+            bus::metrics::inc("flotilla_state_leader_changes_total", "Times a member saw the group's leader change (its first leader included).", bus::metrics::labels(&[("member", &member)]), 1.0);
+        }
+    }
     set("flotilla_state_leader", if m.state == ServerState::Leader { 1.0 } else { 0.0 });
     set("flotilla_state_term", m.current_term as f64);
     set("flotilla_state_applied_index", m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
@@ -306,7 +316,7 @@ async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: Ca
                 return;
             };
             let answer = match kind {
-                Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload).await),
+                Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload, msg.headers.as_ref()).await),
                 Kind::Read(c) => encode_answer(&handle_read(&ctx, &msg.payload, c).await),
                 Kind::Admin => encode_answer(&handle_admin(&ctx, &msg.payload).await),
             };
@@ -353,13 +363,17 @@ fn check_quota(ctx: &Ctx, req: &WriteRequest) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn handle_write(ctx: &Ctx, payload: &[u8]) -> Result<WriteResult, StoreError> {
+async fn handle_write(ctx: &Ctx, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
     let req: WriteRequest = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable write: {e}")))?;
-    let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key());
+    let trace = headers.and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok());
+    let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key(), trace_id = tracing::field::Empty);
+    if let Some(t) = &trace {
+        span.record("trace_id", tracing::field::display(t.trace_id_hex()));
+    }
     async move {
         apply::check_size(&req.op)?;
         check_quota(ctx, &req)?;
-        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms() };
+        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms(), trace: trace.map(|t| t.to_string()) };
         let (tx, rx) = tokio::sync::oneshot::channel();
         ctx.proposals.send((proposal, tx)).await.map_err(|_| StoreError::Unavailable("this member is stopping".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("this member stopped before the write was answered".into()))?

@@ -439,6 +439,10 @@ pub(super) fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> any
                             }
                         }
                         events.insert(out.rev, enc(&out.event)?.as_slice())?;
+                        // Told before `applied` moves, so the publisher finds it.
+                        if let Some(t) = p.trace.as_deref().and_then(|t| schema::trace::TraceParent::parse(t).ok()) {
+                            bus::trace::remember_rev(out.rev, t);
+                        }
                         last_rev = out.rev;
                         Ok(out.result)
                     }
@@ -735,7 +739,7 @@ mod tests {
     }
 
     fn entry(index: u64, op: WriteOp) -> Entry<TypeConfig> {
-        let p = apply::Proposal { op, id: Some((7, index)), at_ms: index };
+        let p = apply::Proposal { op, id: Some((7, index)), at_ms: index, trace: None };
         Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(apply::Batch { proposals: vec![p] }) }
     }
 
@@ -763,7 +767,7 @@ mod tests {
         assert_eq!((deleted.typ, deleted.subject.as_str()), (EventType::Deleted, "ev.a.2"));
 
         // A retried request (same id) gets its first answer and changes nothing.
-        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Batch { proposals: vec![apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7 }] }) };
+        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Batch { proposals: vec![apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7, trace: None }] }) };
         let (answers, rev) = apply_batch(&db, vec![again]).expect("apply");
         assert_eq!((answers[0][0].as_ref().map(|r| r.rev), rev), (Ok(1), 5));
         assert_eq!(kv_bytes(&db).expect("bytes"), 3 * 4);

@@ -38,7 +38,7 @@ use tracing::Instrument;
 
 pub use spec::pod_dir;
 
-const ACTOR: &str = "kubelet";
+pub(crate) const ACTOR: &str = "kubelet";
 /// How long a pod's containers may take to start before its status says ContainerCreating.
 const STARTING_REPORT: Duration = Duration::from_millis(500);
 

@@ -1,0 +1,207 @@
+//! Trace context inside one process: which trace the code running now belongs to (a
+//! gateway request's task, or an actor's handler), which trace the latest event about
+//! each object came with (so an actor's writes about that object carry it on), and a
+//! bounded ring of recent spans for the dashboard. W3C `traceparent` on the wire
+//! (`schema::trace`), no exporter: cheap enough to be always on.
+
+use schema::trace::TraceParent;
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+tokio::task_local! {
+    static TASK: TraceParent;
+}
+
+thread_local! {
+    /// The trace of the message an actor is handling on this thread now.
+    static HANDLING: Cell<Option<TraceParent>> = const { Cell::new(None) };
+    /// The trace of the message just taken from a mailbox, for the handler that follows
+    /// on the same thread (actix hands a stream's item to its handler at once).
+    static NEXT: Cell<Option<TraceParent>> = const { Cell::new(None) };
+}
+
+pub fn span_id() -> [u8; 8] {
+    loop {
+        let id: [u8; 8] = rand::random();
+        if id != [0; 8] {
+            return id;
+        }
+    }
+}
+
+/// A new trace, for a request that came without one.
+pub fn new_trace() -> TraceParent {
+    let mut trace_id: [u8; 16] = rand::random();
+    trace_id[0] |= 1; // never all zero
+    TraceParent { trace_id, parent_id: span_id(), flags: 1 }
+}
+
+/// Runs `f` as part of `tp`'s trace: the bus requests it makes carry it.
+pub async fn scope<F: std::future::Future>(tp: TraceParent, f: F) -> F::Output {
+    TASK.scope(tp, f).await
+}
+
+/// The trace the running code belongs to, if any.
+pub fn current() -> Option<TraceParent> {
+    TASK.try_with(|t| *t).ok().or_else(|| HANDLING.with(Cell::get))
+}
+
+/// Marks the message just taken from a mailbox as part of `tp`.
+pub fn set_next(tp: Option<TraceParent>) {
+    NEXT.with(|n| n.set(tp));
+}
+
+/// Runs a handler under the trace of the message it handles (if it came with one), and
+/// records its span in the ring. Returns what `f` returns.
+pub(crate) fn handling<T>(actor: &'static str, span: &tracing::Span, f: impl FnOnce() -> T) -> T {
+    let Some(tp) = NEXT.with(|n| n.take()) else { return f() };
+    let me = tp.child(span_id());
+    span.record("trace_id", tracing::field::display(tp.trace_id_hex()));
+    let before = HANDLING.with(|h| h.replace(Some(me)));
+    let started = SystemTime::now();
+    struct Restore(Option<TraceParent>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HANDLING.with(|h| h.set(self.0));
+        }
+    }
+    let restore = Restore(before);
+    let out = f();
+    drop(restore);
+    record(SpanRecord { trace: tp, span_id: me.parent_id, name: actor, started, took: started.elapsed().unwrap_or_default() });
+    out
+}
+
+/// Insertion-ordered map that forgets its oldest entries past `cap`.
+struct Bounded<K, V> {
+    cap: usize,
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(cap: usize) -> Self {
+        Bounded { cap, map: HashMap::new(), order: VecDeque::new() }
+    }
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            while self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+    fn get<Q: std::hash::Hash + Eq + ?Sized>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
+        self.map.get(k)
+    }
+}
+
+/// Objects whose latest event carried a trace; the oldest are forgotten first.
+const KEYS: usize = 16 * 1024;
+/// Revisions applied with a trace and not yet published.
+const REVS: usize = 16 * 1024;
+
+fn keys() -> &'static Mutex<Bounded<String, TraceParent>> {
+    static K: OnceLock<Mutex<Bounded<String, TraceParent>>> = OnceLock::new();
+    K.get_or_init(|| Mutex::new(Bounded::new(KEYS)))
+}
+
+fn revs() -> &'static Mutex<Bounded<u64, TraceParent>> {
+    static R: OnceLock<Mutex<Bounded<u64, TraceParent>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(Bounded::new(REVS)))
+}
+
+/// The latest event about `key` came with `tp`.
+pub fn remember_key(key: &str, tp: TraceParent) {
+    if let Ok(mut k) = keys().lock() {
+        k.insert(key.to_string(), tp);
+    }
+}
+
+pub fn of_key(key: &str) -> Option<TraceParent> {
+    keys().lock().ok()?.get(key).copied()
+}
+
+/// Revision `rev` was written as part of `tp` (the state machine tells the publisher).
+pub fn remember_rev(rev: u64, tp: TraceParent) {
+    if let Ok(mut r) = revs().lock() {
+        r.insert(rev, tp);
+    }
+}
+
+pub fn of_rev(rev: u64) -> Option<TraceParent> {
+    revs().lock().ok()?.get(&rev).copied()
+}
+
+/// One finished span, as the dashboard will show it.
+#[derive(Debug, Clone)]
+pub struct SpanRecord {
+    pub trace: TraceParent,
+    pub span_id: [u8; 8],
+    pub name: &'static str,
+    pub started: SystemTime,
+    pub took: Duration,
+}
+
+/// Spans kept per process: the last few thousand, enough to show recent requests.
+const RING: usize = 4096;
+
+fn ring() -> &'static Mutex<VecDeque<SpanRecord>> {
+    static R: OnceLock<Mutex<VecDeque<SpanRecord>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(VecDeque::with_capacity(RING)))
+}
+
+pub fn record(s: SpanRecord) {
+    if let Ok(mut r) = ring().lock() {
+        if r.len() == RING {
+            r.pop_front();
+        }
+        r.push_back(s);
+    }
+}
+
+/// The spans of `trace_id` still in the ring, oldest first.
+pub fn spans_of(trace_id: &[u8; 16]) -> Vec<SpanRecord> {
+    ring().lock().map(|r| r.iter().filter(|s| &s.trace.trace_id == trace_id).cloned().collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_runs_under_the_trace_of_the_message_it_took() {
+        let tp = new_trace();
+        set_next(Some(tp));
+        let span = tracing::info_span!("actor", actor = "t", trace_id = tracing::field::Empty);
+        let inside = handling("t-trace", &span, current);
+        assert_eq!(inside.map(|t| t.trace_id), Some(tp.trace_id));
+        assert_ne!(inside.map(|t| t.parent_id), Some(tp.parent_id), "the handler is a span of its own");
+        assert_eq!(current(), None, "the trace ends with the handler");
+        assert_eq!(handling("t-trace", &span, current), None, "the next message has none");
+        assert_eq!(spans_of(&tp.trace_id).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_scope_is_the_current_trace_of_its_task() {
+        let tp = new_trace();
+        assert_eq!(scope(tp, async { current() }).await, Some(tp));
+        assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn bounded_memory_forgets_the_oldest() {
+        let mut b = Bounded::new(2);
+        b.insert(1, 'a');
+        b.insert(2, 'b');
+        b.insert(3, 'c');
+        assert_eq!((b.get(&1), b.get(&3)), (None, Some(&'c')));
+    }
+}
