@@ -197,6 +197,22 @@ pub async fn run(a: DensityArgs) -> Result<()> {
     }
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(lat));
+    // One progress line for the whole run, creation included.
+    let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
+    let progress = {
+        let (seen, next) = (seen.clone(), next.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let (n, bound, running) = {
+                    let s = seen.lock().unwrap();
+                    (s.len(), s.values().filter(|v| v.bound.is_some()).count(), s.values().filter(|v| v.running.is_some()).count())
+                };
+                let asked = next.load(std::sync::atomic::Ordering::Relaxed).min(bare);
+                eprint!("\r  {:>6.1} s: {asked}/{bare} bare pods asked for, {n} pods seen, {bound} bound, {running} Running   ", start.elapsed().as_secs_f64());
+            }
+        })
+    };
     let mut workers = Vec::new();
     for _ in 0..a.clients.max(1) {
         let (https, next, lat) = (https.clone(), next.clone(), lat.clone());
@@ -205,7 +221,8 @@ pub async fn run(a: DensityArgs) -> Result<()> {
             let mut errors = 0usize;
             loop {
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n >= bare {
+                // Past the deadline the run stops creating and reports what it got.
+                if n >= bare || Instant::now() > deadline {
                     return errors;
                 }
                 let c = match conn.take() {
@@ -233,19 +250,16 @@ pub async fn run(a: DensityArgs) -> Result<()> {
         create_errors += w.await.unwrap_or(0);
     }
     let created_by = start.elapsed().as_secs_f64();
-    eprintln!("  {bare} bare pods created in {created_by:.1} s ({create_errors} errors); {from_deployments} from {i} Deployments");
+    let asked = next.load(std::sync::atomic::Ordering::Relaxed).min(bare);
+    eprintln!();
+    eprintln!("  {asked} of {bare} bare pods asked for in {created_by:.1} s ({create_errors} errors); {from_deployments} from {i} Deployments");
 
-    // Wait until every pod runs, with a progress line.
-    let deadline = Instant::now() + Duration::from_secs(a.timeout_secs);
+    // Wait until every pod runs (or the deadline).
     let mut get_conn = https.connect().await?;
     loop {
         up.check_alive()?;
         hollow.check_alive()?;
-        let (n, bound, running) = {
-            let s = seen.lock().unwrap();
-            (s.len(), s.values().filter(|v| v.bound.is_some()).count(), s.values().filter(|v| v.running.is_some()).count())
-        };
-        eprint!("\r  {:>6.1} s: {n} pods seen, {bound} bound, {running} Running   ", start.elapsed().as_secs_f64());
+        let running = seen.lock().unwrap().values().filter(|v| v.running.is_some()).count();
         if running >= pods {
             break;
         }
@@ -261,6 +275,7 @@ pub async fn run(a: DensityArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    progress.abort();
     eprintln!();
     watch.abort();
 
