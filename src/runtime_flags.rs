@@ -56,6 +56,16 @@ pub struct RuntimeFlags {
     /// cloud controller to set its providerID (the kubelet's --cloud-provider).
     #[arg(long)]
     pub cloud_provider: Option<CloudProviderArg>,
+    /// How each node proxies Services (kube-proxy's --proxy-mode): nftables where the
+    /// `nft` tool is installed, else userspace (TCP only).
+    #[arg(long)]
+    pub proxy_mode: Option<ProxyModeArg>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProxyModeArg {
+    Nftables,
+    Userspace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,7 +76,7 @@ pub enum CloudProviderArg {
 impl Default for RuntimeFlags {
     /// What clap fills in when no flag is given.
     fn default() -> Self {
-        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE, eviction_hard: node_agent::kubelet::eviction::DEFAULT_HARD.into(), cloud_provider: None }
+        RuntimeFlags { runtime: None, container_runtime_endpoint: None, images: None, registries: None, image_gc_high_threshold: 85, image_gc_low_threshold: 80, image_gc_period: 300, image_minimum_gc_age: node_agent::images::gc::MIN_AGE, eviction_hard: node_agent::kubelet::eviction::DEFAULT_HARD.into(), cloud_provider: None, proxy_mode: None }
     }
 }
 
@@ -84,6 +94,16 @@ impl RuntimeFlags {
         cfg.image_gc = node_agent::images::gc::Thresholds { high: self.image_gc_high_threshold, low: self.image_gc_low_threshold, min_age: self.image_minimum_gc_age };
         cfg.image_gc_period = std::time::Duration::from_secs(self.image_gc_period);
         cfg.cloud_provider_external = self.cloud_provider == Some(CloudProviderArg::External);
+        cfg.proxy_mode = match self.proxy_mode {
+            None => node_agent::ProxyMode::Auto,
+            Some(ProxyModeArg::Nftables) => {
+                if !node_agent::proxy::available() {
+                    bail!("--proxy-mode nftables: the nft tool is not installed (deploy/install-deps.sh installs nftables)");
+                }
+                node_agent::ProxyMode::Nftables
+            }
+            Some(ProxyModeArg::Userspace) => node_agent::ProxyMode::Userspace,
+        };
         cfg.eviction_hard = node_agent::kubelet::eviction::parse(&self.eviction_hard).map_err(|e| anyhow::anyhow!("--eviction-hard: {e}"))?;
         let default_registries = data_dir.join("registries.yaml");
         cfg.registries = match &self.registries {

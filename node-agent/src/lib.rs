@@ -45,6 +45,15 @@ impl RuntimeKind {
     }
 }
 
+/// How the node's service proxy works (kube-proxy's --proxy-mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// nftables when the `nft` tool is here, else userspace.
+    Auto,
+    Nftables,
+    Userspace,
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub name: String,
@@ -75,6 +84,8 @@ pub struct NodeConfig {
     /// The kubelet's `--cloud-provider external`: registered tainted uninitialized, for
     /// the cloud controller to finish.
     pub cloud_provider_external: bool,
+    /// kube-proxy's --proxy-mode: nftables where `nft` is installed, else userspace.
+    pub proxy_mode: ProxyMode,
 }
 
 fn host_memory() -> u64 {
@@ -115,6 +126,7 @@ impl NodeConfig {
             eviction_hard: kubelet::eviction::parse(kubelet::eviction::DEFAULT_HARD).unwrap_or_default(),
             labels: Default::default(),
             cloud_provider_external: false,
+            proxy_mode: ProxyMode::Auto,
         }
     }
 }
@@ -194,7 +206,17 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     let stop = CancellationToken::new();
     // The service proxy only where pods have addresses of their own behind our bridge;
     // host-process pods share the node's address and need none.
-    if cleanup.bridge {
+    let userspace = match cfg.proxy_mode {
+        ProxyMode::Userspace => true,
+        ProxyMode::Nftables => false,
+        ProxyMode::Auto => !proxy::available(),
+    };
+    if cleanup.bridge && userspace {
+        let iface = proxy::userspace::interface_name(&cfg.host_id());
+        let proxy_stop = CancellationToken::new();
+        let task = proxy::userspace::start(client.clone(), iface.clone(), cfg.name.clone(), proxy_stop.clone());
+        cleanup.userspace_proxy = Some((iface, task, proxy_stop));
+    } else if cleanup.bridge {
         if proxy::available() {
             let table = proxy::rules::table_name(&cfg.host_id());
             let node = proxy::rules::NodeInfo { name: cfg.name.clone(), bridge: Some(network::bridge_name(&cfg.host_id())) };
@@ -208,6 +230,8 @@ async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown:
     // Pods name the kube-dns ClusterIP, as the kubelet's --cluster-dns has them do, once
     // this node's proxy can carry it to the server published above.
     if cleanup.dns_endpoint.is_some() && cleanup.proxy.is_some() {
+        // (The userspace proxy carries TCP alone: DNS over UDP goes to the node's server
+        // directly there.)
         cluster_dns = Some(schema::services::KUBE_DNS_SERVICE_IP);
     }
     let span = || tracing::info_span!("kubelet", node = %cfg.name);

@@ -19,6 +19,8 @@ pub struct Cleanup {
     pub bridge: bool,
     /// The service proxy's nftables table, its task and what stops the task.
     pub proxy: Option<(String, tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
+    /// The userspace proxy (no nftables): its interface, its task and what stops it.
+    pub userspace_proxy: Option<(String, tokio::task::JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     /// The cluster DNS server, stopped (its sockets closed) with the proxy.
     pub dns: Option<crate::dns::DnsServer>,
     /// Set once this node's kube-dns EndpointSlice is published: withdrawn before the
@@ -42,6 +44,11 @@ impl Cleanup {
             stop.cancel();
             let _ = task.await;
             crate::proxy::remove(&table).await;
+        }
+        if let Some((iface, task, stop)) = self.userspace_proxy {
+            stop.cancel();
+            let _ = task.await;
+            crate::proxy::userspace::remove(&iface).await;
         }
         if let Some(cri) = &self.cri {
             let n = crate::runtime::cri::remove_node_sandboxes(cri, &self.node).await;
@@ -75,6 +82,10 @@ impl Cleanup {
             dns.stop().await;
         }
         if let Some((_, task, stop)) = self.proxy {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some((_, task, stop)) = self.userspace_proxy {
             stop.cancel();
             let _ = task.await;
         }

@@ -7,6 +7,7 @@
 
 pub mod diff;
 pub mod rules;
+pub mod userspace;
 
 use bus::informer::{watch_objects, InformerEvent, Scope};
 use bus::Client;
