@@ -89,7 +89,8 @@ fn key(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String
     format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""))
 }
 
-fn put<K: bus::client::Object>(map: &mut HashMap<String, K>, ev: InformerEvent<K>) -> bool {
+/// Folds one informer event into a cache by namespace/name; true on a (re)list.
+pub(super) fn put<K: bus::client::Object>(map: &mut HashMap<String, K>, ev: InformerEvent<K>) -> bool {
     match ev {
         InformerEvent::Listed(items, _) => {
             *map = items.into_iter().map(|k| (key(k.metadata()), k)).collect();

@@ -8,8 +8,9 @@
 //! without endpoints has no listener: the host's own address refuses at once. TCP only —
 //! UDP Services do not answer in this mode, which the log says. The interface goes at stop.
 
+use super::put;
 use super::rules::backends;
-use bus::informer::{watch_objects, InformerEvent, Scope};
+use bus::informer::{watch_objects, Scope};
 use bus::Client;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -218,24 +219,6 @@ pub fn start(client: Client, iface: String, node: String, stop: CancellationToke
             l.task.abort();
         }
     })
-}
-
-fn put<K: bus::client::Object>(map: &mut HashMap<String, K>, ev: InformerEvent<K>) -> bool {
-    let key = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""));
-    match ev {
-        InformerEvent::Listed(items, _) => {
-            *map = items.into_iter().map(|k| (key(k.metadata()), k)).collect();
-            true
-        }
-        InformerEvent::Applied(k, _) => {
-            map.insert(key(k.metadata()), k);
-            false
-        }
-        InformerEvent::Deleted(k, _) => {
-            map.remove(&key(k.metadata()));
-            false
-        }
-    }
 }
 
 #[cfg(test)]
