@@ -8,6 +8,7 @@ pub mod events;
 pub mod informer;
 pub mod metadata;
 pub mod metrics;
+pub mod otlp;
 pub mod spdy;
 pub mod streams;
 pub mod trace;
