@@ -61,6 +61,7 @@ fn service_name(cmd: &Cmd) -> &'static str {
         Cmd::Controllers(_) => "flotilla-controllers",
         Cmd::Node(_) => "flotilla-node",
         Cmd::HollowNodes(_) => "flotilla-hollow-nodes",
+        Cmd::Nats(_) | Cmd::Leaf(_) => "flotilla-nats",
     }
 }
 
@@ -86,6 +87,12 @@ enum Cmd {
     /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
     /// kubelet over a simulated runtime, for driving the control plane at scale.
     HollowNodes(HollowArgs),
+    /// Run one nats-server of a cluster on this host (routes to the others, JetStream,
+    /// optionally a leafnode listener for remote sites), with a config flotilla writes.
+    Nats(natsd::NatsArgs),
+    /// Run a remote site's nats-server as a leaf node of the hub; the site's node agents
+    /// connect to it.
+    Leaf(natsd::LeafArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
     /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
@@ -130,6 +137,10 @@ struct GatewayArgs {
     /// kube-apiserver's --token-auth-file (default: <pki-dir>/tokens.csv).
     #[arg(long)]
     token_auth_file: Option<PathBuf>,
+    /// More addresses the serving certificate is good for (k3s's --tls-san): every
+    /// gateway's, when several share one pki dir (whichever makes it first signs for all).
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<std::net::IpAddr>,
     #[command(flatten)]
     apiserver: apiserver_flags::ApiServerFlags,
 }
@@ -210,6 +221,8 @@ async fn run(cli: Cli) -> Result<()> {
 async fn run_cmd(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Up(a) => up::run(a).await,
+        Cmd::Nats(a) => natsd::run(&a.data_dir, &a.config()?, "nats").await,
+        Cmd::Leaf(a) => natsd::run(&a.data_dir, &a.config(), "leaf").await,
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::State(a) => state::run(a).await,
         Cmd::Backup(a) => state::backup(a).await,
@@ -217,8 +230,15 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
         Cmd::Gateway(a) => {
             a.apiserver.apply_admission();
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
-            let c = certs::ensure(&a.pki_dir, &[a.addr.ip()])?;
+            let mut sans = vec![a.addr.ip()];
+            sans.extend(a.tls_san.iter().copied());
+            let c = certs::ensure(&a.pki_dir, &sans)?;
             let token = certs::admin_token(&a.pki_dir)?;
+            // An admin kubeconfig for this gateway, as `up` writes one for its own.
+            let host = if a.addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { a.addr.ip().to_string() };
+            let kubeconfig = a.pki_dir.join(format!("admin-{host}.kubeconfig"));
+            certs::write_kubeconfig(&kubeconfig, &format!("https://{}", SocketAddr::new(host.parse()?, a.addr.port())), &c)?;
+            eprintln!("flotilla gateway: admin kubeconfig in {}", kubeconfig.display());
             let shutdown = CancellationToken::new();
             let cfg = actors::gateway::GatewayConfig {
                 addr: a.addr,
@@ -234,6 +254,22 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
             tokio::spawn(async move {
                 wait_for_signal().await;
                 s2.cancel();
+            });
+            // As kube-apiserver does: the system namespaces, default RBAC and Services exist
+            // once any gateway has run (idempotent; retried until the state group answers).
+            let client = bus::Client::new(bus.clone());
+            let s3 = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    match bootstrap::run(&client).await {
+                        Ok(()) => return,
+                        Err(e) => tracing::warn!(error = %e, "gateway: writing the bootstrap objects; retrying"),
+                    }
+                    tokio::select! {
+                        _ = s3.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
             });
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }

@@ -252,3 +252,101 @@ mod tests {
         assert_eq!(dial("10.1.0.2:4222"), "10.1.0.2:4222");
     }
 }
+
+/// `flotilla nats`: one nats-server of a cluster, on a host of its own.
+#[derive(clap::Args, Clone)]
+pub struct NatsArgs {
+    /// Config, JetStream store and log live here.
+    #[arg(long, default_value = "./.flotilla/nats")]
+    pub data_dir: PathBuf,
+    /// This server's name in the cluster (JetStream needs one per server).
+    #[arg(long)]
+    pub name: String,
+    /// Where clients connect.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub listen: String,
+    /// Where the other servers' routes connect.
+    #[arg(long)]
+    pub cluster_listen: Option<String>,
+    /// Every member's cluster address, `host:port,…` (this one's may be among them).
+    #[arg(long, value_delimiter = ',')]
+    pub routes: Vec<String>,
+    /// Accept leaf nodes (remote sites, `flotilla leaf`) here.
+    #[arg(long)]
+    pub leaf_listen: Option<String>,
+    /// nats-server's monitoring endpoint (/healthz, /varz, /jsz).
+    #[arg(long)]
+    pub monitor: Option<String>,
+}
+
+/// `flotilla leaf`: a remote site's nats-server, joined to the hub as a leaf node; the
+/// site's node agents connect to it and keep their local bus while the link is down.
+#[derive(clap::Args, Clone)]
+pub struct LeafArgs {
+    /// The hub's leafnode listeners, `host:port,…` (`flotilla nats --leaf-listen`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub hub: Vec<String>,
+    /// Credentials the hub knows this site by.
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
+    /// Where the site's clients connect.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    pub listen: String,
+    #[arg(long, default_value = "./.flotilla/leaf")]
+    pub data_dir: PathBuf,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub monitor: Option<String>,
+}
+
+impl NatsArgs {
+    pub fn config(&self) -> Result<ServerConfig> {
+        let mut cfg = ServerConfig::single(self.listen.clone(), self.data_dir.join("jetstream"));
+        cfg.server_name = Some(self.name.clone());
+        cfg.monitor = self.monitor.clone();
+        cfg.leaf_listen = self.leaf_listen.clone();
+        match (&self.cluster_listen, self.routes.is_empty()) {
+            (Some(l), _) => cfg.cluster = Some(ClusterConfig { name: "flotilla".into(), listen: l.clone(), routes: self.routes.clone() }),
+            (None, false) => bail!("--routes needs --cluster-listen (where this server's own route listener is)"),
+            (None, true) => {}
+        }
+        Ok(cfg)
+    }
+}
+
+impl LeafArgs {
+    pub fn config(&self) -> ServerConfig {
+        let mut cfg = ServerConfig::single(self.listen.clone(), self.data_dir.join("jetstream"));
+        // No JetStream at the site: its clients' stream requests go over the link to the
+        // hub's, so there is one events stream, never a site copy that could diverge.
+        cfg.jetstream_dir = None;
+        cfg.server_name = self.name.clone();
+        cfg.monitor = self.monitor.clone();
+        cfg.leaf_remote = Some(LeafRemote { hubs: self.hub.clone(), credentials: self.credentials.clone() });
+        cfg
+    }
+}
+
+/// Runs one server in the foreground until SIGTERM/Ctrl-C (or until it exits by itself).
+pub async fn run(dir: &Path, cfg: &ServerConfig, what: &str) -> Result<()> {
+    let mut child = NatsChild::start_config(dir, cfg)?;
+    eprintln!("flotilla {what}: nats-server pid {} on {}; Ctrl-C or SIGTERM stops it", child.pid(), child.url);
+    let exited = loop {
+        tokio::select! {
+            _ = crate::wait_for_signal() => break None,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Ok(Some(st)) = child.child.try_wait() {
+                    break Some(st);
+                }
+            }
+        }
+    };
+    match exited {
+        Some(st) => bail!("nats-server exited ({st}); see {}", dir.join("nats.log").display()),
+        None => {
+            tokio::task::spawn_blocking(move || child.stop()).await?;
+            Ok(())
+        }
+    }
+}
