@@ -15,6 +15,8 @@ pub mod keys;
 pub mod labels;
 pub mod logs;
 pub mod metrics;
+pub mod natsauth;
+pub mod noderestriction;
 pub mod object;
 pub mod openapi;
 pub mod plugins;
