@@ -7,6 +7,7 @@ mod bootstrap;
 mod certs;
 mod controller_flags;
 mod health;
+mod identities;
 mod leader_flags;
 mod members;
 mod natsd;
@@ -66,9 +67,20 @@ enum Cmd {
 pub struct Common {
     #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// This component's NATS identity (a `.creds` file `flotilla up` wrote); none
+    /// connects without one, as to a nats-server without authorization.
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long)]
     pub health_addr: Option<SocketAddr>,
+}
+
+impl Common {
+    pub async fn connect(&self) -> Result<bus::Bus> {
+        let creds = self.nats_creds.as_deref().map(bus::creds::Credentials::load).transpose()?;
+        Ok(bus::Bus::connect_as(&self.nats_url, creds.as_ref()).await?)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -177,7 +189,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Restore(a) => state::restore(a),
         Cmd::Gateway(a) => {
             a.apiserver.apply_admission();
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let c = certs::ensure(&a.pki_dir, &[a.addr.ip()])?;
             let token = certs::admin_token(&a.pki_dir)?;
             let shutdown = CancellationToken::new();
@@ -199,17 +211,17 @@ async fn run(cli: Cli) -> Result<()> {
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }
         Cmd::Scheduler(c) => {
-            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let bus = c.common.connect().await?;
             let h = up::run_scheduler(bus, c.leader.config("kube-scheduler")?).await?;
             component(&c.common, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
-            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let bus = c.common.connect().await?;
             let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
         Cmd::Node(a) => {
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let mut cfg = node_agent::NodeConfig::from_host(a.name.clone(), a.data_dir.join(&a.name));
             if let Some(c) = a.cpu_millis {
                 cfg.cpu_millis = c;
@@ -234,7 +246,7 @@ async fn run(cli: Cli) -> Result<()> {
                 start_delay: std::time::Duration::from_millis(a.start_delay_ms),
                 heartbeat: node_agent::kubelet::node::DEFAULT_HEARTBEAT,
             };
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let h = node_agent::hollow::start(cfg, bus).await?;
             component(&a.common, "hollow nodes", || async move { h.shutdown().await }).await
         }

@@ -1,5 +1,8 @@
 //! A nats-server child for `flotilla up` when no `--nats-url` is given: JetStream on, its
 //! store inside the data dir, a payload limit that fits 1.5 MiB objects, stopped on exit.
+//! With security on, its config carries one nkey user per identity with that identity's
+//! permissions (`schema::natsauth`); the config is made of blocks (listen, JetStream,
+//! authorization) so that cluster routes or a leaf block can sit beside them.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -9,6 +12,50 @@ use std::time::{Duration, Instant};
 pub struct NatsChild {
     child: Child,
     pub url: String,
+    conf: std::path::PathBuf,
+    port: u16,
+    jetstream_dir: std::path::PathBuf,
+}
+
+/// The nkey users nats-server accepts: (public key, permissions).
+pub type Users = Vec<(String, schema::natsauth::Permissions)>;
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn allow_deny(allow: &[String], deny: &[String]) -> String {
+    let mut out = format!("{{ allow: {}", list(allow));
+    if !deny.is_empty() {
+        out.push_str(&format!(", deny: {}", list(deny)));
+    }
+    out.push_str(" }");
+    out
+}
+
+/// The `authorization` block: every user by nkey, with its permissions.
+pub fn authorization_block(users: &Users) -> String {
+    let mut out = String::from("authorization {\n  users = [\n");
+    for (nkey, p) in users {
+        out.push_str(&format!(
+            "    {{ nkey: {nkey}, permissions: {{ publish: {}, subscribe: {}{} }} }}\n",
+            allow_deny(&p.publish_allow, &p.publish_deny),
+            allow_deny(&p.subscribe_allow, &p.subscribe_deny),
+            if p.allow_responses { ", allow_responses: true" } else { "" },
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// The whole config: listen and limits, JetStream, and authorization when `users` is set.
+pub fn config(port: u16, jetstream_dir: &Path, users: Option<&Users>) -> String {
+    let mut out = format!("listen: 127.0.0.1:{port}\nmax_payload: 4MB\njetstream {{\n  store_dir: \"{}\"\n}}\n", jetstream_dir.display());
+    if let Some(u) = users {
+        out.push_str(&authorization_block(u));
+    }
+    out
 }
 
 pub fn free_port() -> Result<u16> {
@@ -29,18 +76,12 @@ fn find_binary() -> Option<String> {
 }
 
 impl NatsChild {
-    pub fn start(dir: &Path) -> Result<NatsChild> {
+    pub fn start(dir: &Path, users: Option<&Users>) -> Result<NatsChild> {
         let bin = find_binary().context("nats-server not found (install Debian's nats-server package, or set NATS_SERVER)")?;
         std::fs::create_dir_all(dir.join("jetstream"))?;
         let port = free_port()?;
         let conf = dir.join("nats.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 4MB\njetstream {{\n  store_dir: \"{}\"\n}}\n",
-                dir.join("jetstream").display()
-            ),
-        )?;
+        write_private(&conf, &config(port, &dir.join("jetstream"), users))?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats.log"))?;
         let child = Command::new(&bin)
             .arg("-c")
@@ -50,7 +91,7 @@ impl NatsChild {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {bin}"))?;
-        let mut me = NatsChild { child, url: format!("nats://127.0.0.1:{port}") };
+        let mut me = NatsChild { child, url: format!("nats://127.0.0.1:{port}"), conf, port, jetstream_dir: dir.join("jetstream") };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(st)) = me.child.try_wait() {
@@ -67,6 +108,17 @@ impl NatsChild {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Rewrites the config with these users and has the server reload it (SIGHUP): a user
+    /// gone from the list is disconnected, a new one may connect.
+    pub fn reload(&self, users: &Users) -> Result<()> {
+        write_private(&self.conf, &config(self.port, &self.jetstream_dir, Some(users)))?;
+        // SAFETY: signalling our own child by pid.
+        if unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) } != 0 {
+            bail!("signalling nats-server to reload: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// SIGTERM, then SIGKILL after 5 s.
@@ -86,6 +138,33 @@ impl NatsChild {
                 Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
+    }
+}
+
+/// The config names every identity's public key: readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::natsauth::{permissions, Role};
+
+    #[test]
+    fn users_carry_their_permissions() {
+        let users = vec![("UNODE".to_string(), permissions(&Role::Node("n1".into())))];
+        let c = config(4222, Path::new("/d/js"), Some(&users));
+        assert!(c.starts_with("listen: 127.0.0.1:4222\n"));
+        assert!(c.contains("{ nkey: UNODE, permissions: { publish: { allow: [\"flotilla.node.n1.write\""));
+        assert!(c.contains("subscribe: { allow: [\"_INBOX_N.n1.>\""));
+        assert!(c.contains("allow_responses: true"));
+        assert!(!config(4222, Path::new("/d/js"), None).contains("authorization"));
     }
 }
 
