@@ -11,7 +11,15 @@ use std::path::{Path, PathBuf};
 pub struct Identities {
     dir: PathBuf,
     known: BTreeMap<Role, Credentials>,
+    /// Nodes that joined with a token: only their public key is here (the node made the
+    /// key and keeps the seed), in `joined-<name>.pub`.
+    joined: BTreeMap<String, String>,
 }
+
+/// The bootstrap identity is public (user and password are in the docs): it may only ask
+/// to join, and a join answer carries nothing secret.
+pub const BOOTSTRAP_USER: &str = "bootstrap";
+pub const BOOTSTRAP_PASSWORD: &str = "bootstrap";
 
 pub fn file(dir: &Path, role: &Role) -> PathBuf {
     dir.join(format!("{}.creds", role.name()))
@@ -29,7 +37,33 @@ pub fn public_key(c: &Credentials) -> Result<String> {
 
 impl Identities {
     pub fn new(dir: &Path) -> Identities {
-        Identities { dir: dir.to_path_buf(), known: BTreeMap::new() }
+        let mut joined = BTreeMap::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with("joined-") && name.ends_with(".pub") {
+                if let Some((node, key)) = std::fs::read_to_string(e.path()).ok().as_deref().and_then(|t| t.trim().split_once('\n')) {
+                    joined.insert(node.trim().to_string(), key.trim().to_string());
+                }
+            }
+        }
+        Identities { dir: dir.to_path_buf(), known: BTreeMap::new(), joined }
+    }
+
+    fn joined_file(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("joined-{}.pub", Role::Node(node.into()).name()))
+    }
+
+    /// Accepts `nkey` as node `node`'s identity (replacing the key it joined with before).
+    pub fn join(&mut self, node: &str, nkey: &str) -> Result<()> {
+        std::fs::write(self.joined_file(node), format!("{node}\n{nkey}\n")).context("keeping a joined node's key")?;
+        self.joined.insert(node.to_string(), nkey.to_string());
+        Ok(())
+    }
+
+    /// Forgets a joined node's key: its connections are refused from the next reload.
+    pub fn revoke_joined(&mut self, node: &str) -> bool {
+        let _ = std::fs::remove_file(self.joined_file(node));
+        self.joined.remove(node).is_some()
     }
 
     /// `role`'s identity: the one on disk, or a new one stored now.
@@ -50,19 +84,26 @@ impl Identities {
         Ok(c)
     }
 
-    /// Forgets `role` and removes its file: its key is no longer in the user list.
-    pub fn revoke(&mut self, role: &Role) -> bool {
-        let _ = std::fs::remove_file(file(&self.dir, role));
-        self.known.remove(role).is_some()
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
     }
 
     pub fn path(&self, role: &Role) -> PathBuf {
         file(&self.dir, role)
     }
 
-    /// Every identity as a nats-server user.
+    /// Every identity as a nats-server user, the bootstrap one included.
     pub fn users(&self) -> Result<crate::natsd::Users> {
-        self.known.iter().map(|(r, c)| Ok((public_key(c)?, permissions(r)))).collect()
+        use crate::natsd::Who;
+        let mut out = self.known.iter().map(|(r, c)| Ok((Who::Nkey(public_key(c)?), permissions(r)))).collect::<Result<Vec<_>>>()?;
+        for (node, key) in &self.joined {
+            // An identity `up` made itself for this name wins (it runs that agent).
+            if !self.known.contains_key(&Role::Node(node.clone())) {
+                out.push((Who::Nkey(key.clone()), permissions(&Role::Node(node.clone()))));
+            }
+        }
+        out.push((Who::Password(BOOTSTRAP_USER.into(), BOOTSTRAP_PASSWORD.into()), permissions(&Role::Bootstrap)));
+        Ok(out)
     }
 }
 
@@ -80,9 +121,12 @@ mod tests {
         assert_eq!(std::fs::metadata(ids.path(&Role::Node("n1".into()))).unwrap().permissions().mode() & 0o777, 0o600);
         let again = Identities::new(&dir).ensure(&Role::Node("n1".into())).unwrap();
         assert_eq!(a, again);
-        assert_eq!(ids.users().unwrap().len(), 1);
-        assert!(ids.revoke(&Role::Node("n1".into())));
-        assert!(ids.users().unwrap().is_empty());
+        assert_eq!(ids.users().unwrap().len(), 2, "n1 and bootstrap");
+        ids.join("far", "UFAR").unwrap();
+        assert_eq!(Identities::new(&dir).joined.get("far").map(String::as_str), Some("UFAR"));
+        assert!(ids.users().unwrap().iter().any(|(w, _)| *w == crate::natsd::Who::Nkey("UFAR".into())));
+        assert!(ids.revoke_joined("far"));
+        assert_eq!(ids.users().unwrap().len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

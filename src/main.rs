@@ -8,6 +8,7 @@ mod certs;
 mod controller_flags;
 mod health;
 mod identities;
+mod join;
 mod leader_flags;
 mod members;
 mod natsd;
@@ -55,6 +56,8 @@ enum Cmd {
     Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
+    /// Bootstrap tokens for `flotilla node --join` (kubeadm's `token create`).
+    JoinToken(join::JoinTokenArgs),
     /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
     /// kubelet over a simulated runtime, for driving the control plane at scale.
     HollowNodes(HollowArgs),
@@ -138,6 +141,13 @@ struct NodeArgs {
     /// restart does; without it the agent stops every pod and removes what it added.
     #[arg(long)]
     keep_pods_on_exit: bool,
+    /// Join the cluster whose nats-server is at this URL with --token (once; the node's
+    /// identity is kept in <data-dir>/<name>/nats.creds and reused after).
+    #[arg(long)]
+    join: Option<String>,
+    /// A bootstrap token from `flotilla join-token create`.
+    #[arg(long, env = "FLOTILLA_JOIN_TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -220,8 +230,15 @@ async fn run(cli: Cli) -> Result<()> {
             let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
+        Cmd::JoinToken(a) => join::run(a).await,
         Cmd::Node(a) => {
-            let bus = a.common.connect().await?;
+            let bus = match &a.join {
+                Some(url) => {
+                    let creds = join::node_identity(url, a.token.as_deref(), &a.name, &a.data_dir.join(&a.name)).await?;
+                    bus::Bus::connect_as(url, Some(&creds)).await?
+                }
+                None => a.common.connect().await?,
+            };
             let mut cfg = node_agent::NodeConfig::from_host(a.name.clone(), a.data_dir.join(&a.name));
             if let Some(c) = a.cpu_millis {
                 cfg.cpu_millis = c;

@@ -17,8 +17,39 @@ pub struct NatsChild {
     jetstream_dir: std::path::PathBuf,
 }
 
-/// The nkey users nats-server accepts: (public key, permissions).
-pub type Users = Vec<(String, schema::natsauth::Permissions)>;
+/// How a user proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// An nkey's public half (the client signs the server's nonce with the seed).
+    Nkey(String),
+    /// User and password (the public bootstrap identity only).
+    Password(String, String),
+}
+
+/// The users nats-server accepts, with their permissions.
+pub type Users = Vec<(Who, schema::natsauth::Permissions)>;
+
+/// What `reload` needs of a running server (cloneable, for the join service).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    pid: u32,
+    conf: std::path::PathBuf,
+    port: u16,
+    jetstream_dir: std::path::PathBuf,
+}
+
+impl Reloader {
+    /// Rewrites the config with these users and has the server reload it (SIGHUP): a user
+    /// gone from the list is disconnected, a new one may connect.
+    pub fn reload(&self, users: &Users) -> Result<()> {
+        write_private(&self.conf, &config(self.port, &self.jetstream_dir, Some(users)))?;
+        // SAFETY: signalling our own child by pid.
+        if unsafe { libc::kill(self.pid as i32, libc::SIGHUP) } != 0 {
+            bail!("signalling nats-server to reload: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
 
 fn list(items: &[String]) -> String {
     let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
@@ -37,9 +68,13 @@ fn allow_deny(allow: &[String], deny: &[String]) -> String {
 /// The `authorization` block: every user by nkey, with its permissions.
 pub fn authorization_block(users: &Users) -> String {
     let mut out = String::from("authorization {\n  users = [\n");
-    for (nkey, p) in users {
+    for (who, p) in users {
+        let who = match who {
+            Who::Nkey(k) => format!("nkey: {k}"),
+            Who::Password(u, pw) => format!("user: \"{u}\", password: \"{pw}\""),
+        };
         out.push_str(&format!(
-            "    {{ nkey: {nkey}, permissions: {{ publish: {}, subscribe: {}{} }} }}\n",
+            "    {{ {who}, permissions: {{ publish: {}, subscribe: {}{} }} }}\n",
             allow_deny(&p.publish_allow, &p.publish_deny),
             allow_deny(&p.subscribe_allow, &p.subscribe_deny),
             if p.allow_responses { ", allow_responses: true" } else { "" },
@@ -110,15 +145,8 @@ impl NatsChild {
         self.child.id()
     }
 
-    /// Rewrites the config with these users and has the server reload it (SIGHUP): a user
-    /// gone from the list is disconnected, a new one may connect.
-    pub fn reload(&self, users: &Users) -> Result<()> {
-        write_private(&self.conf, &config(self.port, &self.jetstream_dir, Some(users)))?;
-        // SAFETY: signalling our own child by pid.
-        if unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) } != 0 {
-            bail!("signalling nats-server to reload: {}", std::io::Error::last_os_error());
-        }
-        Ok(())
+    pub fn reloader(&self) -> Reloader {
+        Reloader { pid: self.child.id(), conf: self.conf.clone(), port: self.port, jetstream_dir: self.jetstream_dir.clone() }
     }
 
     /// SIGTERM, then SIGKILL after 5 s.
@@ -158,12 +186,13 @@ mod tests {
 
     #[test]
     fn users_carry_their_permissions() {
-        let users = vec![("UNODE".to_string(), permissions(&Role::Node("n1".into())))];
+        let users = vec![(Who::Nkey("UNODE".into()), permissions(&Role::Node("n1".into()))), (Who::Password("bootstrap".into(), "bootstrap".into()), permissions(&Role::Bootstrap))];
         let c = config(4222, Path::new("/d/js"), Some(&users));
         assert!(c.starts_with("listen: 127.0.0.1:4222\n"));
         assert!(c.contains("{ nkey: UNODE, permissions: { publish: { allow: [\"flotilla.node.n1.write\""));
         assert!(c.contains("subscribe: { allow: [\"_INBOX_N.n1.>\""));
         assert!(c.contains("allow_responses: true"));
+        assert!(c.contains("{ user: \"bootstrap\", password: \"bootstrap\", permissions: { publish: { allow: [\"flotilla.join\"] }"));
         assert!(!config(4222, Path::new("/d/js"), None).contains("authorization"));
     }
 }

@@ -68,15 +68,15 @@ pub struct UpArgs {
 /// anonymous connection (an outside nats-server, or `--no-nats-auth`).
 struct Connector {
     url: String,
-    ids: Option<identities::Identities>,
+    ids: Option<crate::join::Shared>,
     shared: Option<bus::Bus>,
 }
 
 impl Connector {
     async fn connect(&mut self, role: &Role) -> Result<bus::Bus> {
         match &mut self.ids {
-            Some(ids) => {
-                let c = ids.ensure(role)?;
+            Some(reg) => {
+                let c = reg.lock().map_err(|_| anyhow::anyhow!("the identity registry is poisoned"))?.ids.ensure(role)?;
                 bus::Bus::connect_as(&self.url, Some(&c)).await.with_context(|| format!("connecting to NATS as {}", c.name))
             }
             None => {
@@ -89,7 +89,7 @@ impl Connector {
     }
 
     fn creds_file(&self, role: &Role) -> Option<PathBuf> {
-        self.ids.as_ref().map(|ids| ids.path(role))
+        self.ids.as_ref().and_then(|r| r.lock().ok().map(|r| r.ids.path(role)))
     }
 }
 
@@ -140,10 +140,14 @@ pub async fn run(a: UpArgs) -> Result<()> {
             url
         }
     };
-    if ids.is_some() {
-        step(&format!("NATS identities in {} (tools and tests: admin.creds)", nats_dir.display()));
-    }
-    let conn = Connector { url: nats_url.clone(), ids, shared: None };
+    let registry = match (ids, &nats_child) {
+        (Some(ids), Some(c)) => {
+            step(&format!("NATS identities in {} (tools and tests: admin.creds)", nats_dir.display()));
+            Some(Arc::new(std::sync::Mutex::new(crate::join::Registry { ids, reloader: c.reloader() })))
+        }
+        _ => None,
+    };
+    let conn = Connector { url: nats_url.clone(), ids: registry, shared: None };
     let result = run_cluster(&a, &data_dir, conn, certs, token).await;
     if let Some(mut c) = nats_child {
         step("stopping nats-server");
@@ -202,6 +206,15 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
     let gateway = tokio::spawn(async move { actors::gateway::serve(gw_cfg, gw_bus, Arc::new(move || r.load(Ordering::SeqCst)), gw_stop).await });
     step(&format!("gateway on https://{}", a.gateway_addr));
 
+    if let Some(reg) = conn.ids.clone() {
+        let (b, ca, stop) = (bus.clone(), Some(certs.ca_pem.clone()), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::join::serve(b, reg, ca, stop).await {
+                step(&format!("the join service failed: {e:#}"));
+            }
+        });
+        step("answering node joins (flotilla join-token create; flotilla node --join)");
+    }
     step("starting controllers and scheduler");
     let controllers = if a.no_controllers { Running::None } else { run_controllers(conn.connect(&Role::Controllers).await?, actors::controllers::Config { root_ca_pem: Some(certs.ca_pem.clone()), ..a.controllers.config()? }, a.leader.config("kube-controller-manager")?).await? };
     let scheduler = if a.no_scheduler { Running::None } else { run_scheduler(conn.connect(&Role::Scheduler).await?, a.leader.config("kube-scheduler")?).await? };

@@ -11,6 +11,7 @@ pub mod events;
 pub mod fieldmanager;
 pub mod fieldpath;
 pub mod fieldtypes;
+pub mod join;
 pub mod keys;
 pub mod labels;
 pub mod logs;
