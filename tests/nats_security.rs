@@ -130,3 +130,103 @@ fn a_node_agent_reaches_only_its_own_node() {
     let labels = c.ok(&["get", "node", "node-2", "-o", "jsonpath={.metadata.labels.forged}"]);
     assert_eq!(labels.trim(), "");
 }
+
+/// A node agent process started by the test, stopped by its PID.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn join(c: &Cluster, dir: &std::path::Path, name: &str, token: Option<&str>) -> Agent {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{name}.log"))).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"));
+        cmd.args(["node", "--join", &c.nats_url(), "--name", name, "--runtime", "process", "--data-dir"]).arg(dir.join("nodes"));
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let child = cmd.env("RUST_LOG", "info,async_nats=warn").env_remove("FLOTILLA_NATS_CREDS").stdin(std::process::Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("starting flotilla node --join");
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn node_ready(c: &Cluster, name: &str) -> Result<(), String> {
+    let o = c.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+    if o.ok && o.stdout.trim() == "True" { Ok(()) } else { Err(format!("{} {}", o.stdout, o.stderr)) }
+}
+
+#[test]
+fn nodes_join_with_a_token_and_lose_their_credentials_with_their_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::up(&dir.path().join("c"), 1);
+    let data = c.data_dir.to_string_lossy().to_string();
+    let token = c.flotilla(&["join-token", "create", "--data-dir", &data, "--ttl", "1h"]);
+    assert!(token.ok, "join-token create failed: {}", token.stderr);
+    let token = token.stdout.trim().to_string();
+    let (id, _) = schema::join::parse_token(&token).expect("a kubeadm-shaped token");
+    let stored = c.ok(&["get", "secret", "-n", "kube-system", &format!("bootstrap-token-{id}"), "-o", "jsonpath={.type}"]);
+    assert_eq!(stored, "bootstrap.kubernetes.io/token");
+
+    // Unknown and expired tokens are refused, clearly, with a failing exit.
+    let url = c.nats_url();
+    let nodes = dir.path().join("nodes");
+    let nodes = nodes.to_string_lossy();
+    let join = |token: &str| c.flotilla(&["node", "--join", &url, "--token", token, "--name", "far", "--runtime", "process", "--data-dir", &nodes]);
+    let unknown = join("abcdef.0123456789abcdef");
+    assert!(!unknown.ok && unknown.stderr.contains("the join token \"abcdef\" is unknown"), "{}", unknown.stderr);
+    let expired = c.flotilla(&["join-token", "create", "--data-dir", &data, "--ttl", "1s"]);
+    assert!(expired.ok, "{}", expired.stderr);
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = join(expired.stdout.trim());
+    assert!(!refused.ok && refused.stderr.contains("expired at"), "{}", refused.stderr);
+    assert!(!dir.path().join("nodes/far/nats.creds").exists(), "a refused join stores nothing");
+
+    // A joined node becomes Ready and runs a pod.
+    let agent = Agent::join(&c, dir.path(), "far", Some(&token));
+    c.eventually(Duration::from_secs(60), "far Ready", || node_ready(&c, "far"));
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"on-far","namespace":"default"},
+"spec":{"nodeName":"far","runtimeClassName":"host","terminationGracePeriodSeconds":1,"containers":[{"name":"main","image":"busybox","command":["sleep","3600"]}]}}"#;
+    let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(pod));
+    assert!(o.ok, "{}", o.stderr);
+    c.eventually(Duration::from_secs(60), "on-far Running", || {
+        let phase = c.kubectl(&["get", "pod", "on-far", "-o", "jsonpath={.status.phase}"]).stdout;
+        if phase == "Running" { Ok(()) } else { Err(phase) }
+    });
+    assert!(dir.path().join("nodes/far/ca.crt").exists(), "the join hands over the cluster CA");
+
+    // A restart reuses the stored identity (no token given).
+    drop(agent);
+    let agent = Agent::join(&c, dir.path(), "far", None);
+    c.eventually(Duration::from_secs(60), "far Ready after a restart", || node_ready(&c, "far"));
+
+    // Deleting its Node revokes its identity.
+    let creds = Credentials::load(&dir.path().join("nodes/far/nats.creds")).unwrap();
+    c.ok(&["delete", "pod", "on-far", "--wait=false"]);
+    c.ok(&["delete", "node", "far"]);
+    rt().block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = async_nats::ConnectOptions::new().nkey(creds.seed.clone()).custom_inbox_prefix(&creds.inbox).connection_timeout(Duration::from_secs(3)).connect(&url).await;
+            match r {
+                Err(e) if e.to_string().to_lowercase().contains("authorization") => break,
+                other => {
+                    assert!(tokio::time::Instant::now() < deadline, "far's identity still connects after its Node was deleted: {:?}", other.err());
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    drop(agent);
+}
