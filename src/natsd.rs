@@ -191,7 +191,7 @@ mod tests {
         assert!(c.starts_with("listen: 127.0.0.1:4222\n"));
         assert!(c.contains("{ nkey: UNODE, permissions: { publish: { allow: [\"flotilla.node.n1.write\""));
         assert!(c.contains("subscribe: { allow: [\"_INBOX_N.n1.>\""));
-        assert!(c.contains("allow_responses: true"));
+        assert!(!c.contains("allow_responses"));
         assert!(c.contains("{ user: \"bootstrap\", password: \"bootstrap\", permissions: { publish: { allow: [\"flotilla.join\"] }"));
         assert!(!config(4222, Path::new("/d/js"), None).contains("authorization"));
     }

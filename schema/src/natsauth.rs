@@ -57,7 +57,8 @@ pub struct Permissions {
     pub publish_deny: Vec<String>,
     pub subscribe_allow: Vec<String>,
     pub subscribe_deny: Vec<String>,
-    /// May answer requests it received (one reply each), whatever the reply subject.
+    /// May answer requests it received (one reply each), whatever the reply subject. No
+    /// role uses it today (see the node role): their answers go to known inbox prefixes.
     pub allow_responses: bool,
 }
 
@@ -79,7 +80,7 @@ pub fn permissions(role: &Role) -> Permissions {
                 // Tests and tools may look anywhere.
                 deny.clear();
             }
-            Permissions { publish_allow: own(&[">"]), subscribe_allow: own(&[">"]), subscribe_deny: deny, allow_responses: true, ..Default::default() }
+            Permissions { publish_allow: own(&[">"]), subscribe_allow: own(&[">"]), subscribe_deny: deny, ..Default::default() }
         }
         Role::Dashboard => {
             let mut publish = own(&[subjects::STATE_READ, subjects::STATE_READ_LOCAL, subjects::STATE_STATUS]);
@@ -88,11 +89,15 @@ pub fn permissions(role: &Role) -> Permissions {
         }
         Role::Node(n) => {
             let mut publish = vec![subjects::node_write(n), subjects::node_read(n), subjects::node_metrics(n), subjects::TOKEN_REQUEST.to_string()];
-            // Exec, attach, port-forward and log-follow frames go to the gateway's inboxes.
+            // Answers to log and stream requests, and exec, attach, port-forward and
+            // log-follow frames, go to the inboxes of the gateway (or of a tool). Not
+            // `allow_responses`: nats-server then remembers the reply subject of every
+            // message delivered, JetStream's included, and a busy subscriber slows down.
             publish.push(subjects::under(&Role::Gateway.inbox()));
+            publish.push(subjects::under(&Role::Admin.inbox()));
             publish.extend(own(&subjects::JS_READER_API));
             let subscribe = vec![inbox, subjects::node_logs(n), subjects::node_streams(n), subjects::node_pod_events(n)];
-            Permissions { publish_allow: publish, subscribe_allow: subscribe, allow_responses: true, ..Default::default() }
+            Permissions { publish_allow: publish, subscribe_allow: subscribe, ..Default::default() }
         }
         Role::Bootstrap => Permissions { publish_allow: vec![subjects::JOIN.to_string()], subscribe_allow: vec![inbox], ..Default::default() },
     }
