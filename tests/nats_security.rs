@@ -115,6 +115,25 @@ fn a_node_agent_reaches_only_its_own_node() {
         conds.push(k8s_openapi::api::core::v1::PodCondition { type_: "flotilla.test/Checked".into(), status: "True".into(), ..Default::default() });
         client.update(&mine).await.expect("node-1 may write its own pod's status");
 
+        // ServiceAccount tokens: only for its own pods.
+        let ask = |pod: &Pod| {
+            let r = schema::tokens::TokenRequest { namespace: "default".into(), service_account: "default".into(), pod: pod.metadata.name.clone().unwrap(), pod_uid: pod.metadata.uid.clone().unwrap(), audiences: vec![], expiration_seconds: 3600 };
+            schema::codec::encode(&r).unwrap()
+        };
+        let token_for = |pod: &Pod| {
+            let (nats, payload) = (client.bus.nats.clone(), ask(pod));
+            async move {
+                let m = nats.request(subjects::node_token_request("node-1"), payload.into()).await.expect("a gateway answers");
+                schema::codec::decode::<schema::tokens::TokenReply>(&m.payload).unwrap()
+            }
+        };
+        match token_for(&theirs).await {
+            schema::tokens::TokenReply::Refused(why) => assert!(why.contains("not bound to it"), "{why}"),
+            other => panic!("node-1 got a token for node-2's pod: {other:?}"),
+        }
+        let own: Pod = client.get(Some("default"), "on-1").await.unwrap().unwrap();
+        assert!(matches!(token_for(&own).await, schema::tokens::TokenReply::Token { .. }), "node-1 gets its own pod's token");
+
         // Secrets: only those its pods mount.
         let got: Option<Secret> = client.get(Some("default"), "mounted").await.expect("node-1's pod mounts this secret");
         assert!(got.is_some());

@@ -132,6 +132,7 @@ impl Bus {
             // Per-node subjects are counted under their pattern: one series, not one per node.
             let label = match subjects::node_of_request(subject) {
                 Some(_) if subject.ends_with(".write") => subjects::NODE_WRITES,
+                Some(_) if subject.ends_with(".token") => subjects::NODE_TOKEN_REQUESTS,
                 Some(_) => subjects::NODE_READS,
                 None => subject,
             };

@@ -88,7 +88,7 @@ pub fn permissions(role: &Role) -> Permissions {
             Permissions { publish_allow: publish, subscribe_allow: vec![inbox], ..Default::default() }
         }
         Role::Node(n) => {
-            let mut publish = vec![subjects::node_write(n), subjects::node_read(n), subjects::node_metrics(n), subjects::TOKEN_REQUEST.to_string()];
+            let mut publish = vec![subjects::node_write(n), subjects::node_read(n), subjects::node_metrics(n), subjects::node_token_request(n)];
             // Answers to log and stream requests, and exec, attach, port-forward and
             // log-follow frames, go to the inboxes of the gateway (or of a tool). Not
             // `allow_responses`: nats-server then remembers the reply subject of every
@@ -139,6 +139,8 @@ mod tests {
         assert!(!p.may_publish(&subjects::node_write("n2")));
         assert!(!p.may_publish(subjects::STATE_WRITE));
         assert!(!p.may_publish(subjects::STATE_READ));
+        assert!(p.may_publish(&subjects::node_token_request("n1")));
+        assert!(!p.may_publish(subjects::TOKEN_REQUEST) && !p.may_publish(&subjects::node_token_request("n2")));
         assert!(!p.may_publish("ev.pods.demo.n1.p.n1"));
         assert!(!p.may_publish("$JS.API.STREAM.DELETE.FLOTILLA_EVENTS"));
         assert!(p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS"));

@@ -32,6 +32,8 @@ const NODE_PREFIX: &str = "flotilla.node";
 pub const NODE_WRITES: &str = "flotilla.node.*.write";
 /// Every node's read subject.
 pub const NODE_READS: &str = "flotilla.node.*.read";
+/// Every node's ServiceAccount token requests (the gateways answer, in TOKEN_QUEUE).
+pub const NODE_TOKEN_REQUESTS: &str = "flotilla.node.*.token";
 /// Where node agents present a join token for their credentials (`up` answers).
 pub const JOIN: &str = "flotilla.join";
 /// A node agent's log service: `flotilla.logs.<node>`.
@@ -169,12 +171,18 @@ pub fn node_read(node: &str) -> String {
     format!("{NODE_PREFIX}.{}.read", token(node))
 }
 
-/// The node a request on a [`NODE_WRITES`] or [`NODE_READS`] subject came from, still
+/// Where node agent `node` asks for its pods' ServiceAccount tokens: the gateway then
+/// knows the asker and issues tokens only for pods bound to it.
+pub fn node_token_request(node: &str) -> String {
+    format!("{NODE_PREFIX}.{}.token", token(node))
+}
+
+/// The node a request on a node's write, read or token subject came from, still
 /// in its token form (compare with [`token`] of a name).
 pub fn node_of_request(subject: &str) -> Option<&str> {
     let rest = subject.strip_prefix(NODE_PREFIX)?.strip_prefix('.')?;
     let (node, verb) = rest.split_once('.')?;
-    matches!(verb, "write" | "read").then_some(node)
+    matches!(verb, "write" | "read" | "token").then_some(node)
 }
 
 /// Inbox prefix of a control-plane role: replies and stream frames to it land under it,
@@ -252,6 +260,7 @@ mod tests {
         assert_eq!(node_of_request(&node_write("n.1")), Some("n%2E1"));
         assert_eq!(untoken(&token("a.b*%c d")), "a.b*%c d");
         assert_eq!(node_of_request(&node_read("n1")), Some("n1"));
+        assert_eq!(node_of_request(&node_token_request("n1")), Some("n1"));
         assert_eq!(node_of_request(STATE_WRITE), None);
         assert_eq!(node_pod_events("n1"), "ev.pods.*.n1.*.*");
         assert_eq!(under(&node_inbox("n1")), "_INBOX_N.n1.>");
