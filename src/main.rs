@@ -7,6 +7,8 @@ mod bootstrap;
 mod certs;
 mod controller_flags;
 mod health;
+mod identities;
+mod join;
 mod leader_flags;
 mod members;
 mod natsd;
@@ -62,6 +64,7 @@ fn service_name(cmd: &Cmd) -> &'static str {
         Cmd::Node(_) => "flotilla-node",
         Cmd::HollowNodes(_) => "flotilla-hollow-nodes",
         Cmd::Nats(_) | Cmd::Leaf(_) => "flotilla-nats",
+        Cmd::JoinToken(_) => "flotilla-join-token",
     }
 }
 
@@ -84,6 +87,8 @@ enum Cmd {
     Controllers(ControllersArgs),
     /// Run one node agent.
     Node(NodeArgs),
+    /// Bootstrap tokens for `flotilla node --join` (kubeadm's `token create`).
+    JoinToken(join::JoinTokenArgs),
     /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
     /// kubelet over a simulated runtime, for driving the control plane at scale.
     HollowNodes(HollowArgs),
@@ -102,9 +107,20 @@ enum Cmd {
 pub struct Common {
     #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// This component's NATS identity (a `.creds` file `flotilla up` wrote); none
+    /// connects without one, as to a nats-server without authorization.
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long)]
     pub health_addr: Option<SocketAddr>,
+}
+
+impl Common {
+    pub async fn connect(&self) -> Result<bus::Bus> {
+        let creds = self.nats_creds.as_deref().map(bus::creds::Credentials::load).transpose()?;
+        Ok(bus::Bus::connect_as(&self.nats_url, creds.as_ref()).await?)
+    }
 }
 
 #[derive(Args, Clone)]
@@ -166,6 +182,13 @@ struct NodeArgs {
     /// restart does; without it the agent stops every pod and removes what it added.
     #[arg(long)]
     keep_pods_on_exit: bool,
+    /// Join the cluster whose nats-server is at this URL with --token (once; the node's
+    /// identity is kept in <data-dir>/<name>/nats.creds and reused after).
+    #[arg(long)]
+    join: Option<String>,
+    /// A bootstrap token from `flotilla join-token create`.
+    #[arg(long, env = "FLOTILLA_JOIN_TOKEN")]
+    token: Option<String>,
 }
 
 #[derive(Args)]
@@ -229,7 +252,7 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
         Cmd::Restore(a) => state::restore(a),
         Cmd::Gateway(a) => {
             a.apiserver.apply_admission();
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let mut sans = vec![a.addr.ip()];
             sans.extend(a.tls_san.iter().copied());
             let c = certs::ensure(&a.pki_dir, &sans)?;
@@ -274,17 +297,24 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }
         Cmd::Scheduler(c) => {
-            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let bus = c.common.connect().await?;
             let h = up::run_scheduler(bus, c.leader.config("kube-scheduler")?).await?;
             component(&c.common, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
-            let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            let bus = c.common.connect().await?;
             let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
+        Cmd::JoinToken(a) => join::run(a).await,
         Cmd::Node(a) => {
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = match &a.join {
+                Some(url) => {
+                    let creds = join::node_identity(url, a.token.as_deref(), &a.name, &a.data_dir.join(&a.name)).await?;
+                    bus::Bus::connect_as(url, Some(&creds)).await?
+                }
+                None => a.common.connect().await?,
+            };
             let mut cfg = node_agent::NodeConfig::from_host(a.name.clone(), a.data_dir.join(&a.name));
             if let Some(c) = a.cpu_millis {
                 cfg.cpu_millis = c;
@@ -309,7 +339,7 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
                 start_delay: std::time::Duration::from_millis(a.start_delay_ms),
                 heartbeat: node_agent::kubelet::node::DEFAULT_HEARTBEAT,
             };
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let h = node_agent::hollow::start(cfg, bus).await?;
             component(&a.common, "hollow nodes", || async move { h.shutdown().await }).await
         }

@@ -44,7 +44,7 @@ fn peers(data_dir: &Path, n: u64) -> Result<BTreeMap<u64, String>> {
     Ok(p)
 }
 
-pub fn start(data_dir: &Path, n: u64, nats_url: &str, events_replicas: usize) -> Result<Members> {
+pub fn start(data_dir: &Path, n: u64, nats_url: &str, events_replicas: usize, creds: Option<&Path>) -> Result<Members> {
     let exe = std::env::current_exe().context("finding the flotilla binary")?;
     let peers = peers(data_dir, n)?;
     let stop = CancellationToken::new();
@@ -70,6 +70,10 @@ pub fn start(data_dir: &Path, n: u64, nats_url: &str, events_replicas: usize) ->
             "--events-replicas".into(),
             events_replicas.to_string(),
         ];
+        let mut args = args;
+        if let Some(c) = creds {
+            args.extend(["--nats-creds".to_string(), c.display().to_string()]);
+        }
         let pid = Arc::new(AtomicU32::new(0));
         pids.insert(*id, (pid.clone(), health));
         let child = spawn(&exe, &args, &dir)?;

@@ -3,7 +3,9 @@
 //! member of a cluster on a host of its own) and `flotilla leaf` (a remote site's leaf
 //! node) run. JetStream's store sits inside the data dir, the payload limit fits 1.5 MiB
 //! objects, and every child is stopped on exit. The config is data (`ServerConfig`)
-//! rendered by one pure function.
+//! rendered by one pure function. With security on, the config carries one nkey user per
+//! identity with that identity's permissions (`schema::natsauth`); a join or a revocation
+//! rewrites it and has every server reload it.
 
 use anyhow::{bail, Context, Result};
 use std::fmt::Write;
@@ -14,6 +16,90 @@ use std::time::{Duration, Instant};
 pub struct NatsChild {
     child: Child,
     pub url: String,
+    conf: PathBuf,
+    cfg: ServerConfig,
+}
+
+/// How a user proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// An nkey's public half (the client signs the server's nonce with the seed).
+    Nkey(String),
+    /// User and password (the public bootstrap identity only).
+    Password(String, String),
+}
+
+/// The users nats-server accepts, with their permissions.
+pub type Users = Vec<(Who, schema::natsauth::Permissions)>;
+
+/// What `reload` needs of the running servers (cloneable, for the join service).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    servers: Vec<(u32, PathBuf, ServerConfig)>,
+}
+
+impl Reloader {
+    /// Rewrites every server's config with these users and has it reload (SIGHUP): a user
+    /// gone from the list is disconnected, a new one may connect.
+    pub fn reload(&self, users: &Users) -> Result<()> {
+        for (pid, conf, cfg) in &self.servers {
+            let cfg = ServerConfig { users: Some(users.clone()), ..cfg.clone() };
+            write_private(conf, &render(&cfg))?;
+            // SAFETY: signalling our own child by pid.
+            if unsafe { libc::kill(*pid as i32, libc::SIGHUP) } != 0 {
+                bail!("signalling nats-server {pid} to reload: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One reloader for all of a cluster's servers.
+pub fn reloader(children: &[NatsChild]) -> Reloader {
+    Reloader { servers: children.iter().map(|c| (c.child.id(), c.conf.clone(), c.cfg.clone())).collect() }
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+fn allow_deny(allow: &[String], deny: &[String]) -> String {
+    let mut out = format!("{{ allow: {}", list(allow));
+    if !deny.is_empty() {
+        out.push_str(&format!(", deny: {}", list(deny)));
+    }
+    out.push_str(" }");
+    out
+}
+
+/// The `authorization` block: every user by nkey, with its permissions.
+pub fn authorization_block(users: &Users) -> String {
+    let mut out = String::from("authorization {\n  users = [\n");
+    for (who, p) in users {
+        let who = match who {
+            Who::Nkey(k) => format!("nkey: {k}"),
+            Who::Password(u, pw) => format!("user: \"{u}\", password: \"{pw}\""),
+        };
+        out.push_str(&format!(
+            "    {{ {who}, permissions: {{ publish: {}, subscribe: {}{} }} }}\n",
+            allow_deny(&p.publish_allow, &p.publish_deny),
+            allow_deny(&p.subscribe_allow, &p.subscribe_deny),
+            if p.allow_responses { ", allow_responses: true" } else { "" },
+        ));
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// The config names every identity's public key: readable by its owner only.
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn free_port() -> Result<u16> {
@@ -63,13 +149,13 @@ pub struct ServerConfig {
     pub leaf_remote: Option<LeafRemote>,
     /// nats-server's own monitoring endpoint (`/healthz`, `/varz`).
     pub monitor: Option<String>,
-    /// Blocks of config another part of flotilla adds (authorization, accounts), verbatim.
-    pub extra: Vec<String>,
+    /// The users it accepts (none: anyone may do anything).
+    pub users: Option<Users>,
 }
 
 impl ServerConfig {
     pub fn single(listen: String, jetstream_dir: PathBuf) -> ServerConfig {
-        ServerConfig { server_name: None, listen, jetstream_dir: Some(jetstream_dir), cluster: None, leaf_listen: None, leaf_remote: None, monitor: None, extra: Vec::new() }
+        ServerConfig { server_name: None, listen, jetstream_dir: Some(jetstream_dir), cluster: None, leaf_listen: None, leaf_remote: None, monitor: None, users: None }
     }
 }
 
@@ -108,11 +194,8 @@ pub fn render(c: &ServerConfig) -> String {
         }
         out.push_str("}\n");
     }
-    for e in &c.extra {
-        out.push_str(e);
-        if !e.ends_with('\n') {
-            out.push('\n');
-        }
+    if let Some(u) = &c.users {
+        out.push_str(&authorization_block(u));
     }
     out
 }
@@ -127,7 +210,7 @@ fn dial(listen: &str) -> String {
 
 /// Starts `n` servers joined by routes, each with JetStream, in `dir` (the first in
 /// `dir` itself, the others in `dir`-2, `dir`-3, …). The cluster's client URL lists all.
-pub fn start_cluster(dir: &Path, n: usize) -> Result<(Vec<NatsChild>, String)> {
+pub fn start_cluster(dir: &Path, n: usize, users: Option<&Users>) -> Result<(Vec<NatsChild>, String)> {
     let ports: Vec<(u16, u16)> = (0..n).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_>>()?;
     let routes: Vec<String> = ports.iter().map(|(_, r)| format!("127.0.0.1:{r}")).collect();
     let mut children = Vec::new();
@@ -136,6 +219,7 @@ pub fn start_cluster(dir: &Path, n: usize) -> Result<(Vec<NatsChild>, String)> {
         let mut cfg = ServerConfig::single(format!("127.0.0.1:{client}"), d.join("jetstream"));
         cfg.server_name = Some(format!("nats-{}", i + 1));
         cfg.monitor = Some(format!("127.0.0.1:{}", free_port()?));
+        cfg.users = users.cloned();
         cfg.cluster = Some(ClusterConfig { name: "flotilla".into(), listen: format!("127.0.0.1:{route}"), routes: routes.clone() });
         children.push(NatsChild::start_config(&d, &cfg)?);
     }
@@ -145,9 +229,11 @@ pub fn start_cluster(dir: &Path, n: usize) -> Result<(Vec<NatsChild>, String)> {
 
 impl NatsChild {
     /// One server on a free loopback port, with JetStream.
-    pub fn start(dir: &Path) -> Result<NatsChild> {
+    pub fn start(dir: &Path, users: Option<&Users>) -> Result<NatsChild> {
         let port = free_port()?;
-        NatsChild::start_config(dir, &ServerConfig::single(format!("127.0.0.1:{port}"), dir.join("jetstream")))
+        let mut cfg = ServerConfig::single(format!("127.0.0.1:{port}"), dir.join("jetstream"));
+        cfg.users = users.cloned();
+        NatsChild::start_config(dir, &cfg)
     }
 
     /// Writes `cfg` as `dir`/nats.conf and starts nats-server on it; returns once it listens.
@@ -158,7 +244,7 @@ impl NatsChild {
             std::fs::create_dir_all(js)?;
         }
         let conf = dir.join("nats.conf");
-        std::fs::write(&conf, render(cfg))?;
+        write_private(&conf, &render(cfg))?;
         let target = dial(&cfg.listen);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats.log"))?;
         let child = Command::new(&bin)
@@ -169,7 +255,7 @@ impl NatsChild {
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {bin}"))?;
-        let mut me = NatsChild { child, url: format!("nats://{target}") };
+        let mut me = NatsChild { child, url: format!("nats://{target}"), conf, cfg: cfg.clone() };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(target.as_str()).is_err() {
             if let Ok(Some(st)) = me.child.try_wait() {
@@ -244,6 +330,22 @@ mod tests {
         let c = render(&cfg);
         assert!(!c.contains("jetstream"));
         assert!(c.contains("remotes: [ { urls: [\"nats-leaf://10.0.0.1:7422\", \"nats-leaf://10.0.0.2:7422\"], credentials: \"/c/leaf.creds\" } ]"), "{c}");
+    }
+
+    #[test]
+    fn users_carry_their_permissions() {
+        use schema::natsauth::{permissions, Role};
+        let users = vec![(Who::Nkey("UNODE".into()), permissions(&Role::Node("n1".into()))), (Who::Password("bootstrap".into(), "bootstrap".into()), permissions(&Role::Bootstrap))];
+        let mut cfg = ServerConfig::single("127.0.0.1:4222".into(), "/d/js".into());
+        cfg.users = Some(users);
+        let c = render(&cfg);
+        assert!(c.starts_with("listen: 127.0.0.1:4222\n"));
+        assert!(c.contains("{ nkey: UNODE, permissions: { publish: { allow: [\"flotilla.node.n1.write\""));
+        assert!(c.contains("subscribe: { allow: [\"_INBOX_N.n1.>\""));
+        assert!(!c.contains("allow_responses"));
+        assert!(c.contains("{ user: \"bootstrap\", password: \"bootstrap\", permissions: { publish: { allow: [\"flotilla.join\"] }"));
+        cfg.users = None;
+        assert!(!render(&cfg).contains("authorization"));
     }
 
     #[test]

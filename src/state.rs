@@ -168,7 +168,7 @@ pub async fn run(a: StateArgs) -> Result<()> {
             Ok(())
         }
         None => {
-            let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            let bus = a.common.connect().await?;
             let h = actors::state::start(a.member.config(), bus.nats.clone()).await?;
             crate::component(&a.common, "state member", || async move { h.shutdown().await }).await
         }
@@ -177,7 +177,8 @@ pub async fn run(a: StateArgs) -> Result<()> {
 
 async fn connect(target: &status::Target) -> Result<bus::Bus> {
     let url = status::find_nats(target.nats_url.as_deref(), target.data_dir.as_deref(), target.kubeconfig.as_deref())?;
-    Ok(bus::Bus::connect(&url).await?)
+    let creds = status::find_creds(target)?;
+    Ok(bus::Bus::connect_as(&url, creds.as_ref()).await?)
 }
 
 async fn member(cmd: MemberCmd) -> Result<()> {

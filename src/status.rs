@@ -57,6 +57,24 @@ pub fn rows(answers: &[MemberStatus]) -> Vec<Row> {
 }
 
 /// The NATS URL of the cluster the arguments point at.
+/// The admin identity `flotilla up` wrote in the target's data dir, when there is one
+/// (a cluster without NATS authorization has none).
+pub fn find_creds(t: &Target) -> Result<Option<bus::creds::Credentials>> {
+    if t.nats_url.is_some() && t.data_dir.is_none() && t.kubeconfig.is_none() {
+        return Ok(None);
+    }
+    let dir = match (t.data_dir.as_deref(), t.kubeconfig.as_deref()) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(k)) => k.parent().map(Path::to_path_buf).unwrap_or_default(),
+        (None, None) => PathBuf::from("./.flotilla"),
+    };
+    let path = crate::identities::file(&dir.join("nats"), &schema::natsauth::Role::Admin);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(bus::creds::Credentials::load(&path)?))
+}
+
 pub fn find_nats(nats_url: Option<&str>, data_dir: Option<&Path>, kubeconfig: Option<&Path>) -> Result<String> {
     if let Some(u) = nats_url {
         return Ok(u.to_string());
@@ -103,7 +121,11 @@ mod tests {
 pub async fn run(a: StatusArgs) -> Result<()> {
     let t = &a.target;
     let url = find_nats(t.nats_url.as_deref(), t.data_dir.as_deref(), t.kubeconfig.as_deref())?;
-    let nats = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3)).connect(url.split(',').map(str::trim).collect::<Vec<_>>()).await.with_context(|| format!("connecting to {url}"))?;
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(c) = find_creds(t)? {
+        opts = opts.nkey(c.seed).custom_inbox_prefix(c.inbox);
+    }
+    let nats = opts.connection_timeout(Duration::from_secs(3)).connect(url.split(',').map(str::trim).collect::<Vec<_>>()).await.with_context(|| format!("connecting to {url}"))?;
     let inbox = nats.new_inbox();
     let mut sub = nats.subscribe(inbox.clone()).await?;
     nats.publish_with_reply(schema::subjects::STATE_STATUS, inbox, "".into()).await?;

@@ -2,7 +2,8 @@
 //! order (NATS, state group, bootstrap objects, controllers, scheduler, node agents,
 //! gateway) and stops in the reverse order on SIGTERM or Ctrl-C, pod processes included.
 
-use crate::{bootstrap, certs, natsd};
+use crate::{bootstrap, certs, identities, natsd};
+use schema::natsauth::Role;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::net::SocketAddr;
@@ -61,6 +62,39 @@ pub struct UpArgs {
     /// Each node agent's memory capacity in bytes (default: the host's).
     #[arg(long)]
     pub node_memory_bytes: Option<u64>,
+    /// Start nats-server without authorization (every client may do anything, as before
+    /// the per-role identities). Without it, each component connects as its own NATS user.
+    #[arg(long)]
+    pub no_nats_auth: bool,
+}
+
+/// How this process's components reach NATS: each as its own identity, or all over one
+/// anonymous connection (an outside nats-server, or `--no-nats-auth`).
+struct Connector {
+    url: String,
+    ids: Option<crate::join::Shared>,
+    shared: Option<bus::Bus>,
+}
+
+impl Connector {
+    async fn connect(&mut self, role: &Role) -> Result<bus::Bus> {
+        match &mut self.ids {
+            Some(reg) => {
+                let c = reg.lock().map_err(|_| anyhow::anyhow!("the identity registry is poisoned"))?.ids.ensure(role)?;
+                bus::Bus::connect_as(&self.url, Some(&c)).await.with_context(|| format!("connecting to NATS as {}", c.name))
+            }
+            None => {
+                if self.shared.is_none() {
+                    self.shared = Some(bus::Bus::connect(&self.url).await.context("connecting to NATS")?);
+                }
+                Ok(self.shared.clone().expect("connected above"))
+            }
+        }
+    }
+
+    fn creds_file(&self, role: &Role) -> Option<PathBuf> {
+        self.ids.as_ref().and_then(|r| r.lock().ok().map(|r| r.ids.path(role)))
+    }
 }
 
 /// The state group as `up` runs it.
@@ -95,11 +129,20 @@ pub async fn run(a: UpArgs) -> Result<()> {
     let token = certs::admin_token(&pki)?;
 
     let mut nats_children = Vec::new();
+    let nats_dir = data_dir.join("nats");
+    let mut ids = (a.nats_url.is_none() && !a.no_nats_auth).then(|| identities::Identities::new(&nats_dir));
+    if let Some(ids) = &mut ids {
+        let nodes = (1..=a.nodes).map(|i| Role::Node(node_name(i)));
+        for role in [Role::State, Role::Gateway, Role::Controllers, Role::Scheduler, Role::Admin, Role::Dashboard].into_iter().chain(nodes) {
+            ids.ensure(&role)?;
+        }
+    }
+    let users = ids.as_ref().map(|i| i.users()).transpose()?;
     let nats_url = match &a.nats_url {
         Some(u) => u.clone(),
         None if a.nats_cluster > 1 => {
-            step(&format!("starting {} nats-servers joined by routes (JetStream clustered)", a.nats_cluster));
-            let (cs, url) = natsd::start_cluster(&data_dir.join("nats"), a.nats_cluster as usize)?;
+            step(&format!("starting {} nats-servers joined by routes (JetStream clustered{})", a.nats_cluster, if users.is_some() { ", a NATS user per component" } else { "" }));
+            let (cs, url) = natsd::start_cluster(&nats_dir, a.nats_cluster as usize, users.as_ref())?;
             for c in &cs {
                 step(&format!("nats-server pid {} on {}", c.pid(), c.url));
             }
@@ -107,15 +150,23 @@ pub async fn run(a: UpArgs) -> Result<()> {
             url
         }
         None => {
-            step("starting nats-server (JetStream)");
-            let c = natsd::NatsChild::start(&data_dir.join("nats"))?;
+            step(if users.is_some() { "starting nats-server (JetStream, a NATS user per component)" } else { "starting nats-server (JetStream, no authorization)" });
+            let c = natsd::NatsChild::start(&nats_dir, users.as_ref())?;
             let url = c.url.clone();
             step(&format!("nats-server pid {} on {url}", c.pid()));
             nats_children.push(c);
             url
         }
     };
-    let result = run_cluster(&a, &data_dir, &nats_url, certs, token).await;
+    let registry = match (ids, nats_children.is_empty()) {
+        (Some(ids), false) => {
+            step(&format!("NATS identities in {} (tools and tests: admin.creds)", nats_dir.display()));
+            Some(Arc::new(std::sync::Mutex::new(crate::join::Registry { ids, reloader: natsd::reloader(&nats_children) })))
+        }
+        _ => None,
+    };
+    let conn = Connector { url: nats_url.clone(), ids: registry, shared: None };
+    let result = run_cluster(&a, &data_dir, conn, certs, token).await;
     for mut c in nats_children {
         step("stopping nats-server");
         c.stop();
@@ -126,20 +177,27 @@ pub async fn run(a: UpArgs) -> Result<()> {
     result
 }
 
-async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, certs: certs::ClusterCerts, token: String) -> Result<()> {
+fn node_name(i: u32) -> String {
+    format!("node-{i}")
+}
+
+async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector, certs: certs::ClusterCerts, token: String) -> Result<()> {
     a.apiserver.apply_admission();
-    let bus = bus::Bus::connect(nats_url).await.context("connecting to NATS")?;
+    let nats_url = conn.url.clone();
+    let nats_url = nats_url.as_str();
+    let bus = conn.connect(&Role::Admin).await?;
 
     let state = if a.state_members == 1 {
         step("starting the state group (1 member)");
+        let state_bus = conn.connect(&Role::State).await?;
         let mut cfg = actors::state::StateConfig::single(data_dir.join("state"));
         cfg.history.replicas = events_replicas(a);
-        let h = actors::state::start(cfg, bus.nats.clone()).await?;
+        let h = actors::state::start(cfg, state_bus.nats.clone()).await?;
         h.wait_ready().await;
         StateGroup::InProcess(h)
     } else {
         step(&format!("starting the state group ({} member processes)", a.state_members));
-        let m = crate::members::start(data_dir, a.state_members, nats_url, events_replicas(a))?;
+        let m = crate::members::start(data_dir, a.state_members, nats_url, events_replicas(a), conn.creds_file(&Role::State).as_deref())?;
         for (id, (pid, health)) in &m.pids {
             step(&format!("state member {id} pid {}, health on http://{health}", pid.load(std::sync::atomic::Ordering::SeqCst)));
         }
@@ -163,18 +221,27 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         limits: a.apiserver.limits(),
     };
     let r = ready.clone();
-    let gw_bus = bus.clone();
+    let gw_bus = conn.connect(&Role::Gateway).await?;
     let gw_stop = shutdown.clone();
     let gateway = tokio::spawn(async move { actors::gateway::serve(gw_cfg, gw_bus, Arc::new(move || r.load(Ordering::SeqCst)), gw_stop).await });
     step(&format!("gateway on https://{}", a.gateway_addr));
 
+    if let Some(reg) = conn.ids.clone() {
+        let (b, ca, stop) = (bus.clone(), Some(certs.ca_pem.clone()), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::join::serve(b, reg, ca, stop).await {
+                step(&format!("the join service failed: {e:#}"));
+            }
+        });
+        step("answering node joins (flotilla join-token create; flotilla node --join)");
+    }
     step("starting controllers and scheduler");
-    let controllers = if a.no_controllers { Running::None } else { run_controllers(bus.clone(), actors::controllers::Config { root_ca_pem: Some(certs.ca_pem.clone()), ..a.controllers.config()? }, a.leader.config("kube-controller-manager")?).await? };
-    let scheduler = if a.no_scheduler { Running::None } else { run_scheduler(bus.clone(), a.leader.config("kube-scheduler")?).await? };
+    let controllers = if a.no_controllers { Running::None } else { run_controllers(conn.connect(&Role::Controllers).await?, actors::controllers::Config { root_ca_pem: Some(certs.ca_pem.clone()), ..a.controllers.config()? }, a.leader.config("kube-controller-manager")?).await? };
+    let scheduler = if a.no_scheduler { Running::None } else { run_scheduler(conn.connect(&Role::Scheduler).await?, a.leader.config("kube-scheduler")?).await? };
 
-    let mut nodes = Vec::new();
+    let mut nodes: Vec<node_agent::NodeHandle> = Vec::new();
     for i in 1..=a.nodes {
-        let name = format!("node-{i}");
+        let name = node_name(i);
         step(&format!("starting node agent {name}"));
         let mut cfg = node_agent::NodeConfig::from_host(name.clone(), data_dir.join("nodes").join(&name));
         cfg.max_pods = a.max_pods;
@@ -185,7 +252,19 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
             cfg.memory_bytes = m;
         }
         a.runtime.apply(&mut cfg, &data_dir, |w| if i == 1 { step(w) })?;
-        match node_agent::start(cfg, bus.clone()).await {
+        let node_bus = match conn.connect(&Role::Node(name.clone())).await {
+            Ok(b) => b,
+            Err(e) => {
+                for n in nodes {
+                    n.shutdown().await;
+                }
+                controllers.shutdown().await;
+                scheduler.shutdown().await;
+                state.shutdown().await;
+                return Err(e);
+            }
+        };
+        match node_agent::start(cfg, node_bus).await {
             Ok(n) => {
                 if let Some(pid) = n.containerd_pid() {
                     step(&format!("node agent {name}: containerd pid {pid}"));

@@ -88,6 +88,7 @@ fn a_daemon_runs_on_every_node_including_a_new_one_and_rolls_out_a_new_image() {
     let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["node", "--nats-url", &c.nats_url(), "--name", "node-3", "--runtime", "process", "--data-dir"])
         .arg(dir.path().join("extra"))
+        .env("FLOTILLA_NATS_CREDS", c.admin_creds())
         .env("RUST_LOG", "info,async_nats=warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())

@@ -63,6 +63,7 @@ fn two_thousand_pods_on_two_hundred_hollow_nodes() {
     let logf = std::fs::File::create(&log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["hollow-nodes", "--nats-url", &c.nats_url(), "--count", &NODES.to_string(), "--pods-per-node", &MAX_PODS.to_string(), "--cpu", "4", "--memory", "16Gi"])
+        .env("FLOTILLA_NATS_CREDS", c.admin_creds())
         .env("RUST_LOG", "info,async_nats=warn")
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())

@@ -54,11 +54,12 @@ impl Drop for Agent {
     }
 }
 
-fn start_agent(dir: &std::path::Path, url: &str) -> Agent {
+fn start_agent(dir: &std::path::Path, url: &str, creds: &std::path::Path) -> Agent {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("far.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["node", "--name", "far", "--nats-url", url, "--runtime", "process", "--data-dir"])
         .arg(dir.join("far-node"))
+        .env("FLOTILLA_NATS_CREDS", creds)
         .env("RUST_LOG", "info,async_nats=warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -93,7 +94,7 @@ fn a_dead_node_goes_unknown_and_its_pods_move() {
     let dir = tempfile::tempdir().unwrap();
     let c = Cluster::up_with(dir.path(), 1, &["--default-not-ready-toleration-seconds", "5", "--default-unreachable-toleration-seconds", "5"]);
     let url = c.nats_url();
-    let mut agent = start_agent(dir.path(), &url);
+    let mut agent = start_agent(dir.path(), &url, &c.admin_creds());
     wait_ready(&c);
 
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(DEPLOY));
@@ -136,7 +137,7 @@ fn a_dead_node_goes_unknown_and_its_pods_move() {
     assert!(events.lines().any(|l| l.starts_with("TaintManagerEviction|Marking for deletion Pod default/app-")), "{events}");
 
     // The agent comes back: Ready again, and the unreachable taints go.
-    let _back = start_agent(dir.path(), &url);
+    let _back = start_agent(dir.path(), &url, &c.admin_creds());
     wait_ready(&c);
     c.eventually(Duration::from_secs(30), "the unreachable taints removed", || {
         let t = c.ok(&["get", "node", "far", "-o", "jsonpath={.spec.taints}"]);

@@ -40,6 +40,7 @@ impl Agent {
             .args(["node", "--nats-url", &c.nats_url(), "--name", "node-r", "--runtime", "containerd", "--images", images, "--data-dir"])
             .arg(dir)
             .args(extra)
+            .env("FLOTILLA_NATS_CREDS", c.admin_creds())
             .env("RUST_LOG", "info,async_nats=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

@@ -43,6 +43,7 @@ fn a_traceparent_follows_a_pod_from_the_gateway_to_a_node_agent_in_another_proce
         Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["node", "--nats-url", &c.nats_url(), "--name", "far-1", "--runtime", "process", "--data-dir"])
             .arg(dir.path().join("far-1"))
+            .env("FLOTILLA_NATS_CREDS", c.admin_creds())
             .env("RUST_LOG", "info,async_nats=warn")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod client;
+pub mod creds;
 pub mod events;
 pub mod informer;
 pub mod metadata;
@@ -62,17 +63,29 @@ pub struct Bus {
     /// Counts reconnects (not the first connect): watches reopen their consumers on each,
     /// since a consumer may have lived on the server that went away.
     reconnects: tokio::sync::watch::Receiver<u64>,
+    /// Set for a node agent's bus: its reads and writes go on its own node's subjects, so
+    /// the state group holds them to that node's objects.
+    node: Option<Arc<str>>,
 }
 
 impl Bus {
     /// Connects to `url`, or to any of a cluster's servers given as a comma-separated list
     /// (the client fails over between them).
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        Bus::connect_as(url, None).await
+    }
+
+    /// Connects with a NATS identity (nkey and inbox prefix), or anonymously with None.
+    pub async fn connect_as(url: &str, creds: Option<&creds::Credentials>) -> Result<Bus, BusError> {
         let servers: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         // Every `connected` after this connection's first is a reconnect.
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
-        let nats = async_nats::ConnectOptions::new()
+        let mut opts = async_nats::ConnectOptions::new();
+        if let Some(c) = creds {
+            opts = opts.nkey(c.seed.clone()).custom_inbox_prefix(&c.inbox);
+        }
+        let nats = opts
             .event_callback(move |ev| {
                 let again = matches!(ev, async_nats::Event::Connected) && seen.swap(true, Ordering::Relaxed);
                 if again {
@@ -95,7 +108,7 @@ impl Bus {
     pub fn from_client(nats: async_nats::Client) -> Bus {
         let js = async_nats::jetstream::new(nats.clone());
         let (_, reconnects) = tokio::sync::watch::channel(0u64);
-        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), reconnects }
+        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), reconnects, node: None }
     }
 
     /// Resolves at this connection's next reconnect (never, for `from_client` buses).
@@ -103,6 +116,15 @@ impl Bus {
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// This bus as node agent `node`'s: store requests go on that node's subjects.
+    pub fn for_node(&self, node: &str) -> Bus {
+        Bus { node: Some(node.into()), ..self.clone() }
+    }
+
+    pub fn node(&self) -> Option<&str> {
+        self.node.as_deref()
     }
 
     fn next_id(&self) -> RequestId {
@@ -113,7 +135,7 @@ impl Bus {
     /// Writes are safe to retry because they carry a request id (see `write`).
     async fn request<Req: serde::Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
-        subject: &'static str,
+        subject: &str,
         req: &Req,
         key: Option<&str>,
     ) -> Result<Resp, BusError> {
@@ -129,8 +151,15 @@ impl Bus {
         let mut backoff = Duration::from_millis(20);
         loop {
             let started = std::time::Instant::now();
-            let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request_with_headers(subject, headers.clone(), payload.clone().into())).await;
-            metrics::bus_request(subject, attempt.as_ref().map(|r| r.is_ok()).unwrap_or(false), started.elapsed());
+            let attempt = tokio::time::timeout(Duration::from_secs(10), self.nats.request_with_headers(subject.to_string(), headers.clone(), payload.clone().into())).await;
+            // Per-node subjects are counted under their pattern: one series, not one per node.
+            let label = match subjects::node_of_request(subject) {
+                Some(_) if subject.ends_with(".write") => subjects::NODE_WRITES,
+                Some(_) if subject.ends_with(".token") => subjects::NODE_TOKEN_REQUESTS,
+                Some(_) => subjects::NODE_READS,
+                None => subject,
+            };
+            metrics::bus_request(label, attempt.as_ref().map(|r| r.is_ok()).unwrap_or(false), started.elapsed());
             let retry_reason = match attempt {
                 Ok(Ok(msg)) => {
                     let r: Result<Resp, StoreError> = codec::decode(&msg.payload)?;
@@ -155,7 +184,10 @@ impl Bus {
     /// leader gone after committing it) return the first answer instead of applying twice.
     pub async fn write(&self, op: &WriteOp) -> Result<WriteResult, BusError> {
         let req = WriteRequest { id: Some(self.next_id()), op: op.clone() };
-        self.request(subjects::STATE_WRITE, &req, Some(op.key())).await
+        match self.node.as_deref() {
+            Some(n) => self.request(&subjects::node_write(n), &req, Some(op.key())).await,
+            None => self.request(subjects::STATE_WRITE, &req, Some(op.key())).await,
+        }
     }
 
     /// A linearizable read: it sees every write acknowledged before it began.
@@ -164,6 +196,11 @@ impl Bus {
     }
 
     pub async fn read_with(&self, op: &ReadOp, consistency: Consistency) -> Result<ReadResult, BusError> {
+        // A node's reads are answered by the leader, which checks them against the pods
+        // bound to that node.
+        if let Some(n) = self.node.as_deref() {
+            return self.request(&subjects::node_read(n), op, None).await;
+        }
         let subject = match consistency {
             Consistency::Linearizable => subjects::STATE_READ,
             Consistency::Serializable => subjects::STATE_READ_LOCAL,

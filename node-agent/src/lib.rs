@@ -165,6 +165,9 @@ pub async fn start(cfg: NodeConfig, bus: bus::Bus) -> anyhow::Result<NodeHandle>
 
 async fn start_parts(mut cfg: NodeConfig, bus: bus::Bus, cleanup: &mut shutdown::Cleanup) -> anyhow::Result<(Addr<kubelet::Kubelet>, CancellationToken)> {
     use tracing::Instrument;
+    // Its store requests go on its own node's subjects, where the state group holds them
+    // to this node's objects and the Secrets its pods mount.
+    let bus = bus.for_node(&cfg.name);
     std::fs::create_dir_all(&cfg.data_dir)?;
     let process: Arc<dyn runtime::Runtime> = Arc::new(runtime::process::ProcessRuntime {
         host_ip: cfg.host_ip.clone(),

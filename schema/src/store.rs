@@ -174,6 +174,9 @@ pub enum StoreError {
     BadRequest(String),
     #[error("internal store error: {0}")]
     Internal(String),
+    /// The writer's identity does not allow this (a node agent outside its own objects).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
 }
 
 impl StoreError {

@@ -24,6 +24,18 @@ pub const STATE_READ_LOCAL: &str = "flotilla.state.read.local";
 pub const STATE_ADMIN: &str = "flotilla.state.admin";
 /// Every state member answers here (no queue group): who it is, its role, its progress.
 pub const STATE_STATUS: &str = "flotilla.state.status";
+/// Node agents write and read through their own node's subjects (the state group answers
+/// them too): the subject a request came in on names its writer, which nats-server's
+/// permissions vouch for, so the state group can hold each node to its own objects.
+const NODE_PREFIX: &str = "flotilla.node";
+/// Every node's write subject (what the state group's leader subscribes to).
+pub const NODE_WRITES: &str = "flotilla.node.*.write";
+/// Every node's read subject.
+pub const NODE_READS: &str = "flotilla.node.*.read";
+/// Every node's ServiceAccount token requests (the gateways answer, in TOKEN_QUEUE).
+pub const NODE_TOKEN_REQUESTS: &str = "flotilla.node.*.token";
+/// Where node agents present a join token for their credentials (`up` answers).
+pub const JOIN: &str = "flotilla.join";
 /// A node agent's log service: `flotilla.logs.<node>`.
 const LOGS_PREFIX: &str = "flotilla.logs";
 const STREAMS_PREFIX: &str = "flotilla.streams";
@@ -48,6 +60,30 @@ pub fn token(s: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// The name a [`token`] was made from.
+pub fn untoken(t: &str) -> String {
+    if t == NONE {
+        return String::new();
+    }
+    let mut out = String::with_capacity(t.len());
+    let mut rest = t;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        match rest.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(b) => {
+                out.push(b as char);
+                rest = &rest[i + 3..];
+            }
+            None => {
+                out.push('%');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
     out
 }
 
@@ -125,6 +161,70 @@ pub fn event_filter(plural: &str, f: &EventFilter<'_>) -> String {
     }
 }
 
+/// Where node agent `node` sends its store writes.
+pub fn node_write(node: &str) -> String {
+    format!("{NODE_PREFIX}.{}.write", token(node))
+}
+
+/// Where node agent `node` sends its store reads.
+pub fn node_read(node: &str) -> String {
+    format!("{NODE_PREFIX}.{}.read", token(node))
+}
+
+/// Where node agent `node` asks for its pods' ServiceAccount tokens: the gateway then
+/// knows the asker and issues tokens only for pods bound to it.
+pub fn node_token_request(node: &str) -> String {
+    format!("{NODE_PREFIX}.{}.token", token(node))
+}
+
+/// The node a request on a node's write, read or token subject came from, still
+/// in its token form (compare with [`token`] of a name).
+pub fn node_of_request(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix(NODE_PREFIX)?.strip_prefix('.')?;
+    let (node, verb) = rest.split_once('.')?;
+    matches!(verb, "write" | "read" | "token").then_some(node)
+}
+
+/// Inbox prefix of a control-plane role: replies and stream frames to it land under it,
+/// so permissions can keep every other identity from subscribing there.
+pub fn role_inbox(role: &str) -> String {
+    format!("_INBOX_R.{}", token(role))
+}
+
+/// Every control-plane role's inboxes.
+pub const ROLE_INBOXES: &str = "_INBOX_R.>";
+
+/// Inbox prefix of node agent `node`.
+pub fn node_inbox(node: &str) -> String {
+    format!("_INBOX_N.{}", token(node))
+}
+
+/// Every node agent's inboxes.
+pub const NODE_INBOXES: &str = "_INBOX_N.>";
+
+/// Everything below an inbox prefix (what its owner subscribes to).
+pub fn under(prefix: &str) -> String {
+    format!("{prefix}.>")
+}
+
+/// Every subject of one node's pods' events (what that node's agent may subscribe to).
+pub fn node_pod_events(node: &str) -> String {
+    event_filter("pods", &EventFilter { node: NodeFilter::Node(node), ..Default::default() })
+}
+
+/// The JetStream API calls a read-only watcher makes (stream info, message get, its own
+/// ephemeral consumers), not those that change or delete streams.
+pub const JS_READER_API: [&str; 8] = [
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.DIRECT.GET.>",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$JS.API.CONSUMER.INFO.>",
+    "$JS.FC.>",
+];
+
 /// Where a node agent answers log requests for its pods.
 pub fn node_logs(node: &str) -> String {
     format!("{LOGS_PREFIX}.{}", token(node))
@@ -153,6 +253,18 @@ pub fn node_streams(node: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_requests_name_their_node() {
+        assert_eq!(node_write("n.1"), "flotilla.node.n%2E1.write");
+        assert_eq!(node_of_request(&node_write("n.1")), Some("n%2E1"));
+        assert_eq!(untoken(&token("a.b*%c d")), "a.b*%c d");
+        assert_eq!(node_of_request(&node_read("n1")), Some("n1"));
+        assert_eq!(node_of_request(&node_token_request("n1")), Some("n1"));
+        assert_eq!(node_of_request(STATE_WRITE), None);
+        assert_eq!(node_pod_events("n1"), "ev.pods.*.n1.*.*");
+        assert_eq!(under(&node_inbox("n1")), "_INBOX_N.n1.>");
+    }
 
     #[test]
     fn dots_are_escaped() {

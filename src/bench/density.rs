@@ -154,7 +154,7 @@ pub async fn run(a: DensityArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut hcmd = Command::new(&exe);
     hcmd.args(["hollow-nodes", "--nats-url", &nats_url, "--count", &nodes.to_string(), "--start-delay-ms", &a.start_delay_ms.to_string()]);
-    hcmd.env("RUST_LOG", "warn");
+    hcmd.env("RUST_LOG", "warn").env("FLOTILLA_NATS_CREDS", data.join("nats").join("admin.creds"));
     let mut hollow = Proc::spawn("flotilla hollow-nodes", hcmd, &dir.path.join("hollow.log"))?;
     let mut conn = https.connect().await?;
     let mut lat = Latencies::default();

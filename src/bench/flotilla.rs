@@ -22,7 +22,7 @@ impl Group {
     /// stream) and `n` members, and waits until a linearizable read is answered.
     pub async fn start(dir: &Path, n: usize) -> Result<Group> {
         std::fs::create_dir_all(dir)?;
-        let nats = NatsChild::start(&dir.join("nats")).context("starting nats-server for the flotilla state group")?;
+        let nats = NatsChild::start(&dir.join("nats"), None).context("starting nats-server for the flotilla state group")?;
         let exe = std::env::current_exe().context("locating the flotilla binary")?;
         let peers = if n > 1 {
             let ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>>>()?;

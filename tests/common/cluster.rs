@@ -78,6 +78,11 @@ impl Cluster {
         format!("nats://{}", listen.trim())
     }
 
+    /// The admin NATS identity `up` wrote, for agents and tools started beside it.
+    pub fn admin_creds(&self) -> std::path::PathBuf {
+        self.data_dir.join("nats").join("admin.creds")
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }

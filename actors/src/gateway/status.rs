@@ -120,6 +120,7 @@ impl ApiError {
             BusError::Store(StoreError::TooLarge { size, limit }) => Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: {size} bytes, the limit is {limit} bytes")),
             BusError::Store(e @ StoreError::QuotaExceeded { .. }) => Self::new(507, "InsufficientStorage", e.to_string()),
             BusError::Store(StoreError::BadRequest(m)) => Self::bad_request(m),
+            BusError::Store(e @ StoreError::Forbidden(_)) => Self::new(403, "Forbidden", e.to_string()),
             BusError::Store(e @ (StoreError::Unavailable(_) | StoreError::NotLeader { .. })) => Self::unavailable(format!("the state group is unavailable: {e}")),
             BusError::Timeout(m) => Self::new(504, "Timeout", format!("Timeout: {m}")),
             BusError::Expired(rev) | BusError::Store(StoreError::Compacted { rev }) => Self::expired(format!("too old resource version: {rev} ({rev})")),

@@ -11,7 +11,8 @@ use schema::tokens::{TokenReply, TokenRequest, MIN_EXPIRATION};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-async fn answer(client: &bus::Client, issuer: &TokenIssuer, r: TokenRequest) -> TokenReply {
+/// `node`: the node agent that asked on its own subject (None: a trusted identity asked).
+async fn answer(client: &bus::Client, issuer: &TokenIssuer, r: TokenRequest, node: Option<&str>) -> TokenReply {
     let ns = Some(r.namespace.as_str());
     let sa = match client.get::<ServiceAccount>(ns, &r.service_account).await {
         Ok(Some(sa)) => sa,
@@ -19,6 +20,10 @@ async fn answer(client: &bus::Client, issuer: &TokenIssuer, r: TokenRequest) -> 
         Err(e) => return TokenReply::Refused(format!("reading serviceaccount \"{}\": {e}", r.service_account)),
     };
     match client.get::<Pod>(ns, &r.pod).await {
+        // The Node authorizer's rule: a node gets tokens only for the pods bound to it.
+        Ok(Some(p)) if node.is_some() && p.spec.as_ref().and_then(|s| s.node_name.as_deref()) != node => {
+            return TokenReply::Refused(format!("node {:?} may not request a token for pod \"{}\": the pod is not bound to it", node.unwrap_or_default(), r.pod));
+        }
         Ok(Some(p)) if p.metadata.uid.as_deref() == Some(r.pod_uid.as_str()) => {}
         Ok(Some(_)) => return TokenReply::Refused(format!("the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated", r.pod_uid)),
         Ok(None) => return TokenReply::Refused(format!("pods \"{}\" not found", r.pod)),
@@ -38,7 +43,12 @@ async fn answer(client: &bus::Client, issuer: &TokenIssuer, r: TokenRequest) -> 
 pub async fn serve(bus: bus::Bus, issuer: Arc<TokenIssuer>, stop: CancellationToken) {
     let nats = bus.nats.clone();
     let client = bus::Client::new(bus);
-    let mut sub = match nats.queue_subscribe(schema::subjects::TOKEN_REQUEST, schema::subjects::TOKEN_QUEUE.to_string()).await {
+    let subscribed = async {
+        let shared = nats.queue_subscribe(schema::subjects::TOKEN_REQUEST, schema::subjects::TOKEN_QUEUE.to_string()).await?;
+        let per_node = nats.queue_subscribe(schema::subjects::NODE_TOKEN_REQUESTS, schema::subjects::TOKEN_QUEUE.to_string()).await?;
+        Ok::<_, async_nats::SubscribeError>(futures::stream::select(shared, per_node))
+    };
+    let mut sub = match subscribed.await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "gateway: cannot serve ServiceAccount tokens to the nodes");
@@ -57,7 +67,10 @@ pub async fn serve(bus: bus::Bus, issuer: Arc<TokenIssuer>, stop: CancellationTo
         tokio::spawn(
             async move {
                 let out = match codec::decode::<TokenRequest>(&msg.payload) {
-                    Ok(r) => answer(&client, &issuer, r).await,
+                    Ok(r) => {
+                        let node = schema::subjects::node_of_request(msg.subject.as_str()).map(schema::subjects::untoken);
+                        answer(&client, &issuer, r, node.as_deref()).await
+                    }
                     Err(e) => TokenReply::Refused(format!("bad token request: {e}")),
                 };
                 if let Ok(bytes) = codec::encode(&out) {

@@ -63,6 +63,9 @@ enum Kind {
     Write,
     Read(Consistency),
     Admin,
+    /// A node agent's own write or read subject: checked against what that node may touch.
+    NodeWrite,
+    NodeRead,
 }
 
 pub struct Limits {
@@ -249,6 +252,8 @@ async fn subscribe_leader(ctx: &Ctx, cancel: &CancellationToken) -> anyhow::Resu
         (subjects::STATE_WRITE, Kind::Write),
         (subjects::STATE_READ, Kind::Read(Consistency::Linearizable)),
         (subjects::STATE_ADMIN, Kind::Admin),
+        (subjects::NODE_WRITES, Kind::NodeWrite),
+        (subjects::NODE_READS, Kind::NodeRead),
     ] {
         let sub = ctx.nats.queue_subscribe(subject, QUEUE_GROUP.to_string()).await?;
         tasks.push(tokio::spawn(serve(sub, kind, ctx.clone(), stop.clone())));
@@ -319,6 +324,14 @@ async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: Ca
                 Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload, msg.headers.as_ref()).await),
                 Kind::Read(c) => encode_answer(&handle_read(&ctx, &msg.payload, c).await),
                 Kind::Admin => encode_answer(&handle_admin(&ctx, &msg.payload).await),
+                Kind::NodeWrite | Kind::NodeRead => {
+                    let node = subjects::node_of_request(msg.subject.as_str()).map(subjects::untoken).unwrap_or_default();
+                    if matches!(kind, Kind::NodeWrite) {
+                        encode_answer(&handle_node_write(&ctx, &node, &msg.payload, msg.headers.as_ref()).await)
+                    } else {
+                        encode_answer(&handle_node_read(&ctx, &node, &msg.payload).await)
+                    }
+                }
             };
             if let Err(e) = ctx.nats.publish(reply, answer.into()).await {
                 tracing::warn!(error = %e, "state: could not send the answer");
@@ -365,6 +378,85 @@ fn check_quota(ctx: &Ctx, req: &WriteRequest) -> Result<(), StoreError> {
 
 async fn handle_write(ctx: &Ctx, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
     let req: WriteRequest = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable write: {e}")))?;
+    propose_write(ctx, req, headers).await
+}
+
+fn decode_value(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::BadRequest(format!("undecodable object: {e}")))
+}
+
+/// A write from node agent `node` (the subject it came on says so): the leader checks it
+/// against the stored object before proposing. The check and the proposal are not one
+/// step; a node racing a rebind of a pod it does not hold can at most lose to a
+/// compare-and-swap, since spec.nodeName never changes once set.
+async fn handle_node_write(ctx: &Ctx, node: &str, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
+    let req: WriteRequest = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable write: {e}")))?;
+    let key = req.op.key().to_string();
+    let db = ctx.db.clone();
+    let k = key.clone();
+    let (old, _) = on_disk(move || store::get(&db, &k)).await?;
+    let old = old.map(|s| decode_value(&s.value)).transpose()?;
+    let new = match &req.op {
+        schema::store::WriteOp::Create { value, .. } | schema::store::WriteOp::Update { value, .. } => Some(decode_value(value)?),
+        schema::store::WriteOp::Delete { .. } => None,
+    };
+    if let Err(f) = schema::noderestriction::check_write(node, req.op.verb(), &key, old.as_ref(), new.as_ref()) {
+        bus::metrics::count("flotilla_state_node_writes_refused_total", 1.0);
+        tracing::warn!(node, key = %key, "state: refused a node's write: {f}");
+        return Err(StoreError::Forbidden(f.to_string()));
+    }
+    propose_write(ctx, req, headers).await
+}
+
+/// Every pod in the store, decoded (what a node's Secret reads are checked against).
+async fn all_pods(ctx: &Ctx) -> Result<Vec<serde_json::Value>, StoreError> {
+    let db = ctx.db.clone();
+    let items = on_disk(move || {
+        let (mut out, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (items, _, more) = store::list(&db, "pods/", after.as_deref(), 10_000)?;
+            after = items.last().map(|s| s.key.clone());
+            out.extend(items);
+            if !more {
+                return Ok(out);
+            }
+        }
+    })
+    .await?;
+    Ok(items.iter().filter_map(|s| decode_value(&s.value).ok()).collect())
+}
+
+/// A read from node agent `node`: answered as a linearizable read, except that Secrets
+/// no pod bound to the node references are refused (a get) or left out (a list), as the
+/// Node authorizer does for kubelets.
+async fn handle_node_read(ctx: &Ctx, node: &str, payload: &[u8]) -> Result<ReadResult, StoreError> {
+    const SECRETS: &str = "secrets/";
+    let op: ReadOp = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable read: {e}")))?;
+    let touches_secrets = match &op {
+        ReadOp::Get { key } => key.starts_with(SECRETS),
+        ReadOp::List { prefix, .. } => prefix.starts_with(SECRETS) || SECRETS.starts_with(prefix.as_str()),
+    };
+    if let (ReadOp::Get { key }, true) = (&op, touches_secrets) {
+        let pods = all_pods(ctx).await?;
+        if !schema::noderestriction::may_read_secret(node, key, &pods) {
+            return Err(StoreError::Forbidden(format!("node {node:?} may not read {key}: no pod bound to it references this Secret")));
+        }
+    }
+    let answer = handle_read_op(ctx, op, Consistency::Linearizable).await?;
+    if !touches_secrets {
+        return Ok(answer);
+    }
+    match answer {
+        ReadResult::List { items, rev, more } => {
+            let pods = all_pods(ctx).await?;
+            let items = items.into_iter().filter(|s| !s.key.starts_with(SECRETS) || schema::noderestriction::may_read_secret(node, &s.key, &pods)).collect();
+            Ok(ReadResult::List { items, rev, more })
+        }
+        other => Ok(other),
+    }
+}
+
+async fn propose_write(ctx: &Ctx, req: WriteRequest, headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
     let trace = headers.and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok());
     let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key(), trace_id = tracing::field::Empty);
     if let Some(t) = &trace {
@@ -400,6 +492,10 @@ async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send
 
 async fn handle_read(ctx: &Ctx, payload: &[u8], consistency: Consistency) -> Result<ReadResult, StoreError> {
     let op: ReadOp = codec::decode(payload).map_err(|e| StoreError::BadRequest(format!("undecodable read: {e}")))?;
+    handle_read_op(ctx, op, consistency).await
+}
+
+async fn handle_read_op(ctx: &Ctx, op: ReadOp, consistency: Consistency) -> Result<ReadResult, StoreError> {
     let span = match &op {
         ReadOp::Get { key } => tracing::info_span!("state", op = "get", key = %key),
         ReadOp::List { prefix, .. } => tracing::info_span!("state", op = "list", prefix = %prefix),

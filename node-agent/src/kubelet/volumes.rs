@@ -129,7 +129,9 @@ async fn request_token(client: &Client, pod: &Pod, audience: &str, seconds: i64)
         expiration_seconds: seconds,
     };
     let payload = schema::codec::encode(&r).map_err(|e| e.to_string())?;
-    let ask = client.bus.nats.request(schema::subjects::TOKEN_REQUEST, payload.into());
+    // A node agent asks on its own node's subject, so the gateway knows who asks.
+    let subject = client.bus.node().map(schema::subjects::node_token_request).unwrap_or_else(|| schema::subjects::TOKEN_REQUEST.to_string());
+    let ask = client.bus.nats.request(subject, payload.into());
     let msg = match tokio::time::timeout(Duration::from_secs(10), ask).await {
         Ok(Ok(m)) => m,
         Ok(Err(e)) => return Err(format!("failed to fetch token: {e}")),
