@@ -8,6 +8,7 @@ pub mod events;
 pub mod informer;
 pub mod metadata;
 pub mod metrics;
+pub mod obs;
 pub mod spdy;
 pub mod streams;
 pub mod trace;
@@ -58,6 +59,9 @@ pub struct Bus {
     /// Request ids: random per connection, then counted, so retries of one write carry
     /// one id and no two writes share one.
     ids: Arc<(u64, AtomicU64)>,
+    /// Who this handle writes as (an actor's name, `gateway`), told to the state group in
+    /// a header so an object's history can say which actor wrote each revision.
+    writer: Option<&'static str>,
 }
 
 impl Bus {
@@ -79,7 +83,16 @@ impl Bus {
 
     pub fn from_client(nats: async_nats::Client) -> Bus {
         let js = async_nats::jetstream::new(nats.clone());
-        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))) }
+        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), writer: None }
+    }
+
+    /// The same connection, writing as `writer`.
+    pub fn named(&self, writer: &'static str) -> Bus {
+        Bus { writer: Some(writer), ..self.clone() }
+    }
+
+    pub fn writer(&self) -> Option<&'static str> {
+        self.writer
     }
 
     fn next_id(&self) -> RequestId {
@@ -101,6 +114,9 @@ impl Bus {
         let mut headers = async_nats::HeaderMap::new();
         if let Some(t) = trace {
             headers.insert(schema::trace::HEADER, t.to_string().as_str());
+        }
+        if let (Some(w), subjects::STATE_WRITE) = (self.writer, subject) {
+            headers.insert(schema::obs::WRITER_HEADER, w);
         }
         let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
         let mut backoff = Duration::from_millis(20);

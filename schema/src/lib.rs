@@ -16,6 +16,7 @@ pub mod labels;
 pub mod logs;
 pub mod metrics;
 pub mod object;
+pub mod obs;
 pub mod openapi;
 pub mod plugins;
 pub mod printers;

@@ -28,6 +28,8 @@ pub const STATE_STATUS: &str = "flotilla.state.status";
 const LOGS_PREFIX: &str = "flotilla.logs";
 const STREAMS_PREFIX: &str = "flotilla.streams";
 const METRICS_PREFIX: &str = "flotilla.metrics";
+const OBS_ACTORS_PREFIX: &str = "flotilla.obs.actors";
+const OBS_SPANS_PREFIX: &str = "flotilla.obs.spans";
 /// Placeholder token for "no namespace" or "no node".
 pub const NONE: &str = "_";
 
@@ -138,6 +140,26 @@ pub fn node_metrics(node: &str) -> String {
 /// Every node's usage reports.
 pub fn all_node_metrics() -> String {
     format!("{METRICS_PREFIX}.*")
+}
+
+/// Where a process publishes its actors' stats (`obs::ActorSnapshot`).
+pub fn obs_actors(process: &str) -> String {
+    format!("{OBS_ACTORS_PREFIX}.{}", token(process))
+}
+
+/// Where a process publishes the spans it finished (`obs::SpanBatch`).
+pub fn obs_spans(process: &str) -> String {
+    format!("{OBS_SPANS_PREFIX}.{}", token(process))
+}
+
+/// Every process's actor stats, for the dashboard.
+pub fn all_obs_actors() -> String {
+    format!("{OBS_ACTORS_PREFIX}.*")
+}
+
+/// Every process's spans, for the dashboard.
+pub fn all_obs_spans() -> String {
+    format!("{OBS_SPANS_PREFIX}.*")
 }
 
 /// Where node agents ask for their pods' ServiceAccount tokens (`tokens::TokenRequest`);
