@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod certs;
 mod controller_flags;
+mod dashboard;
 mod health;
 mod leader_flags;
 mod members;
@@ -57,6 +58,9 @@ enum Cmd {
     /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
     /// kubelet over a simulated runtime, for driving the control plane at scale.
     HollowNodes(HollowArgs),
+    /// Serve the dashboard (actors, nodes and pods, traces, object history) for a cluster
+    /// reached over NATS.
+    Dashboard(DashboardArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
     /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
@@ -69,6 +73,33 @@ pub struct Common {
     /// Where /healthz, /readyz and /metrics are served.
     #[arg(long)]
     pub health_addr: Option<SocketAddr>,
+}
+
+/// Where the dashboard listens, and the token it then requires.
+#[derive(Args, Clone)]
+pub struct DashboardFlags {
+    /// Where the dashboard is served (`off` serves none). Loopback only unless
+    /// --dashboard-token is set.
+    #[arg(long, default_value = "127.0.0.1:8090", value_parser = |s: &str| dashboard::parse_addr(s).map(|_| s.to_string()))]
+    pub dashboard_addr: String,
+    /// A token the dashboard requires (`Authorization: Bearer …` or `?token=…`).
+    #[arg(long, env = "FLOTILLA_DASHBOARD_TOKEN")]
+    pub dashboard_token: Option<String>,
+}
+
+impl DashboardFlags {
+    /// None for `off`; checked by clap, so it parses.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        dashboard::parse_addr(&self.dashboard_addr).ok().flatten()
+    }
+}
+
+#[derive(Args)]
+struct DashboardArgs {
+    #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    #[command(flatten)]
+    dashboard: DashboardFlags,
 }
 
 #[derive(Args, Clone)]
@@ -172,6 +203,18 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up(a) => up::run(a).await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Dashboard(a) => {
+            let Some(addr) = a.dashboard.addr() else { anyhow::bail!("--dashboard-addr off: nothing to serve") };
+            let bus = bus::Bus::connect(&a.nats_url).await?;
+            let stop = CancellationToken::new();
+            let s2 = stop.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                s2.cancel();
+            });
+            eprintln!("flotilla dashboard on http://{addr}");
+            dashboard::serve(addr, a.dashboard.dashboard_token, bus, stop).await
+        }
         Cmd::State(a) => state::run(a).await,
         Cmd::Backup(a) => state::backup(a).await,
         Cmd::Restore(a) => state::restore(a),
@@ -196,15 +239,18 @@ async fn run(cli: Cli) -> Result<()> {
                 wait_for_signal().await;
                 s2.cancel();
             });
+            bus::obs::start(bus.clone(), "gateway", shutdown.clone());
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }
         Cmd::Scheduler(c) => {
             let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            bus::obs::start(bus.clone(), "scheduler", CancellationToken::new());
             let h = up::run_scheduler(bus, c.leader.config("kube-scheduler")?).await?;
             component(&c.common, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
             let bus = bus::Bus::connect(&c.common.nats_url).await?;
+            bus::obs::start(bus.clone(), "controllers", CancellationToken::new());
             let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
@@ -218,6 +264,7 @@ async fn run(cli: Cli) -> Result<()> {
                 cfg.memory_bytes = m;
             }
             a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name), |w| eprintln!("{w}"))?;
+            bus::obs::start(bus.clone(), &format!("node-{}", a.name), CancellationToken::new());
             let h = node_agent::start(cfg, bus).await?;
             let keep = a.keep_pods_on_exit;
             component(&a.common, "node agent", || async move { if keep { h.detach().await } else { h.shutdown().await } }).await
@@ -235,6 +282,7 @@ async fn run(cli: Cli) -> Result<()> {
                 heartbeat: node_agent::kubelet::node::DEFAULT_HEARTBEAT,
             };
             let bus = bus::Bus::connect(&a.common.nats_url).await?;
+            bus::obs::start(bus.clone(), "hollow-nodes", CancellationToken::new());
             let h = node_agent::hollow::start(cfg, bus).await?;
             component(&a.common, "hollow nodes", || async move { h.shutdown().await }).await
         }

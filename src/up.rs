@@ -37,6 +37,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
     #[command(flatten)]
+    pub dashboard: crate::DashboardFlags,
+    #[command(flatten)]
     pub runtime: crate::runtime_flags::RuntimeFlags,
     #[command(flatten)]
     pub controllers: crate::controller_flags::ControllerFlags,
@@ -111,6 +113,8 @@ pub async fn run(a: UpArgs) -> Result<()> {
 async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, certs: certs::ClusterCerts, token: String) -> Result<()> {
     a.apiserver.apply_admission();
     let bus = bus::Bus::connect(nats_url).await.context("connecting to NATS")?;
+    let obs_stop = CancellationToken::new();
+    bus::obs::start(bus.clone(), "up", obs_stop.clone());
 
     let state = if a.state_members == 1 {
         step("starting the state group (1 member)");
@@ -147,6 +151,15 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
     let gw_stop = shutdown.clone();
     let gateway = tokio::spawn(async move { actors::gateway::serve(gw_cfg, gw_bus, Arc::new(move || r.load(Ordering::SeqCst)), gw_stop).await });
     step(&format!("gateway on https://{}", a.gateway_addr));
+    if let Some(addr) = a.dashboard.addr() {
+        let (d_bus, d_stop, token) = (bus.clone(), shutdown.clone(), a.dashboard.dashboard_token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::dashboard::serve(addr, token, d_bus, d_stop).await {
+                step(&format!("dashboard failed: {e:#}"));
+            }
+        });
+        step(&format!("dashboard on http://{addr}"));
+    }
 
     step("starting controllers and scheduler");
     let controllers = if a.no_controllers { Running::None } else { run_controllers(bus.clone(), actors::controllers::Config { root_ca_pem: Some(certs.ca_pem.clone()), ..a.controllers.config()? }, a.leader.config("kube-controller-manager")?).await? };
@@ -213,6 +226,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
         n.shutdown().await;
     }
     state.shutdown().await;
+    obs_stop.cancel();
     Ok(())
 }
 

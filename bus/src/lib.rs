@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod client;
 pub mod events;
+pub mod history;
 pub mod informer;
 pub mod metadata;
 pub mod metrics;
