@@ -29,6 +29,14 @@ impl Bus {
         let stream = self.events_stream().await?;
         let cfg = push::OrderedConfig { deliver_subject: self.nats.new_inbox(), filter_subject: filter, deliver_policy: DeliverPolicy::All, ..Default::default() };
         let consumer = stream.create_consumer(cfg).await.map_err(|e| BusError::Nats(e.to_string()))?;
+        let name = consumer.cached_info().name.clone();
+        let out = self.read_history(consumer, key).await;
+        // Best effort, as for a watch: an ordered consumer also lapses once unread.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.js.delete_consumer_from_stream(&name, schema::subjects::EVENTS_STREAM)).await;
+        out
+    }
+
+    async fn read_history(&self, consumer: async_nats::jetstream::consumer::Consumer<push::OrderedConfig>, key: &str) -> Result<Vec<Revision>, BusError> {
         let mut messages = consumer.messages().await.map_err(|e| BusError::Nats(e.to_string()))?;
         let mut out = std::collections::VecDeque::new();
         while let Ok(Some(Ok(m))) = tokio::time::timeout(QUIET, messages.next()).await {

@@ -37,10 +37,21 @@ pub async fn publish(bus: Bus, process: String, stop: tokio_util::sync::Cancella
     let mut cursor = None;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut resend = match bus.nats.subscribe(subjects::OBS_RESEND).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "obs: not subscribed to resend requests; a dashboard started later sees this process at its next change");
+            None
+        }
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+            Some(_) = async { match resend.as_mut() { Some(s) => futures::StreamExt::next(s).await, None => std::future::pending().await } } => {
+                last = None;
+                continue;
+            }
         }
         let now = crate::metrics::actor_stats();
         if changed(last.as_deref(), &now) {

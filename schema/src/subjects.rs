@@ -152,6 +152,10 @@ pub fn obs_spans(process: &str) -> String {
     format!("{OBS_SPANS_PREFIX}.{}", token(process))
 }
 
+/// A dashboard that just started asks here; every process then publishes its actors'
+/// stats at its next tick even if unchanged (it otherwise sends only changes).
+pub const OBS_RESEND: &str = "flotilla.obs.resend";
+
 /// Every process's actor stats, for the dashboard.
 pub fn all_obs_actors() -> String {
     format!("{OBS_ACTORS_PREFIX}.*")

@@ -39,6 +39,10 @@ struct Dash {
     version: tokio::sync::watch::Sender<u64>,
     bus: bus::Bus,
     token: Option<Arc<str>>,
+    /// The nodes' and pods' informers start with the first look at the nodes, so a
+    /// cluster nobody watches (every test's `up`) does not decode each pod event again.
+    informing: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
 }
 
 impl Dash {
@@ -62,7 +66,7 @@ pub async fn serve(addr: SocketAddr, token: Option<String>, bus: bus::Bus, stop:
     }
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("dashboard: binding {addr}: {e}"))?;
     let (version, _) = tokio::sync::watch::channel(0u64);
-    let d = Dash { data: Arc::default(), version, bus: bus.clone(), token: token.map(Into::into) };
+    let d = Dash { data: Arc::default(), version, bus: bus.clone(), token: token.map(Into::into), informing: Arc::default(), stop: stop.clone() };
     subscribe(&d, stop.clone()).await?;
     let app = Router::new()
         .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
@@ -93,10 +97,31 @@ async fn guard(State(d): State<Dash>, req: Request, next: Next) -> Response {
     }
 }
 
-/// Folds the processes' publications and the nodes' and pods' informers into `d`.
+/// Folds the processes' publications into `d`.
 async fn subscribe(d: &Dash, stop: CancellationToken) -> anyhow::Result<()> {
     let mut actors = d.bus.nats.subscribe(schema::subjects::all_obs_actors()).await?;
     let mut spans = d.bus.nats.subscribe(schema::subjects::all_obs_spans()).await?;
+    // Processes publish only changes: ask each for its current stats once.
+    d.bus.nats.publish(schema::subjects::OBS_RESEND, bytes::Bytes::new()).await?;
+    let d = d.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(m) = actors.next() => if let Ok(s) = schema::codec::decode::<ActorSnapshot>(&m.payload) { d.change(|c| c.snapshot(s)) },
+                Some(m) = spans.next() => if let Ok(b) = schema::codec::decode::<SpanBatch>(&m.payload) { d.change(|c| c.add_spans(&b.process, b.spans)) },
+                else => return,
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the nodes' and pods' informers, once.
+fn inform(d: &Dash) {
+    if d.informing.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let client = bus::Client::new(d.bus.clone());
     let mut nodes = Box::pin(bus::informer::watch_objects::<Node>(client.clone(), Default::default()));
     let mut pods = Box::pin(bus::informer::watch_objects::<Pod>(client, Default::default()));
@@ -106,9 +131,7 @@ async fn subscribe(d: &Dash, stop: CancellationToken) -> anyhow::Result<()> {
         let name = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| format!("{}/{}", m.namespace.as_deref().unwrap_or(""), m.name.as_deref().unwrap_or(""));
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
-                Some(m) = actors.next() => if let Ok(s) = schema::codec::decode::<ActorSnapshot>(&m.payload) { d.change(|c| c.snapshot(s)) },
-                Some(m) = spans.next() => if let Ok(b) = schema::codec::decode::<SpanBatch>(&m.payload) { d.change(|c| c.add_spans(&b.process, b.spans)) },
+                _ = d.stop.cancelled() => return,
                 Some(ev) = nodes.next() => d.change(|c| match ev {
                     E::Listed(all, _) => c.nodes = all.into_iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), n)).collect(),
                     E::Applied(n, _) => { c.nodes.insert(n.metadata.name.clone().unwrap_or_default(), n); }
@@ -123,7 +146,6 @@ async fn subscribe(d: &Dash, stop: CancellationToken) -> anyhow::Result<()> {
             }
         }
     });
-    Ok(())
 }
 
 fn read<T>(d: &Dash, f: impl FnOnce(&Collected) -> T) -> Result<T, StatusCode> {
@@ -135,6 +157,7 @@ async fn actors(State(d): State<Dash>) -> Result<Json<Vec<collect::ActorRow>>, S
 }
 
 async fn nodes(State(d): State<Dash>) -> Result<Json<Vec<collect::NodeRow>>, StatusCode> {
+    inform(&d);
     read(&d, collect::nodes).map(Json)
 }
 
