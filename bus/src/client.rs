@@ -189,3 +189,20 @@ fn owner_trace(v: &Value) -> Option<schema::trace::TraceParent> {
 pub fn value_of<K: Object>(obj: &K) -> Result<Value, ClientError> {
     object::to_value(obj).map_err(other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_object_inherits_its_controlling_owners_trace() {
+        let tp = crate::trace::new_trace();
+        crate::trace::remember_key(&keys::object("replicasets", Some("t-owner"), "rs1"), tp);
+        let pod = serde_json::json!({"metadata": {"namespace": "t-owner", "name": "p", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "other"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs1", "controller": true}]}});
+        assert_eq!(owner_trace(&pod), Some(tp));
+        let orphan = serde_json::json!({"metadata": {"namespace": "t-owner", "name": "q"}});
+        assert_eq!(owner_trace(&orphan), None);
+    }
+}
