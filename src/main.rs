@@ -34,6 +34,36 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Also export every sampled span over OTLP/gRPC to this collector (e.g.
+    /// http://127.0.0.1:4317). The dashboard's in-memory ring is kept either way.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// The share of traces this process starts that are sampled (recorded, exported);
+    /// traces that arrive with a traceparent keep their caller's decision.
+    #[arg(long, global = true, default_value_t = 1.0, value_parser = sample_ratio, env = "FLOTILLA_TRACE_SAMPLE")]
+    trace_sample: f64,
+}
+
+fn sample_ratio(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
+}
+
+/// The resource name a process's spans are exported under.
+fn service_name(cmd: &Cmd) -> &'static str {
+    match cmd {
+        Cmd::Up(_) => "flotilla-up",
+        Cmd::Bench(_) => "flotilla-bench",
+        Cmd::State(_) | Cmd::Backup(_) | Cmd::Restore(_) => "flotilla-state",
+        Cmd::Gateway(_) => "flotilla-gateway",
+        Cmd::Scheduler(_) => "flotilla-scheduler",
+        Cmd::Controllers(_) => "flotilla-controllers",
+        Cmd::Node(_) => "flotilla-node",
+        Cmd::HollowNodes(_) => "flotilla-hollow-nodes",
+        Cmd::Dashboard(_) => "flotilla-dashboard",
+    }
 }
 
 #[derive(Subcommand)]
@@ -200,7 +230,17 @@ fn main() -> Result<()> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    match cli.cmd {
+    bus::trace::set_sample_ratio(cli.trace_sample);
+    if let Some(ep) = cli.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) {
+        bus::otlp::start(ep, service_name(&cli.cmd))?;
+    }
+    let out = run_cmd(cli.cmd).await;
+    bus::otlp::flush(std::time::Duration::from_secs(2)).await;
+    out
+}
+
+async fn run_cmd(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::Up(a) => up::run(a).await,
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Dashboard(a) => {

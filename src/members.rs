@@ -44,7 +44,7 @@ fn peers(data_dir: &Path, n: u64) -> Result<BTreeMap<u64, String>> {
     Ok(p)
 }
 
-pub fn start(data_dir: &Path, n: u64, nats_url: &str) -> Result<Members> {
+pub fn start(data_dir: &Path, n: u64, nats_url: &str, events_replicas: usize) -> Result<Members> {
     let exe = std::env::current_exe().context("finding the flotilla binary")?;
     let peers = peers(data_dir, n)?;
     let stop = CancellationToken::new();
@@ -67,6 +67,8 @@ pub fn start(data_dir: &Path, n: u64, nats_url: &str) -> Result<Members> {
             format_peers(&peers),
             "--nats-url".into(),
             nats_url.to_string(),
+            "--events-replicas".into(),
+            events_replicas.to_string(),
         ];
         let pid = Arc::new(AtomicU32::new(0));
         pids.insert(*id, (pid.clone(), health));

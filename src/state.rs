@@ -48,6 +48,9 @@ pub struct MemberArgs {
     /// … and at most this many events.
     #[arg(long, default_value_t = 1_000_000)]
     pub history_max_events: i64,
+    /// On how many nats-servers the events stream is kept (a NATS cluster's size, ≤ 5).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub events_replicas: u64,
     /// Refuse writes (not deletes) once keys and values take this many bytes.
     #[arg(long, default_value_t = actors::state::DEFAULT_QUOTA_BYTES)]
     pub quota_bytes: u64,
@@ -61,7 +64,7 @@ impl MemberArgs {
         cfg.listen = self.listen.clone();
         cfg.join = self.join;
         cfg.snapshot_every = self.snapshot_every;
-        cfg.history = actors::state::HistoryLimits { max_age: Duration::from_secs(self.history_max_age), max_events: self.history_max_events };
+        cfg.history = actors::state::HistoryLimits { max_age: Duration::from_secs(self.history_max_age), max_events: self.history_max_events, replicas: self.events_replicas as usize };
         cfg.quota_bytes = self.quota_bytes;
         cfg
     }

@@ -103,7 +103,7 @@ mod tests {
 pub async fn run(a: StatusArgs) -> Result<()> {
     let t = &a.target;
     let url = find_nats(t.nats_url.as_deref(), t.data_dir.as_deref(), t.kubeconfig.as_deref())?;
-    let nats = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3)).connect(&url).await.with_context(|| format!("connecting to {url}"))?;
+    let nats = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(3)).connect(url.split(',').map(str::trim).collect::<Vec<_>>()).await.with_context(|| format!("connecting to {url}"))?;
     let inbox = nats.new_inbox();
     let mut sub = nats.subscribe(inbox.clone()).await?;
     nats.publish_with_reply(schema::subjects::STATE_STATUS, inbox, "".into()).await?;

@@ -23,6 +23,10 @@ pub struct UpArgs {
     /// Use this NATS server instead of starting one.
     #[arg(long)]
     pub nats_url: Option<String>,
+    /// Start this many nats-servers joined by routes (JetStream clustered, the events
+    /// stream kept on up to 3 of them) instead of one; any of them may die.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=5), conflicts_with = "nats_url")]
+    pub nats_cluster: u64,
     /// Where the gateway serves HTTPS.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub gateway_addr: SocketAddr,
@@ -76,6 +80,11 @@ impl StateGroup {
     }
 }
 
+/// JetStream keeps the events stream on three servers of a cluster (or all, if fewer).
+fn events_replicas(a: &UpArgs) -> usize {
+    (a.nats_cluster as usize).min(3)
+}
+
 fn step(msg: &str) {
     eprintln!("[flotilla up] {msg}");
 }
@@ -87,20 +96,29 @@ pub async fn run(a: UpArgs) -> Result<()> {
     let certs = certs::ensure(&pki, &[a.gateway_addr.ip()])?;
     let token = certs::admin_token(&pki)?;
 
-    let mut nats_child = None;
+    let mut nats_children = Vec::new();
     let nats_url = match &a.nats_url {
         Some(u) => u.clone(),
+        None if a.nats_cluster > 1 => {
+            step(&format!("starting {} nats-servers joined by routes (JetStream clustered)", a.nats_cluster));
+            let (cs, url) = natsd::start_cluster(&data_dir.join("nats"), a.nats_cluster as usize)?;
+            for c in &cs {
+                step(&format!("nats-server pid {} on {}", c.pid(), c.url));
+            }
+            nats_children = cs;
+            url
+        }
         None => {
             step("starting nats-server (JetStream)");
             let c = natsd::NatsChild::start(&data_dir.join("nats"))?;
             let url = c.url.clone();
             step(&format!("nats-server pid {} on {url}", c.pid()));
-            nats_child = Some(c);
+            nats_children.push(c);
             url
         }
     };
     let result = run_cluster(&a, &data_dir, &nats_url, certs, token).await;
-    if let Some(mut c) = nats_child {
+    for mut c in nats_children {
         step("stopping nats-server");
         c.stop();
     }
@@ -118,12 +136,14 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, nats_url: &str, cer
 
     let state = if a.state_members == 1 {
         step("starting the state group (1 member)");
-        let h = actors::state::start(actors::state::StateConfig::single(data_dir.join("state")), bus.nats.clone()).await?;
+        let mut cfg = actors::state::StateConfig::single(data_dir.join("state"));
+        cfg.history.replicas = events_replicas(a);
+        let h = actors::state::start(cfg, bus.nats.clone()).await?;
         h.wait_ready().await;
         StateGroup::InProcess(h)
     } else {
         step(&format!("starting the state group ({} member processes)", a.state_members));
-        let m = crate::members::start(data_dir, a.state_members, nats_url)?;
+        let m = crate::members::start(data_dir, a.state_members, nats_url, events_replicas(a))?;
         for (id, (pid, health)) in &m.pids {
             step(&format!("state member {id} pid {}, health on http://{health}", pid.load(std::sync::atomic::Ordering::SeqCst)));
         }

@@ -182,7 +182,7 @@ async fn small() -> Small {
 async fn start_small(dir: &std::path::Path, nats: &async_nats::Client) -> actors::state::StateHandle {
     let mut cfg = actors::state::StateConfig::single(dir.to_path_buf());
     cfg.quota_bytes = 64 * 1024;
-    cfg.history = actors::state::HistoryLimits { max_age: Duration::from_secs(3600), max_events: 20 };
+    cfg.history = actors::state::HistoryLimits { max_age: Duration::from_secs(3600), max_events: 20, replicas: 1 };
     let state = actors::state::start(cfg, nats.clone()).await.expect("state group starts");
     tokio::time::timeout(Duration::from_secs(10), state.wait_ready()).await.expect("ready within 10 s");
     state

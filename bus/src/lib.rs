@@ -10,6 +10,7 @@ pub mod informer;
 pub mod metadata;
 pub mod metrics;
 pub mod obs;
+pub mod otlp;
 pub mod spdy;
 pub mod streams;
 pub mod trace;
@@ -63,28 +64,43 @@ pub struct Bus {
     /// Who this handle writes as (an actor's name, `gateway`), told to the state group in
     /// a header so an object's history can say which actor wrote each revision.
     writer: Option<&'static str>,
+    /// Counts reconnects (not the first connect): watches reopen their consumers on each,
+    /// since a consumer may have lived on the server that went away.
+    reconnects: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Bus {
+    /// Connects to `url`, or to any of a cluster's servers given as a comma-separated list
+    /// (the client fails over between them).
     pub async fn connect(url: &str) -> Result<Bus, BusError> {
+        let servers: Vec<&str> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
         // Every `connected` after this connection's first is a reconnect.
         let seen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (reconnected, reconnects) = tokio::sync::watch::channel(0u64);
         let nats = async_nats::ConnectOptions::new()
             .event_callback(move |ev| {
                 let again = matches!(ev, async_nats::Event::Connected) && seen.swap(true, Ordering::Relaxed);
+                if again {
+                    reconnected.send_modify(|n| *n += 1);
+                }
                 async move { metrics::connection_event(&ev, again) }
             })
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(BusError::nats)?;
-        Ok(Bus::from_client(nats))
+        let mut bus = Bus::from_client(nats);
+        bus.reconnects = reconnects;
+        Ok(bus)
     }
 
+    /// A bus on a connection made elsewhere: its watches rely on the client's own
+    /// consumer recreation, since its reconnects are not seen here.
     pub fn from_client(nats: async_nats::Client) -> Bus {
         let js = async_nats::jetstream::new(nats.clone());
-        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), writer: None }
+        let (_, reconnects) = tokio::sync::watch::channel(0u64);
+        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), reconnects, writer: None }
     }
 
     /// The same connection, writing as `writer`.
@@ -94,6 +110,13 @@ impl Bus {
 
     pub fn writer(&self) -> Option<&'static str> {
         self.writer
+    }
+
+    /// Resolves at this connection's next reconnect (never, for `from_client` buses).
+    pub(crate) async fn reconnected(rx: &mut tokio::sync::watch::Receiver<u64>) {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 
     fn next_id(&self) -> RequestId {

@@ -7,6 +7,7 @@
 use schema::trace::TraceParent;
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -31,11 +32,26 @@ pub fn span_id() -> [u8; 8] {
     }
 }
 
-/// A new trace, for a request that came without one.
+/// The share of new traces that are sampled (recorded and exported), as a fraction of
+/// `u32::MAX`: all by default, since recording is a ring write.
+static SAMPLE: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Samples `ratio` (0.0 to 1.0) of the traces this process starts; traces that arrive
+/// with a `traceparent` keep the caller's decision.
+pub fn set_sample_ratio(ratio: f64) {
+    SAMPLE.store((ratio.clamp(0.0, 1.0) * u32::MAX as f64) as u32, Ordering::Relaxed);
+}
+
+/// A new trace, for a request that came without one: its `parent_id` is the first span's
+/// own id. Unsampled traces still travel (their flag says so) but record nothing.
 pub fn new_trace() -> TraceParent {
     let mut trace_id: [u8; 16] = rand::random();
     trace_id[0] |= 1; // never all zero
-    TraceParent { trace_id, parent_id: span_id(), flags: 1 }
+    TraceParent { trace_id, parent_id: span_id(), flags: u8::from(sampled(SAMPLE.load(Ordering::Relaxed), rand::random())) }
+}
+
+fn sampled(threshold: u32, draw: u32) -> bool {
+    threshold == u32::MAX || draw < threshold
 }
 
 /// Runs `f` as part of `tp`'s trace: the bus requests it makes carry it.
@@ -160,6 +176,7 @@ pub fn writer_of_rev(rev: u64) -> Option<String> {
 /// One finished span, as the dashboard will show it.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
+    /// The span's trace, with `parent_id` its parent span (all zero for a trace's first).
     pub trace: TraceParent,
     pub span_id: [u8; 8],
     pub name: &'static str,
@@ -175,7 +192,13 @@ fn ring() -> &'static Mutex<VecDeque<SpanRecord>> {
     R.get_or_init(|| Mutex::new(VecDeque::with_capacity(RING)))
 }
 
+/// Keeps a finished span (in the ring, and for the OTLP exporter if one runs), unless its
+/// trace is not sampled.
 pub fn record(s: SpanRecord) {
+    if s.trace.flags & 1 == 0 {
+        return;
+    }
+    crate::otlp::offer(&s);
     if let Ok(mut r) = ring().lock() {
         if r.len() == RING {
             r.pop_front();
@@ -251,6 +274,17 @@ mod tests {
         assert_eq!(mine(got), vec![[2; 8], [3; 8]]);
         assert!(mine(spans_after(cursor).0).is_empty());
         assert_eq!(span_out(&spans_of(&tp.trace_id)[0]).span_id, "0101010101010101");
+    }
+
+    #[test]
+    fn sampling_keeps_its_share_and_unsampled_spans_are_not_kept() {
+        assert!(sampled(u32::MAX, u32::MAX) && !sampled(0, 0));
+        let half = u32::MAX / 2;
+        assert!(sampled(half, half - 1) && !sampled(half, half));
+        let mut tp = new_trace();
+        tp.flags = 0;
+        record(SpanRecord { trace: tp, span_id: span_id(), name: "t-unsampled", started: SystemTime::now(), took: Duration::ZERO });
+        assert!(spans_of(&tp.trace_id).is_empty());
     }
 
     #[test]

@@ -148,10 +148,29 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
     // The last event delivered: before reopening, the stream must still hold
     // it where it was, or this watch would go on in a history its reader never saw.
     let mut last_seen: Option<(String, EventType)> = None;
+    let mut reconnects = bus.reconnects.clone();
+    reconnects.mark_unchanged();
     loop {
+        // What the consumer already delivered goes first; a reconnect then reopens from
+        // the last of it. The client recreates its ordered consumers by itself too, but
+        // one whose server died can stay pending in that retry forever (seen with a
+        // 3-server cluster on nats-server 2.9): only a consumer of our own is sure.
         let item = tokio::select! {
+            biased;
             _ = tx.closed() => break,
-            m = opened.messages.next() => m,
+            m = opened.messages.next() => Some(m),
+            _ = Bus::reconnected(&mut reconnects) => None,
+        };
+        let Some(item) = item else {
+            tracing::debug!(filter, last, "NATS reconnected; reopening the watch's consumer");
+            // Its server may be the one gone: deleting it must not hold up the new one.
+            let (b, name) = (bus.clone(), opened.consumer.clone());
+            tokio::spawn(async move { b.close_consumer(&name).await });
+            opened = match reopen(&bus, &filter, last, &last_seen, &tx).await {
+                Some(o) => o,
+                None => return,
+            };
+            continue;
         };
         match item {
             Some(Ok(msg)) => {
@@ -196,39 +215,47 @@ async fn pump(bus: Bus, filter: String, after: Revision, mut opened: Opened, tx:
             None => tracing::debug!(filter, last, "watch consumer ended; reopening"),
         }
         bus.close_consumer(&opened.consumer).await;
-        // Reopen from where we are, backing off while NATS is away.
-        let mut backoff = Duration::from_millis(50);
-        opened = loop {
-            let reopen = async {
-                if let Some(seen) = &last_seen {
-                    match bus.continuity(last, seen).await? {
-                        Continuity::Same => {}
-                        Continuity::Behind => return Err(BusError::Nats(format!("the stream has not reached revision {last} again yet"))),
-                        Continuity::Other => return Err(BusError::Expired(last)),
-                    }
-                }
-                bus.open_watch(&filter, last).await
-            };
-            let err = tokio::select! {
-                _ = tx.closed() => return,
-                r = reopen => match r {
-                    Ok(o) => break o,
-                    Err(e) => e,
-                },
-            };
-            if let BusError::Expired(r) = err {
-                let _ = tx.send(Err(BusError::Expired(r))).await;
-                return;
-            }
-            tracing::debug!(error = %err, "reopening watch failed");
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+        opened = match reopen(&bus, &filter, last, &last_seen, &tx).await {
+            Some(o) => o,
+            None => return,
         };
     }
     bus.close_consumer(&opened.consumer).await;
+}
+
+/// A new consumer from `last` + 1, backing off while NATS is away; None once the watcher
+/// is gone or has been told its history expired.
+async fn reopen(bus: &Bus, filter: &str, last: Revision, last_seen: &Option<(String, EventType)>, tx: &mpsc::Sender<Result<Event, BusError>>) -> Option<Opened> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            if let Some(seen) = last_seen {
+                match bus.continuity(last, seen).await? {
+                    Continuity::Same => {}
+                    Continuity::Behind => return Err(BusError::Nats(format!("the stream has not reached revision {last} again yet"))),
+                    Continuity::Other => return Err(BusError::Expired(last)),
+                }
+            }
+            bus.open_watch(filter, last).await
+        };
+        let err = tokio::select! {
+            _ = tx.closed() => return None,
+            r = attempt => match r {
+                Ok(o) => return Some(o),
+                Err(e) => e,
+            },
+        };
+        if let BusError::Expired(r) = err {
+            let _ = tx.send(Err(BusError::Expired(r))).await;
+            return None;
+        }
+        tracing::debug!(error = %err, "reopening watch failed");
+        tokio::select! {
+            _ = tx.closed() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
 }
 
 #[cfg(test)]

@@ -233,8 +233,14 @@ pub(crate) fn parse_query(q: &str) -> Vec<(String, String)> {
 async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response {
     use tracing::Instrument;
     // The caller's trace, or a new one: everything this request causes belongs to it.
-    let trace = request.headers().get(schema::trace::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| schema::trace::TraceParent::parse(v).ok()).unwrap_or_else(bus::trace::new_trace);
-    let trace = trace.child(bus::trace::span_id());
+    // `parent` is what the gateway's span hangs under: the caller's span, or nothing.
+    let (parent, trace) = match request.headers().get(schema::trace::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| schema::trace::TraceParent::parse(v).ok()) {
+        Some(caller) => (caller, caller.child(bus::trace::span_id())),
+        None => {
+            let t = bus::trace::new_trace();
+            (t.child([0; 8]), t)
+        }
+    };
     let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path(), trace_id = %trace.trace_id_hex());
     let started = std::time::Instant::now();
     let labels = {
@@ -253,7 +259,7 @@ async fn dispatch(State(st): State<Arc<AppState>>, request: Request) -> Response
         bus::metrics::handled("gateway", started.elapsed());
     }
     request_metrics::record(&labels, resp.status().as_u16(), started.elapsed());
-    bus::trace::record(bus::trace::SpanRecord { trace, span_id: trace.parent_id, name: "gateway", started: std::time::SystemTime::now() - started.elapsed(), took: started.elapsed() });
+    bus::trace::record(bus::trace::SpanRecord { trace: parent, span_id: trace.parent_id, name: "gateway", started: std::time::SystemTime::now() - started.elapsed(), took: started.elapsed() });
     resp
 }
 

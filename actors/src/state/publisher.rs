@@ -44,12 +44,14 @@ impl Default for TrimPolicy {
 pub struct HistoryLimits {
     pub max_age: Duration,
     pub max_events: i64,
+    /// On how many nats-servers of a cluster JetStream keeps the stream (1 without one).
+    pub replicas: usize,
 }
 
 impl Default for HistoryLimits {
     fn default() -> Self {
         // etcd's watch cache keeps 75 s; a resume within the hour should never re-list.
-        HistoryLimits { max_age: Duration::from_secs(3600), max_events: 1_000_000 }
+        HistoryLimits { max_age: Duration::from_secs(3600), max_events: 1_000_000, replicas: 1 }
     }
 }
 
@@ -66,12 +68,12 @@ pub async fn ensure_stream(js: &jetstream::Context, max_payload: usize, limits: 
         max_age: limits.max_age,
         duplicate_window: Duration::from_secs(120),
         discard: stream::DiscardPolicy::Old,
-        num_replicas: 1,
+        num_replicas: limits.replicas.max(1),
         ..Default::default()
     };
     let mut existing = js.get_or_create_stream(cfg.clone()).await.map_err(|e| anyhow::anyhow!("events stream {}: {e}", subjects::EVENTS_STREAM))?;
     let have = &existing.info().await?.config;
-    if have.max_age != cfg.max_age || have.max_messages != cfg.max_messages || have.max_message_size != cfg.max_message_size {
+    if have.max_age != cfg.max_age || have.max_messages != cfg.max_messages || have.max_message_size != cfg.max_message_size || have.num_replicas != cfg.num_replicas {
         js.update_stream(cfg).await.map_err(|e| anyhow::anyhow!("updating the retention of {}: {e}", subjects::EVENTS_STREAM))?;
     }
     Ok(())
