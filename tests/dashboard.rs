@@ -194,6 +194,11 @@ fn the_dashboard_renders_the_actors_and_the_trace_of_a_kubectl_apply() {
         let code = String::from_utf8_lossy(&o.stdout).into_owned();
         if code == "401" { Ok(()) } else { Err(code) }
     });
+    let code = |path: &str| {
+        let o = Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("http://{addr}{path}")]).output().expect("curl");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!((code("/").as_str(), code("/app.js").as_str()), ("200", "200"), "the page holds no data and loads without the token");
     c.eventually(Duration::from_secs(30), "the standalone dashboard listing up's actors", || {
         let rows = json(&format!("http://{addr}/api/actors?token=s3cret"));
         let seen = rows.as_array().into_iter().flatten().any(|r| r["actor"] == "scheduler" && r["process"].as_str().is_some_and(|p| p.starts_with("up-")));

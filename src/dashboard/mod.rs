@@ -69,9 +69,6 @@ pub async fn serve(addr: SocketAddr, token: Option<String>, bus: bus::Bus, stop:
     let d = Dash { data: Arc::default(), version, bus: bus.clone(), token: token.map(Into::into), informing: Arc::default(), stop: stop.clone() };
     subscribe(&d, stop.clone()).await?;
     let app = Router::new()
-        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
-        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
-        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
         .route("/api/actors", get(actors))
         .route("/api/nodes", get(nodes))
         .route("/api/traces", get(traces))
@@ -80,6 +77,11 @@ pub async fn serve(addr: SocketAddr, token: Option<String>, bus: bus::Bus, stop:
         .route("/api/events", get(events))
         .route("/metrics", get(|| async { bus::metrics::render() }))
         .layer(axum::middleware::from_fn_with_state(d.clone(), guard))
+        // The page itself holds no cluster data: it loads without the token (which it
+        // then passes on from its own URL to the API).
+        .route("/", get(|| async { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX) }))
+        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
+        .route("/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE) }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .with_state(d);
@@ -209,13 +211,21 @@ async fn history(State(d): State<Dash>, Path((plural, ns, name)): Path<(String, 
 /// the JSON it shows. The first message goes at once, so a page renders without waiting.
 async fn events(State(d): State<Dash>) -> Sse<impl futures::Stream<Item = Result<SseEvent, std::convert::Infallible>>> {
     let rx = d.version.subscribe();
-    let s = futures::stream::unfold((rx, true), |(mut rx, first)| async move {
-        if !first {
-            rx.changed().await.ok()?;
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Ends with the server, so an open page does not hold up its graceful shutdown.
+    let stop = d.stop.clone();
+    let s = futures::stream::unfold((rx, true), move |(mut rx, first)| {
+        let stop = stop.clone();
+        async move {
+            if !first {
+                tokio::select! {
+                    r = rx.changed() => r.ok()?,
+                    _ = stop.cancelled() => return None,
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            let v = *rx.borrow_and_update();
+            Some((Ok(SseEvent::default().event("changed").data(v.to_string())), (rx, false)))
         }
-        let v = *rx.borrow_and_update();
-        Some((Ok(SseEvent::default().event("changed").data(v.to_string())), (rx, false)))
     });
     Sse::new(s).keep_alive(KeepAlive::default())
 }
