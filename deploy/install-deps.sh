@@ -4,7 +4,7 @@
 # against), containerd + runc + the CNI plugins (the node agents' container runtime and pod
 # network), mmdebstrap and busybox-static (deploy/offline-images.sh and the sandbox image),
 # docker-registry and skopeo (a registry the image tests start and push to), kubectl (for
-# the tests), Rust through rustup, and the Python `kubernetes` client (pinned, in a venv
+# the tests), chromium (tests/dashboard.rs renders the dashboard in it headless), Rust through rustup, and the Python `kubernetes` client (pinned, in a venv
 # at <repo>/.venv) that tests/client_python.rs drives.
 set -euo pipefail
 
@@ -26,6 +26,8 @@ command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)
+# Headless Chromium renders the dashboard page in tests/dashboard.rs.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
 # Debian's own python3 (not whatever `python3` is first on PATH) makes the venv, so the
 # test's interpreter is the same on every machine; ensurepip comes with python3-venv.

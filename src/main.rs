@@ -6,6 +6,7 @@ mod bench;
 mod bootstrap;
 mod certs;
 mod controller_flags;
+mod dashboard;
 mod health;
 mod identities;
 mod join;
@@ -65,6 +66,7 @@ fn service_name(cmd: &Cmd) -> &'static str {
         Cmd::HollowNodes(_) => "flotilla-hollow-nodes",
         Cmd::Nats(_) | Cmd::Leaf(_) => "flotilla-nats",
         Cmd::JoinToken(_) => "flotilla-join-token",
+        Cmd::Dashboard(_) => "flotilla-dashboard",
     }
 }
 
@@ -98,6 +100,9 @@ enum Cmd {
     /// Run a remote site's nats-server as a leaf node of the hub; the site's node agents
     /// connect to it.
     Leaf(natsd::LeafArgs),
+    /// Serve the dashboard (actors, nodes and pods, traces, object history) for a cluster
+    /// reached over NATS.
+    Dashboard(DashboardArgs),
     /// Benchmarks: `bench store` measures the state group against etcd 3.4, `bench api` the
     /// gateway's GET, LIST and CREATE over HTTPS.
     Bench(bench::BenchArgs),
@@ -121,6 +126,36 @@ impl Common {
         let creds = self.nats_creds.as_deref().map(bus::creds::Credentials::load).transpose()?;
         Ok(bus::Bus::connect_as(&self.nats_url, creds.as_ref()).await?)
     }
+}
+
+/// Where the dashboard listens, and the token it then requires.
+#[derive(Args, Clone)]
+pub struct DashboardFlags {
+    /// Where the dashboard is served (`off` serves none). Loopback only unless
+    /// --dashboard-token is set.
+    #[arg(long, default_value = "127.0.0.1:8090", value_parser = |s: &str| dashboard::parse_addr(s).map(|_| s.to_string()))]
+    pub dashboard_addr: String,
+    /// A token the dashboard requires (`Authorization: Bearer …` or `?token=…`).
+    #[arg(long, env = "FLOTILLA_DASHBOARD_TOKEN")]
+    pub dashboard_token: Option<String>,
+}
+
+impl DashboardFlags {
+    /// None for `off`; checked by clap, so it parses.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        dashboard::parse_addr(&self.dashboard_addr).ok().flatten()
+    }
+}
+
+#[derive(Args)]
+struct DashboardArgs {
+    #[arg(long, env = "FLOTILLA_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// The dashboard's NATS identity (`<data-dir>/nats/dashboard.creds` of `flotilla up`).
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    dashboard: DashboardFlags,
 }
 
 #[derive(Args, Clone)]
@@ -247,6 +282,19 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
         Cmd::Nats(a) => natsd::run(&a.data_dir, &a.config()?, "nats").await,
         Cmd::Leaf(a) => natsd::run(&a.data_dir, &a.config(), "leaf").await,
         Cmd::Bench(a) => bench::run(a).await,
+        Cmd::Dashboard(a) => {
+            let Some(addr) = a.dashboard.addr() else { anyhow::bail!("--dashboard-addr off: nothing to serve") };
+            let creds = a.nats_creds.as_deref().map(bus::creds::Credentials::load).transpose()?;
+            let bus = bus::Bus::connect_as(&a.nats_url, creds.as_ref()).await?;
+            let stop = CancellationToken::new();
+            let s2 = stop.clone();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                s2.cancel();
+            });
+            eprintln!("flotilla dashboard on http://{addr}");
+            dashboard::serve(addr, a.dashboard.dashboard_token, bus, stop).await
+        }
         Cmd::State(a) => state::run(a).await,
         Cmd::Backup(a) => state::backup(a).await,
         Cmd::Restore(a) => state::restore(a),
@@ -294,15 +342,18 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
                     }
                 }
             });
+            bus::obs::start(bus.clone(), "gateway", shutdown.clone());
             actors::gateway::serve(cfg, bus, Arc::new(|| true), shutdown).await
         }
         Cmd::Scheduler(c) => {
             let bus = c.common.connect().await?;
+            bus::obs::start(bus.clone(), "scheduler", CancellationToken::new());
             let h = up::run_scheduler(bus, c.leader.config("kube-scheduler")?).await?;
             component(&c.common, "scheduler", || async move { h.shutdown().await }).await
         }
         Cmd::Controllers(c) => {
             let bus = c.common.connect().await?;
+            bus::obs::start(bus.clone(), "controllers", CancellationToken::new());
             let h = up::run_controllers(bus, c.flags.config()?, c.leader.config("kube-controller-manager")?).await?;
             component(&c.common, "controllers", || async move { h.shutdown().await }).await
         }
@@ -323,6 +374,7 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
                 cfg.memory_bytes = m;
             }
             a.runtime.apply(&mut cfg, &a.data_dir.join(&a.name), |w| eprintln!("{w}"))?;
+            bus::obs::start(bus.clone(), &format!("node-{}", a.name), CancellationToken::new());
             let h = node_agent::start(cfg, bus).await?;
             let keep = a.keep_pods_on_exit;
             component(&a.common, "node agent", || async move { if keep { h.detach().await } else { h.shutdown().await } }).await
@@ -340,6 +392,7 @@ async fn run_cmd(cmd: Cmd) -> Result<()> {
                 heartbeat: node_agent::kubelet::node::DEFAULT_HEARTBEAT,
             };
             let bus = a.common.connect().await?;
+            bus::obs::start(bus.clone(), "hollow-nodes", CancellationToken::new());
             let h = node_agent::hollow::start(cfg, bus).await?;
             component(&a.common, "hollow nodes", || async move { h.shutdown().await }).await
         }

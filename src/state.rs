@@ -169,6 +169,7 @@ pub async fn run(a: StateArgs) -> Result<()> {
         }
         None => {
             let bus = a.common.connect().await?;
+            bus::obs::start(bus.clone(), "state", tokio_util::sync::CancellationToken::new());
             let h = actors::state::start(a.member.config(), bus.nats.clone()).await?;
             crate::component(&a.common, "state member", || async move { h.shutdown().await }).await
         }

@@ -42,6 +42,8 @@ pub struct UpArgs {
     #[command(flatten)]
     pub apiserver: crate::apiserver_flags::ApiServerFlags,
     #[command(flatten)]
+    pub dashboard: crate::DashboardFlags,
+    #[command(flatten)]
     pub runtime: crate::runtime_flags::RuntimeFlags,
     #[command(flatten)]
     pub controllers: crate::controller_flags::ControllerFlags,
@@ -186,6 +188,8 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
     let nats_url = conn.url.clone();
     let nats_url = nats_url.as_str();
     let bus = conn.connect(&Role::Admin).await?;
+    let obs_stop = CancellationToken::new();
+    bus::obs::start(bus.clone(), "up", obs_stop.clone());
 
     let state = if a.state_members == 1 {
         step("starting the state group (1 member)");
@@ -225,6 +229,17 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
     let gw_stop = shutdown.clone();
     let gateway = tokio::spawn(async move { actors::gateway::serve(gw_cfg, gw_bus, Arc::new(move || r.load(Ordering::SeqCst)), gw_stop).await });
     step(&format!("gateway on https://{}", a.gateway_addr));
+    if let Some(addr) = a.dashboard.addr() {
+        // Read-only: the dashboard's own identity cannot write (or read Secrets' values).
+        let d_bus = conn.connect(&Role::Dashboard).await?;
+        let (d_stop, token) = (shutdown.clone(), a.dashboard.dashboard_token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::dashboard::serve(addr, token, d_bus, d_stop).await {
+                step(&format!("dashboard failed: {e:#}"));
+            }
+        });
+        step(&format!("dashboard on http://{addr}"));
+    }
 
     if let Some(reg) = conn.ids.clone() {
         let (b, ca, stop) = (bus.clone(), Some(certs.ca_pem.clone()), shutdown.clone());
@@ -312,6 +327,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
         n.shutdown().await;
     }
     state.shutdown().await;
+    obs_stop.cancel();
     Ok(())
 }
 

@@ -18,7 +18,7 @@ fn up_without_containerd_runs_host_processes_and_says_so() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
         .args(["up", "--data-dir"])
         .arg(&data)
-        .args(["--nodes", "1", "--gateway-addr", &addr])
+        .args(["--nodes", "1", "--gateway-addr", &addr, "--dashboard-addr", "off"])
         // No containerd, runc or ctr to be found.
         .env("PATH", &empty_path)
         .env("RUST_LOG", "warn")

@@ -65,6 +65,11 @@ impl Client {
         Client { bus }
     }
 
+    /// The same client, its writes naming `writer` (the actor) in the object's history.
+    pub fn named(&self, writer: &'static str) -> Client {
+        Client { bus: self.bus.named(writer) }
+    }
+
     pub async fn get<K: Object>(&self, ns: Option<&str>, name: &str) -> Result<Option<K>, ClientError> {
         match self.get_value(info::<K>()?, ns, name).await? {
             Some(v) => Ok(Some(object::from_value(v).map_err(other)?)),
@@ -101,7 +106,14 @@ impl Client {
             subject: object::subject_of(res, &v).map_err(other)?,
             value: object::to_store_bytes(&v).map_err(other)?,
         };
-        let r = self.bus.write(&op).await?;
+        // A new object has no trace of its own yet; made by a controller for its owner (a
+        // ReplicaSet for a Deployment, a Pod for a ReplicaSet), it goes on in the trace
+        // of the owner's latest event, even from a task the handler spawned.
+        let inherited = if crate::trace::current().is_none() && crate::trace::of_key(op.key()).is_none() { owner_trace(&v) } else { None };
+        let r = match inherited {
+            Some(tp) => crate::trace::scope(tp, self.bus.write(&op)).await?,
+            None => self.bus.write(&op).await?,
+        };
         typed(&r.stored)
     }
 
@@ -163,7 +175,34 @@ impl Client {
     }
 }
 
+/// The trace of the latest event about the object's controlling owner (or first owner).
+fn owner_trace(v: &Value) -> Option<schema::trace::TraceParent> {
+    let owners = v.pointer("/metadata/ownerReferences")?.as_array()?;
+    let o = owners.iter().find(|o| o.get("controller").and_then(Value::as_bool) == Some(true)).or_else(|| owners.first())?;
+    let res = registry::by_kind(o.get("apiVersion")?.as_str()?, o.get("kind")?.as_str()?)?;
+    let ns = v.pointer("/metadata/namespace").and_then(Value::as_str);
+    let key = keys::object(res.plural, if res.namespaced { ns } else { None }, o.get("name")?.as_str()?);
+    crate::trace::of_key(&key)
+}
+
 /// Untyped form of [`Client::update`]'s conversion, for callers holding `Value`s.
 pub fn value_of<K: Object>(obj: &K) -> Result<Value, ClientError> {
     object::to_value(obj).map_err(other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_object_inherits_its_controlling_owners_trace() {
+        let tp = crate::trace::new_trace();
+        crate::trace::remember_key(&keys::object("replicasets", Some("t-owner"), "rs1"), tp);
+        let pod = serde_json::json!({"metadata": {"namespace": "t-owner", "name": "p", "ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "other"},
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs1", "controller": true}]}});
+        assert_eq!(owner_trace(&pod), Some(tp));
+        let orphan = serde_json::json!({"metadata": {"namespace": "t-owner", "name": "q"}});
+        assert_eq!(owner_trace(&orphan), None);
+    }
 }

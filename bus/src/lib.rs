@@ -6,9 +6,11 @@ pub mod admission;
 pub mod client;
 pub mod creds;
 pub mod events;
+pub mod history;
 pub mod informer;
 pub mod metadata;
 pub mod metrics;
+pub mod obs;
 pub mod otlp;
 pub mod spdy;
 pub mod streams;
@@ -60,6 +62,9 @@ pub struct Bus {
     /// Request ids: random per connection, then counted, so retries of one write carry
     /// one id and no two writes share one.
     ids: Arc<(u64, AtomicU64)>,
+    /// Who this handle writes as (an actor's name, `gateway`), told to the state group in
+    /// a header so an object's history can say which actor wrote each revision.
+    writer: Option<&'static str>,
     /// Counts reconnects (not the first connect): watches reopen their consumers on each,
     /// since a consumer may have lived on the server that went away.
     reconnects: tokio::sync::watch::Receiver<u64>,
@@ -108,7 +113,16 @@ impl Bus {
     pub fn from_client(nats: async_nats::Client) -> Bus {
         let js = async_nats::jetstream::new(nats.clone());
         let (_, reconnects) = tokio::sync::watch::channel(0u64);
-        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), reconnects, node: None }
+        Bus { nats, js, ids: Arc::new((rand::random(), AtomicU64::new(0))), reconnects, node: None, writer: None }
+    }
+
+    /// The same connection, writing as `writer`.
+    pub fn named(&self, writer: &'static str) -> Bus {
+        Bus { writer: Some(writer), ..self.clone() }
+    }
+
+    pub fn writer(&self) -> Option<&'static str> {
+        self.writer
     }
 
     /// Resolves at this connection's next reconnect (never, for `from_client` buses).
@@ -146,6 +160,9 @@ impl Bus {
         let mut headers = async_nats::HeaderMap::new();
         if let Some(t) = trace {
             headers.insert(schema::trace::HEADER, t.to_string().as_str());
+        }
+        if let (Some(w), subjects::STATE_WRITE) = (self.writer, subject) {
+            headers.insert(schema::obs::WRITER_HEADER, w);
         }
         let deadline = tokio::time::Instant::now() + STORE_RETRY_FOR;
         let mut backoff = Duration::from_millis(20);

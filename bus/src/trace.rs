@@ -156,6 +156,23 @@ pub fn of_rev(rev: u64) -> Option<TraceParent> {
     revs().lock().ok()?.get(&rev).copied()
 }
 
+fn writers() -> &'static Mutex<Bounded<u64, String>> {
+    static W: OnceLock<Mutex<Bounded<u64, String>>> = OnceLock::new();
+    W.get_or_init(|| Mutex::new(Bounded::new(REVS)))
+}
+
+/// Revision `rev` was written by `writer` (an actor's name, or the gateway): the state
+/// machine tells the publisher, which puts it on the event.
+pub fn remember_writer(rev: u64, writer: &str) {
+    if let Ok(mut w) = writers().lock() {
+        w.insert(rev, writer.to_string());
+    }
+}
+
+pub fn writer_of_rev(rev: u64) -> Option<String> {
+    writers().lock().ok()?.get(&rev).cloned()
+}
+
 /// One finished span, as the dashboard will show it.
 #[derive(Debug, Clone)]
 pub struct SpanRecord {
@@ -195,6 +212,31 @@ pub fn spans_of(trace_id: &[u8; 16]) -> Vec<SpanRecord> {
     ring().lock().map(|r| r.iter().filter(|s| &s.trace.trace_id == trace_id).cloned().collect()).unwrap_or_default()
 }
 
+/// The spans recorded after the one with id `last` (all of them when it is None or has
+/// left the ring), oldest first, and the id to pass next time: how a publisher sends
+/// each span once without the ring keeping a cursor for it.
+pub fn spans_after(last: Option<[u8; 8]>) -> (Vec<SpanRecord>, Option<[u8; 8]>) {
+    let Ok(r) = ring().lock() else { return (Vec::new(), last) };
+    let from = last.and_then(|l| r.iter().rposition(|s| s.span_id == l)).map(|i| i + 1).unwrap_or(0);
+    let out: Vec<SpanRecord> = r.iter().skip(from).cloned().collect();
+    let next = r.back().map(|s| s.span_id).or(last);
+    (out, next)
+}
+
+/// A span as the bus carries it to the dashboard.
+pub fn span_out(s: &SpanRecord) -> schema::obs::SpanOut {
+    let us = |t: SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    schema::obs::SpanOut {
+        trace_id: s.trace.trace_id_hex(),
+        span_id: hex(&s.span_id),
+        parent_id: s.trace.parent_id_hex(),
+        actor: s.name.to_string(),
+        start_us: us(s.started),
+        took_us: s.took.as_micros() as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +259,21 @@ mod tests {
         let tp = new_trace();
         assert_eq!(scope(tp, async { current() }).await, Some(tp));
         assert_eq!(current(), None);
+    }
+
+    #[test]
+    fn spans_after_hands_out_each_span_once() {
+        let tp = new_trace();
+        let rec = |id: [u8; 8]| record(SpanRecord { trace: tp, span_id: id, name: "t-after", started: SystemTime::now(), took: Duration::ZERO });
+        let mine = |v: Vec<SpanRecord>| v.into_iter().filter(|s| s.trace == tp).map(|s| s.span_id).collect::<Vec<_>>();
+        rec([1; 8]);
+        let (_, cursor) = spans_after(None);
+        rec([2; 8]);
+        rec([3; 8]);
+        let (got, cursor) = spans_after(cursor);
+        assert_eq!(mine(got), vec![[2; 8], [3; 8]]);
+        assert!(mine(spans_after(cursor).0).is_empty());
+        assert_eq!(span_out(&spans_of(&tp.trace_id)[0]).span_id, "0101010101010101");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod natsauth;
 pub mod noderestriction;
 pub mod object;
+pub mod obs;
 pub mod openapi;
 pub mod plugins;
 pub mod printers;

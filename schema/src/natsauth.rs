@@ -83,9 +83,12 @@ pub fn permissions(role: &Role) -> Permissions {
             Permissions { publish_allow: own(&[">"]), subscribe_allow: own(&[">"]), subscribe_deny: deny, ..Default::default() }
         }
         Role::Dashboard => {
-            let mut publish = own(&[subjects::STATE_READ, subjects::STATE_READ_LOCAL, subjects::STATE_STATUS]);
+            let mut publish = own(&[subjects::STATE_READ, subjects::STATE_READ_LOCAL, subjects::STATE_STATUS, subjects::OBS_RESEND]);
             publish.extend(own(&subjects::JS_READER_API));
-            Permissions { publish_allow: publish, subscribe_allow: vec![inbox], ..Default::default() }
+            // Every process's stats and spans; a dashboard process publishes its own too.
+            publish.extend([subjects::all_obs_actors(), subjects::all_obs_spans()]);
+            let subscribe = vec![inbox, subjects::all_obs_actors(), subjects::all_obs_spans(), subjects::OBS_RESEND.to_string()];
+            Permissions { publish_allow: publish, subscribe_allow: subscribe, ..Default::default() }
         }
         Role::Node(n) => {
             let mut publish = vec![subjects::node_write(n), subjects::node_read(n), subjects::node_metrics(n), subjects::node_token_request(n)];
@@ -96,7 +99,10 @@ pub fn permissions(role: &Role) -> Permissions {
             publish.push(subjects::under(&Role::Gateway.inbox()));
             publish.push(subjects::under(&Role::Admin.inbox()));
             publish.extend(own(&subjects::JS_READER_API));
-            let subscribe = vec![inbox, subjects::node_logs(n), subjects::node_streams(n), subjects::node_pod_events(n)];
+            // The dashboard's view of this agent's actors. (A process id is not a node
+            // name: a node could publish stats under another's; they are only figures.)
+            publish.extend([subjects::all_obs_actors(), subjects::all_obs_spans()]);
+            let subscribe = vec![inbox, subjects::node_logs(n), subjects::node_streams(n), subjects::node_pod_events(n), subjects::OBS_RESEND.to_string()];
             Permissions { publish_allow: publish, subscribe_allow: subscribe, ..Default::default() }
         }
         Role::Bootstrap => Permissions { publish_allow: vec![subjects::JOIN.to_string()], subscribe_allow: vec![inbox], ..Default::default() },

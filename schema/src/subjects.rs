@@ -40,6 +40,8 @@ pub const JOIN: &str = "flotilla.join";
 const LOGS_PREFIX: &str = "flotilla.logs";
 const STREAMS_PREFIX: &str = "flotilla.streams";
 const METRICS_PREFIX: &str = "flotilla.metrics";
+const OBS_ACTORS_PREFIX: &str = "flotilla.obs.actors";
+const OBS_SPANS_PREFIX: &str = "flotilla.obs.spans";
 /// Placeholder token for "no namespace" or "no node".
 pub const NONE: &str = "_";
 
@@ -238,6 +240,30 @@ pub fn node_metrics(node: &str) -> String {
 /// Every node's usage reports.
 pub fn all_node_metrics() -> String {
     format!("{METRICS_PREFIX}.*")
+}
+
+/// Where a process publishes its actors' stats (`obs::ActorSnapshot`).
+pub fn obs_actors(process: &str) -> String {
+    format!("{OBS_ACTORS_PREFIX}.{}", token(process))
+}
+
+/// Where a process publishes the spans it finished (`obs::SpanBatch`).
+pub fn obs_spans(process: &str) -> String {
+    format!("{OBS_SPANS_PREFIX}.{}", token(process))
+}
+
+/// A dashboard that just started asks here; every process then publishes its actors'
+/// stats at its next tick even if unchanged (it otherwise sends only changes).
+pub const OBS_RESEND: &str = "flotilla.obs.resend";
+
+/// Every process's actor stats, for the dashboard.
+pub fn all_obs_actors() -> String {
+    format!("{OBS_ACTORS_PREFIX}.*")
+}
+
+/// Every process's spans, for the dashboard.
+pub fn all_obs_spans() -> String {
+    format!("{OBS_SPANS_PREFIX}.*")
 }
 
 /// Where node agents ask for their pods' ServiceAccount tokens (`tokens::TokenRequest`);

@@ -81,7 +81,7 @@ pub async fn run(a: ApiArgs) -> Result<()> {
     let addr: SocketAddr = format!("127.0.0.1:{}", crate::natsd::free_port()?).parse()?;
     let data = dir.path.join("cluster");
     let mut cmd = Command::new(std::env::current_exe().context("locating the flotilla binary")?);
-    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string()]);
+    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--dashboard-addr", "off"]);
     let mut up = Proc::spawn("flotilla up", cmd, &dir.path.join("up.log"))?;
     eprintln!("started flotilla up, pid {} (gateway on https://{addr}, log {})", up.pid(), dir.path.join("up.log").display());
     let https = Https::wait_ready(&mut up, &data.join("pki"), addr).await?;

@@ -141,7 +141,7 @@ pub async fn run(a: DensityArgs) -> Result<()> {
     let data = dir.path.join("cluster");
     let exe = std::env::current_exe().context("locating the flotilla binary")?;
     let mut cmd = Command::new(&exe);
-    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--state-members", &a.state_members.to_string()]);
+    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--state-members", &a.state_members.to_string(), "--dashboard-addr", "off"]);
     cmd.args(["--max-requests-inflight", "4000", "--max-mutating-requests-inflight", "2000"]);
     let mut up = Proc::spawn("flotilla up", cmd, &dir.path.join("up.log"))?;
     eprintln!("started flotilla up ({} state members), pid {}, log {}", a.state_members, up.pid(), dir.path.join("up.log").display());

@@ -16,6 +16,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     pub addr: String,
     pub log: PathBuf,
+    /// Where `up` serves the dashboard (a free port: tests run side by side).
+    pub dashboard: String,
 }
 
 
@@ -38,6 +40,8 @@ impl Cluster {
     pub fn up_with(data_dir: &Path, nodes: u32, extra: &[&str]) -> Cluster {
         let addr = format!("127.0.0.1:{}", free_port());
         let runtime: &[&str] = if extra.contains(&"--runtime") { &[] } else { &["--runtime", "process"] };
+        let dashboard = format!("127.0.0.1:{}", free_port());
+        let dash_args: Vec<&str> = if extra.contains(&"--dashboard-addr") { vec![] } else { vec!["--dashboard-addr", &dashboard] };
         let log = data_dir.with_extension(format!("up-{}.log", free_port()));
         let logf = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_flotilla"))
@@ -45,6 +49,7 @@ impl Cluster {
             .arg(data_dir)
             .args(["--nodes", &nodes.to_string(), "--gateway-addr", &addr])
             .args(runtime)
+            .args(&dash_args)
             .args(extra)
             .env("RUST_LOG", "info,async_nats=warn,openraft=warn")
             .stdin(Stdio::null())
@@ -52,7 +57,7 @@ impl Cluster {
             .stderr(logf)
             .spawn()
             .expect("starting flotilla up");
-        let mut c = Cluster { child: Some(child), data_dir: data_dir.to_path_buf(), kubeconfig: data_dir.join("kubeconfig"), addr, log };
+        let mut c = Cluster { child: Some(child), data_dir: data_dir.to_path_buf(), kubeconfig: data_dir.join("kubeconfig"), addr, log, dashboard: dashboard.clone() };
         // `up` prints the export line once it is ready.
         let stdout = c.child.as_mut().and_then(|ch| ch.stdout.take()).expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();

@@ -210,6 +210,7 @@ pub struct CronJobController {
 
 impl CronJobController {
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         CronJobController { client, resync: super::RESYNC, cronjobs: Cache::default(), jobs: OwnedIndex::new("CronJob"), queue: WorkQueue::default(), timers: BTreeMap::new() }
     }
 

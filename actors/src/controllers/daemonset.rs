@@ -314,6 +314,7 @@ pub struct DaemonSetController {
 
 impl DaemonSetController {
     pub fn new(client: Client, resync: std::time::Duration) -> Self {
+        let client = client.named(ACTOR);
         DaemonSetController {
             client,
             resync,

@@ -300,6 +300,7 @@ impl DeploymentController {
     }
 
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         DeploymentController { resync: super::RESYNC, client, deployments: Cache::default(), sets: OwnedIndex::new("Deployment"), queue: WorkQueue::default(), deadlines: BTreeMap::new() }
     }
 

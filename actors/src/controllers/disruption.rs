@@ -70,6 +70,7 @@ pub struct DisruptionController {
 
 impl DisruptionController {
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         DisruptionController { client, budgets: Cache::default(), pods: HashMap::new(), queue: WorkQueue::default() }
     }
 

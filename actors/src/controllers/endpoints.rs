@@ -326,6 +326,7 @@ struct Written {
 
 impl EndpointsController {
     pub fn new(client: Client, resync: Duration) -> Self {
+        let client = client.named(ACTOR);
         EndpointsController { client, cache: ServicePods::default(), endpoints: HashMap::new(), queue: WorkQueue::default(), resync }
     }
 

@@ -214,6 +214,7 @@ struct Written {
 
 impl EndpointSliceController {
     pub fn new(client: Client, resync: Duration) -> Self {
+        let client = client.named(ACTOR);
         EndpointSliceController { client, cache: ServicePods::default(), endpoints: HashMap::new(), slices: HashMap::new(), queue: WorkQueue::default(), resync }
     }
 

@@ -58,6 +58,7 @@ impl GarbageCollector {
     }
 
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         GarbageCollector { resync: super::RESYNC, client, live: HashMap::new(), by_owner: HashMap::new(), in_flight: HashMap::new(), suspects: HashSet::new(), listed: false, finalizing: HashMap::new(), passes: HashMap::new() }
     }
 

@@ -232,6 +232,7 @@ pub struct HpaController {
 
 impl HpaController {
     pub fn new(client: Client, usage: Arc<UsageCache>, sync_period: Duration) -> Self {
+        let client = client.named(ACTOR);
         HpaController { client, usage, sync_period, hpas: Cache::default(), pods: HashMap::new(), recommendations: HashMap::new(), busy: HashSet::new() }
     }
 

@@ -363,6 +363,7 @@ pub struct JobController {
 
 impl JobController {
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         JobController { client, resync: super::RESYNC, jobs: Cache::default(), pods: OwnedIndex::new("Job"), expectations: Expectations::default(), queue: WorkQueue::default() }
     }
 

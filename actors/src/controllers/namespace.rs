@@ -52,6 +52,7 @@ struct Swept {
 
 impl NamespaceController {
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         NamespaceController { client, terminating: BTreeSet::new(), busy: HashSet::new() }
     }
 

@@ -171,7 +171,7 @@ impl<K: PodOwner> ReplicaSetController<K> {
     }
 
     pub fn new(client: Client) -> Self {
-        Self::with_writer(Arc::new(StoreWriter(client)))
+        Self::with_writer(Arc::new(StoreWriter(client.named(K::ACTOR))))
     }
 
     pub fn with_writer(writer: Arc<dyn Writer<K>>) -> Self {

@@ -295,6 +295,7 @@ pub struct StatefulSetController {
 
 impl StatefulSetController {
     pub fn new(client: Client, resync: std::time::Duration) -> Self {
+        let client = client.named(ACTOR);
         StatefulSetController {
             client,
             resync,

@@ -34,6 +34,7 @@ pub struct TtlAfterFinished {
 
 impl TtlAfterFinished {
     pub fn new(client: Client) -> Self {
+        let client = client.named(ACTOR);
         TtlAfterFinished { client, timers: HashMap::new() }
     }
 

@@ -157,7 +157,7 @@ pub async fn serve(
     let usage = bus::usage::UsageCache::start(bus.nats.clone(), shutdown.clone()).await.map_err(|e| anyhow::anyhow!("gateway: subscribing to resource metrics: {e}"))?;
     let state = Arc::new(AppState {
         usage,
-        bus,
+        bus: bus.named("gateway"),
         authn: authn::Authenticator { tokens, service_accounts },
         rbac,
         ready,

@@ -118,7 +118,7 @@ pub struct GetStats;
 
 impl Scheduler {
     pub fn new(client: Client) -> Self {
-        Self::with_binder(Arc::new(binder::StoreBinder(client)))
+        Self::with_binder(Arc::new(binder::StoreBinder(client.named(ACTOR))))
     }
 
     pub fn with_binder(binder: Arc<dyn Binder>) -> Self {

@@ -25,6 +25,10 @@ pub struct Proposal {
     /// when None, so entries without one are encoded as before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Who sent the write (`obs::WRITER_HEADER`), for the object's history; absent when
+    /// None, as `trace` is, so older entries decode and untagged ones encode as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
 }
 
 /// One Raft entry's payload: the writes that arrived together. openraft 0.9 appends and
@@ -284,13 +288,28 @@ mod tests {
 
     #[test]
     fn an_untraced_proposal_is_encoded_as_before_traces() {
-        let p = Proposal { op: create("k", 1), id: None, at_ms: 5, trace: None };
+        let p = Proposal { op: create("k", 1), id: None, at_ms: 5, trace: None, writer: None };
         let bytes = schema::codec::encode(&p).unwrap();
         assert!(!bytes.windows(5).any(|w| w == b"trace"), "no trace field when there is none");
         let back: Proposal = schema::codec::decode(&bytes).unwrap();
         assert_eq!(back, p);
         let traced = Proposal { trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()), ..p };
         assert_eq!(schema::codec::decode::<Proposal>(&schema::codec::encode(&traced).unwrap()).unwrap(), traced);
+    }
+
+    #[test]
+    fn a_writer_is_carried_and_entries_from_before_it_still_decode() {
+        #[derive(Serialize)]
+        struct Before {
+            op: WriteOp,
+            id: Option<RequestId>,
+            at_ms: u64,
+            trace: Option<String>,
+        }
+        let old = schema::codec::encode(&Before { op: create("k", 1), id: None, at_ms: 5, trace: None }).unwrap();
+        assert_eq!(schema::codec::decode::<Proposal>(&old).unwrap().writer, None);
+        let p = Proposal { op: create("k", 1), id: None, at_ms: 5, trace: None, writer: Some("deployment-controller".into()) };
+        assert_eq!(schema::codec::decode::<Proposal>(&schema::codec::encode(&p).unwrap()).unwrap(), p);
     }
 
     #[test]

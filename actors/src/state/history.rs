@@ -125,7 +125,7 @@ mod tests {
             .into_iter()
             .map(|op| {
                 let index = INDEX.fetch_add(1, Ordering::SeqCst);
-                let p = apply::Proposal { op, id: None, at_ms: index, trace: None };
+                let p = apply::Proposal { op, id: None, at_ms: index, trace: None, writer: None };
                 Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(apply::Batch { proposals: vec![p] }) }
             })
             .collect();

@@ -298,6 +298,9 @@ impl Publisher {
                 if let Some(t) = bus::trace::of_rev(rev) {
                     msg = msg.header(schema::trace::HEADER, t.to_string().as_str());
                 }
+                if let Some(w) = bus::trace::writer_of_rev(rev) {
+                    msg = msg.header(schema::obs::WRITER_HEADER, w.as_str());
+                }
                 match self.js.send_publish(event.subject, msg).await {
                     Ok(ack) => {
                         bus::metrics::bus_publish(subjects::EVENTS_STREAM, 1);

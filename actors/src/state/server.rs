@@ -321,7 +321,7 @@ async fn serve(mut sub: async_nats::Subscriber, kind: Kind, ctx: Ctx, cancel: Ca
                 return;
             };
             let answer = match kind {
-                Kind::Write => encode_answer(&handle_write(&ctx, &msg.payload, msg.headers.as_ref()).await),
+                Kind::Write => encode_answer(&observed(handle_write(&ctx, &msg.payload, msg.headers.as_ref()), msg.headers.as_ref()).await),
                 Kind::Read(c) => encode_answer(&handle_read(&ctx, &msg.payload, c).await),
                 Kind::Admin => encode_answer(&handle_admin(&ctx, &msg.payload).await),
                 Kind::NodeWrite | Kind::NodeRead => {
@@ -374,6 +374,24 @@ fn check_quota(ctx: &Ctx, req: &WriteRequest) -> Result<(), StoreError> {
         return Err(StoreError::QuotaExceeded { used, quota: ctx.quota_bytes });
     }
     Ok(())
+}
+
+/// Counts a write as a message the `state` actor handled and, when it came in a trace,
+/// records its span, so the dashboard shows the leader beside the other actors.
+async fn observed<T>(f: impl std::future::Future<Output = Result<T, StoreError>>, headers: Option<&async_nats::HeaderMap>) -> Result<T, StoreError> {
+    let trace = headers.and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok());
+    let (started, at) = (std::time::Instant::now(), std::time::SystemTime::now());
+    let out = f.await;
+    // A refused write (conflict, not found) is an answer; only the store failing is a failure.
+    if matches!(out, Err(StoreError::Internal(_))) {
+        bus::metrics::failed("state", started.elapsed())
+    } else {
+        bus::metrics::handled("state", started.elapsed())
+    }
+    if let Some(t) = trace {
+        bus::trace::record(bus::trace::SpanRecord { trace: t, span_id: bus::trace::span_id(), name: "state", started: at, took: started.elapsed() });
+    }
+    out
 }
 
 async fn handle_write(ctx: &Ctx, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
@@ -458,6 +476,7 @@ async fn handle_node_read(ctx: &Ctx, node: &str, payload: &[u8]) -> Result<ReadR
 
 async fn propose_write(ctx: &Ctx, req: WriteRequest, headers: Option<&async_nats::HeaderMap>) -> Result<WriteResult, StoreError> {
     let trace = headers.and_then(|h| h.get(schema::trace::HEADER)).and_then(|v| schema::trace::TraceParent::parse(v.as_str()).ok());
+    let writer = headers.and_then(|h| h.get(schema::obs::WRITER_HEADER)).map(|v| v.as_str().to_string());
     let span = tracing::info_span!("state", op = req.op.verb(), key = %req.op.key(), trace_id = tracing::field::Empty);
     if let Some(t) = &trace {
         span.record("trace_id", tracing::field::display(t.trace_id_hex()));
@@ -465,7 +484,7 @@ async fn propose_write(ctx: &Ctx, req: WriteRequest, headers: Option<&async_nats
     async move {
         apply::check_size(&req.op)?;
         check_quota(ctx, &req)?;
-        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms(), trace: trace.map(|t| t.to_string()) };
+        let proposal = apply::Proposal { op: req.op, id: req.id, at_ms: now_ms(), trace: trace.map(|t| t.to_string()), writer };
         let (tx, rx) = tokio::sync::oneshot::channel();
         ctx.proposals.send((proposal, tx)).await.map_err(|_| StoreError::Unavailable("this member is stopping".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("this member stopped before the write was answered".into()))?

@@ -443,6 +443,9 @@ pub(super) fn apply_batch(db: &Database, entries: Vec<Entry<TypeConfig>>) -> any
                         if let Some(t) = p.trace.as_deref().and_then(|t| schema::trace::TraceParent::parse(t).ok()) {
                             bus::trace::remember_rev(out.rev, t);
                         }
+                        if let Some(w) = p.writer.as_deref() {
+                            bus::trace::remember_writer(out.rev, w);
+                        }
                         last_rev = out.rev;
                         Ok(out.result)
                     }
@@ -739,7 +742,7 @@ mod tests {
     }
 
     fn entry(index: u64, op: WriteOp) -> Entry<TypeConfig> {
-        let p = apply::Proposal { op, id: Some((7, index)), at_ms: index, trace: None };
+        let p = apply::Proposal { op, id: Some((7, index)), at_ms: index, trace: None, writer: None };
         Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Normal(apply::Batch { proposals: vec![p] }) }
     }
 
@@ -767,7 +770,7 @@ mod tests {
         assert_eq!((deleted.typ, deleted.subject.as_str()), (EventType::Deleted, "ev.a.2"));
 
         // A retried request (same id) gets its first answer and changes nothing.
-        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Batch { proposals: vec![apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7, trace: None }] }) };
+        let again = Entry { log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 7), payload: EntryPayload::Normal(apply::Batch { proposals: vec![apply::Proposal { op: WriteOp::Create { key: "a/1".into(), subject: "ev.a.1".into(), value: vec![1] }, id: Some((7, 1)), at_ms: 7, trace: None, writer: None }] }) };
         let (answers, rev) = apply_batch(&db, vec![again]).expect("apply");
         assert_eq!((answers[0][0].as_ref().map(|r| r.rev), rev), (Ok(1), 5));
         assert_eq!(kv_bytes(&db).expect("bytes"), 3 * 4);

@@ -41,6 +41,25 @@ impl Histogram {
         self.count
     }
 
+    /// The `q` quantile (0..=1), interpolated inside its bucket as Prometheus'
+    /// `histogram_quantile` does; past the last bound it is that bound. 0 when empty.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = q.clamp(0.0, 1.0) * self.count as f64;
+        let mut below = 0u64;
+        for (i, c) in self.counts.iter().enumerate() {
+            if *c > 0 && (below + c) as f64 >= rank {
+                let lo = if i == 0 { 0.0 } else { self.bounds[i - 1] };
+                let hi = self.bounds[i];
+                return lo + (hi - lo) * ((rank - below as f64) / *c as f64).clamp(0.0, 1.0);
+            }
+            below += c;
+        }
+        self.bounds.last().copied().unwrap_or(0.0)
+    }
+
     /// `name_bucket{labels,le=…}` lines up to `+Inf`, then `_sum` and `_count`; `labels`
     /// is the inside of the braces without them (may be empty).
     pub fn render(&self, name: &str, labels: &str, out: &mut String) {
@@ -84,6 +103,19 @@ mod tests {
             out,
             "x_seconds_bucket{actor=\"a\",le=\"0.1\"} 1\nx_seconds_bucket{actor=\"a\",le=\"1\"} 2\nx_seconds_bucket{actor=\"a\",le=\"+Inf\"} 3\nx_seconds_sum{actor=\"a\"} 7.55\nx_seconds_count{actor=\"a\"} 3\n"
         );
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_the_bucket() {
+        let mut h = Histogram::new(&[0.1, 1.0]);
+        assert_eq!(h.quantile(0.5), 0.0);
+        for _ in 0..10 {
+            h.observe(0.05);
+        }
+        h.observe(0.5);
+        h.observe(5.0);
+        assert!((h.quantile(0.5) - 0.06).abs() < 1e-9, "{}", h.quantile(0.5));
+        assert_eq!(h.quantile(1.0), 1.0, "past the last bound is that bound");
     }
 
     #[test]

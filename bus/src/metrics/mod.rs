@@ -37,6 +37,13 @@ fn registry() -> &'static Mutex<BTreeMap<&'static str, ActorStats>> {
     R.get_or_init(Default::default)
 }
 
+/// The same stats per instance, for actors that run several times in one process (the
+/// kubelet of each hollow or in-process node), filled by `handle_in`.
+fn instances() -> &'static Mutex<BTreeMap<(&'static str, String), ActorStats>> {
+    static R: OnceLock<Mutex<BTreeMap<(&'static str, String), ActorStats>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
 fn counters() -> &'static Mutex<BTreeMap<String, f64>> {
     static R: OnceLock<Mutex<BTreeMap<String, f64>>> = OnceLock::new();
     R.get_or_init(Default::default)
@@ -223,6 +230,50 @@ pub fn handle<T>(actor: &'static str, f: impl FnOnce() -> T) -> T {
             std::panic::resume_unwind(panic)
         }
     }
+}
+
+/// As `handle`, also counted under `instance` of `actor` (its node, for a kubelet), so
+/// the dashboard can show each of several same-typed actors in one process.
+pub fn handle_in<T>(actor: &'static str, instance: &str, f: impl FnOnce() -> T) -> T {
+    struct Count<'a>(&'static str, &'a str, Instant);
+    impl Drop for Count<'_> {
+        fn drop(&mut self) {
+            let took = self.2.elapsed().as_secs_f64();
+            let failed = std::thread::panicking();
+            if let Ok(mut r) = instances().lock() {
+                let s = r.entry((self.0, self.1.to_string())).or_default();
+                s.handled += 1;
+                s.failed += failed as u64;
+                s.handling.observe(took);
+            }
+        }
+    }
+    let _count = Count(actor, instance, Instant::now());
+    handle(actor, f)
+}
+
+fn stat(actor: &str, instance: Option<&str>, s: &ActorStats) -> schema::obs::ActorStat {
+    schema::obs::ActorStat {
+        actor: actor.to_string(),
+        instance: instance.map(str::to_string),
+        handled: s.handled,
+        failed: s.failed,
+        mailbox: s.mailbox.max(0),
+        p50_s: s.handling.quantile(0.5),
+        p99_s: s.handling.quantile(0.99),
+        queued_p50_s: s.queued.as_ref().map(|q| q.quantile(0.5)),
+        queued_p99_s: s.queued.as_ref().map(|q| q.quantile(0.99)),
+    }
+}
+
+/// Every actor of this process as the dashboard shows it: one row per type, then one
+/// per instance of the types that have them.
+pub fn actor_stats() -> Vec<schema::obs::ActorStat> {
+    let mut out: Vec<_> = registry().lock().map(|r| r.iter().map(|(a, s)| stat(a, None, s)).collect()).unwrap_or_default();
+    if let Ok(r) = instances().lock() {
+        out.extend(r.iter().map(|((a, i), s)| stat(a, Some(i), s)));
+    }
+    out
 }
 
 /// As `handle`, for handlers that say whether they failed: an `Err` counts as failed.

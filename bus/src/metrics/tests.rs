@@ -62,3 +62,12 @@ fn a_family_keeps_its_first_kind() {
     gauge("t_mixed", "Mixed.", String::new(), 9.0);
     assert!(render().contains("t_mixed 1\n"));
 }
+
+#[test]
+fn an_instance_is_counted_beside_its_type() {
+    handle_in("t-instance", "node-a", || ());
+    handle_in("t-instance", "node-a", || ());
+    handle_in("t-instance", "node-b", || ());
+    let rows: Vec<_> = actor_stats().into_iter().filter(|s| s.actor == "t-instance").map(|s| (s.instance, s.handled)).collect();
+    assert_eq!(rows, vec![(None, 3), (Some("node-a".to_string()), 2), (Some("node-b".to_string()), 1)]);
+}

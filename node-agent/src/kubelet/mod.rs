@@ -125,7 +125,7 @@ pub struct Kubelet {
 impl Kubelet {
     pub fn new(node: String, host_ip: String, data_dir: PathBuf, client: Client, runtimes: Runtimes) -> Kubelet {
         let allocatable = admission::Allocatable { cpu_millis: u64::MAX, memory_bytes: u64::MAX, pods: u64::MAX };
-        Kubelet { node, host_ip, data_dir, client, runtimes, allocatable, cluster_dns: None, host_dns: crate::dns::resolv_conf::host(), pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default(), listed_once: false, left: HashMap::new() }
+        Kubelet { node, host_ip, data_dir, client: client.named(ACTOR), runtimes, allocatable, cluster_dns: None, host_dns: crate::dns::resolv_conf::host(), pods: HashMap::new(), next_instance: 0, early_exits: HashMap::new(), stopping: false, in_use: Default::default(), listed_once: false, left: HashMap::new() }
     }
 
     fn span(&self) -> tracing::Span {
@@ -289,7 +289,8 @@ fn termination_message(f: &InstanceFiles, code: i32) -> Option<String> {
 
 impl StreamHandler<InformerEvent<Pod>> for Kubelet {
     fn handle(&mut self, ev: InformerEvent<Pod>, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || match ev {
+        let node = self.node.clone();
+        bus::metrics::handle_in(ACTOR, &node, || match ev {
             InformerEvent::Listed(pods, rev) if !self.listed_once => {
                 self.listed_once = true;
                 let seen = pods.clone();
@@ -559,7 +560,8 @@ impl Kubelet {
 impl Handler<Exited> for Kubelet {
     type Result = ();
     fn handle(&mut self, m: Exited, ctx: &mut Context<Self>) {
-        bus::metrics::handle(ACTOR, || {
+        let node = self.node.clone();
+        bus::metrics::handle_in(ACTOR, &node, || {
             let Some(rt) = self.pods.get_mut(&m.uid) else { return };
             match rt.procs.get(&m.idx) {
                 Some((instance, _)) if *instance == m.instance => {

@@ -196,7 +196,8 @@ pub(super) fn hook_failure(action: &Action, container: &str, pod: &k8s_openapi::
 impl Handler<ProbeReport> for Kubelet {
     type Result = ();
     fn handle(&mut self, m: ProbeReport, ctx: &mut Context<Self>) {
-        bus::metrics::handle(super::ACTOR, || {
+        let node = self.node.clone();
+        bus::metrics::handle_in(super::ACTOR, &node, || {
             let current = self.pods.get(&m.uid).and_then(|rt| rt.procs.get(&m.idx)).is_some_and(|(i, _)| *i == m.instance);
             if !current {
                 return;
