@@ -6,7 +6,7 @@ mod common;
 
 use common::cluster::{pod_pids, Cluster};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const DS: &str = r#"
@@ -48,25 +48,6 @@ fn one_per_node(c: &Cluster, nodes: &[&str], image: &str) -> Result<(), String> 
     if ok { Ok(()) } else { Err(format!("{m:?}")) }
 }
 
-/// The NATS URL `flotilla up` started its nats-server on (its config in the data dir).
-/// An extra node agent joining the cluster; stopped by PID on drop.
-struct ExtraNode(Child);
-
-impl Drop for ExtraNode {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_daemon_runs_on_every_node_including_a_new_one_and_rolls_out_a_new_image() {
     let dir = tempfile::tempdir().unwrap();
@@ -95,7 +76,7 @@ fn a_daemon_runs_on_every_node_including_a_new_one_and_rolls_out_a_new_image() {
         .stderr(log)
         .spawn()
         .expect("starting flotilla node");
-    let extra = ExtraNode(child);
+    let extra = common::process::TermOnDrop(child);
     c.eventually(Duration::from_secs(90), "an agent pod on the new node too", || one_per_node(&c, &["node-1", "node-2", "node-3"], "busybox"));
 
     // A new image: every node's pod is replaced, and rollout status says when.

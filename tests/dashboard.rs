@@ -180,7 +180,7 @@ fn the_dashboard_renders_the_actors_and_the_trace_of_a_kubectl_apply() {
 
     // `flotilla dashboard` on its own, behind a token, sees the same cluster over NATS.
     let addr = format!("127.0.0.1:{}", common::free_port());
-    let standalone = Standalone(
+    let standalone = common::process::TermOnDrop(
         Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["dashboard", "--nats-url", &c.nats_url(), "--dashboard-addr", &addr, "--dashboard-token", "s3cret", "--nats-creds"])
             .arg(c.data_dir.join("nats").join("dashboard.creds"))
@@ -208,20 +208,4 @@ fn the_dashboard_renders_the_actors_and_the_trace_of_a_kubectl_apply() {
     drop(standalone);
 }
 
-/// A `flotilla dashboard` process, stopped by PID.
-struct Standalone(std::process::Child);
 
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

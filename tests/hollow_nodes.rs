@@ -8,7 +8,7 @@ mod common;
 
 use common::cluster::Cluster;
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const NODES: u32 = 200;
@@ -36,24 +36,6 @@ spec:
     )
 }
 
-/// The hollow-nodes process, stopped by PID (SIGTERM) on drop.
-struct Hollow(Child);
-
-impl Drop for Hollow {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn two_thousand_pods_on_two_hundred_hollow_nodes() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -70,7 +52,7 @@ fn two_thousand_pods_on_two_hundred_hollow_nodes() {
         .stderr(logf)
         .spawn()
         .expect("starting flotilla hollow-nodes");
-    let hollow = Hollow(child);
+    let hollow = common::process::TermOnDrop(child);
     let hollow_log = || std::fs::read_to_string(&log).unwrap_or_default();
 
     c.eventually(Duration::from_secs(120), "200 hollow nodes Ready", || {

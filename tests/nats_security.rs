@@ -151,7 +151,7 @@ fn a_node_agent_reaches_only_its_own_node() {
 }
 
 /// A node agent process started by the test, stopped by its PID.
-struct Agent(std::process::Child);
+type Agent = common::process::TermOnDrop;
 
 impl Agent {
     fn join(c: &Cluster, dir: &std::path::Path, name: &str, token: Option<&str>) -> Agent {
@@ -162,24 +162,10 @@ impl Agent {
             cmd.args(["--token", t]);
         }
         let child = cmd.env("RUST_LOG", "info,async_nats=warn").env_remove("FLOTILLA_NATS_CREDS").stdin(std::process::Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("starting flotilla node --join");
-        Agent(child)
+        common::process::TermOnDrop(child)
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn node_ready(c: &Cluster, name: &str) -> Result<(), String> {
     let o = c.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::cluster::Cluster;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -16,22 +16,7 @@ const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"traced"
 "spec":{"nodeSelector":{"kubernetes.io/hostname":"far-1"},"terminationGracePeriodSeconds":1,
 "containers":[{"name":"main","image":"busybox","command":["sleep","3600"]}]}}"#;
 
-struct Agent(Child);
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child by PID.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        for _ in 0..300 {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn a_traceparent_follows_a_pod_from_the_gateway_to_a_node_agent_in_another_process() {
@@ -39,7 +24,7 @@ fn a_traceparent_follows_a_pod_from_the_gateway_to_a_node_agent_in_another_proce
     let c = Cluster::up(&dir.path().join("c"), 1);
     let agent_log = dir.path().join("far-1.log");
     let log = std::fs::File::create(&agent_log).unwrap();
-    let _agent = Agent(
+    let _agent = common::process::TermOnDrop(
         Command::new(env!("CARGO_BIN_EXE_flotilla"))
             .args(["node", "--nats-url", &c.nats_url(), "--name", "far-1", "--runtime", "process", "--data-dir"])
             .arg(dir.path().join("far-1"))

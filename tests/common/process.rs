@@ -75,3 +75,22 @@ impl Drop for Process {
         self.kill();
     }
 }
+
+/// A child process this test started some other way (its own arguments, environment or
+/// output): SIGTERM by PID on drop, then SIGKILL if it has not exited after 30 s.
+pub struct TermOnDrop(pub Child);
+
+impl Drop for TermOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by PID.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        for _ in 0..300 {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
