@@ -63,7 +63,7 @@ fn pods_resolve_services_through_the_node_dns() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("c");
-    let cidr = format!("10.{}.0.0/16", 150 + (std::process::id() + 17) % 50);
+    let cidr = common::pod_cidr();
     let images_arg = images.to_string_lossy().into_owned();
     let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
 

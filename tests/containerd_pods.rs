@@ -75,7 +75,7 @@ fn containerd_pods_with_offline_images_and_pod_network() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("c");
     // A cluster CIDR of its own, so a `flotilla up` beside the test never shares routes.
-    let cidr = format!("10.{}.0.0/16", 200 + std::process::id() % 50);
+    let cidr = common::pod_cidr();
     let images_arg = images.to_string_lossy().into_owned();
     let mut c = Cluster::up_with(&data, 2, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
 

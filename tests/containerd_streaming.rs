@@ -14,7 +14,7 @@ fn exec_cp_and_port_forward_into_containerd_pods() {
     assert!(unsafe { libc::geteuid() } == 0, "this test runs containerd: run it as root (CI does, after deploy/install-deps.sh)");
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cidr = format!("10.{}.0.0/16", 150 + std::process::id() % 50);
+    let cidr = common::pod_cidr();
     let images_arg = images.to_string_lossy().into_owned();
     let mut c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
     c.ok(&["run", "web", "--image=nginx"]);

@@ -56,7 +56,7 @@ fn a_claim_is_bind_mounted_into_the_container_and_outlives_the_pod() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let airgap = busybox_only(&images, tmp.path());
-    let cidr = format!("10.{}.0.0/16", 150 + std::process::id() % 40);
+    let cidr = common::pod_cidr();
     let c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &airgap.to_string_lossy(), "--cluster-cidr", &cidr]);
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(STS));
     assert!(o.ok, "{}", o.stderr);

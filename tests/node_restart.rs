@@ -101,7 +101,7 @@ fn a_restarted_agent_adopts_its_running_pods() {
     let images = images.to_string_lossy().into_owned();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("c");
-    let cidr = format!("10.{}.0.0/16", 150 + (std::process::id() + 31) % 50);
+    let cidr = common::pod_cidr();
     let mut c = Cluster::up_with(&data, 0, &["--runtime", "containerd", "--images", &images, "--cluster-cidr", &cidr]);
     let nodes_dir = tmp.path().join("nodes");
     let agent_log = tmp.path().join("agent.log");

@@ -127,7 +127,7 @@ fn env_sources_and_written_volumes_reach_the_containers() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let airgap = busybox_only(&images, tmp.path());
-    let cidr = format!("10.{}.0.0/16", 110 + std::process::id() % 40);
+    let cidr = common::pod_cidr();
     let mut c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &airgap.to_string_lossy(), "--cluster-cidr", &cidr]);
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(SETUP));
     assert!(o.ok, "{}", o.stderr);

@@ -226,7 +226,7 @@ fn containerd_oom_killed_and_termination_log() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let airgap = busybox_only(&images, tmp.path());
-    let cidr = format!("10.{}.0.0/16", 100 + std::process::id() % 40);
+    let cidr = common::pod_cidr();
     let c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &airgap.to_string_lossy(), "--cluster-cidr", &cidr]);
     let pods = r#"
 apiVersion: v1

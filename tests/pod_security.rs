@@ -94,7 +94,7 @@ fn security_contexts_reach_the_containers() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let airgap = busybox_only(&images, tmp.path());
-    let cidr = format!("10.{}.0.0/16", 150 + std::process::id() % 40);
+    let cidr = common::pod_cidr();
     let mut c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &airgap.to_string_lossy(), "--cluster-cidr", &cidr]);
     let o = c.kubectl_stdin(&["apply", "-f", "-"], Some(PODS));
     assert!(o.ok, "{}", o.stderr);

@@ -15,9 +15,6 @@ fn root_with_containerd() {
     assert!(unsafe { libc::geteuid() } == 0, "this test runs containerd: run it as root (CI does, after deploy/install-deps.sh)");
 }
 
-fn cidr(base: u32) -> String {
-    format!("10.{}.0.0/16", base + std::process::id() % 50)
-}
 
 fn waiting_reason(c: &Cluster, pod: &str) -> String {
     c.ok(&["get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}"])
@@ -54,7 +51,7 @@ fn mirrors_and_pull_secrets() {
     private.push(&images.join("busybox.tar"), "latest", "private/busybox:1");
     let registries = tmp.path().join("registries.yaml");
     std::fs::write(&registries, format!("mirrors:\n  docker.io:\n    endpoint: [\"http://{}\"]\n", mirror.host)).unwrap();
-    let (airgap_s, registries_s, cidr) = (airgap.to_string_lossy().into_owned(), registries.to_string_lossy().into_owned(), cidr(150));
+    let (airgap_s, registries_s, cidr) = (airgap.to_string_lossy().into_owned(), registries.to_string_lossy().into_owned(), common::pod_cidr());
     let c = Cluster::up_with(&tmp.path().join("c"), 1, &["--runtime", "containerd", "--images", &airgap_s, "--registries", &registries_s, "--cluster-cidr", &cidr]);
 
     // A docker.io name only the mirror has; busybox itself still comes from the air-gap
@@ -123,7 +120,7 @@ fn registry_auth_from_registries_yaml_and_image_gc() {
     std::fs::create_dir_all(&data).unwrap();
     // The default place: <data-dir>/registries.yaml.
     std::fs::write(data.join("registries.yaml"), format!("configs:\n  \"{}\":\n    auth: {{username: flotilla, password: s3cret}}\n", private.host)).unwrap();
-    let (airgap_s, cidr) = (airgap.to_string_lossy().into_owned(), cidr(100));
+    let (airgap_s, cidr) = (airgap.to_string_lossy().into_owned(), common::pod_cidr());
     // A short minimum age: the image just pulled for a pod is spared, the unused one goes soon.
     let gc = ["--image-gc-high-threshold", "1", "--image-gc-low-threshold", "0", "--image-gc-period", "1", "--image-minimum-gc-age", "5s"];
     let mut args = vec!["--runtime", "containerd", "--images", &airgap_s, "--cluster-cidr", &cidr];

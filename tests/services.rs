@@ -62,7 +62,7 @@ fn services_get_endpoints_and_answer_through_the_node_proxy() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("c");
-    let cidr = format!("10.{}.0.0/16", 150 + std::process::id() % 50);
+    let cidr = common::pod_cidr();
     let images_arg = images.to_string_lossy().into_owned();
     let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr]);
 

@@ -33,7 +33,7 @@ fn the_userspace_proxy_answers_cluster_ips_and_node_ports() {
     let images = offline_images();
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("c");
-    let cidr = format!("10.{}.0.0/16", 150 + (std::process::id() + 43) % 50);
+    let cidr = common::pod_cidr();
     let images_arg = images.to_string_lossy().into_owned();
     let mut c = Cluster::up_with(&data, 1, &["--runtime", "containerd", "--images", &images_arg, "--cluster-cidr", &cidr, "--proxy-mode", "userspace"]);
 

@@ -119,6 +119,33 @@ pub fn free_port() -> u16 {
     }
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
+
+/// A /16 of 10.0.0.0/8 for one test cluster's pods (its nodes' bridges take /24s of it)
+/// that no other test running on this machine holds. Each second octet is claimed by an
+/// flock on a file in /tmp, held until this test process exits (the kernel lets go of it
+/// even after a crash), and skipped while any interface still has an address in it.
+pub fn pod_cidr() -> String {
+    use std::os::unix::io::AsRawFd;
+    // 10.96/16 holds the Service addresses, 10.244/16 is the default pod network.
+    let octets: Vec<u32> = (64..244).filter(|o| *o != 96).collect();
+    let start = rand::random::<usize>() % octets.len();
+    let in_use = String::from_utf8_lossy(&Command::new("ip").args(["-o", "-4", "addr"]).output().map(|o| o.stdout).unwrap_or_default()).into_owned();
+    for i in 0..octets.len() {
+        let o = octets[(start + i) % octets.len()];
+        if in_use.contains(&format!(" 10.{o}.")) {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(format!("/tmp/flotilla-test-pod-cidr-{o}.lock")) else { continue };
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // Held for the rest of this process: the cluster lives as long as the test.
+            std::mem::forget(f);
+            return format!("10.{o}.0.0/16");
+        }
+    }
+    panic!("no free /16 for a test cluster's pods in 10.64.0.0-10.243.0.0");
+}
+
 /// `GET path` over HTTP/1.0 to 127.0.0.1:`port`: the whole answer, headers included.
 pub fn http_get(port: u16, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
