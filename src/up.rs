@@ -267,19 +267,11 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
             cfg.memory_bytes = m;
         }
         a.runtime.apply(&mut cfg, &data_dir, |w| if i == 1 { step(w) })?;
-        let node_bus = match conn.connect(&Role::Node(name.clone())).await {
-            Ok(b) => b,
-            Err(e) => {
-                for n in nodes {
-                    n.shutdown().await;
-                }
-                controllers.shutdown().await;
-                scheduler.shutdown().await;
-                state.shutdown().await;
-                return Err(e);
-            }
+        let started = match conn.connect(&Role::Node(name.clone())).await {
+            Ok(node_bus) => node_agent::start(cfg, node_bus).await.map_err(|e| e.context(format!("starting node agent {name}"))),
+            Err(e) => Err(e),
         };
-        match node_agent::start(cfg, node_bus).await {
+        match started {
             Ok(n) => {
                 if let Some(pid) = n.containerd_pid() {
                     step(&format!("node agent {name}: containerd pid {pid}"));
@@ -294,7 +286,7 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
                 controllers.shutdown().await;
                 scheduler.shutdown().await;
                 state.shutdown().await;
-                return Err(e.context(format!("starting node agent {name}")));
+                return Err(e);
             }
         }
     }

@@ -308,20 +308,6 @@ mod tests {
         assert_eq!(event_filter("deployments", &f), "ev.deployments.demo.*");
     }
 
-    /// Whether a NATS filter subject matches a subject (`*` one token, `>` the rest).
-    fn matches(filter: &str, subject: &str) -> bool {
-        let (mut f, mut s) = (filter.split('.'), subject.split('.'));
-        loop {
-            match (f.next(), s.next()) {
-                (Some(">"), Some(_)) => return true,
-                (Some("*"), Some(_)) => {}
-                (Some(a), Some(b)) if a == b => {}
-                (None, None) => return true,
-                _ => return false,
-            }
-        }
-    }
-
     #[test]
     fn a_bind_is_seen_by_the_unscheduled_and_the_node_watcher() {
         let pending = object_event("pods", Some("demo"), "p", None);
@@ -333,11 +319,11 @@ mod tests {
         let unscheduled = event_filter("pods", &EventFilter { node: NodeFilter::Unscheduled, ..Default::default() });
         let node = event_filter("pods", &EventFilter { node: NodeFilter::Node("n1"), ..Default::default() });
         let any = event_filter("pods", &EventFilter { namespace: Some("demo"), name: Some("p"), ..Default::default() });
-        let seen = |f: &str| [&created, &bind, &status].iter().map(|s| matches(f, s)).collect::<Vec<_>>();
+        let seen = |f: &str| [&created, &bind, &status].iter().map(|s| crate::natsauth::matches(f, s)).collect::<Vec<_>>();
         assert_eq!(seen(&unscheduled), vec![true, true, false]);
         assert_eq!(seen(&node), vec![false, true, true]);
         assert_eq!(seen(&any), vec![true, true, true]);
-        assert!(matches(EVENTS_ALL, &bind));
+        assert!(crate::natsauth::matches(EVENTS_ALL, &bind));
         // Other kinds publish on their own subject.
         assert_eq!(event_subject("ev.nodes._.n1", Some("ev.nodes._.n1")), "ev.nodes._.n1");
     }
