@@ -1,10 +1,13 @@
 //! Joining nodes with bootstrap tokens: `flotilla join-token create` stores a kubeadm
-//! token as a Secret; `up` answers join requests (token + the node's own public nkey)
-//! by adding that key as the node's NATS user and reloading nats-server; `flotilla node
-//! --join` makes its key, joins once, keeps its identity on disk and reuses it after;
-//! deleting a joined node's Node object removes its user, so its connections are refused.
+//! token as a Secret; `up`, or the wrapper of each hub server (`flotilla nats
+//! --identities`), answers join requests (token + the node's own public nkey) by adding
+//! that key to the joined list (a Secret in kube-system), which every server's wrapper
+//! applies as the node's NATS user (config rewritten, SIGHUP) and leaf sites' wrappers
+//! fetch from the hub; `flotilla node --join` makes its key, joins once, keeps its
+//! identity on disk and reuses it after; deleting a joined node's Node object removes
+//! its key from the list, so its connections are refused.
 
-use crate::identities::{self, Identities, BOOTSTRAP_PASSWORD, BOOTSTRAP_USER};
+use crate::identities::{self, BOOTSTRAP_PASSWORD, BOOTSTRAP_USER};
 use crate::natsd;
 use anyhow::{bail, Context, Result};
 use bus::creds::Credentials;
@@ -12,10 +15,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use schema::join::{self, JoinError, JoinReply, JoinRequest, StoredToken};
+use schema::join::{self, JoinError, JoinReply, JoinRequest, JoinedNodes, StoredToken};
 use schema::natsauth::Role;
 use schema::{codec, subjects};
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -88,17 +92,120 @@ pub async fn run(a: JoinTokenArgs) -> Result<()> {
     }
 }
 
-/// What `up` keeps to answer joins: the identities and the server to reload.
+/// A server's users and the joined nodes it admits besides them; applying a new joined
+/// list rewrites the servers' config and has them reload (SIGHUP).
 pub struct Registry {
-    pub ids: Identities,
-    pub reloader: natsd::Reloader,
+    base: natsd::Users,
+    /// Node agents with identities of the server's own (`up`'s): a join may not take
+    /// their names.
+    own_nodes: BTreeSet<String>,
+    reloader: natsd::Reloader,
+    joined: JoinedNodes,
+    /// Where the last applied list is kept, so that a restarted server admits the
+    /// joined nodes before it can reach the state group (a cut-off site).
+    cache: PathBuf,
 }
 
 pub type Shared = Arc<Mutex<Registry>>;
 
+/// `base` with the `joined` nodes as users, each with its node's permissions.
+pub fn users(base: &natsd::Users, own_nodes: &BTreeSet<String>, joined: &JoinedNodes) -> natsd::Users {
+    let mut out = base.clone();
+    for (node, key) in joined {
+        if !own_nodes.contains(node) {
+            out.push((natsd::Who::Nkey(key.clone()), schema::natsauth::permissions(&Role::Node(node.clone()))));
+        }
+    }
+    out
+}
+
+/// The joined list a server applied last (none yet: empty).
+pub fn cached(path: &Path) -> JoinedNodes {
+    std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+impl Registry {
+    pub fn new(base: natsd::Users, own_nodes: BTreeSet<String>, reloader: natsd::Reloader, cache: PathBuf) -> Registry {
+        let joined = cached(&cache);
+        Registry { base, own_nodes, reloader, joined, cache }
+    }
+
+    pub fn joined(&self) -> &JoinedNodes {
+        &self.joined
+    }
+
+    /// Admits exactly `joined` from now on; false when that is what it admits already.
+    pub fn apply(&mut self, joined: JoinedNodes) -> Result<bool> {
+        if joined == self.joined {
+            return Ok(false);
+        }
+        self.reloader.reload(&users(&self.base, &self.own_nodes, &joined))?;
+        std::fs::write(&self.cache, serde_json::to_vec(&joined)?).with_context(|| format!("keeping {}", self.cache.display()))?;
+        self.joined = joined;
+        Ok(true)
+    }
+}
+
+fn apply_and_tell(bus: &bus::Bus, reg: &Shared, joined: JoinedNodes) {
+    let changed = match reg.lock() {
+        Ok(mut r) => r.apply(joined.clone()),
+        Err(_) => return,
+    };
+    match changed {
+        Ok(true) => {
+            tracing::info!(nodes = joined.len(), "join: the joined nodes' NATS users changed; servers reloaded");
+            // Leaf sites' servers follow the hub's list.
+            if let Ok(bytes) = codec::encode(&joined) {
+                let nats = bus.nats.clone();
+                tokio::spawn(async move {
+                    let _ = nats.publish(subjects::NATS_USERS_CHANGED, bytes.into()).await;
+                });
+            }
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!("join: applying the joined nodes' users failed: {e:#}"),
+    }
+}
+
 fn stored_token(s: &Secret) -> StoredToken {
     let get = |k: &str| s.data.as_ref().and_then(|d| d.get(k)).map(|b| String::from_utf8_lossy(&b.0).to_string());
     StoredToken { secret: get("token-secret").unwrap_or_default(), expiration: get("expiration"), type_: s.type_.clone().unwrap_or_default() }
+}
+
+fn joined_of(s: &Secret) -> JoinedNodes {
+    s.data.iter().flatten().map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).to_string())).collect()
+}
+
+fn joined_secret(joined: &JoinedNodes, resource_version: Option<String>) -> Secret {
+    Secret {
+        metadata: ObjectMeta { name: Some(join::JOINED_SECRET.into()), namespace: Some(join::TOKEN_NAMESPACE.into()), resource_version, ..Default::default() },
+        type_: Some(join::JOINED_SECRET_TYPE.into()),
+        data: Some(joined.iter().map(|(k, v)| (k.clone(), ByteString(v.as_bytes().to_vec()))).collect()),
+        ..Default::default()
+    }
+}
+
+/// Changes the stored joined list with `f` (compare-and-swap, again on a conflict); the
+/// new list, or None when `f` left it as it was.
+async fn modify_joined(client: &bus::Client, f: impl Fn(&mut JoinedNodes) -> Result<bool, JoinError>) -> Result<Option<JoinedNodes>, JoinError> {
+    let internal = |e: bus::client::ClientError| JoinError::Internal(e.to_string());
+    for _ in 0..20 {
+        let stored = client.get::<Secret>(Some(join::TOKEN_NAMESPACE), join::JOINED_SECRET).await.map_err(internal)?;
+        let mut joined = stored.as_ref().map(joined_of).unwrap_or_default();
+        if !f(&mut joined)? {
+            return Ok(None);
+        }
+        let written = match stored {
+            Some(s) => client.update(&joined_secret(&joined, s.metadata.resource_version)).await.map(|_| ()),
+            None => client.create(&joined_secret(&joined, None)).await.map(|_| ()),
+        };
+        match written {
+            Ok(()) => return Ok(Some(joined)),
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(internal(e)),
+        }
+    }
+    Err(JoinError::Internal("the joined nodes' list kept changing under this join; try again".into()))
 }
 
 fn valid_node_name(n: &str) -> Result<(), String> {
@@ -106,37 +213,46 @@ fn valid_node_name(n: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err("a node name is lower-case letters, digits, '-' and '.'".into()) }
 }
 
-async fn answer(client: &bus::Client, reg: &Shared, ca_pem: &Option<String>, req: JoinRequest) -> Result<JoinReply, JoinError> {
+async fn answer(bus: &bus::Bus, client: &bus::Client, reg: &Shared, ca: &Option<PathBuf>, req: JoinRequest) -> Result<JoinReply, JoinError> {
     let (id, _) = join::parse_token(&req.token)?;
     valid_node_name(&req.node).map_err(|why| JoinError::BadName(req.node.clone(), why))?;
     if nkeys::KeyPair::from_public_key(&req.nkey).is_err() || !req.nkey.starts_with('U') {
         return Err(JoinError::BadName(req.node.clone(), "the request carries no user nkey".into()));
     }
-    let secret = client.get::<Secret>(Some(join::TOKEN_NAMESPACE), &join::secret_name(id)).await.map_err(|e| JoinError::Internal(e.to_string()))?;
+    let internal = |e: bus::client::ClientError| JoinError::Internal(e.to_string());
+    let secret = client.get::<Secret>(Some(join::TOKEN_NAMESPACE), &join::secret_name(id)).await.map_err(internal)?;
     join::check(&req.token, secret.as_ref().map(stored_token).as_ref(), jiff::Timestamp::now())?;
-    let mut r = reg.lock().map_err(|_| JoinError::Internal("the join registry is poisoned".into()))?;
-    if identities::file(&r.ids.dir(), &Role::Node(req.node.clone())).exists() {
+    if reg.lock().map_err(|_| JoinError::Internal("the join registry is poisoned".into()))?.own_nodes.contains(&req.node) {
         return Err(JoinError::BadName(req.node.clone(), "flotilla up runs a node agent of this name itself".into()));
     }
-    r.ids.join(&req.node, &req.nkey).map_err(|e| JoinError::Internal(format!("{e:#}")))?;
-    let users = r.ids.users().map_err(|e| JoinError::Internal(format!("{e:#}")))?;
-    r.reloader.reload(&users).map_err(|e| JoinError::Internal(format!("{e:#}")))?;
+    let node_exists = client.get::<Node>(None, &req.node).await.map_err(internal)?.is_some();
+    if let Some(joined) = modify_joined(client, |j| join::admit(j, &req.node, &req.nkey, node_exists)).await? {
+        // Here first, before the answer: the node connects here next.
+        apply_and_tell(bus, reg, joined);
+    }
     tracing::info!(node = %req.node, token = id, "join: node joined");
-    Ok(JoinReply { inbox: Role::Node(req.node).inbox(), ca_pem: ca_pem.clone() })
+    let ca_pem = ca.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    Ok(JoinReply { inbox: Role::Node(req.node).inbox(), ca_pem })
 }
 
-/// Answers join requests, and revokes a joined node's identity when its Node is deleted.
-pub async fn serve(bus: bus::Bus, reg: Shared, ca_pem: Option<String>, stop: CancellationToken) -> Result<()> {
+/// Answers join requests (one server of a cluster answers each), keeps this server's
+/// users in step with the stored joined list, answers leaf sites asking for it, and
+/// revokes a joined node's identity when its Node is deleted.
+pub async fn serve(bus: bus::Bus, reg: Shared, ca: Option<PathBuf>, stop: CancellationToken) -> Result<()> {
+    use bus::informer::{watch_objects, InformerEvent, Scope};
     let client = bus::Client::new(bus.clone());
-    let mut sub = bus.nats.subscribe(subjects::JOIN).await?;
-    let mut nodes = bus::informer::watch_objects::<Node>(client.clone(), Default::default()).boxed();
+    let mut joins = bus.nats.queue_subscribe(subjects::JOIN, "flotilla-join".into()).await?;
+    let mut asks = bus.nats.queue_subscribe(subjects::NATS_USERS, "flotilla-users".into()).await?;
+    let mut nodes = watch_objects::<Node>(client.clone(), Default::default()).boxed();
+    let mut secrets = watch_objects::<Secret>(client.clone(), Scope { namespace: Some(join::TOKEN_NAMESPACE.into()), ..Default::default() }).boxed();
+    let is_list = |s: &Secret| s.metadata.name.as_deref() == Some(join::JOINED_SECRET);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            Some(msg) = sub.next() => {
+            Some(msg) = joins.next() => {
                 let Some(reply) = msg.reply.clone() else { continue };
                 let result = match codec::decode::<JoinRequest>(&msg.payload) {
-                    Ok(req) => answer(&client, &reg, &ca_pem, req).await,
+                    Ok(req) => answer(&bus, &client, &reg, &ca, req).await,
                     Err(e) => Err(JoinError::Internal(format!("undecodable join request: {e}"))),
                 };
                 if let Err(e) = &result {
@@ -146,19 +262,115 @@ pub async fn serve(bus: bus::Bus, reg: Shared, ca_pem: Option<String>, stop: Can
                     let _ = bus.nats.publish(reply, bytes.into()).await;
                 }
             }
+            Some(msg) = asks.next() => {
+                let Some(reply) = msg.reply.clone() else { continue };
+                let joined = reg.lock().map(|r| r.joined().clone()).unwrap_or_default();
+                if let Ok(bytes) = codec::encode(&joined) {
+                    let _ = bus.nats.publish(reply, bytes.into()).await;
+                }
+            }
+            Some(ev) = secrets.next() => {
+                let joined = match ev {
+                    InformerEvent::Listed(items, _) => items.iter().find(|s| is_list(s)).map(joined_of).unwrap_or_default(),
+                    InformerEvent::Applied(s, _) if is_list(&s) => joined_of(&s),
+                    InformerEvent::Deleted(s, _) if is_list(&s) => JoinedNodes::new(),
+                    _ => continue,
+                };
+                apply_and_tell(&bus, &reg, joined);
+            }
             Some(ev) = nodes.next() => {
-                let bus::informer::InformerEvent::Deleted(n, _) = ev else { continue };
+                let InformerEvent::Deleted(n, _) = ev else { continue };
                 let Some(name) = n.metadata.name else { continue };
-                let Ok(mut r) = reg.lock() else { continue };
-                if r.ids.revoke_joined(&name) {
-                    match r.ids.users().and_then(|u| r.reloader.reload(&u)) {
-                        Ok(()) => tracing::info!(node = %name, "join: node deleted; its NATS identity is revoked"),
-                        Err(e) => tracing::error!(node = %name, "join: revoking the deleted node's identity failed: {e:#}"),
+                match modify_joined(&client, |j| Ok(j.remove(&name).is_some())).await {
+                    Ok(Some(joined)) => {
+                        tracing::info!(node = %name, "join: node deleted; its NATS identity is revoked");
+                        apply_and_tell(&bus, &reg, joined);
                     }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(node = %name, "join: revoking the deleted node's identity failed: {e}"),
                 }
             }
         }
     }
+}
+
+/// A leaf site's wrapper: admits the nodes the hub says joined, asking when it starts,
+/// when told of a change, and every so often (a change told while the link was down).
+pub async fn follow(bus: bus::Bus, reg: Shared, stop: CancellationToken) -> Result<()> {
+    let mut changes = bus.nats.subscribe(subjects::NATS_USERS_CHANGED).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        let joined = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            Some(msg) = changes.next() => codec::decode::<JoinedNodes>(&msg.payload).ok(),
+            _ = tick.tick() => match tokio::time::timeout(Duration::from_secs(5), bus.nats.request(subjects::NATS_USERS, Vec::new().into())).await {
+                Ok(Ok(msg)) => codec::decode::<JoinedNodes>(&msg.payload).ok(),
+                _ => None,
+            },
+        };
+        let Some(joined) = joined else { continue };
+        let r = reg.lock().map_err(|_| anyhow::anyhow!("the join registry is poisoned"))?.apply(joined);
+        match r {
+            Ok(true) => tracing::info!("leaf: the joined nodes' NATS users changed; server reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!("leaf: applying the joined nodes' users failed: {e:#}"),
+        }
+    }
+}
+
+/// `flotilla nats`: its server's config, and with `--identities` the users it admits and
+/// the join service beside it.
+pub fn hub(a: &natsd::NatsArgs) -> Result<(natsd::ServerConfig, Option<natsd::Side>)> {
+    let mut cfg = a.config()?;
+    let Some(dir) = &a.identities else { return Ok((cfg, None)) };
+    let ids = identities::Identities::load_cluster(dir)?;
+    let (base, own) = (ids.users()?, ids.own_nodes());
+    std::fs::create_dir_all(&a.data_dir)?;
+    let cache = a.data_dir.join("joined-nodes.json");
+    cfg.users = Some(users(&base, &own, &cached(&cache)));
+    let creds = Credentials::load(&ids.path(&Role::Nats))?;
+    let ca = a.ca.clone();
+    let side: natsd::Side = Box::new(move |reloader, url, stop| {
+        Box::pin(async move {
+            let reg = Arc::new(Mutex::new(Registry::new(base, own, reloader, cache)));
+            let run = async {
+                let bus = bus::Bus::connect_as(&url, Some(&creds)).await?;
+                serve(bus, reg, ca, stop).await
+            };
+            if let Err(e) = run.await {
+                tracing::error!("nats: the join service failed: {e:#}");
+            }
+        })
+    });
+    Ok((cfg, Some(side)))
+}
+
+/// `flotilla leaf`: with `--credentials`, the link logs in as the leaf identity and the
+/// site's server admits the joined nodes (and joining ones) only.
+pub fn leaf(a: &natsd::LeafArgs) -> Result<(natsd::ServerConfig, Option<natsd::Side>)> {
+    let mut cfg = a.config();
+    let Some(path) = &a.credentials else { return Ok((cfg, None)) };
+    let creds = Credentials::load(path)?;
+    if let Some(r) = &mut cfg.leaf_remote {
+        r.login = Some((identities::LEAF_USER.into(), identities::leaf_password(&creds)?));
+    }
+    let base = identities::leaf_users(&creds)?;
+    std::fs::create_dir_all(&a.data_dir)?;
+    let cache = a.data_dir.join("joined-nodes.json");
+    cfg.users = Some(users(&base, &BTreeSet::new(), &cached(&cache)));
+    let side: natsd::Side = Box::new(move |reloader, url, stop| {
+        Box::pin(async move {
+            let reg = Arc::new(Mutex::new(Registry::new(base, BTreeSet::new(), reloader, cache)));
+            let run = async {
+                let bus = bus::Bus::connect_as(&url, Some(&creds)).await?;
+                follow(bus, reg, stop).await
+            };
+            if let Err(e) = run.await {
+                tracing::error!("leaf: following the joined nodes failed: {e:#}");
+            }
+        })
+    });
+    Ok((cfg, Some(side)))
 }
 
 /// A node agent's identity for `--join`: the one stored in `node_dir` by an earlier join,

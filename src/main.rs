@@ -65,7 +65,7 @@ fn service_name(cmd: &Cmd) -> &'static str {
         Cmd::Node(_) => "flotilla-node",
         Cmd::HollowNodes(_) => "flotilla-hollow-nodes",
         Cmd::Nats(_) | Cmd::Leaf(_) => "flotilla-nats",
-        Cmd::JoinToken(_) => "flotilla-join-token",
+        Cmd::JoinToken(_) | Cmd::Identities(_) => "flotilla-join-token",
         Cmd::Dashboard(_) => "flotilla-dashboard",
     }
 }
@@ -91,6 +91,8 @@ enum Cmd {
     Node(NodeArgs),
     /// Bootstrap tokens for `flotilla node --join` (kubeadm's `token create`).
     JoinToken(join::JoinTokenArgs),
+    /// The NATS identities of a multi-machine cluster's roles (`identities create`).
+    Identities(identities::IdentitiesArgs),
     /// Run many hollow node agents in this process (kubemark's hollow kubelets): the real
     /// kubelet over a simulated runtime, for driving the control plane at scale.
     HollowNodes(HollowArgs),
@@ -279,8 +281,15 @@ async fn run(cli: Cli) -> Result<()> {
 async fn run_cmd(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Up(a) => up::run(a).await,
-        Cmd::Nats(a) => natsd::run(&a.data_dir, &a.config()?, "nats").await,
-        Cmd::Leaf(a) => natsd::run(&a.data_dir, &a.config(), "leaf").await,
+        Cmd::Nats(a) => {
+            let (cfg, side) = join::hub(&a)?;
+            natsd::run(&a.data_dir, &cfg, "nats", side).await
+        }
+        Cmd::Leaf(a) => {
+            let (cfg, side) = join::leaf(&a)?;
+            natsd::run(&a.data_dir, &cfg, "leaf", side).await
+        }
+        Cmd::Identities(a) => identities::run(a),
         Cmd::Bench(a) => bench::run(a).await,
         Cmd::Dashboard(a) => {
             let Some(addr) = a.dashboard.addr() else { anyhow::bail!("--dashboard-addr off: nothing to serve") };

@@ -133,7 +133,8 @@ pub struct ClusterConfig {
 pub struct LeafRemote {
     /// The hub's leafnode listeners, `host:port`.
     pub hubs: Vec<String>,
-    pub credentials: Option<PathBuf>,
+    /// User and password the hub knows this site's link by.
+    pub login: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -185,12 +186,9 @@ pub fn render(c: &ServerConfig) -> String {
             let _ = writeln!(out, "  listen: {l}");
         }
         if let Some(r) = &c.leaf_remote {
-            let urls: Vec<String> = r.hubs.iter().map(|h| quoted(&format!("nats-leaf://{h}"))).collect();
-            let _ = write!(out, "  remotes: [ {{ urls: [{}]", urls.join(", "));
-            if let Some(cr) = &r.credentials {
-                let _ = write!(out, ", credentials: {}", quoted(&cr.display().to_string()));
-            }
-            out.push_str(" } ]\n");
+            let login = r.login.as_ref().map(|(u, p)| format!("{u}:{p}@")).unwrap_or_default();
+            let urls: Vec<String> = r.hubs.iter().map(|h| quoted(&format!("nats-leaf://{login}{h}"))).collect();
+            let _ = writeln!(out, "  remotes: [ {{ urls: [{}] }} ]", urls.join(", "));
         }
         out.push_str("}\n");
     }
@@ -326,10 +324,10 @@ mod tests {
     fn a_leaf_has_no_jetstream_and_dials_its_hubs_with_credentials() {
         let mut cfg = ServerConfig::single("127.0.0.1:4222".into(), "/js".into());
         cfg.jetstream_dir = None;
-        cfg.leaf_remote = Some(LeafRemote { hubs: vec!["10.0.0.1:7422".into(), "10.0.0.2:7422".into()], credentials: Some("/c/leaf.creds".into()) });
+        cfg.leaf_remote = Some(LeafRemote { hubs: vec!["10.0.0.1:7422".into(), "10.0.0.2:7422".into()], login: Some(("leaf".into(), "pw".into())) });
         let c = render(&cfg);
         assert!(!c.contains("jetstream"));
-        assert!(c.contains("remotes: [ { urls: [\"nats-leaf://10.0.0.1:7422\", \"nats-leaf://10.0.0.2:7422\"], credentials: \"/c/leaf.creds\" } ]"), "{c}");
+        assert!(c.contains("remotes: [ { urls: [\"nats-leaf://leaf:pw@10.0.0.1:7422\", \"nats-leaf://leaf:pw@10.0.0.2:7422\"] } ]"), "{c}");
     }
 
     #[test]
@@ -379,6 +377,13 @@ pub struct NatsArgs {
     /// nats-server's monitoring endpoint (/healthz, /varz, /jsz).
     #[arg(long)]
     pub monitor: Option<String>,
+    /// The cluster's NATS identities (`flotilla identities create`): with it, the server
+    /// admits each role and the joined nodes only, and this wrapper answers joins.
+    #[arg(long)]
+    pub identities: Option<PathBuf>,
+    /// The cluster CA a joining node is handed (the gateway's `<pki>/ca.crt`).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 /// `flotilla leaf`: a remote site's nats-server, joined to the hub as a leaf node; the
@@ -388,7 +393,8 @@ pub struct LeafArgs {
     /// The hub's leafnode listeners, `host:port,…` (`flotilla nats --leaf-listen`).
     #[arg(long, value_delimiter = ',', required = true)]
     pub hub: Vec<String>,
-    /// Credentials the hub knows this site by.
+    /// The leaf identity (`leaf.creds` of `flotilla identities create`): the site's
+    /// link logs in with it, and the site's server admits the joined nodes only.
     #[arg(long)]
     pub credentials: Option<PathBuf>,
     /// Where the site's clients connect.
@@ -425,15 +431,23 @@ impl LeafArgs {
         cfg.jetstream_dir = None;
         cfg.server_name = self.name.clone();
         cfg.monitor = self.monitor.clone();
-        cfg.leaf_remote = Some(LeafRemote { hubs: self.hub.clone(), credentials: self.credentials.clone() });
+        cfg.leaf_remote = Some(LeafRemote { hubs: self.hub.clone(), login: None });
         cfg
     }
 }
 
+/// What a wrapper runs beside its server: given the server's reloader and client URL.
+pub type Side = Box<dyn FnOnce(Reloader, String, tokio_util::sync::CancellationToken) -> futures::future::BoxFuture<'static, ()> + Send>;
+
 /// Runs one server in the foreground until SIGTERM/Ctrl-C (or until it exits by itself).
-pub async fn run(dir: &Path, cfg: &ServerConfig, what: &str) -> Result<()> {
+pub async fn run(dir: &Path, cfg: &ServerConfig, what: &str, side: Option<Side>) -> Result<()> {
     let mut child = NatsChild::start_config(dir, cfg)?;
     eprintln!("flotilla {what}: nats-server pid {} on {}; Ctrl-C or SIGTERM stops it", child.pid(), child.url);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_side = stop.clone().drop_guard();
+    if let Some(side) = side {
+        tokio::spawn(side(reloader(std::slice::from_ref(&child)), child.url.clone(), stop.clone()));
+    }
     let exited = loop {
         tokio::select! {
             _ = crate::wait_for_signal() => break None,

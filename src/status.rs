@@ -20,6 +20,10 @@ pub struct Target {
     /// A kubeconfig written by `flotilla up`.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The NATS identity to connect as (a cluster's `admin.creds`); default: `up`'s own
+    /// admin identity in its data dir, if there is one.
+    #[arg(long, env = "FLOTILLA_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -60,6 +64,9 @@ pub fn rows(answers: &[MemberStatus]) -> Vec<Row> {
 /// The admin identity `flotilla up` wrote in the target's data dir, when there is one
 /// (a cluster without NATS authorization has none).
 pub fn find_creds(t: &Target) -> Result<Option<bus::creds::Credentials>> {
+    if let Some(p) = &t.nats_creds {
+        return Ok(Some(bus::creds::Credentials::load(p)?));
+    }
     if t.nats_url.is_some() && t.data_dir.is_none() && t.kubeconfig.is_none() {
         return Ok(None);
     }

@@ -74,7 +74,9 @@ pub struct UpArgs {
 /// anonymous connection (an outside nats-server, or `--no-nats-auth`).
 struct Connector {
     url: String,
-    ids: Option<crate::join::Shared>,
+    ids: Option<Arc<std::sync::Mutex<identities::Identities>>>,
+    /// The users of up's servers and the nodes joined to them.
+    registry: Option<crate::join::Shared>,
     shared: Option<bus::Bus>,
 }
 
@@ -82,7 +84,7 @@ impl Connector {
     async fn connect(&mut self, role: &Role) -> Result<bus::Bus> {
         match &mut self.ids {
             Some(reg) => {
-                let c = reg.lock().map_err(|_| anyhow::anyhow!("the identity registry is poisoned"))?.ids.ensure(role)?;
+                let c = reg.lock().map_err(|_| anyhow::anyhow!("the identity registry is poisoned"))?.ensure(role)?;
                 bus::Bus::connect_as(&self.url, Some(&c)).await.with_context(|| format!("connecting to NATS as {}", c.name))
             }
             None => {
@@ -95,7 +97,7 @@ impl Connector {
     }
 
     fn creds_file(&self, role: &Role) -> Option<PathBuf> {
-        self.ids.as_ref().and_then(|r| r.lock().ok().map(|r| r.ids.path(role)))
+        self.ids.as_ref().and_then(|r| r.lock().ok().map(|r| r.path(role)))
     }
 }
 
@@ -139,7 +141,12 @@ pub async fn run(a: UpArgs) -> Result<()> {
             ids.ensure(&role)?;
         }
     }
-    let users = ids.as_ref().map(|i| i.users()).transpose()?;
+    let joined_cache = nats_dir.join("joined-nodes.json");
+    let base_users = ids.as_ref().map(|i| i.users()).transpose()?;
+    let users = match (&ids, &base_users) {
+        (Some(i), Some(b)) => Some(crate::join::users(b, &i.own_nodes(), &crate::join::cached(&joined_cache))),
+        _ => None,
+    };
     let nats_url = match &a.nats_url {
         Some(u) => u.clone(),
         None if a.nats_cluster > 1 => {
@@ -160,14 +167,15 @@ pub async fn run(a: UpArgs) -> Result<()> {
             url
         }
     };
-    let registry = match (ids, nats_children.is_empty()) {
-        (Some(ids), false) => {
+    let (ids, registry) = match (ids, base_users, nats_children.is_empty()) {
+        (Some(ids), Some(base), false) => {
             step(&format!("NATS identities in {} (tools and tests: admin.creds)", nats_dir.display()));
-            Some(Arc::new(std::sync::Mutex::new(crate::join::Registry { ids, reloader: natsd::reloader(&nats_children) })))
+            let reg = crate::join::Registry::new(base, ids.own_nodes(), natsd::reloader(&nats_children), joined_cache);
+            (Some(Arc::new(std::sync::Mutex::new(ids))), Some(Arc::new(std::sync::Mutex::new(reg))))
         }
-        _ => None,
+        _ => (None, None),
     };
-    let conn = Connector { url: nats_url.clone(), ids: registry, shared: None };
+    let conn = Connector { url: nats_url.clone(), ids, registry, shared: None };
     let result = run_cluster(&a, &data_dir, conn, certs, token).await;
     for mut c in nats_children {
         step("stopping nats-server");
@@ -241,8 +249,8 @@ async fn run_cluster(a: &UpArgs, data_dir: &std::path::Path, mut conn: Connector
         step(&format!("dashboard on http://{addr}"));
     }
 
-    if let Some(reg) = conn.ids.clone() {
-        let (b, ca, stop) = (bus.clone(), Some(certs.ca_pem.clone()), shutdown.clone());
+    if let Some(reg) = conn.registry.clone() {
+        let (b, ca, stop) = (bus.clone(), Some(data_dir.join("pki").join("ca.crt")), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = crate::join::serve(b, reg, ca, stop).await {
                 step(&format!("the join service failed: {e:#}"));

@@ -6,7 +6,11 @@
 //! leaf nats-server (`flotilla leaf`) and one node agent that knows only its local bus.
 //! kubectl through either gateway sees the site's node Ready and runs a pod there; the
 //! site cut off for 60 s keeps its pod, its node goes NotReady and comes back, and a watch
-//! on its pods sees every revision once, in order.
+//! on its pods sees every revision once, in order. Security is on throughout: every
+//! component connects as its own identity (`flotilla identities create`), the site's
+//! link logs in as the leaf identity, and the site's agent joins with a token through its
+//! leaf server; with its credentials, at the site, nats-server refuses other nodes'
+//! subjects and the state group refuses what is not its own.
 
 mod common;
 
@@ -142,6 +146,89 @@ impl Kubectl {
     }
 }
 
+/// Runs `f` on a thread of its own inside network namespace `ns` (setns moves only the
+/// calling thread), so the test's own NATS client reaches that host's loopback.
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f_ns = std::fs::File::open(&path).expect("the netns file");
+        assert_eq!(unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("the thread in the netns")
+}
+
+/// What site-1's credentials were not refused, connecting to the site's leaf server.
+fn site_refusals(creds: bus::creds::Credentials) -> Vec<String> {
+    use schema::subjects;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let url = "nats://127.0.0.1:4222";
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = errors.clone();
+        let nats = async_nats::ConnectOptions::new()
+            .nkey(creds.seed.clone())
+            .custom_inbox_prefix(&creds.inbox)
+            .event_callback(move |ev| {
+                let seen = seen.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = ev {
+                        seen.lock().unwrap().push(e.to_string().to_lowercase());
+                    }
+                }
+            })
+            .connect(url)
+            .await
+            .expect("site-1 connects to its leaf server as itself");
+        let other_pods = subjects::node_pod_events("hub-node");
+        let read_secrets = format!("$JS.API.CONSUMER.CREATE.{}.w1.{}", subjects::EVENTS_STREAM, subjects::event_filter("secrets", &Default::default()));
+        let by_seq = format!("$JS.API.STREAM.MSG.GET.{}", subjects::EVENTS_STREAM);
+        nats.publish(subjects::node_write("hub-node"), "forged".into()).await.unwrap();
+        nats.publish(subjects::STATE_READ, "forged".into()).await.unwrap();
+        nats.publish(read_secrets.clone(), "{}".into()).await.unwrap();
+        nats.publish(by_seq.clone(), "{\"seq\":1}".into()).await.unwrap();
+        let _sub = nats.subscribe(other_pods.clone()).await.unwrap();
+        nats.flush().await.unwrap();
+        let wanted = [
+            format!("permissions violation for publish to \"{}\"", subjects::node_write("hub-node")),
+            format!("permissions violation for publish to \"{}\"", subjects::STATE_READ),
+            format!("permissions violation for publish to \"{read_secrets}\""),
+            format!("permissions violation for publish to \"{by_seq}\""),
+            format!("permissions violation for subscription to \"{other_pods}\""),
+        ]
+        .map(|w| w.to_lowercase());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let e = errors.lock().unwrap().join("\n");
+            if wanted.iter().all(|w| e.contains(w.as_str())) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e = errors.lock().unwrap().join("\n");
+        let mut missed: Vec<String> = wanted.iter().filter(|w| !e.contains(w.as_str())).cloned().collect();
+        // On its own subjects, through the leaf link, the state group answers, and holds
+        // it to its own objects.
+        let client = bus::Client::new(bus::Bus::connect_as(url, Some(&creds)).await.unwrap().for_node("site-1"));
+        let planted = k8s_openapi::api::core::v1::Secret { metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some("planted".into()), namespace: Some("default".into()), ..Default::default() }, ..Default::default() };
+        match client.create(&planted).await {
+            Err(e) if e.to_string().contains("forbidden") => {}
+            other => missed.push(format!("creating a Secret: {other:?}")),
+        }
+        match client.get::<k8s_openapi::api::core::v1::Secret>(Some("default"), "unmounted").await {
+            Err(e) if e.to_string().contains("no pod bound to it references this Secret") => {}
+            other => missed.push(format!("reading an unmounted Secret: {:?}", other.map(|s| s.is_some()))),
+        }
+        match client.get::<k8s_openapi::api::core::v1::Pod>(Some("default"), "at-the-site").await {
+            Ok(Some(_)) => {}
+            other => missed.push(format!("reading its own pod: {:?}", other.map(|p| p.is_some()))),
+        }
+        missed
+    })
+}
+
 const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"at-the-site","namespace":"default"},
 "spec":{"nodeSelector":{"kubernetes.io/hostname":"site-1"},"terminationGracePeriodSeconds":1,
 "containers":[{"name":"main","image":"busybox","command":["sleep","3600"]}]}}"#;
@@ -154,20 +241,26 @@ fn a_leaf_site_joins_runs_a_pod_and_rides_out_a_cut() {
     let a: Vec<String> = (0..=4).map(|i| net.addr(i)).collect();
     let routes = (1..=3).map(|i| format!("{}:6222", a[i])).collect::<Vec<_>>().join(",");
     let peers = (1..=3).map(|i| format!("{i}={}:7001", a[i])).collect::<Vec<_>>().join(",");
+    // The operator makes the cluster's identities once and hands them out.
+    let ids = d("ids");
+    let made = Command::new(env!("CARGO_BIN_EXE_flotilla")).args(["identities", "create", "--dir", ids.to_str().unwrap()]).output().unwrap();
+    assert!(made.status.success(), "identities create: {}", String::from_utf8_lossy(&made.stderr));
+    let creds = |role: &str| ids.join(format!("{role}.creds")).to_string_lossy().to_string();
+    let pki = d("pki");
+    let ca = pki.join("ca.crt");
     for i in 1..=3 {
         let (name, listen, cl, leaf) = (format!("nats-{i}"), format!("{}:4222", a[i]), format!("{}:6222", a[i]), format!("{}:7422", a[i]));
         let data = d(&format!("h{i}-nats"));
-        net.run(i, &name, &["nats", "--name", &name, "--listen", &listen, "--cluster-listen", &cl, "--routes", &routes, "--leaf-listen", &leaf, "--data-dir", data.to_str().unwrap()], &d(&format!("h{i}-nats.log")));
+        net.run(i, &name, &["nats", "--name", &name, "--listen", &listen, "--cluster-listen", &cl, "--routes", &routes, "--leaf-listen", &leaf, "--data-dir", data.to_str().unwrap(), "--identities", ids.to_str().unwrap(), "--ca", ca.to_str().unwrap()], &d(&format!("h{i}-nats.log")));
     }
     for i in 1..=3 {
         let (nats, data) = (format!("nats://{}:4222", a[i]), d(&format!("h{i}-state")));
-        net.run(i, &format!("state-{i}"), &["state", "--id", &i.to_string(), "--peers", &peers, "--nats-url", &nats, "--events-replicas", "3", "--data-dir", data.to_str().unwrap()], &d(&format!("h{i}-state.log")));
+        net.run(i, &format!("state-{i}"), &["state", "--id", &i.to_string(), "--peers", &peers, "--nats-url", &nats, "--nats-creds", &creds("state"), "--events-replicas", "3", "--data-dir", data.to_str().unwrap()], &d(&format!("h{i}-state.log")));
     }
-    let pki = d("pki");
     let sans = format!("{},{}", a[1], a[2]);
     for i in 1..=2 {
         let (nats, addr) = (format!("nats://{}:4222", a[i]), format!("{}:6443", a[i]));
-        net.run(i, &format!("gateway-{i}"), &["gateway", "--nats-url", &nats, "--addr", &addr, "--pki-dir", pki.to_str().unwrap(), "--tls-san", &sans], &d(&format!("h{i}-gateway.log")));
+        net.run(i, &format!("gateway-{i}"), &["gateway", "--nats-url", &nats, "--nats-creds", &creds("gateway"), "--addr", &addr, "--pki-dir", pki.to_str().unwrap(), "--tls-san", &sans], &d(&format!("h{i}-gateway.log")));
         // The second shares the first's CA and serving certificate.
         if i == 1 {
             eventually(Duration::from_secs(60), "the first gateway's kubeconfig", || {
@@ -176,15 +269,24 @@ fn a_leaf_site_joins_runs_a_pod_and_rides_out_a_cut() {
         }
     }
     let nats3 = format!("nats://{}:4222", a[3]);
-    let ca = pki.join("ca.crt");
-    net.run(3, "controllers", &["controllers", "--nats-url", &nats3, "--root-ca-file", ca.to_str().unwrap()], &d("h3-controllers.log"));
-    net.run(3, "scheduler", &["scheduler", "--nats-url", &nats3], &d("h3-scheduler.log"));
-    // The site: its leaf server dials all three hubs; its agent only knows 127.0.0.1.
+    net.run(3, "controllers", &["controllers", "--nats-url", &nats3, "--nats-creds", &creds("controllers"), "--root-ca-file", ca.to_str().unwrap()], &d("h3-controllers.log"));
+    net.run(3, "scheduler", &["scheduler", "--nats-url", &nats3, "--nats-creds", &creds("scheduler")], &d("h3-scheduler.log"));
+    // The site: its leaf server dials all three hubs as the leaf identity, the only file
+    // the site gets; its agent only knows 127.0.0.1.
     let hubs = (1..=3).map(|i| format!("{}:7422", a[i])).collect::<Vec<_>>().join(",");
     let leaf_data = d("h4-leaf");
-    net.run(4, "leaf", &["leaf", "--hub", &hubs, "--listen", "127.0.0.1:4222", "--name", "site", "--data-dir", leaf_data.to_str().unwrap()], &d("h4-leaf.log"));
+    net.run(4, "leaf", &["leaf", "--hub", &hubs, "--listen", "127.0.0.1:4222", "--name", "site", "--data-dir", leaf_data.to_str().unwrap(), "--credentials", &creds("leaf")], &d("h4-leaf.log"));
+    // A join token, made on the hub once the state group answers.
+    let token = eventually(Duration::from_secs(90), "a join token", || {
+        let o = net.in_host(1, &[env!("CARGO_BIN_EXE_flotilla"), "join-token", "create", "--nats-url", &format!("nats://{}:4222", a[1]), "--nats-creds", &creds("admin"), "--ttl", "1h"]);
+        if o.status.success() { Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()) } else { Err(String::from_utf8_lossy(&o.stderr).to_string()) }
+    });
     let node_data = d("h4-node");
-    net.run(4, "site-1", &["node", "--nats-url", "nats://127.0.0.1:4222", "--name", "site-1", "--runtime", "process", "--data-dir", node_data.to_str().unwrap()], &d("h4-node.log"));
+    // A token the cluster never made is refused at the site, saying so.
+    let o = net.in_host(4, &[env!("CARGO_BIN_EXE_flotilla"), "node", "--join", "nats://127.0.0.1:4222", "--token", "abcdef.0123456789abcdef", "--name", "site-x", "--runtime", "process", "--data-dir", node_data.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && said.contains("the join token \"abcdef\" is unknown"), "an unknown token at the site: {said}");
+    net.run(4, "site-1", &["node", "--join", "nats://127.0.0.1:4222", "--token", &token, "--name", "site-1", "--runtime", "process", "--data-dir", node_data.to_str().unwrap()], &d("h4-node.log"));
 
     let k = Kubectl { kubeconfig: pki.join(format!("admin-{}.kubeconfig", a[1])) };
     let gw = [format!("https://{}:6443", a[1]), format!("https://{}:6443", a[2])];
@@ -212,6 +314,14 @@ fn a_leaf_site_joins_runs_a_pod_and_rides_out_a_cut() {
     });
     let pids = common::cluster::pod_pids("at-the-site");
     assert!(!pids.is_empty(), "the pod's process at the site");
+
+    // With the joined agent's own credentials, at the site: nats-server refuses other
+    // nodes' subjects and reading events it has no filter for; the state group refuses
+    // what is not its own, and Secrets its pods do not mount.
+    k.run(&net, 1, &gw[0], &["create", "secret", "generic", "unmounted", "--from-literal=k=theirs"]).expect("a secret no pod mounts");
+    let site_creds = bus::creds::Credentials::load(&node_data.join("site-1").join("nats.creds")).expect("the joined agent kept its identity");
+    let refusals = in_netns(&net.host(4), move || site_refusals(site_creds));
+    assert!(refusals.is_empty(), "not refused at the site:\n{}", refusals.join("\n"));
 
     // A watch on the site's pods from the hub, opened before the cut.
     let mut watch = Command::new("ip")

@@ -60,13 +60,7 @@ impl Bus {
         if after > 0 && after + 1 < info.state.first_sequence {
             return Err(BusError::Expired(after));
         }
-        let cfg = push::OrderedConfig {
-            deliver_subject: self.nats.new_inbox(),
-            filter_subject: filter.to_string(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: after + 1 },
-            ..Default::default()
-        };
-        let consumer = stream.create_consumer(cfg).await.map_err(BusError::nats)?;
+        let consumer = stream.create_consumer(self.watch_consumer(filter, after + 1)).await.map_err(BusError::nats)?;
         let name = consumer.cached_info().name.clone();
         if after > 0 {
             // The history may have aged out between that look and the consumer's start;
@@ -86,6 +80,19 @@ impl Bus {
             }
         };
         Ok(Opened { messages: messages.map(|m| m.map_err(|e| e.to_string())).boxed(), consumer: name })
+    }
+
+    /// A consumer of our own name: the client then asks for it on the subject that
+    /// carries its filter, which is what a node agent's permissions allow (per filter),
+    /// and its recreations keep that name with a suffix.
+    fn watch_consumer(&self, filter: &str, start_sequence: u64) -> push::OrderedConfig {
+        push::OrderedConfig {
+            name: Some(format!("w{:016x}", rand::random::<u64>())),
+            deliver_subject: self.nats.new_inbox(),
+            filter_subject: filter.to_string(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence },
+            ..Default::default()
+        }
     }
 
     /// The event committed at `rev` (stream message `rev`), None when the stream no longer
@@ -131,14 +138,44 @@ enum Continuity {
 impl Bus {
     /// By key and kind of change: cheap to remember per event, and another history
     /// differs there almost always (comparing values would mean keeping each one).
-    async fn continuity(&self, rev: Revision, seen: &(String, EventType)) -> Result<Continuity, BusError> {
-        if let Some(ev) = self.event_at(rev).await? {
-            return Ok(if (&ev.key, ev.typ) == (&seen.0, seen.1) { Continuity::Same } else { Continuity::Other });
-        }
+    ///
+    /// It looks through a consumer on the watch's own filter rather than reading message
+    /// `rev` by sequence: a node agent may not read messages by sequence (that would reach
+    /// any object's events), and within its filter the answer is the same, since the event
+    /// delivered at `rev` matched it.
+    async fn continuity(&self, filter: &str, rev: Revision, seen: &(String, EventType)) -> Result<Continuity, BusError> {
         let mut stream = self.events_stream().await?;
         let info = stream.info().await.map_err(BusError::nats)?;
-        // Gone by age (first sequence past it): reopening tells Expired by itself.
-        Ok(if info.state.last_sequence < rev { Continuity::Behind } else { Continuity::Same })
+        if info.state.last_sequence < rev {
+            return Ok(Continuity::Behind);
+        }
+        if rev < info.state.first_sequence {
+            // Gone by age: reopening tells Expired by itself.
+            return Ok(Continuity::Same);
+        }
+        let consumer = stream.create_consumer(self.watch_consumer(filter, rev)).await.map_err(BusError::nats)?;
+        let name = consumer.cached_info().name.clone();
+        let first = async {
+            let mut messages = consumer.messages().await.map_err(BusError::nats)?;
+            match messages.next().await {
+                Some(Ok(m)) => Ok(m),
+                Some(Err(e)) => Err(BusError::nats(e)),
+                None => Err(BusError::Nats("the probe consumer ended".into())),
+            }
+        };
+        let first = tokio::time::timeout(Duration::from_secs(5), first).await;
+        self.close_consumer(&name).await;
+        let msg = first.map_err(|_| BusError::Nats(format!("no event at or after revision {rev} within 5 s")))??;
+        let seq = msg.info().map_err(|e| BusError::Nats(e.to_string()))?.stream_sequence;
+        if seq != rev {
+            // Message `rev` is no longer one this watch's filter takes: another history
+            // (or a gap placeholder where there had been an event).
+            return Ok(Continuity::Other);
+        }
+        Ok(match decode(seq, msg.subject.as_str(), &msg.payload)? {
+            Decoded::Event(ev) if (&ev.key, ev.typ) == (&seen.0, seen.1) => Continuity::Same,
+            _ => Continuity::Other,
+        })
     }
 }
 
@@ -230,7 +267,7 @@ async fn reopen(bus: &Bus, filter: &str, last: Revision, last_seen: &Option<(Str
     loop {
         let attempt = async {
             if let Some(seen) = last_seen {
-                match bus.continuity(last, seen).await? {
+                match bus.continuity(filter, last, seen).await? {
                     Continuity::Same => {}
                     Continuity::Behind => return Err(BusError::Nats(format!("the stream has not reached revision {last} again yet"))),
                     Continuity::Other => return Err(BusError::Expired(last)),

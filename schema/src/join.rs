@@ -10,6 +10,13 @@ pub const TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 pub const TOKEN_NAMESPACE: &str = "kube-system";
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 
+/// The nodes that joined and the public nkey each joined with, kept as one Secret in
+/// kube-system (data: node name → key): every hub server's wrapper, and `up`, admits
+/// exactly these, and a leaf site's wrapper asks the hub for them.
+pub const JOINED_SECRET: &str = "flotilla-joined-nodes";
+pub const JOINED_SECRET_TYPE: &str = "flotilla.dev/joined-nodes";
+pub type JoinedNodes = std::collections::BTreeMap<String, String>;
+
 pub fn secret_name(id: &str) -> String {
     format!("bootstrap-token-{id}")
 }
@@ -38,6 +45,8 @@ pub enum JoinError {
     Unknown(String),
     #[error("the join token {id:?} expired at {at}")]
     Expired { id: String, at: String },
+    #[error("node {0:?} has joined already and its Node exists: delete it first (kubectl delete node {0})")]
+    AlreadyJoined(String),
     #[error("the node name {0:?} cannot be joined: {1}")]
     BadName(String, String),
     #[error("joining failed: {0}")]
@@ -91,6 +100,20 @@ pub fn check(token: &str, stored: Option<&StoredToken>, now: jiff::Timestamp) ->
     Ok(())
 }
 
+/// Adds `node` with `nkey` to the joined list. A name that joined before may join again
+/// (a new key replaces the old) only once its Node is gone, as kubeadm refuses a second
+/// node of an existing name.
+pub fn admit(joined: &mut JoinedNodes, node: &str, nkey: &str, node_exists: bool) -> Result<bool, JoinError> {
+    match joined.get(node) {
+        Some(k) if k == nkey => Ok(false),
+        Some(_) if node_exists => Err(JoinError::AlreadyJoined(node.to_string())),
+        _ => {
+            joined.insert(node.to_string(), nkey.to_string());
+            Ok(true)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +142,15 @@ mod tests {
         assert_eq!(check("abcdef.ffffffffffffffff", Some(&stored(None)), now), Err(JoinError::Unknown("abcdef".into())));
         let e = check(tok, Some(&stored(Some("2026-01-01T00:00:00Z"))), now).unwrap_err();
         assert_eq!(e.to_string(), "the join token \"abcdef\" expired at 2026-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn a_joined_name_is_taken_while_its_node_exists() {
+        let mut j = JoinedNodes::new();
+        assert_eq!(admit(&mut j, "far", "UA", false), Ok(true));
+        assert_eq!(admit(&mut j, "far", "UA", true), Ok(false), "the same key again changes nothing");
+        assert_eq!(admit(&mut j, "far", "UB", true), Err(JoinError::AlreadyJoined("far".into())));
+        assert_eq!(admit(&mut j, "far", "UB", false), Ok(true));
+        assert_eq!(j.get("far").map(String::as_str), Some("UB"));
     }
 }

@@ -22,10 +22,20 @@ pub enum Role {
     Node(String),
     /// A node that has a join token and no credentials yet: it may only ask to join.
     Bootstrap,
+    /// The wrapper of a hub's nats-server (`flotilla nats`): answers joins, keeps the
+    /// joined nodes' users in its server's config.
+    Nats,
+    /// A remote site's leaf server: its link to the hub and its wrapper's own client.
+    /// The link carries what the site's node agents may send and receive, no more.
+    Leaf,
 }
 
 impl Role {
-    pub const CONTROL_PLANE: [Role; 5] = [Role::State, Role::Gateway, Role::Controllers, Role::Scheduler, Role::Admin];
+    pub const CONTROL_PLANE: [Role; 6] = [Role::State, Role::Gateway, Role::Controllers, Role::Scheduler, Role::Admin, Role::Nats];
+
+    /// Every identity a cluster's operator makes once (`flotilla identities create`) and
+    /// hands to the machines that run them; node identities come from joins.
+    pub const CLUSTER: [Role; 8] = [Role::State, Role::Gateway, Role::Controllers, Role::Scheduler, Role::Admin, Role::Nats, Role::Dashboard, Role::Leaf];
 
     /// The name its key file is kept under (`<name>.nk`).
     pub fn name(&self) -> String {
@@ -38,6 +48,8 @@ impl Role {
             Role::Dashboard => "dashboard".into(),
             Role::Node(n) => format!("node-{}", subjects::token(n)),
             Role::Bootstrap => "bootstrap".into(),
+            Role::Nats => "nats".into(),
+            Role::Leaf => "leaf".into(),
         }
     }
 
@@ -69,13 +81,14 @@ fn own(v: &[&str]) -> Vec<String> {
 pub fn permissions(role: &Role) -> Permissions {
     let inbox = subjects::under(&role.inbox());
     match role {
-        Role::State | Role::Gateway | Role::Controllers | Role::Scheduler | Role::Admin => {
+        Role::State | Role::Gateway | Role::Controllers | Role::Scheduler | Role::Admin | Role::Nats => {
             // Deny wins over allow in nats-server, so "every inbox but mine" is spelled
             // as the other prefixes; node agents' inboxes are never a control-plane
             // subscription (the gateway only publishes stream frames to them).
             let mut deny = vec![subjects::NODE_INBOXES.to_string()];
             deny.extend(Role::CONTROL_PLANE.iter().filter(|r| *r != role && *role != Role::Admin).map(|r| subjects::under(&r.inbox())));
             deny.push(subjects::under(&Role::Dashboard.inbox()));
+            deny.push(subjects::under(&Role::Leaf.inbox()));
             if *role == Role::Admin {
                 // Tests and tools may look anywhere.
                 deny.clear();
@@ -98,7 +111,10 @@ pub fn permissions(role: &Role) -> Permissions {
             // message delivered, JetStream's included, and a busy subscriber slows down.
             publish.push(subjects::under(&Role::Gateway.inbox()));
             publish.push(subjects::under(&Role::Admin.inbox()));
-            publish.extend(own(&subjects::JS_READER_API));
+            // Its watches' consumers, each on a filter of its own (no message reads by
+            // sequence: those would reach any object's events, Secrets' too).
+            publish.extend(own(&subjects::JS_WATCH_API));
+            publish.extend(node_watches(n).iter().map(|f| subjects::consumer_create(f)));
             // The dashboard's view of this agent's actors. (A process id is not a node
             // name: a node could publish stats under another's; they are only figures.)
             publish.extend([subjects::all_obs_actors(), subjects::all_obs_spans()]);
@@ -106,7 +122,32 @@ pub fn permissions(role: &Role) -> Permissions {
             Permissions { publish_allow: publish, subscribe_allow: subscribe, ..Default::default() }
         }
         Role::Bootstrap => Permissions { publish_allow: vec![subjects::JOIN.to_string()], subscribe_allow: vec![inbox], ..Default::default() },
+        Role::Leaf => {
+            // On the hub, a leaf link's publish list is what the site may send in and its
+            // subscribe list what may flow out to the site: any of its nodes' subjects,
+            // joins and their answers, and the joined users list. At the site, the
+            // server holds each node agent to its own subjects as the hub would.
+            let any = permissions(&Role::Node(subjects::ANY_NODE.into()));
+            let mut publish = any.publish_allow;
+            publish.extend([subjects::JOIN.to_string(), subjects::NATS_USERS.to_string()]);
+            let mut subscribe = any.subscribe_allow;
+            subscribe.extend([inbox, subjects::under(&Role::Bootstrap.inbox()), subjects::NATS_USERS_CHANGED.to_string()]);
+            Permissions { publish_allow: publish, subscribe_allow: subscribe, ..Default::default() }
+        }
     }
+}
+
+/// The filters of a node agent's watches: its own pods, and the Services, EndpointSlices
+/// and PersistentVolumes its proxy, DNS and volume cleanup follow. Not ConfigMaps or
+/// Secrets: it reads those its pods use, by name, through its read subject.
+pub fn node_watches(node: &str) -> Vec<String> {
+    let all = subjects::EventFilter::default();
+    vec![
+        subjects::node_pod_events(node),
+        subjects::event_filter("services", &all),
+        subjects::event_filter("endpointslices", &all),
+        subjects::event_filter("persistentvolumes", &all),
+    ]
 }
 
 /// Whether `subject` falls under NATS pattern `pattern` (`*` one token, `>` the rest).
@@ -149,7 +190,16 @@ mod tests {
         assert!(!p.may_publish(subjects::TOKEN_REQUEST) && !p.may_publish(&subjects::node_token_request("n2")));
         assert!(!p.may_publish("ev.pods.demo.n1.p.n1"));
         assert!(!p.may_publish("$JS.API.STREAM.DELETE.FLOTILLA_EVENTS"));
-        assert!(p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS"));
+        // Consumers only with its own filters, and no reads of messages by sequence.
+        assert!(p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w1.ev.pods.*.n1.*.*"));
+        assert!(p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w1.ev.services.*.*"));
+        assert!(!p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS"));
+        assert!(!p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w1.ev.secrets.*.*"));
+        assert!(!p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w1.ev.pods.*.n2.*.*"));
+        assert!(!p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w1.ev.>"));
+        assert!(!p.may_publish("$JS.API.CONSUMER.DURABLE.CREATE.FLOTILLA_EVENTS.d"));
+        assert!(!p.may_publish("$JS.API.STREAM.MSG.GET.FLOTILLA_EVENTS"));
+        assert!(!p.may_publish("$JS.API.DIRECT.GET.FLOTILLA_EVENTS"));
     }
 
     #[test]
@@ -173,6 +223,17 @@ mod tests {
         assert!(!gw.may_subscribe("_INBOX_N.n1.x"));
         assert!(gw.may_subscribe("flotilla.tokens.request"));
         assert!(permissions(&Role::Admin).may_subscribe("_INBOX_N.n1.x"));
+    }
+
+    #[test]
+    fn a_leaf_link_carries_any_of_its_nodes_subjects_and_joins_only() {
+        let p = permissions(&Role::Leaf);
+        assert!(p.may_publish(&subjects::node_write("site-1")) && p.may_publish(subjects::JOIN) && p.may_publish(subjects::NATS_USERS));
+        assert!(p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w.ev.pods.*.site-1.*.*"));
+        assert!(!p.may_publish(subjects::STATE_WRITE) && !p.may_publish(subjects::STATE_READ) && !p.may_publish(subjects::NATS_USERS_CHANGED));
+        assert!(!p.may_publish("$JS.API.CONSUMER.CREATE.FLOTILLA_EVENTS.w.ev.secrets.*.*"));
+        assert!(p.may_subscribe("_INBOX_N.site-1.x") && p.may_subscribe("_INBOX_R.bootstrap.x") && p.may_subscribe(subjects::NATS_USERS_CHANGED));
+        assert!(!p.may_subscribe("_INBOX_R.gateway.x") && !p.may_subscribe("ev.secrets.demo.s") && !p.may_subscribe(subjects::STATE_WRITE));
     }
 
     #[test]

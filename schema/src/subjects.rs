@@ -36,18 +36,30 @@ pub const NODE_READS: &str = "flotilla.node.*.read";
 pub const NODE_TOKEN_REQUESTS: &str = "flotilla.node.*.token";
 /// Where node agents present a join token for their credentials (`up` answers).
 pub const JOIN: &str = "flotilla.join";
+/// The nodes that joined, with their public keys (`join::JoinedNodes`): the servers'
+/// wrappers answer requests here, so a leaf site's server admits its nodes too.
+pub const NATS_USERS: &str = "flotilla.nats.users";
+/// Published (with the whole list) whenever a node joins or is revoked.
+pub const NATS_USERS_CHANGED: &str = "flotilla.nats.users.changed";
 /// A node agent's log service: `flotilla.logs.<node>`.
 const LOGS_PREFIX: &str = "flotilla.logs";
 const STREAMS_PREFIX: &str = "flotilla.streams";
 const METRICS_PREFIX: &str = "flotilla.metrics";
 const OBS_ACTORS_PREFIX: &str = "flotilla.obs.actors";
 const OBS_SPANS_PREFIX: &str = "flotilla.obs.spans";
+/// A node name that no object can have (names are DNS labels), standing for every node:
+/// its [`token`] is the wildcard, for permissions that cover all of a site's nodes.
+pub const ANY_NODE: &str = "\u{0}*";
+
 /// Placeholder token for "no namespace" or "no node".
 pub const NONE: &str = "_";
 
 /// Makes any string usable as one subject token: NATS splits on `.` and treats `*`,
 /// `>` and whitespace specially, and Kubernetes names may contain dots.
 pub fn token(s: &str) -> String {
+    if s == ANY_NODE {
+        return "*".to_string();
+    }
     if s.is_empty() {
         return NONE.to_string();
     }
@@ -227,6 +239,17 @@ pub const JS_READER_API: [&str; 8] = [
     "$JS.FC.>",
 ];
 
+/// The JetStream calls a watcher makes that read no message by itself: stream info and
+/// deleting or looking at its own consumers; creating one is allowed per filter
+/// ([`consumer_create`]), so an identity reads only the events its filters cover.
+pub const JS_WATCH_API: [&str; 5] = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.CONSUMER.DELETE.>", "$JS.API.CONSUMER.INFO.>", "$JS.FC.>"];
+
+/// Creating a named consumer on the events stream whose filter is `filter` (nats-server
+/// checks that the request's filter is the one in its subject).
+pub fn consumer_create(filter: &str) -> String {
+    format!("$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.*.{filter}")
+}
+
 /// Where a node agent answers log requests for its pods.
 pub fn node_logs(node: &str) -> String {
     format!("{LOGS_PREFIX}.{}", token(node))
@@ -290,6 +313,8 @@ mod tests {
         assert_eq!(node_of_request(STATE_WRITE), None);
         assert_eq!(node_pod_events("n1"), "ev.pods.*.n1.*.*");
         assert_eq!(under(&node_inbox("n1")), "_INBOX_N.n1.>");
+        assert_eq!(node_write(ANY_NODE), "flotilla.node.*.write");
+        assert_eq!(node_pod_events(ANY_NODE), "ev.pods.*.*.*.*");
     }
 
     #[test]

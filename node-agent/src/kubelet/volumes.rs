@@ -344,36 +344,72 @@ impl Handler<SourceChanged> for Kubelet {
     }
 }
 
-/// Feeds the kubelet `SourceChanged` for every ConfigMap and Secret event, so mounted
-/// keys follow their objects (the kubelet's configmap and secret managers, watch-based).
+/// How often the ConfigMaps and Secrets mounted here are looked at again (the kubelet's
+/// "Cache" change detection: a node may not watch every Secret, only read its pods' own).
+pub const SOURCE_RESYNC: Duration = Duration::from_secs(10);
+
+/// The ConfigMaps and Secrets mounted by the running pods here: (secret?, namespace, name).
+#[derive(Message)]
+#[rtype(result = "Vec<(bool, String, String)>")]
+pub struct MountedSources;
+
+impl Handler<MountedSources> for Kubelet {
+    type Result = Vec<(bool, String, String)>;
+    fn handle(&mut self, _: MountedSources, _: &mut Context<Self>) -> Self::Result {
+        bus::metrics::handle(super::ACTOR, || {
+            let mut out = std::collections::BTreeSet::new();
+            for rt in self.pods.values().filter(|rt| !rt.mounts.is_empty() && rt.state.lifecycle == super::lifecycle::Lifecycle::Active) {
+                let (cms, secrets) = projected::referenced(&rt.pod);
+                let ns = rt.state.namespace.clone();
+                out.extend(cms.into_iter().map(|n| (false, ns.clone(), n)));
+                out.extend(secrets.into_iter().map(|n| (true, ns.clone(), n)));
+            }
+            out.into_iter().collect()
+        })
+    }
+}
+
+/// Feeds the kubelet `SourceChanged` when a mounted ConfigMap or Secret changes, so
+/// mounted keys follow their objects. Each is read by name, as the node's pods allow
+/// (the state group answers a node only for Secrets its pods reference), every
+/// SOURCE_RESYNC; a change of resourceVersion, or the object's coming or going, counts.
 pub async fn follow_sources(client: Client, kubelet: Addr<Kubelet>, stop: CancellationToken) {
     use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-    fn changed<K: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(ev: &InformerEvent<K>, secret: bool) -> SourceChanged {
-        match ev {
-            InformerEvent::Listed(..) => SourceChanged { secret, namespace: String::new(), name: None },
-            InformerEvent::Applied(o, _) | InformerEvent::Deleted(o, _) => {
-                SourceChanged { secret, namespace: o.metadata().namespace.clone().unwrap_or_default(), name: o.metadata().name.clone() }
-            }
-        }
-    }
-    let mut cms = watch_objects::<ConfigMap>(client.clone(), Scope::default()).boxed();
-    let mut secrets = watch_objects::<Secret>(client, Scope::default()).boxed();
-    // The first lists only say what the pods were set up with already.
-    let (mut cm_listed, mut secret_listed) = (false, false);
+    let mut seen: BTreeMap<(bool, String, String), Option<String>> = BTreeMap::new();
+    let mut tick = tokio::time::interval(SOURCE_RESYNC);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let m = tokio::select! {
+        tokio::select! {
             _ = stop.cancelled() => return,
-            Some(ev) = cms.next() => {
-                let first = matches!(ev, InformerEvent::Listed(..)) && !std::mem::replace(&mut cm_listed, true);
-                if first { continue } else { changed(&ev, false) }
+            _ = tick.tick() => {}
+        }
+        let Ok(mounted) = kubelet.send(MountedSources).await else { return };
+        let mut now = BTreeMap::new();
+        for (secret, ns, name) in mounted {
+            let rv = if secret {
+                client.get::<Secret>(Some(&ns), &name).await.map(|o| o.and_then(|o| o.metadata.resource_version))
+            } else {
+                client.get::<ConfigMap>(Some(&ns), &name).await.map(|o| o.and_then(|o| o.metadata.resource_version))
+            };
+            let key = (secret, ns, name);
+            let rv = match rv {
+                Ok(rv) => rv,
+                Err(e) => {
+                    // Unread this round: keep what was known, look again next round.
+                    tracing::debug!(source = ?key, error = %e, "reading a mounted source");
+                    if let Some(old) = seen.get(&key) {
+                        now.insert(key, old.clone());
+                    }
+                    continue;
+                }
+            };
+            // First sight counts too: it may have changed between mount and now.
+            if seen.get(&key) != Some(&rv) {
+                kubelet.do_send(SourceChanged { secret: key.0, namespace: key.1.clone(), name: Some(key.2.clone()) });
             }
-            Some(ev) = secrets.next() => {
-                let first = matches!(ev, InformerEvent::Listed(..)) && !std::mem::replace(&mut secret_listed, true);
-                if first { continue } else { changed(&ev, true) }
-            }
-            else => return,
-        };
-        kubelet.do_send(m);
+            now.insert(key, rv);
+        }
+        seen = now;
     }
 }
 
