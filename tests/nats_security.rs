@@ -211,6 +211,15 @@ fn nodes_join_with_a_token_and_lose_their_credentials_with_their_node() {
     });
     assert!(dir.path().join("nodes/far/ca.crt").exists(), "the join hands over the cluster CA");
 
+    // A valid token does not let another machine take over far's name while far's Node
+    // exists, and nothing is stored for the refused one.
+    let other = dir.path().join("other");
+    let other = other.to_string_lossy();
+    let taken = c.flotilla(&["node", "--join", &url, "--token", &token, "--name", "far", "--runtime", "process", "--data-dir", &other]);
+    assert!(!taken.ok && taken.stderr.contains("has joined already"), "{}", taken.stderr);
+    assert!(!dir.path().join("other/far/nats.creds").exists(), "a refused re-join stores nothing");
+    assert_eq!(node_ready(&c, "far"), Ok(()), "far keeps its identity");
+
     // A restart reuses the stored identity (no token given).
     drop(agent);
     let agent = Agent::join(&c, dir.path(), "far", None);
