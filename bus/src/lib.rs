@@ -6,6 +6,7 @@ pub mod admission;
 pub mod client;
 pub mod creds;
 pub mod events;
+pub mod fanout;
 pub mod history;
 pub mod informer;
 pub mod metadata;

@@ -203,6 +203,8 @@ pub(super) async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<
 pub(super) struct Https {
     addr: SocketAddr,
     tls: tokio_rustls::TlsConnector,
+    /// The same client offering only HTTP/2, for multiplexed watches.
+    h2: tokio_rustls::TlsConnector,
 }
 
 impl Https {
@@ -217,8 +219,14 @@ impl Https {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_client_auth_cert(chain, key)?;
+        let mut h2 = cfg.clone();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Https { addr, tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)) })
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Https { addr, tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), h2: tokio_rustls::TlsConnector::from(Arc::new(h2)) })
+    }
+
+    pub(super) fn h2_tls(&self) -> &tokio_rustls::TlsConnector {
+        &self.h2
     }
 
     /// Waits until `up` has written its certificates and the gateway answers `/readyz`.
@@ -263,6 +271,18 @@ impl Https {
     pub(super) async fn once(&self, method: Method, path: &str, body: Option<String>, want: StatusCode) -> Result<()> {
         let mut c = self.connect().await?;
         send(&mut c, self.request(method, path, body), want).await.map_err(|e| anyhow!("{path}: {e}"))
+    }
+
+    /// A request with a JSON body on `conn`, its JSON answer.
+    pub(super) async fn send_json(&self, conn: &mut SendRequest<Full<Bytes>>, method: Method, path: &str, body: String, want: StatusCode) -> Result<serde_json::Value> {
+        conn.ready().await?;
+        let resp = conn.send_request(self.request(method, path, Some(body))).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status != want {
+            bail!("{path}: {status}: {}", String::from_utf8_lossy(&body[..body.len().min(300)]));
+        }
+        Ok(serde_json::from_slice(&body)?)
     }
 
     /// A GET on `conn`, its JSON answer.

@@ -108,14 +108,14 @@ pub fn per_second(times: &[f64]) -> Vec<u32> {
 }
 
 /// Peak resident set of a process (VmHWM), in bytes.
-fn peak_rss(pid: u32) -> Option<u64> {
+pub(super) fn peak_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 
 /// The child of `parent` named `comm` (up's nats-server and state members).
-fn children_named(parent: u32, comm: &str) -> Vec<u32> {
+pub(super) fn children_named(parent: u32, comm: &str) -> Vec<u32> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())

@@ -12,6 +12,7 @@ mod load;
 mod openloop;
 mod proc;
 mod svg;
+mod watch;
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -36,6 +37,9 @@ enum BenchCmd {
     /// kubemark's density test: hollow nodes, pods created as fast as the API takes them,
     /// scheduling throughput and pod startup latency (starts and stops its own cluster).
     Density(density::DensityArgs),
+    /// One write seen by many watchers (gateway HTTP watches and bus watches): delivery
+    /// latency, lost or doubled events, peak RSS (starts and stops a local cluster).
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Args, Clone)]
@@ -80,6 +84,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         },
         BenchCmd::Density(a) => tokio::select! {
             r = density::run(a) => r,
+            _ = crate::wait_for_signal() => bail!("interrupted; the bench's cluster was stopped"),
+        },
+        BenchCmd::Watch(a) => tokio::select! {
+            r = watch::run(a) => r,
             _ = crate::wait_for_signal() => bail!("interrupted; the bench's cluster was stopped"),
         },
     }

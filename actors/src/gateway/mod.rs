@@ -83,6 +83,8 @@ pub(crate) struct AppState {
     pub limits: Limits,
     /// The node agents' latest usage reports, for the metrics API.
     pub usage: Arc<bus::usage::UsageCache>,
+    /// HTTP watches of one resource share one watch on the events stream.
+    pub watches: bus::fanout::Fanout,
 }
 
 /// One parsed request, as the handlers see it.
@@ -157,6 +159,7 @@ pub async fn serve(
     let usage = bus::usage::UsageCache::start(bus.nats.clone(), shutdown.clone()).await.map_err(|e| anyhow::anyhow!("gateway: subscribing to resource metrics: {e}"))?;
     let state = Arc::new(AppState {
         usage,
+        watches: bus::fanout::Fanout::new(bus.named("gateway")),
         bus: bus.named("gateway"),
         authn: authn::Authenticator { tokens, service_accounts },
         rbac,

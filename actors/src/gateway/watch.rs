@@ -77,6 +77,15 @@ pub fn decide(typ: EventType, was: bool, matches_now: bool) -> Emit {
     }
 }
 
+/// An event as a watch without selectors sends it.
+fn plain(typ: EventType) -> Emit {
+    match typ {
+        EventType::Added => Emit::Added,
+        EventType::Modified => Emit::Modified,
+        EventType::Deleted => Emit::Deleted,
+    }
+}
+
 fn type_name(e: Emit) -> &'static str {
     match e {
         Emit::Added => "ADDED",
@@ -150,7 +159,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
         res.plural,
         &EventFilter { namespace: if res.namespaced { ns.as_deref() } else { None }, node: if res.plural == "pods" { node } else { NodeFilter::Any }, name: fs.exact("metadata.name") },
     );
-    let events = match st.bus.watch(filter, after).await {
+    let events = match st.watches.watch(filter, after).await {
         Ok(s) => s,
         Err(BusError::Expired(rev)) => {
             let status = ApiError::expired(format!("too old resource version: {rev} ({rev})")).status_json();
@@ -209,7 +218,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                 }
                 ev = events.next() => ev,
             };
-            let ev = match ev {
+            let shared = match ev {
                 None => return,
                 Some(Ok(ev)) => ev,
                 Some(Err(e)) => {
@@ -221,17 +230,44 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                     return;
                 }
             };
+            let ev = &shared.ev;
             if !ev.key.starts_with(&prefix) {
                 reached = reached.max(ev.rev);
                 continue;
             }
             // A change this watch cannot read ends it, naming the revision: skipping it
             // (and bookmarking past it) would tell the client it had seen everything.
+            let undecodable = |e: object::ObjectError| {
+                tracing::warn!(key = %ev.key, rev = ev.rev, error = %e, "gateway: undecodable event ends the watch");
+                ApiError::internal(format!("the event at revision {} cannot be decoded: {e}", ev.rev))
+            };
+            if !filtered && !enc.table {
+                // Without selectors or tables every watcher of this resource sends the
+                // same line: it is made once, by whichever watcher comes first.
+                let key = std::ptr::from_ref(res) as usize;
+                let line = shared.memo(key, |ev| {
+                    let obj = super::objects::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value.clone() })?;
+                    Ok(enc.line(type_name(plain(ev.typ)), &obj))
+                });
+                reached = reached.max(ev.rev);
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let status = undecodable(e);
+                        let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
+                        return;
+                    }
+                }
+                continue;
+            }
             let obj = match super::objects::decode_stored(res, &Stored { key: ev.key.clone(), rev: ev.rev, value: ev.value.clone() }) {
                 Ok(v) => v,
                 Err(e) => {
-                    tracing::warn!(key = %ev.key, rev = ev.rev, error = %e, "gateway: undecodable event ends the watch");
-                    let status = ApiError::internal(format!("the event at revision {} cannot be decoded: {e}", ev.rev));
+                    let status = undecodable(e);
                     let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
                     return;
                 }
@@ -242,7 +278,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                 } else if listed_at.is_some_and(|c| ev.rev > c) {
                     listed.contains(&ev.key)
                 } else {
-                    match super::membership::matched_before(&bus, res, &ev, &obj, &ls, &fs).await {
+                    match super::membership::matched_before(&bus, res, ev, &obj, &ls, &fs).await {
                         Ok(b) => b,
                         Err(status) => {
                             let _ = tx.send(enc.line("ERROR", &status.status_json())).await;
@@ -261,11 +297,7 @@ pub async fn serve(st: &AppState, res: &'static ResourceInfo, ns: Option<String>
                 }
                 decide(ev.typ, was, now)
             } else {
-                match ev.typ {
-                    EventType::Added => Emit::Added,
-                    EventType::Modified => Emit::Modified,
-                    EventType::Deleted => Emit::Deleted,
-                }
+                plain(ev.typ)
             };
             reached = reached.max(ev.rev);
             if emit == Emit::Skip {
