@@ -161,3 +161,49 @@ fn bench_watch_sees_every_write_once_in_order_at_every_watcher() {
         assert_eq!(&cols[cols.len() - 3..], &["0", "0", "0"], "{row}");
     }
 }
+
+/// The consumers on the events stream, by filter subject.
+async fn consumers_by_filter(bus: &bus::Bus) -> std::collections::BTreeMap<String, usize> {
+    let stream = bus.js.get_stream(subjects::EVENTS_STREAM).await.expect("events stream");
+    let mut infos = stream.consumers();
+    let mut by = std::collections::BTreeMap::new();
+    while let Some(info) = infos.next().await {
+        let info = info.expect("consumer info");
+        *by.entry(info.config.filter_subject.clone()).or_insert(0) += 1;
+    }
+    by
+}
+
+/// The controllers process asks for pods a dozen times (ReplicaSets, Jobs, Endpoints,
+/// node lifecycle, pod GC, …) and holds one watch of them: its informers are shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controllers_hold_one_watch_per_kind() {
+    let gw = Gateway::start().await;
+    let pods = subjects::event_filter("pods", &subjects::EventFilter::default());
+    let before = consumers_by_filter(&gw.bus).await;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["controllers", "--nats-url", &gw.nats.url, "--health-addr", &format!("127.0.0.1:{}", common::free_port())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("flotilla controllers");
+    let _controllers = common::process::TermOnDrop(child);
+    // Leader, then started: the Lease it holds says so, and its watches open.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let by = loop {
+        let by = consumers_by_filter(&gw.bus).await;
+        let nodes = by.get(&subjects::event_filter("nodes", &subjects::EventFilter::default())).copied().unwrap_or(0);
+        if nodes > 0 {
+            // Every informer of the process asked before the shared ones started.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            break consumers_by_filter(&gw.bus).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the controllers opened no watch: {by:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let theirs: std::collections::BTreeMap<&String, usize> = by.iter().map(|(f, n)| (f, n - before.get(f).copied().unwrap_or(0))).filter(|(_, n)| *n > 0).collect();
+    assert_eq!(theirs.get(&pods).copied(), Some(1), "the controllers' watches: {theirs:?}");
+    let many: Vec<_> = theirs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(many.is_empty(), "kinds the controllers watch more than once: {many:?} (all: {theirs:?})");
+}

@@ -58,16 +58,25 @@ fn typed<K: Object>(s: &schema::store::Stored) -> Result<K, ClientError> {
 #[derive(Clone)]
 pub struct Client {
     pub bus: Bus,
+    /// The process's shared informers (`informer::Shared`), when it has them: informers
+    /// made through this client join them.
+    pub informers: Option<crate::informer::Shared>,
 }
 
 impl Client {
     pub fn new(bus: Bus) -> Client {
-        Client { bus }
+        Client { bus, informers: None }
+    }
+
+    /// The same client, its informers shared with every other informer of the same kind
+    /// and scope made through it before `shared.start()`.
+    pub fn sharing(&self, shared: crate::informer::Shared) -> Client {
+        Client { bus: self.bus.clone(), informers: Some(shared) }
     }
 
     /// The same client, its writes naming `writer` (the actor) in the object's history.
     pub fn named(&self, writer: &'static str) -> Client {
-        Client { bus: self.bus.named(writer) }
+        Client { bus: self.bus.named(writer), informers: self.informers.clone() }
     }
 
     pub async fn get<K: Object>(&self, ns: Option<&str>, name: &str) -> Result<Option<K>, ClientError> {

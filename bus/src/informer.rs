@@ -12,6 +12,8 @@ use futures::{FutureExt, Stream, StreamExt};
 use schema::store::{Event, EventType, Revision};
 use schema::subjects::{self, EventFilter, NodeFilter};
 use schema::{codec, object};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -117,7 +119,17 @@ pub fn watch_objects_for<K: Object>(actor: &'static str, client: Client, scope: 
     watch(client, scope, Some(actor))
 }
 
-fn watch<K: Object>(client: Client, scope: Scope, actor: Option<&'static str>) -> impl Stream<Item = InformerEvent<K>> + Send + 'static {
+fn watch<K: Object>(client: Client, scope: Scope, actor: Option<&'static str>) -> BoxStream<'static, InformerEvent<K>> {
+    if let Some(shared) = client.informers.clone() {
+        if let Some(rx) = shared.join::<K>(&client, &scope, actor) {
+            return rx.map(Stamped::take).boxed();
+        }
+    }
+    own::<K>(client, scope, actor).map(Stamped::take).boxed()
+}
+
+/// An informer of its own: its list, its watch, its task.
+fn own<K: Object>(client: Client, scope: Scope, actor: Option<&'static str>) -> futures::channel::mpsc::Receiver<Stamped<InformerEvent<K>>> {
     let (tx, rx) = futures::channel::mpsc::channel::<Stamped<InformerEvent<K>>>(1024);
     match info::<K>() {
         Ok(r) => {
@@ -130,7 +142,102 @@ fn watch<K: Object>(client: Client, scope: Scope, actor: Option<&'static str>) -
         }
         Err(e) => tracing::error!(error = %e, "informer for an unregistered kind"),
     }
-    rx.map(Stamped::take)
+    rx
+}
+
+type Receivers<K> = Arc<Mutex<Vec<(Option<&'static str>, futures::channel::mpsc::UnboundedSender<Stamped<InformerEvent<K>>>)>>>;
+
+struct Hub {
+    /// The `Receivers<K>` of the hub's kind.
+    receivers: Box<dyn std::any::Any + Send>,
+    /// How many receivers it has.
+    count: Box<dyn Fn() -> usize + Send>,
+    /// Spawns the one informer and its fan-out; taken by `start`.
+    starter: Option<Box<dyn FnOnce() + Send>>,
+}
+
+#[derive(Default)]
+struct SharedState {
+    started: bool,
+    hubs: HashMap<String, Hub>,
+}
+
+/// One informer per kind and scope for every actor of a process that asks before
+/// `start` (client-go's shared informer factory): one list, one JetStream consumer and
+/// one decode per event, however many controllers want pods. Each receiver still gets
+/// the informer contract — `Listed` after every (re)list, then each change once, in
+/// order — through a queue of its own that never drops (client-go's listeners'
+/// growing buffers), so a slow receiver delays nobody else. An informer asked for after
+/// `start` is one of its own.
+#[derive(Clone, Default)]
+pub struct Shared {
+    state: Arc<Mutex<SharedState>>,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver on the shared informer for K in `scope`; None once started.
+    fn join<K: Object>(&self, client: &Client, scope: &Scope, actor: Option<&'static str>) -> Option<futures::channel::mpsc::UnboundedReceiver<Stamped<InformerEvent<K>>>> {
+        let mut st = self.lock();
+        if st.started {
+            return None;
+        }
+        let key = format!("{}/{}/{:?}", K::API_VERSION, K::KIND, scope);
+        let hub = st.hubs.entry(key).or_insert_with(|| {
+            let receivers: Receivers<K> = Default::default();
+            let (client, scope, fan, counted) = (client.clone(), scope.clone(), receivers.clone(), receivers.clone());
+            let count = Box::new(move || counted.lock().map(|r| r.len()).unwrap_or(0));
+            Hub { receivers: Box::new(receivers), count, starter: Some(Box::new(move || drop(tokio::spawn(fan_out::<K>(own::<K>(client, scope, None), fan))))) }
+        });
+        let receivers = hub.receivers.downcast_ref::<Receivers<K>>()?;
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        receivers.lock().unwrap_or_else(|p| p.into_inner()).push((actor, tx));
+        Some(rx)
+    }
+
+    /// Starts every shared informer asked for so far; later ones are their own.
+    pub fn start(&self) {
+        let starters: Vec<_> = {
+            let mut st = self.lock();
+            st.started = true;
+            st.hubs.values_mut().filter_map(|h| h.starter.take()).collect()
+        };
+        for s in starters {
+            s();
+        }
+    }
+
+    /// Shared informers and the receivers of each, by kind and scope (for tests and logs).
+    pub fn receivers(&self) -> Vec<(String, usize)> {
+        let st = self.lock();
+        let mut v: Vec<(String, usize)> = st
+            .hubs
+            .iter()
+            .map(|(k, h)| (k.clone(), (h.count)()))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+/// Hands each of the informer's events to every receiver still listening; ends (and
+/// with it the informer) when none is.
+async fn fan_out<K: Object>(mut up: futures::channel::mpsc::Receiver<Stamped<InformerEvent<K>>>, receivers: Receivers<K>) {
+    while let Some(st) = up.next().await {
+        let (ev, trace) = st.into_parts();
+        let mut rs = receivers.lock().unwrap_or_else(|p| p.into_inner());
+        rs.retain(|(actor, tx)| tx.unbounded_send(Stamped::stamp(*actor, ev.clone()).traced(trace.clone())).is_ok());
+        if rs.is_empty() {
+            return;
+        }
+    }
 }
 
 /// The object an event carries, at the event's revision; None when it cannot be read.

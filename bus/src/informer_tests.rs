@@ -126,3 +126,63 @@ async fn a_bound_pod_leaves_the_unscheduled_scope() {
     assert!(matches!(rx.next().await, Some(InformerEvent::Applied(_, 2))));
     assert!(matches!(rx.next().await, Some(InformerEvent::Deleted(_, 3))));
 }
+
+fn cm(name: &str) -> ConfigMap {
+    ConfigMap { metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() }
+}
+
+fn brief(e: &InformerEvent<ConfigMap>) -> String {
+    match e {
+        InformerEvent::Listed(items, rev) => format!("listed {} @{rev}", items.len()),
+        InformerEvent::Applied(o, rev) => format!("applied {} @{rev}", o.metadata.name.as_deref().unwrap_or("")),
+        InformerEvent::Deleted(o, rev) => format!("deleted {} @{rev}", o.metadata.name.as_deref().unwrap_or("")),
+    }
+}
+
+#[tokio::test]
+async fn a_shared_informer_gives_every_receiver_every_event_in_order_and_ends_with_the_last() {
+    let (mut up, events) = futures::channel::mpsc::channel(4);
+    let receivers: Receivers<ConfigMap> = Default::default();
+    let mut rx: Vec<_> = (0..3)
+        .map(|_| {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            receivers.lock().unwrap().push((None, tx));
+            rx
+        })
+        .collect();
+    let fan = tokio::spawn(fan_out::<ConfigMap>(events, receivers.clone()));
+    use futures::SinkExt;
+    let script = [
+        InformerEvent::Listed(vec![cm("a"), cm("b")], 4),
+        InformerEvent::Applied(cm("c"), 5),
+        InformerEvent::Deleted(cm("a"), 6),
+        InformerEvent::Listed(vec![cm("b"), cm("c")], 9),
+        InformerEvent::Applied(cm("b"), 10),
+    ];
+    let want: Vec<String> = script.iter().map(brief).collect();
+    // The slowest receiver reads nothing until the end: the others are not held back.
+    for ev in script.iter().cloned() {
+        up.send(crate::metrics::Stamped::stamp(None, ev)).await.unwrap();
+    }
+    for r in rx.iter_mut().take(2) {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(brief(&r.next().await.unwrap().take()));
+        }
+        assert_eq!(got, want);
+    }
+    let mut last = rx.pop().unwrap();
+    drop(rx);
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        got.push(brief(&last.next().await.unwrap().take()));
+    }
+    assert_eq!(got, want, "the receiver that read last");
+    // Gone receivers are dropped from the fan-out at the next event; with none left it ends.
+    up.send(crate::metrics::Stamped::stamp(None, InformerEvent::Applied(cm("d"), 11))).await.unwrap();
+    assert_eq!(brief(&last.next().await.unwrap().take()), "applied d @11");
+    assert_eq!(receivers.lock().unwrap().len(), 1);
+    drop(last);
+    up.send(crate::metrics::Stamped::stamp(None, InformerEvent::Applied(cm("e"), 12))).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), fan).await.expect("the fan-out ends with its last receiver").unwrap();
+}

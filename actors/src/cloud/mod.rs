@@ -161,9 +161,10 @@ impl<P: LoadBalancerProvider> Controller<P> {
 /// Runs the controller until `stop`.
 pub fn start<P: LoadBalancerProvider>(client: Client, provider: P, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("actor", actor = ACTOR);
+    // Made before the task runs, so they join the process's shared informers.
+    let mut events = watch_objects::<Service>(client.clone(), Scope::default()).boxed();
     tokio::spawn(
         async move {
-            let mut events = watch_objects::<Service>(client.clone(), Scope::default()).boxed();
             let mut c = Controller { client, provider, services: BTreeMap::new(), held: BTreeSet::new(), failed: BTreeSet::new() };
             let mut listed = false;
             loop {

@@ -66,9 +66,10 @@ pub fn initialize(node: &mut Node, inst: &Instance) {
 
 pub fn start<P: InstancesProvider>(client: Client, mut provider: P, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
     let span = tracing::info_span!("actor", actor = ACTOR);
+    // Made before the task runs, so they join the process's shared informers.
+    let mut events = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
     tokio::spawn(
         async move {
-            let mut events = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
             loop {
                 let ev = tokio::select! {
                     _ = stop.cancelled() => return,

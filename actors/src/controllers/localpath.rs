@@ -154,18 +154,19 @@ enum Ev {
 }
 
 pub fn start(client: Client, resync: std::time::Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let ticks = futures::stream::unfold((), move |_| async move {
+        tokio::time::sleep(resync).await;
+        Some((Ev::Tick, ()))
+    });
+    let mut events = futures::stream::select_all(vec![
+        watch_objects::<PersistentVolumeClaim>(client.clone(), Scope::default()).map(Ev::Claim).boxed(),
+        watch_objects::<PersistentVolume>(client.clone(), Scope::default()).map(Ev::Volume).boxed(),
+        watch_objects::<StorageClass>(client.clone(), Scope::default()).map(Ev::Class).boxed(),
+        watch_objects::<Node>(client.clone(), Scope::default()).map(Ev::Node).boxed(),
+        ticks.boxed(),
+    ]);
     tokio::spawn(async move {
-        let ticks = futures::stream::unfold((), move |_| async move {
-            tokio::time::sleep(resync).await;
-            Some((Ev::Tick, ()))
-        });
-        let mut events = futures::stream::select_all(vec![
-            watch_objects::<PersistentVolumeClaim>(client.clone(), Scope::default()).map(Ev::Claim).boxed(),
-            watch_objects::<PersistentVolume>(client.clone(), Scope::default()).map(Ev::Volume).boxed(),
-            watch_objects::<StorageClass>(client.clone(), Scope::default()).map(Ev::Class).boxed(),
-            watch_objects::<Node>(client.clone(), Scope::default()).map(Ev::Node).boxed(),
-            ticks.boxed(),
-        ]);
         let (mut claims, mut volumes, mut classes, mut nodes) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new(), BTreeMap::<String, Node>::new());
         // What a pass already did, so a lagging cache does not make it twice (or shout twice).
         let mut done: std::collections::HashSet<String> = Default::default();

@@ -246,7 +246,10 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         Some(p) => Some(crate::cloud::local::LocalPool::new(p)?),
         None => None,
     };
-    let client = Client::new(bus);
+    // One informer per kind for all of them (a dozen want pods): started below, once
+    // every controller has asked.
+    let informers = bus::informer::Shared::new();
+    let client = Client::new(bus).sharing(informers.clone());
     let (resync_d, resync_rs, resync_gc) = (cfg.resync(), cfg.resync(), cfg.resync());
     let c = client.clone();
     let deployment = deployment::DeploymentController::create(move |ctx| {
@@ -364,6 +367,8 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         ctx.add_stream(watch_objects::<k8s_openapi::api::core::v1::Namespace>(c.clone(), Scope::default()));
         namespace::NamespaceController::new(c)
     });
+    informers.start();
+    tracing::debug!(informers = ?informers.receivers(), "controllers: shared informers started");
     Ok(ControllersHandle { deployment, daemonset, statefulset, replicaset, replication, gc, job, cronjob, ttl, disruption, hpa, namespace, endpoints, endpointslice, tasks })
 }
 

@@ -61,8 +61,9 @@ pub fn allocate(cfg: &NodeIpamConfig, nodes: &BTreeMap<String, Option<String>>) 
 }
 
 pub fn start(client: Client, cfg: NodeIpamConfig, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let mut events = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
     tokio::spawn(async move {
-        let mut events = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
         let mut nodes: BTreeMap<String, Option<String>> = BTreeMap::new();
         let cidr_of = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty());
         loop {

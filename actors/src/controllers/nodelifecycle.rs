@@ -205,10 +205,11 @@ fn node_event(client: &Client, n: &Node, reason: &str, what: &str) {
 }
 
 pub fn start(client: Client, cfg: NodeLifecycleConfig, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
+    let mut leases_ev = watch_objects::<Lease>(client.clone(), Scope { namespace: Some(LEASE_NAMESPACE.into()), ..Default::default() }).boxed();
+    let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
     tokio::spawn(async move {
-        let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
-        let mut leases_ev = watch_objects::<Lease>(client.clone(), Scope { namespace: Some(LEASE_NAMESPACE.into()), ..Default::default() }).boxed();
-        let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
         let mut nodes: HashMap<String, Node> = HashMap::new();
         let mut leases: HashMap<String, Lease> = HashMap::new();
         let mut pods: HashMap<String, Pod> = HashMap::new();

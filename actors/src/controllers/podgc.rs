@@ -101,9 +101,10 @@ async fn force_delete(client: &Client, p: &Pod, why: &Why) {
 }
 
 pub fn start(client: Client, threshold: usize, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
+    let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
     tokio::spawn(async move {
-        let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
-        let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
         let mut nodes: HashMap<String, NodeState> = HashMap::new();
         let mut pods: HashMap<String, Pod> = HashMap::new();
         let (mut nodes_listed, mut pods_listed) = (false, false);

@@ -50,14 +50,15 @@ fn quota_unsynced(q: &ResourceQuota, deleted: bool) -> bool {
 }
 
 pub fn start(client: Client, resync_every: std::time::Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let mut events = futures::stream::select_all(vec![
+        namespaces::<ResourceQuota>(&client, quota_unsynced),
+        namespaces::<Pod>(&client, pod_released),
+        namespaces::<Service>(&client, deleted),
+        namespaces::<ConfigMap>(&client, deleted),
+        namespaces::<Secret>(&client, deleted),
+    ]);
     tokio::spawn(async move {
-        let mut events = futures::stream::select_all(vec![
-            namespaces::<ResourceQuota>(&client, quota_unsynced),
-            namespaces::<Pod>(&client, pod_released),
-            namespaces::<Service>(&client, deleted),
-            namespaces::<ConfigMap>(&client, deleted),
-            namespaces::<Secret>(&client, deleted),
-        ]);
         let mut resync = tokio::time::interval(resync_every);
         loop {
             let mut dirty: BTreeSet<String> = BTreeSet::new();

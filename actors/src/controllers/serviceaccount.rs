@@ -34,17 +34,18 @@ where
     F: Fn(Client, String) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
+    // Made before the task runs, so they join the process's shared informers.
+    let namespaces = watch_objects::<Namespace>(client.clone(), Scope::default()).map(|e| match e {
+        InformerEvent::Listed(items, _) => items.into_iter().filter_map(|n| n.metadata.name).collect(),
+        InformerEvent::Applied(n, _) => n.metadata.name.into_iter().collect(),
+        InformerEvent::Deleted(..) => Vec::new(),
+    });
+    let owned = watch_objects::<K>(client.clone(), Scope::default()).map(move |e| match e {
+        InformerEvent::Deleted(o, _) | InformerEvent::Applied(o, _) if ours(&o) => o.metadata().namespace.clone().into_iter().collect(),
+        _ => Vec::new(),
+    });
+    let mut events = futures::stream::select(namespaces.boxed(), owned.boxed());
     tokio::spawn(async move {
-        let namespaces = watch_objects::<Namespace>(client.clone(), Scope::default()).map(|e| match e {
-            InformerEvent::Listed(items, _) => items.into_iter().filter_map(|n| n.metadata.name).collect(),
-            InformerEvent::Applied(n, _) => n.metadata.name.into_iter().collect(),
-            InformerEvent::Deleted(..) => Vec::new(),
-        });
-        let owned = watch_objects::<K>(client.clone(), Scope::default()).map(move |e| match e {
-            InformerEvent::Deleted(o, _) | InformerEvent::Applied(o, _) if ours(&o) => o.metadata().namespace.clone().into_iter().collect(),
-            _ => Vec::new(),
-        });
-        let mut events = futures::stream::select(namespaces.boxed(), owned.boxed());
         loop {
             let names: Vec<String> = tokio::select! {
                 _ = stop.cancelled() => return,

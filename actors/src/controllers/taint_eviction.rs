@@ -89,9 +89,10 @@ fn key(p: &Pod) -> String {
 }
 
 pub fn start(client: Client, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
+    let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
     tokio::spawn(async move {
-        let mut nodes_ev = watch_objects::<Node>(client.clone(), Scope::default()).boxed();
-        let mut pods_ev = watch_objects::<Pod>(client.clone(), Scope::default()).boxed();
         // Only nodes with NoExecute taints are kept: on a healthy cluster a pass is free.
         let mut tainted: HashMap<String, Vec<Taint>> = HashMap::new();
         let mut pods: HashMap<String, Pod> = HashMap::new();

@@ -338,17 +338,18 @@ pub(crate) fn apply<K: bus::client::Object>(m: &mut BTreeMap<String, K>, ev: Inf
 }
 
 pub fn start(client: Client, resync: std::time::Duration, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    // Made before the task runs, so they join the process's shared informers.
+    let ticks = futures::stream::unfold((), move |_| async move {
+        tokio::time::sleep(resync).await;
+        Some((Ev::Tick, ()))
+    });
+    let mut events = futures::stream::select_all(vec![
+        watch_objects::<PersistentVolumeClaim>(client.clone(), Scope::default()).map(Ev::Claim).boxed(),
+        watch_objects::<PersistentVolume>(client.clone(), Scope::default()).map(Ev::Volume).boxed(),
+        watch_objects::<StorageClass>(client.clone(), Scope::default()).map(Ev::Class).boxed(),
+        ticks.boxed(),
+    ]);
     tokio::spawn(async move {
-        let ticks = futures::stream::unfold((), move |_| async move {
-            tokio::time::sleep(resync).await;
-            Some((Ev::Tick, ()))
-        });
-        let mut events = futures::stream::select_all(vec![
-            watch_objects::<PersistentVolumeClaim>(client.clone(), Scope::default()).map(Ev::Claim).boxed(),
-            watch_objects::<PersistentVolume>(client.clone(), Scope::default()).map(Ev::Volume).boxed(),
-            watch_objects::<StorageClass>(client.clone(), Scope::default()).map(Ev::Class).boxed(),
-            ticks.boxed(),
-        ]);
         let (mut claims, mut volumes, mut classes) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         // (claim uid, reason) of the events already recorded: each is said once.
         let mut said: HashSet<(String, &'static str)> = HashSet::new();

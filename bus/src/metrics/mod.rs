@@ -112,6 +112,16 @@ impl<T> Stamped<T> {
         self
     }
 
+    /// The message and its trace, for a forwarder that stamps it again for each of its
+    /// receivers (the trace is not made the taking thread's next).
+    pub fn into_parts(mut self) -> (T, Option<schema::trace::TraceParent>) {
+        if let Some(a) = self.actor.take() {
+            mailbox(a, -1);
+            queued(a, self.at.elapsed());
+        }
+        (self.item.take().expect("a stamped message is taken once"), self.trace.take())
+    }
+
     pub fn take(mut self) -> T {
         crate::trace::set_next(self.trace);
         if let Some(a) = self.actor.take() {

@@ -356,7 +356,7 @@ pub struct MountedSources;
 impl Handler<MountedSources> for Kubelet {
     type Result = Vec<(bool, String, String)>;
     fn handle(&mut self, _: MountedSources, _: &mut Context<Self>) -> Self::Result {
-        bus::metrics::handle(super::ACTOR, || {
+        bus::metrics::poll(super::ACTOR, || {
             let mut out = std::collections::BTreeSet::new();
             for rt in self.pods.values().filter(|rt| !rt.mounts.is_empty() && rt.state.lifecycle == super::lifecycle::Lifecycle::Active) {
                 let (cms, secrets) = projected::referenced(&rt.pod);
