@@ -373,6 +373,9 @@ pub fn leaf(a: &natsd::LeafArgs) -> Result<(natsd::ServerConfig, Option<natsd::S
     Ok((cfg, Some(side)))
 }
 
+/// How long `node --join` keeps asking when nobody answers.
+const JOIN_PATIENCE: Duration = Duration::from_secs(60);
+
 /// A node agent's identity for `--join`: the one stored in `node_dir` by an earlier join,
 /// or a new key accepted by presenting `token`.
 pub async fn node_identity(url: &str, token: Option<&str>, name: &str, node_dir: &Path) -> Result<Credentials> {
@@ -390,11 +393,22 @@ pub async fn node_identity(url: &str, token: Option<&str>, name: &str, node_dir:
         .connect(url)
         .await
         .with_context(|| format!("connecting to {url} to join"))?;
-    let req = codec::encode(&JoinRequest { token: token.to_string(), node: name.to_string(), nkey })?;
-    let msg = tokio::time::timeout(Duration::from_secs(15), nats.request(subjects::JOIN, req.into()))
-        .await
-        .with_context(|| format!("{url} did not answer the join request within 15 s"))?
-        .with_context(|| format!("asking {url} to join (is it a flotilla up with NATS authorization?)"))?;
+    let req: bytes::Bytes = codec::encode(&JoinRequest { token: token.to_string(), node: name.to_string(), nkey })?.into();
+    // No one answering may be a site whose link to the hub is not up yet (or a hub whose
+    // join service is starting): asked again for a while, before giving up.
+    let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let msg = loop {
+        let err = match tokio::time::timeout(Duration::from_secs(15), nats.request(subjects::JOIN, req.clone())).await {
+            Ok(Ok(msg)) => break msg,
+            Ok(Err(e)) => anyhow::Error::new(e).context(format!("asking {url} to join (is it a flotilla cluster with NATS authorization?)")),
+            Err(_) => anyhow::anyhow!("{url} did not answer the join request within 15 s"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(err);
+        }
+        tracing::warn!("join: {err:#}; asking again");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let reply: Result<JoinReply, JoinError> = codec::decode(&msg.payload)?;
     let reply = reply.map_err(|e| anyhow::anyhow!("joining {url} as node {name:?} was refused: {e}"))?;
     creds.inbox = reply.inbox;

@@ -166,22 +166,7 @@ fn site_refusals(creds: bus::creds::Credentials) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let url = "nats://127.0.0.1:4222";
-        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let seen = errors.clone();
-        let nats = async_nats::ConnectOptions::new()
-            .nkey(creds.seed.clone())
-            .custom_inbox_prefix(&creds.inbox)
-            .event_callback(move |ev| {
-                let seen = seen.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = ev {
-                        seen.lock().unwrap().push(e.to_string().to_lowercase());
-                    }
-                }
-            })
-            .connect(url)
-            .await
-            .expect("site-1 connects to its leaf server as itself");
+        let (nats, errors) = common::connect_noting_errors(url, &creds).await;
         let other_pods = subjects::node_pod_events("hub-node");
         let read_secrets = format!("$JS.API.CONSUMER.CREATE.{}.w1.{}", subjects::EVENTS_STREAM, subjects::event_filter("secrets", &Default::default()));
         let by_seq = format!("$JS.API.STREAM.MSG.GET.{}", subjects::EVENTS_STREAM);

@@ -9,7 +9,6 @@ use bus::creds::Credentials;
 use common::cluster::Cluster;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use schema::subjects;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -54,22 +53,7 @@ fn a_node_agent_reaches_only_its_own_node() {
     let creds = node_creds(&c, "node-1");
     rt().block_on(async {
         // nats-server refuses what the subject permissions do not allow, and says so.
-        let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-        let seen = errors.clone();
-        let nats = async_nats::ConnectOptions::new()
-            .nkey(creds.seed.clone())
-            .custom_inbox_prefix(&creds.inbox)
-            .event_callback(move |ev| {
-                let seen = seen.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = ev {
-                        seen.lock().unwrap().push(e.to_string());
-                    }
-                }
-            })
-            .connect(&url)
-            .await
-            .expect("node-1 connects with its own identity");
+        let (nats, errors) = common::connect_noting_errors(&url, &creds).await;
         nats.publish(subjects::node_write("node-2"), "forged".into()).await.unwrap();
         let _sub = nats.subscribe(subjects::node_pod_events("node-2")).await.unwrap();
         nats.publish(subjects::STATE_WRITE, "forged".into()).await.unwrap();

@@ -78,13 +78,7 @@ pub async fn run(a: ApiArgs) -> Result<()> {
     let warmup = if a.quick { Duration::from_secs(1) } else { Duration::from_secs(2) };
     let dir = TempDir { path: std::env::temp_dir().join(format!("flotilla-bench-api-{}", std::process::id())), keep: a.keep };
     std::fs::create_dir_all(&dir.path)?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", crate::natsd::free_port()?).parse()?;
-    let data = dir.path.join("cluster");
-    let mut cmd = Command::new(std::env::current_exe().context("locating the flotilla binary")?);
-    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--dashboard-addr", "off"]);
-    let mut up = Proc::spawn("flotilla up", cmd, &dir.path.join("up.log"))?;
-    eprintln!("started flotilla up, pid {} (gateway on https://{addr}, log {})", up.pid(), dir.path.join("up.log").display());
-    let https = Https::wait_ready(&mut up, &data.join("pki"), addr).await?;
+    let (mut up, https) = local_cluster(&dir.path).await?;
 
     for ns in [NS, CREATE_NS] {
         let body = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{ns}"}}}}"#);
@@ -197,6 +191,19 @@ pub(super) async fn send(conn: &mut SendRequest<Full<Bytes>>, req: Request<Full<
     Ok(())
 }
 
+/// `flotilla up --nodes 0` as a child on `<dir>/cluster` (its log `<dir>/up.log`), once its
+/// gateway answers; the benches that measure one cluster as users run it start it so.
+pub(super) async fn local_cluster(dir: &Path) -> Result<(Proc, Https)> {
+    let addr: SocketAddr = format!("127.0.0.1:{}", crate::natsd::free_port()?).parse()?;
+    let data = dir.join("cluster");
+    let mut cmd = Command::new(std::env::current_exe().context("locating the flotilla binary")?);
+    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--dashboard-addr", "off"]);
+    let mut up = Proc::spawn("flotilla up", cmd, &dir.join("up.log"))?;
+    eprintln!("started flotilla up, pid {} (gateway on https://{addr}, log {})", up.pid(), dir.join("up.log").display());
+    let https = Https::wait_ready(&mut up, &data.join("pki"), addr).await?;
+    Ok((up, https))
+}
+
 /// The gateway's address and a TLS client that trusts the cluster CA and presents the
 /// admin's client certificate, as the kubeconfig `up` writes does.
 #[derive(Clone)]
@@ -223,6 +230,10 @@ impl Https {
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Https { addr, tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), h2: tokio_rustls::TlsConnector::from(Arc::new(h2)) })
+    }
+
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     pub(super) fn h2_tls(&self) -> &tokio_rustls::TlsConnector {

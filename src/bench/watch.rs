@@ -9,7 +9,6 @@
 
 use super::api::Https;
 use super::density::{children_named, peak_rss};
-use super::proc::Proc;
 use super::TempDir;
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -20,7 +19,6 @@ use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -237,13 +235,8 @@ pub async fn run(a: WatchArgs) -> Result<()> {
     let nofile = raise_nofile();
     let dir = TempDir { path: std::env::temp_dir().join(format!("flotilla-bench-watch-{}", std::process::id())), keep: a.keep };
     std::fs::create_dir_all(&dir.path)?;
-    let addr: SocketAddr = format!("127.0.0.1:{}", crate::natsd::free_port()?).parse()?;
-    let data = dir.path.join("cluster");
-    let mut cmd = Command::new(std::env::current_exe().context("locating the flotilla binary")?);
-    cmd.arg("up").arg("--data-dir").arg(&data).args(["--nodes", "0", "--gateway-addr", &addr.to_string(), "--dashboard-addr", "off"]);
-    let mut up = Proc::spawn("flotilla up", cmd, &dir.path.join("up.log"))?;
-    eprintln!("started flotilla up, pid {} (gateway on https://{addr}, log {})", up.pid(), dir.path.join("up.log").display());
-    let https = Https::wait_ready(&mut up, &data.join("pki"), addr).await?;
+    let (mut up, https) = super::api::local_cluster(&dir.path).await?;
+    let (addr, data) = (https.addr(), dir.path.join("cluster"));
     let ns = format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{NS}"}}}}"#);
     https.once(Method::POST, "/api/v1/namespaces", Some(ns), StatusCode::CREATED).await?;
     let mut writer = https.connect().await?;

@@ -163,3 +163,25 @@ pub mod linearizability;
 pub mod members;
 pub mod process;
 pub mod registry;
+
+/// A NATS connection as `creds`, and the errors nats-server tells it of (its permissions
+/// violations), lower-cased, as they come.
+pub async fn connect_noting_errors(url: &str, creds: &bus::creds::Credentials) -> (async_nats::Client, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = errors.clone();
+    let nats = async_nats::ConnectOptions::new()
+        .nkey(creds.seed.clone())
+        .custom_inbox_prefix(&creds.inbox)
+        .event_callback(move |ev| {
+            let seen = seen.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = ev {
+                    seen.lock().unwrap().push(e.to_string().to_lowercase());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url} as {}: {e}", creds.inbox));
+    (nats, errors)
+}
