@@ -318,30 +318,40 @@ pub async fn follow(bus: bus::Bus, reg: Shared, stop: CancellationToken) -> Resu
     }
 }
 
+/// Sets `cfg`'s users to `base` and the joined nodes this server admitted last (kept in
+/// `data_dir`, so a restart admits them before it can reach anyone), and makes the task
+/// that keeps them current: connected as `creds`, `keep` applies each new list.
+fn admit_joined<F, Fut>(cfg: &mut natsd::ServerConfig, data_dir: &Path, base: natsd::Users, own: BTreeSet<String>, creds: Credentials, what: &'static str, keep: F) -> Result<natsd::Side>
+where
+    F: FnOnce(bus::Bus, Shared, CancellationToken) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    std::fs::create_dir_all(data_dir)?;
+    let cache = data_dir.join("joined-nodes.json");
+    cfg.users = Some(users(&base, &own, &cached(&cache)));
+    Ok(Box::new(move |reloader, url, stop| {
+        Box::pin(async move {
+            let reg = Arc::new(Mutex::new(Registry::new(base, own, reloader, cache)));
+            let run = async {
+                let bus = bus::Bus::connect_as(&url, Some(&creds)).await?;
+                keep(bus, reg, stop).await
+            };
+            if let Err(e) = run.await {
+                tracing::error!("{what}: keeping the joined nodes' users failed: {e:#}");
+            }
+        })
+    }))
+}
+
 /// `flotilla nats`: its server's config, and with `--identities` the users it admits and
 /// the join service beside it.
 pub fn hub(a: &natsd::NatsArgs) -> Result<(natsd::ServerConfig, Option<natsd::Side>)> {
     let mut cfg = a.config()?;
     let Some(dir) = &a.identities else { return Ok((cfg, None)) };
     let ids = identities::Identities::load_cluster(dir)?;
-    let (base, own) = (ids.users()?, ids.own_nodes());
-    std::fs::create_dir_all(&a.data_dir)?;
-    let cache = a.data_dir.join("joined-nodes.json");
-    cfg.users = Some(users(&base, &own, &cached(&cache)));
     let creds = Credentials::load(&ids.path(&Role::Nats))?;
     let ca = a.ca.clone();
-    let side: natsd::Side = Box::new(move |reloader, url, stop| {
-        Box::pin(async move {
-            let reg = Arc::new(Mutex::new(Registry::new(base, own, reloader, cache)));
-            let run = async {
-                let bus = bus::Bus::connect_as(&url, Some(&creds)).await?;
-                serve(bus, reg, ca, stop).await
-            };
-            if let Err(e) = run.await {
-                tracing::error!("nats: the join service failed: {e:#}");
-            }
-        })
-    });
+    let side = admit_joined(&mut cfg, &a.data_dir, ids.users()?, ids.own_nodes(), creds, "nats", move |bus, reg, stop| serve(bus, reg, ca, stop))?;
     Ok((cfg, Some(side)))
 }
 
@@ -355,21 +365,7 @@ pub fn leaf(a: &natsd::LeafArgs) -> Result<(natsd::ServerConfig, Option<natsd::S
         r.login = Some((identities::LEAF_USER.into(), identities::leaf_password(&creds)?));
     }
     let base = identities::leaf_users(&creds)?;
-    std::fs::create_dir_all(&a.data_dir)?;
-    let cache = a.data_dir.join("joined-nodes.json");
-    cfg.users = Some(users(&base, &BTreeSet::new(), &cached(&cache)));
-    let side: natsd::Side = Box::new(move |reloader, url, stop| {
-        Box::pin(async move {
-            let reg = Arc::new(Mutex::new(Registry::new(base, BTreeSet::new(), reloader, cache)));
-            let run = async {
-                let bus = bus::Bus::connect_as(&url, Some(&creds)).await?;
-                follow(bus, reg, stop).await
-            };
-            if let Err(e) = run.await {
-                tracing::error!("leaf: following the joined nodes failed: {e:#}");
-            }
-        })
-    });
+    let side = admit_joined(&mut cfg, &a.data_dir, base, BTreeSet::new(), creds, "leaf", follow)?;
     Ok((cfg, Some(side)))
 }
 

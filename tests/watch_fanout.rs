@@ -57,12 +57,8 @@ fn brief(e: &Event) -> (u64, String, EventType) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_watchers_from_different_revisions_see_exactly_their_sequences() {
-    let nats = common::NatsServer::start();
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let client = async_nats::connect(&nats.url).await.expect("connect");
-    let state = actors::state::start(actors::state::StateConfig::single(tmp.path().join("state")), client.clone()).await.expect("state group");
-    state.wait_ready().await;
-    let bus = bus::Bus::from_client(client);
+    let gw = Gateway::start().await;
+    let bus = gw.bus.clone();
     let filter = subjects::event_filter("configmaps", &subjects::EventFilter { namespace: Some("a"), ..Default::default() });
 
     let before = write(&bus, "early", 60).await;
@@ -97,7 +93,6 @@ async fn many_watchers_from_different_revisions_see_exactly_their_sequences() {
         assert!(tokio::time::Instant::now() < deadline, "the shared watch outlived its watchers");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    state.shutdown().await;
 }
 
 fn rv(v: &Value) -> u64 {

@@ -150,8 +150,6 @@ type Receivers<K> = Arc<Mutex<Vec<(Option<&'static str>, futures::channel::mpsc:
 struct Hub {
     /// The `Receivers<K>` of the hub's kind.
     receivers: Box<dyn std::any::Any + Send>,
-    /// How many receivers it has.
-    count: Box<dyn Fn() -> usize + Send>,
     /// Spawns the one informer and its fan-out; taken by `start`.
     starter: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -192,9 +190,8 @@ impl Shared {
         let key = format!("{}/{}/{:?}", K::API_VERSION, K::KIND, scope);
         let hub = st.hubs.entry(key).or_insert_with(|| {
             let receivers: Receivers<K> = Default::default();
-            let (client, scope, fan, counted) = (client.clone(), scope.clone(), receivers.clone(), receivers.clone());
-            let count = Box::new(move || counted.lock().map(|r| r.len()).unwrap_or(0));
-            Hub { receivers: Box::new(receivers), count, starter: Some(Box::new(move || drop(tokio::spawn(fan_out::<K>(own::<K>(client, scope, None), fan))))) }
+            let (client, scope, fan) = (client.clone(), scope.clone(), receivers.clone());
+            Hub { receivers: Box::new(receivers), starter: Some(Box::new(move || drop(tokio::spawn(fan_out::<K>(own::<K>(client, scope, None), fan))))) }
         });
         let receivers = hub.receivers.downcast_ref::<Receivers<K>>()?;
         let (tx, rx) = futures::channel::mpsc::unbounded();
@@ -214,14 +211,9 @@ impl Shared {
         }
     }
 
-    /// Shared informers and the receivers of each, by kind and scope (for tests and logs).
-    pub fn receivers(&self) -> Vec<(String, usize)> {
-        let st = self.lock();
-        let mut v: Vec<(String, usize)> = st
-            .hubs
-            .iter()
-            .map(|(k, h)| (k.clone(), (h.count)()))
-            .collect();
+    /// The kinds and scopes shared (for logs).
+    pub fn kinds(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.lock().hubs.keys().cloned().collect();
         v.sort();
         v
     }

@@ -368,7 +368,7 @@ pub async fn start(bus: bus::Bus, cfg: Config) -> anyhow::Result<ControllersHand
         namespace::NamespaceController::new(c)
     });
     informers.start();
-    tracing::debug!(informers = ?informers.receivers(), "controllers: shared informers started");
+    tracing::debug!(informers = ?informers.kinds(), "controllers: shared informers started");
     Ok(ControllersHandle { deployment, daemonset, statefulset, replicaset, replication, gc, job, cronjob, ttl, disruption, hpa, namespace, endpoints, endpointslice, tasks })
 }
 

@@ -122,13 +122,10 @@ impl<T> Stamped<T> {
         (self.item.take().expect("a stamped message is taken once"), self.trace.take())
     }
 
-    pub fn take(mut self) -> T {
-        crate::trace::set_next(self.trace);
-        if let Some(a) = self.actor.take() {
-            mailbox(a, -1);
-            queued(a, self.at.elapsed());
-        }
-        self.item.take().expect("a stamped message is taken once")
+    pub fn take(self) -> T {
+        let (item, trace) = self.into_parts();
+        crate::trace::set_next(trace);
+        item
     }
 }
 
